@@ -1,0 +1,29 @@
+"""pusa-fw plugin for the Wan2.1 / Wan2.2 family: DiT backbone, VAE, umT5 text encoder, LoRA.
+
+Heavy modules are imported on first attribute access, so ``import pusa_fw_wan`` (and the plugin hooks)
+stay cheap and work without transformers or peft installed.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "WanConfig": ".config",
+    "WanDiT": ".dit",
+    "WanVAE": ".vae",
+    "WanTextEncoder": ".text_encoder",
+    "LoraSpec": ".lora",
+    "apply_loras": ".lora",
+    "WanExpertsBackbone": ".experts",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pusa_fw_wan' has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

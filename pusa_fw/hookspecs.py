@@ -1,0 +1,48 @@
+"""Plugin hooks of pusa-fw (pluggy project and entry-point group ``pusa_fw``).
+
+Every hook receives a ``register`` callback: ``register(obj, *, name=None, aliases=())``. ``name``
+defaults to ``obj.name``. Hooks are called once, when plugins are loaded, and never inside the
+denoising loop. First-party components (``pusa_fw_schedules``, ``pusa_fw_wan``) register exactly the
+way third-party plugins do.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("pusa_fw")
+hookimpl = pluggy.HookimplMarker("pusa_fw")
+
+Register = Callable[..., Any]
+
+
+@hookspec
+def register_schedules(register: Register) -> None:
+    """Register `TimestepSchedule` subclasses (base sigma grids over frames and steps)."""
+
+
+@hookspec
+def register_conditioning_policies(register: Register) -> None:
+    """Register `ConditioningPolicy` subclasses (how a held frame's sigma path is shaped)."""
+
+
+@hookspec
+def register_tasks(register: Register) -> None:
+    """Register `Task` subclasses (a pydantic params model that compiles to a plan)."""
+
+
+@hookspec
+def register_samplers(register: Register) -> None:
+    """Register sampler step rules (objects with ``name`` and the `SamplerRule` interface)."""
+
+
+@hookspec
+def register_backbones(register: Register) -> None:
+    """Register backbone factories (objects with ``name`` and ``load(**kwargs) -> Backbone``)."""
+
+
+@hookspec
+def register_commands(register: Register) -> None:
+    """Register CLI sub-commands (objects with ``name``, ``help``, ``add_arguments(parser)``, ``run(args)``)."""

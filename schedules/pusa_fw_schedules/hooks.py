@@ -1,0 +1,1 @@
+"""Placeholder hooks; filled in by the schedules package."""
