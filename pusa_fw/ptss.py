@@ -1,0 +1,162 @@
+"""PTSS: the per-frame sigma sampler of FAFM training (Probabilistic Timestep Sampling Strategy).
+
+Each training sample gets one sigma per latent frame. With probability `p_async` the frames of a sample
+draw independent sigmas (asynchronous); otherwise one sigma is drawn and shared by all frames of that
+sample (synchronous, i.e. ordinary video flow matching). Every sigma is `u` mapped through the shift
+
+    sigma = shift * u / (1 + (shift - 1) * u),
+
+with `u ~ U(0, 1)`, or, when `num_train_steps` is set, `u` uniform on the discrete training grid
+`{1, 1 - 1/N, ..., 1/N}` (`N = num_train_steps`), which is what the official Pusa trainer draws from
+(`set_timesteps(1000, training=True)` with shift 5, then `randint(0, 1000)` per frame).
+
+The official trainer hard-codes `p_async = 1` (every frame independent, no synchronous branch); FVDM
+used `p_async = 0.2`. Note the marginal that the shift gives: with shift 5 and the 1000-step grid,
+P(sigma > 0.5) = 0.834 and P(sigma > 0.8) = 0.556, so most frames are mostly noise.
+
+Whatever `p_async` is, the marginal law of every single frame's sigma is the shifted law above: the
+shared and the independent draws have the same distribution. Its CDF (continuous case) is
+`P(sigma <= s) = s / (shift - (shift - 1) * s)`.
+"""
+
+from __future__ import annotations
+
+import torch
+from einops import repeat
+from pydantic import BaseModel, ConfigDict, Field
+
+from .errors import InputError
+
+__all__ = ["PTSS", "shift_sigmas", "training_sigma_grid"]
+
+
+def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
+    """Map unshifted levels `u` in [0, 1] through the flow-matching shift.
+
+    `sigma = shift * u / (1 + (shift - 1) * u)`; shift 1 is the identity, shift > 1 pushes sigmas
+    towards 1 (more noise). The map is increasing and fixes 0 and 1.
+
+    Args:
+        u: tensor of any shape with values in [0, 1].
+        shift: the shift, > 0.
+
+    Returns:
+        Tensor of the shape and dtype of `u`.
+    """
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def training_sigma_grid(num_train_steps: int, shift: float) -> torch.Tensor:
+    """The discrete training grid of the official trainer, as sigmas.
+
+    `u = linspace(1, 0, N + 1)[:-1]` (i.e. `u_k = 1 - k / N`, k = 0..N-1), shifted. Index 0 is pure
+    noise (sigma 1); sigma 0 is never part of the grid.
+
+    Args:
+        num_train_steps: N, the number of grid points (the official trainer uses 1000).
+        shift: the shift, > 0 (the official trainer uses 5).
+
+    Returns:
+        `[N]` float64 sigmas, strictly decreasing from 1.
+    """
+    if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 1:
+        raise InputError(f"num_train_steps must be an int >= 1, got {num_train_steps!r}; use e.g. 1000.")
+    if not shift > 0:
+        raise InputError(f"shift must be > 0, got {shift!r}; use e.g. 5.0.")
+    steps = torch.arange(num_train_steps, dtype=torch.float64)
+    u = 1.0 - steps / num_train_steps
+    return shift_sigmas(u, shift)
+
+
+def _check_sample_args(batch_size: int, num_frames: int, generator: torch.Generator) -> None:
+    for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be an int >= 1, got {value!r}.")
+    if not isinstance(generator, torch.Generator):
+        raise InputError(
+            f"generator must be a torch.Generator, got {type(generator).__name__}; "
+            "pass torch.Generator().manual_seed(seed)."
+        )
+    if generator.device.type != "cpu":
+        raise InputError(
+            f"generator must live on the CPU, got one on {generator.device}; sigmas are drawn on the CPU "
+            "so that a seed gives the same draw on every device. Use torch.Generator() (no device)."
+        )
+
+
+class PTSS(BaseModel):
+    """Per-frame sigma sampler with a real asynchrony knob.
+
+    Attributes:
+        p_async: probability that a sample's frames draw independent sigmas; 0 = every sample is
+            synchronous (all frames share one sigma), 1 = every frame is independent (official Pusa).
+        shift: the flow-matching shift applied to every draw (official Pusa training: 5).
+        num_train_steps: None to draw `u ~ U(0, 1)`; an int N to draw `u` uniformly from the N-point
+            training grid of the official trainer (`training_sigma_grid`; official: 1000).
+
+    Example:
+        >>> ptss = PTSS(p_async=0.5, shift=5.0)
+        >>> sigmas = ptss.sample(2, 21, torch.Generator().manual_seed(0))
+        >>> tuple(sigmas.shape)
+        (2, 21)
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    p_async: float = Field(
+        1.0, ge=0.0, le=1.0, allow_inf_nan=False, description="probability that a sample's frames are independent"
+    )
+    shift: float = Field(5.0, gt=0.0, allow_inf_nan=False, description="flow-matching shift of every sigma")
+    num_train_steps: int | None = Field(
+        None, ge=1, strict=True, description="None: continuous u; N: u on the official N-step training grid"
+    )
+
+    def sample(self, batch_size: int, num_frames: int, generator: torch.Generator) -> torch.Tensor:
+        """Draw per-frame sigmas.
+
+        Args:
+            batch_size: B, number of samples.
+            num_frames: F, latent frames per sample.
+            generator: CPU `torch.Generator`; the only source of randomness.
+
+        Returns:
+            `[B, F]` float32 sigmas on the CPU, in [0, 1].
+        """
+        return self.sample_with_sync_mask(batch_size, num_frames, generator)[0]
+
+    def sample_with_sync_mask(
+        self, batch_size: int, num_frames: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw per-frame sigmas and say which samples were synchronous.
+
+        Draw order from `generator` (fixed, so a seed reproduces a draw): the B async coin flips, then
+        B shared levels, then B*F independent levels. All three are always drawn, so the stream does not
+        depend on the coin flips.
+
+        Args:
+            batch_size: B, number of samples.
+            num_frames: F, latent frames per sample.
+            generator: CPU `torch.Generator`.
+
+        Returns:
+            sigmas: `[B, F]` float32 on the CPU, in [0, 1].
+            synchronous: `[B]` bool, True where all frames of the sample share one sigma by design
+                (with F = 1 a sample is trivially both; the coin flip still decides the flag).
+        """
+        _check_sample_args(batch_size, num_frames, generator)
+        coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+        synchronous = coin >= self.p_async  # P(async) = p_async exactly at 0 and 1
+        shared = self._draw_levels((batch_size, 1), generator)
+        independent = self._draw_levels((batch_size, num_frames), generator)
+        shared = repeat(shared, "b 1 -> b f", f=num_frames)
+        sigmas = torch.where(repeat(synchronous, "b -> b f", f=num_frames), shared, independent)
+        return sigmas.to(torch.float32), synchronous
+
+    def _draw_levels(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
+        """Draw shifted sigmas of the given shape, float64 on the CPU."""
+        if self.num_train_steps is None:
+            u = torch.rand(shape, generator=generator, dtype=torch.float64)
+            return shift_sigmas(u, self.shift)
+        grid = training_sigma_grid(self.num_train_steps, self.shift)
+        index = torch.randint(0, self.num_train_steps, shape, generator=generator)
+        return grid[index]
