@@ -34,7 +34,9 @@ def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     """Map unshifted levels `u` in [0, 1] through the flow-matching shift.
 
     `sigma = shift * u / (1 + (shift - 1) * u)`; shift 1 is the identity, shift > 1 pushes sigmas
-    towards 1 (more noise). The map is increasing and fixes 0 and 1.
+    towards 1 (more noise). The map is increasing and fixes 0 and 1. It is evaluated as the equal
+    `u / (u + (1 - u) / shift)`, whose rounding can never leave [0, 1] (the textbook form gives
+    1 + 2e-16 at u = 1 for some shifts).
 
     Args:
         u: tensor of any shape with values in [0, 1].
@@ -43,7 +45,7 @@ def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
     Returns:
         Tensor of the shape and dtype of `u`.
     """
-    return shift * u / (1.0 + (shift - 1.0) * u)
+    return u / (u + (1.0 - u) / shift)
 
 
 def training_sigma_grid(num_train_steps: int, shift: float) -> torch.Tensor:
