@@ -1,0 +1,250 @@
+"""`WanDiT`: the Wan2.1 text-to-video DiT with one timestep per latent frame.
+
+A faithful re-implementation of the official ``WanModel`` (t2v) that takes per-frame sigmas `[B, F]`.
+The time embedding and the six modulation vectors are computed once per frame (`[B, F, D]`,
+`[B, F, 6, D]`, float32) and broadcast over that frame's tokens inside each block. With all frames
+equal it is the official Wan2.1 scalar-timestep model; with per-frame values it equals Wan2.2's
+per-token path (and Pusa's ``WanModelPusa``) without ever building a per-token time tensor.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from pusa_fw.backbone import Backbone
+from pusa_fw.errors import InputError
+
+from .config import WanConfig
+from .dit_blocks import AttentionBlock, Head, timestep_sinusoid
+from .rope import rope_cos_sin
+
+__all__ = ["WanDiT", "FP32_PARAMETER_PATTERNS"]
+
+# Parameters that stay float32 whatever the compute dtype (the official code runs them under an fp32
+# autocast region): time MLP, modulation tables, the head, and every norm weight.
+FP32_PARAMETER_PATTERNS = ("time_embedding.", "time_projection.", "modulation", "head.", "norm")
+
+
+def _keeps_fp32(name: str) -> bool:
+    return any(pattern in name for pattern in FP32_PARAMETER_PATTERNS)
+
+
+class WanDiT(nn.Module, Backbone):
+    """Wan2.1 T2V DiT taking per-frame sigmas.
+
+    Calling the module (``model(latents, sigmas, context)``) is the same as `velocity`; use
+    `forward_timesteps` to feed Wan's 0..1000 network timesteps directly (as the official code does).
+    The module tree and ``state_dict()`` keys equal the official checkpoint keys.
+
+    Args:
+        config: the architecture; a randomly initialised model is built (on the default device, or under
+            ``torch.device("meta")`` when used by the checkpoint loader).
+    """
+
+    def __init__(self, config: WanConfig) -> None:
+        super().__init__()
+        if not isinstance(config, WanConfig):
+            raise InputError(f"WanDiT needs a WanConfig, got {type(config).__name__}; e.g. WanConfig.t2v_1_3b()")
+        self.config = config
+        dim = config.dim
+        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size,
+                                         stride=config.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(dim, dim))
+        self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+        self.blocks = nn.ModuleList(
+            AttentionBlock(dim, config.ffn_dim, config.num_heads, config.qk_norm, config.cross_attn_norm,
+                           config.eps)
+            for _ in range(config.num_layers)
+        )
+        self.head = Head(dim, config.out_dim * config.patch_volume, config.eps)
+        self.gradient_checkpointing = False
+
+    # ------------------------------------------------------------------ construction and loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | os.PathLike[str],
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+        config: WanConfig | None = None,
+    ) -> WanDiT:
+        """Load a checkpoint (official directory, sharded, diffusers ``transformer/``, or single file).
+
+        The model is built on the meta device and filled tensor by tensor, so peak host memory is about
+        one copy of the weights. See `pusa_fw_wan.checkpoint.load_wan_dit`.
+
+        Args:
+            path: checkpoint directory or ``.safetensors`` file.
+            dtype: compute dtype of the large linears; time MLP, modulation, norms and head stay float32.
+            device: where the weights go.
+            config: the architecture, when it cannot be read from ``config.json`` or the tensor shapes.
+
+        Raises:
+            CheckpointError: missing file, unknown layout, or missing / unexpected / mis-shaped keys.
+        """
+        from .checkpoint import load_wan_dit
+
+        return load_wan_dit(path, dtype=dtype, device=device, config=config)
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> WanDiT:
+        """Cast the large linears and embeddings to ``dtype``, keeping `FP32_PARAMETER_PATTERNS` in float32."""
+        for name, parameter in self.named_parameters():
+            target = torch.float32 if _keeps_fp32(name) else dtype
+            if parameter.dtype != target:
+                parameter.data = parameter.data.to(target)
+        return self
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """Dtype of the patch embedding, i.e. of the large linears."""
+        return self.patch_embedding.weight.dtype
+
+    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self.gradient_checkpointing = enabled
+
+    # ------------------------------------------------------------------ public prediction API
+
+    def velocity(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any) -> torch.Tensor:
+        """Predict the flow-matching velocity ``eps - x0``.
+
+        Args:
+            latents: `[B, in_dim, F, H, W]`; H and W multiples of the spatial patch.
+            sigmas: `[B, F]` per-frame noise levels in [0, 1], or `[B]` for one level per sample.
+            context: `[B, L, text_dim]` text-encoder features, L <= text_len (zero-padded inside, as the
+                official code does; pad shorter prompts of a batch with zero rows).
+
+        Returns:
+            `[B, out_dim, F, H, W]` velocity in the dtype of ``latents``.
+        """
+        return self(latents, sigmas, context)
+
+    def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Same as `velocity` (sigmas in [0, 1]; the network timestep ``1000 * sigma`` is formed here)."""
+        if not isinstance(sigmas, torch.Tensor):
+            raise InputError(f"sigmas must be a tensor of shape [B] or [B, F], got {type(sigmas).__name__}")
+        if sigmas.is_floating_point() and sigmas.numel() > 0:
+            low, high = sigmas.min().item(), sigmas.max().item()
+            if not (0.0 <= low and high <= 1.0):
+                raise InputError(
+                    f"sigmas must lie in [0, 1] (1 = pure noise), got values in [{low}, {high}]; "
+                    "pass sigmas, not Wan's 0..1000 timesteps (use forward_timesteps for those)"
+                )
+        return self.forward_timesteps(latents, sigmas.to(torch.float64) * 1000.0, context)
+
+    def forward_timesteps(self, latents: torch.Tensor, timesteps: torch.Tensor,
+                          context: torch.Tensor) -> torch.Tensor:
+        """Predict the velocity from Wan network timesteps (0..1000 scale).
+
+        Args:
+            latents: `[B, in_dim, F, H, W]`.
+            timesteps: `[B, F]` or `[B]` network timesteps (converted to float64 for the sinusoid).
+            context: `[B, L, text_dim]`, L <= text_len.
+
+        Returns:
+            `[B, out_dim, F, H, W]` in the dtype of ``latents``.
+        """
+        self._check_inputs(latents, timesteps, context)
+        config = self.config
+        patch_frames, patch_height, patch_width = config.patch_size
+        grid = (latents.shape[2] // patch_frames, latents.shape[3] // patch_height,
+                latents.shape[4] // patch_width)
+
+        tokens = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype))
+        x = rearrange(tokens, "b d f h w -> b (f h w) d").float()
+        time_embedding, time_projection = self._embed_time(timesteps, grid[0], x.device)
+        text = self._embed_text(context)
+        rope_cos, rope_sin = rope_cos_sin(grid, config.head_dim, x.device, config.rope_max_positions)
+
+        use_checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
+        for block in self.blocks:
+            if use_checkpointing:
+                x = checkpoint(block, x, time_projection, text, rope_cos, rope_sin, use_reentrant=False)
+            else:
+                x = block(x, time_projection, text, rope_cos, rope_sin)
+
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = self.head(x, time_embedding)
+        velocity = rearrange(
+            out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
+            f=grid[0], h=grid[1], w=grid[2], pf=patch_frames, ph=patch_height, pw=patch_width,
+        )
+        return velocity.to(latents.dtype)
+
+    # ------------------------------------------------------------------ pieces
+
+    def _embed_time(self, timesteps: torch.Tensor, frames: int,
+                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Time embedding and projection, once per frame, in float32.
+
+        Args:
+            timesteps: `[B]` or `[B, F]` network timesteps.
+            frames: F, the number of latent frames (token frames).
+            device: device of the activations.
+
+        Returns:
+            `time_embedding` `[B, F, D]` and `time_projection` `[B, F, 6, D]`, float32. For `[B]` input they
+            are computed once per sample and expanded over F (stride 0, no copy).
+        """
+        per_sample = timesteps.ndim == 1
+        per_frame = rearrange(timesteps, "b -> b 1") if per_sample else timesteps
+        batch, given_frames = per_frame.shape
+        sinusoid = timestep_sinusoid(rearrange(per_frame.to(device), "b f -> (b f)"), self.config.freq_dim)
+        with torch.autocast(device_type=device.type, enabled=False):
+            first = self.time_embedding[0]
+            embedding = self.time_embedding(sinusoid.to(first.weight.dtype)).float()
+            projection_linear = self.time_projection[1]
+            projection = self.time_projection(embedding.to(projection_linear.weight.dtype)).float()
+        time_embedding = rearrange(embedding, "(b f) d -> b f d", b=batch)
+        time_projection = rearrange(projection, "(b f) (six d) -> b f six d", b=batch, six=6)
+        if given_frames != frames:
+            time_embedding = time_embedding.expand(batch, frames, -1)
+            time_projection = time_projection.expand(batch, frames, -1, -1)
+        return time_embedding, time_projection
+
+    def _embed_text(self, context: torch.Tensor) -> torch.Tensor:
+        """Zero-pad the text rows to ``text_len`` and embed: `[B, L, text_dim]` -> `[B, text_len, D]`."""
+        padded = F.pad(context, (0, 0, 0, self.config.text_len - context.shape[1]))
+        return self.text_embedding(padded.to(self.text_embedding[0].weight.dtype))
+
+    def _check_inputs(self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor) -> None:
+        config = self.config
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5:
+            shape = tuple(latents.shape) if isinstance(latents, torch.Tensor) else type(latents).__name__
+            raise InputError(f"latents must be [B, C, F, H, W], got {shape}")
+        batch, channels, frames, height, width = latents.shape
+        if channels != config.in_dim:
+            raise InputError(f"latents have {channels} channels, the model expects in_dim={config.in_dim}")
+        _, patch_height, patch_width = config.patch_size
+        if height % patch_height or width % patch_width:
+            raise InputError(
+                f"latent height/width {height}x{width} must be multiples of the patch "
+                f"{patch_height}x{patch_width}; crop or resize the video to a multiple of {8 * patch_height} pixels"
+            )
+        if not isinstance(timesteps, torch.Tensor) or timesteps.shape not in ((batch,), (batch, frames)):
+            shape = tuple(timesteps.shape) if isinstance(timesteps, torch.Tensor) else type(timesteps).__name__
+            raise InputError(f"sigmas/timesteps must be [B]=[{batch}] or [B, F]=[{batch}, {frames}], got {shape}")
+        if not bool(torch.isfinite(timesteps).all()):
+            raise InputError("sigmas/timesteps contain NaN or inf")
+        if not isinstance(context, torch.Tensor) or context.ndim != 3:
+            shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__
+            raise InputError(f"context must be [B, L, text_dim] text features, got {shape}")
+        if context.shape[0] != batch or context.shape[2] != config.text_dim:
+            raise InputError(
+                f"context {tuple(context.shape)} does not fit: expected [B={batch}, L, text_dim={config.text_dim}]"
+            )
+        if context.shape[1] > config.text_len:
+            raise InputError(
+                f"context has {context.shape[1]} rows, more than text_len={config.text_len}; truncate the prompt "
+                f"tokens to {config.text_len}"
+            )

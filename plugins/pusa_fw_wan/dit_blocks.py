@@ -1,0 +1,246 @@
+"""Building blocks of the Wan2.1 DiT: norms, attention, the transformer block and the output head.
+
+Module and parameter names equal the official ``wan/modules/model.py`` ones, so a state dict of the
+released checkpoints loads by name. Time conditioning enters per *frame*: a block receives the time
+projection as `[B, F, 6, D]` and broadcasts it over each frame's tokens by viewing the token axis as
+`[F, tokens_per_frame]`; no per-token time tensor is ever built.
+
+Precision (as the official code under bf16 autocast): the residual stream, every norm, the modulation
+arithmetic and the head run in float32; the q/k/v/o and FFN linears and attention run in the dtype of
+their weights; RoPE runs in float64 (see `rope.py`).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+from .rope import apply_rope
+
+__all__ = ["timestep_sinusoid", "RMSNorm", "SelfAttention", "CrossAttention", "AttentionBlock", "Head", "layer_norm_fp32",
+           "modulate"]
+
+
+def timestep_sinusoid(timesteps: torch.Tensor, freq_dim: int) -> torch.Tensor:
+    """Sinusoidal embedding of Wan network timesteps (0..1000 scale), in float64.
+
+    ``cat([cos(t * w_i), sin(t * w_i)])`` with ``w_i = 10000 ** (-i / half)``, ``i = 0 .. half - 1``.
+
+    Args:
+        timesteps: `[N]` network timesteps (cast to float64 first).
+        freq_dim: embedding width (even).
+
+    Returns:
+        `[N, freq_dim]` float64.
+    """
+    half = freq_dim // 2
+    positions = timesteps.to(torch.float64)
+    frequencies = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=positions.device) / half)
+    angles = torch.outer(positions, frequencies)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+def layer_norm_fp32(x: torch.Tensor, eps: float, norm: nn.LayerNorm | None = None) -> torch.Tensor:
+    """LayerNorm over the last axis in float32, optionally with the affine weights of ``norm``.
+
+    Args:
+        x: `[..., D]` any float dtype.
+        eps: the norm epsilon.
+        norm: an affine `nn.LayerNorm` whose weight and bias are applied, or None for no affine.
+
+    Returns:
+        `[..., D]` float32.
+    """
+    weight = None if norm is None else norm.weight.float()
+    bias = None if norm is None else norm.bias.float()
+    return F.layer_norm(x.float(), (x.shape[-1],), weight, bias, eps)
+
+
+def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """``normed * (1 + scale) + shift`` in float32, broadcasting per-frame values over tokens.
+
+    Args:
+        normed: `[B, F, S, D]` float32 normalised tokens (S tokens per frame).
+        shift: `[B, F, 1, D]` float32.
+        scale: `[B, F, 1, D]` float32.
+
+    Returns:
+        `[B, F, S, D]` float32.
+    """
+    return normed * (1 + scale) + shift
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the full width (across heads), with a learnable weight (official ``WanRMSNorm``).
+
+    The statistic is computed in float32; the result is cast back to the input dtype and multiplied by
+    the weight, so a float32 weight gives a float32 output.
+    """
+
+    def __init__(self, dim: int, eps: float = 1e-6) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """`[..., D]` -> `[..., D]`."""
+        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
+        return normed.to(x.dtype) * self.weight
+
+
+def _linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``linear`` to ``x`` cast to the dtype of the linear's weight."""
+    return linear(x.to(linear.weight.dtype))
+
+
+class _Attention(nn.Module):
+    """The q/k/v/o projections and q/k norms shared by self- and cross-attention."""
+
+    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, dim)
+        self.v = nn.Linear(dim, dim)
+        self.o = nn.Linear(dim, dim)
+        self.norm_q: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+        self.norm_k: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
+
+    def _attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Softmax attention through SDPA in the dtype of the value projection.
+
+        Args:
+            queries: `[B, Lq, heads, head_dim]`.
+            keys: `[B, Lk, heads, head_dim]`.
+            values: `[B, Lk, heads, head_dim]`.
+
+        Returns:
+            `[B, Lq, D]` after the output projection ``o`` (dtype of ``o``'s weight).
+        """
+        compute_dtype = self.v.weight.dtype
+        attended = F.scaled_dot_product_attention(
+            rearrange(queries.to(compute_dtype), "b l h d -> b h l d"),
+            rearrange(keys.to(compute_dtype), "b l h d -> b h l d"),
+            rearrange(values.to(compute_dtype), "b l h d -> b h l d"),
+        )
+        return _linear_in_weight_dtype(self.o, rearrange(attended, "b h l d -> b l (h d)"))
+
+
+class SelfAttention(_Attention):
+    """Self-attention over all tokens with RMS-normed q/k and 3D RoPE."""
+
+    def forward(self, x: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor) -> torch.Tensor:
+        """Args: x `[B, L, D]`; rope_cos, rope_sin `[L, head_dim / 2]` float64. Returns `[B, L, D]`."""
+        queries = self.norm_q(_linear_in_weight_dtype(self.q, x))
+        keys = self.norm_k(_linear_in_weight_dtype(self.k, x))
+        values = _linear_in_weight_dtype(self.v, x)
+        split = "b l (h d) -> b l h d"
+        queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope_cos, rope_sin)
+        keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope_cos, rope_sin)
+        return self._attend(queries, keys, rearrange(values, split, h=self.num_heads))
+
+
+class CrossAttention(_Attention):
+    """Cross-attention from video tokens to all text rows (no mask, no RoPE)."""
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Args: x `[B, L, D]`; context `[B, Lt, D]` embedded text. Returns `[B, L, D]`."""
+        split = "b l (h d) -> b l h d"
+        queries = rearrange(self.norm_q(_linear_in_weight_dtype(self.q, x)), split, h=self.num_heads)
+        keys = rearrange(self.norm_k(_linear_in_weight_dtype(self.k, context)), split, h=self.num_heads)
+        values = rearrange(_linear_in_weight_dtype(self.v, context), split, h=self.num_heads)
+        return self._attend(queries, keys, values)
+
+
+class AttentionBlock(nn.Module):
+    """One Wan2.1 transformer block: modulated self-attention, cross-attention, modulated gated FFN.
+
+    ``modulation`` `[1, 6, D]` is the block's learned bias on the shared time projection; its six rows
+    are shift/scale/gate of self-attention and shift/scale/gate of the FFN.
+    """
+
+    def __init__(self, dim: int, ffn_dim: int, num_heads: int, qk_norm: bool, cross_attn_norm: bool,
+                 eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.self_attn = SelfAttention(dim, num_heads, qk_norm, eps)
+        self.norm3: nn.Module = (
+            nn.LayerNorm(dim, eps=eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
+        )
+        self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
+        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        time_projection: torch.Tensor,
+        context: torch.Tensor,
+        rope_cos: torch.Tensor,
+        rope_sin: torch.Tensor,
+    ) -> torch.Tensor:
+        """Run the block.
+
+        Args:
+            x: `[B, L, D]` float32 residual stream, L = F * tokens_per_frame, frame-major.
+            time_projection: `[B, F, 6, D]` float32 time projection of each frame (may be an expanded
+                view with stride 0 over F).
+            context: `[B, Lt, D]` embedded text.
+            rope_cos: `[L, head_dim / 2]` float64.
+            rope_sin: `[L, head_dim / 2]` float64.
+
+        Returns:
+            `[B, L, D]` float32.
+        """
+        frames = time_projection.shape[1]
+        modulation = self.modulation.float().unsqueeze(0) + time_projection
+        shift_msa, scale_msa, gate_msa, shift_ffn, scale_ffn, gate_ffn = modulation.unsqueeze(3).unbind(dim=2)
+
+        def per_frame(tokens: torch.Tensor) -> torch.Tensor:
+            return rearrange(tokens, "b (f s) d -> b f s d", f=frames)
+
+        def per_token(tokens: torch.Tensor) -> torch.Tensor:
+            return rearrange(tokens, "b f s d -> b (f s) d")
+
+        x_frames = per_frame(x)
+        attn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_msa, scale_msa)
+        attn_out = self.self_attn(per_token(attn_in), rope_cos, rope_sin).float()
+        x_frames = x_frames + per_frame(attn_out) * gate_msa
+
+        x = per_token(x_frames)
+        norm3 = self.norm3 if isinstance(self.norm3, nn.LayerNorm) else None
+        cross_in = layer_norm_fp32(x, self.eps, norm3) if norm3 is not None else x
+        x = x + self.cross_attn(cross_in, context).float()
+
+        x_frames = per_frame(x)
+        ffn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_ffn, scale_ffn)
+        ffn_first = self.ffn[0]
+        hidden = self.ffn[1](_linear_in_weight_dtype(ffn_first, per_token(ffn_in)))
+        ffn_out = self.ffn[2](hidden).float()
+        x_frames = x_frames + per_frame(ffn_out) * gate_ffn
+        return per_token(x_frames)
+
+
+class Head(nn.Module):
+    """Output head: LayerNorm modulated by the *time embedding* (not the projection), then a linear.
+
+    ``modulation`` `[1, 2, D]` holds shift and scale; ``head`` maps D to ``out_dim * patch_volume``.
+    Runs entirely in float32.
+    """
+
+    def __init__(self, dim: int, out_features: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.head = nn.Linear(dim, out_features)
+        self.modulation = nn.Parameter(torch.randn(1, 2, dim) / dim**0.5)
+
+    def forward(self, x: torch.Tensor, time_embedding: torch.Tensor) -> torch.Tensor:
+        """Args: x `[B, L, D]` float32; time_embedding `[B, F, D]` float32. Returns `[B, L, out]` float32."""
+        frames = time_embedding.shape[1]
+        modulation = self.modulation.float().unsqueeze(0) + time_embedding.unsqueeze(2)
+        shift, scale = modulation.unsqueeze(3).unbind(dim=2)
+        x_frames = rearrange(x, "b (f s) d -> b f s d", f=frames)
+        head_in = rearrange(modulate(layer_norm_fp32(x_frames, self.eps), shift, scale), "b f s d -> b (f s) d")
+        return _linear_in_weight_dtype(self.head, head_in).float()
