@@ -1,0 +1,345 @@
+"""The Wan2.1 VAE: video ``[B, 3, T, H, W]`` in [-1, 1] <-> normalised latents ``[B, 16, F, H/8, W/8]``.
+
+Our own implementation of the official ``WanVAE`` (wrapper + ``WanVAE_``), number-for-number:
+
+- encode runs the encoder on time chunks of 1, 4, 4, ... frames with a causal cache, takes the posterior
+  mean (no sampling) and normalises it per channel: ``(mu - mean) * (1 / std)``;
+- decode inverts the normalisation (``z / (1 / std) + mean``), decodes one latent frame at a time
+  (1 pixel frame, then 4 per latent) and clamps to [-1, 1].
+
+On top of the official behaviour, both directions can run in overlapping spatial tiles (see
+`vae_tiling`), switched on automatically when a pass would exceed ``memory_budget_bytes``, so memory stays
+bounded as the resolution grows. Tiling is an approximation (the per-frame attention of the middle block
+and the convolutions near tile borders see less context); the error is measured in the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pusa_fw.errors import CheckpointError, InputError
+
+from .vae_blocks import CausalCache, CausalConv3d
+from .vae_checkpoint import (
+    WAN21_LATENTS_MEAN,
+    WAN21_LATENTS_STD,
+    check_state_dict,
+    infer_widths,
+    read_vae_weights,
+)
+from .vae_networks import Decoder3d, Encoder3d, VAEArchitecture
+from .vae_tiling import TilePlan, choose_tile_size, plan_tiles, run_tiled
+
+SPATIAL_FACTOR = 8
+TEMPORAL_FACTOR = 4
+DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024**3
+"""Working memory one encode/decode pass may use before it is tiled (weights and the output not counted)."""
+FORCED_TILE_SIZE = 32
+"""Tile side in latent positions (256 pixels) when tiling is forced on an input that fits the budget."""
+
+# Measured working bytes per spatial cell per unit of `dim` per byte of the compute dtype (peak RSS of
+# one chunked pass minus the input/output, fitted over several sizes at dim 16..96; see
+# tests/wan/test_vae_tiling.py and benchmarks/bench_vae.py). A cell is one latent position = 8x8 pixels.
+DECODE_BYTES_PER_CELL_PER_DIM = 64 * 15.0
+ENCODE_BYTES_PER_CELL_PER_DIM = 64 * 9.0
+
+
+class WanVAE(nn.Module):
+    """Wan2.1 video VAE with chunked causal caching and optional spatial tiling.
+
+    Module names follow the official ``Wan2.1_VAE.pth`` keys: ``encoder``, ``conv1`` (posterior
+    projection), ``conv2`` (latent projection), ``decoder``.
+
+    Args:
+        dim: base width (96 for the released model).
+        z_dim: latent channels (16).
+        latents_mean: per-channel means used to normalise latents (the Wan2.1 constants by default).
+        latents_std: per-channel stds.
+        memory_budget_bytes: working memory one pass may use; larger passes are tiled when
+            ``tiled=None``. Weights and the returned tensor are not counted.
+        tile_overlap: overlap of neighbouring tiles in latent positions (8 -> 64 pixels).
+        tile_size: tile side in latent positions for tiled passes; None derives it from the budget
+            (and uses `FORCED_TILE_SIZE` when ``tiled=True`` is asked for an input that fits the budget).
+    """
+
+    def __init__(
+        self,
+        dim: int = 96,
+        z_dim: int = 16,
+        *,
+        latents_mean: tuple[float, ...] = WAN21_LATENTS_MEAN,
+        latents_std: tuple[float, ...] = WAN21_LATENTS_STD,
+        memory_budget_bytes: float = DEFAULT_MEMORY_BUDGET_BYTES,
+        tile_overlap: int = 8,
+        tile_size: int | None = None,
+    ) -> None:
+        super().__init__()
+        if len(latents_mean) != z_dim or len(latents_std) != z_dim:
+            raise InputError(
+                f"latents_mean/latents_std have {len(latents_mean)}/{len(latents_std)} entries; "
+                f"z_dim={z_dim} needs {z_dim} each"
+            )
+        self.arch = VAEArchitecture(dim=dim, z_dim=z_dim)
+        self.latents_mean = tuple(float(v) for v in latents_mean)
+        self.latents_std = tuple(float(v) for v in latents_std)
+        self.memory_budget_bytes = memory_budget_bytes
+        self.tile_overlap = tile_overlap
+        self.tile_size = tile_size
+        self.encoder = Encoder3d(self.arch)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
+        self.decoder = Decoder3d(self.arch)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1)
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        dim: int | None = 96,
+        z_dim: int | None = 16,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+        **options: float,
+    ) -> WanVAE:
+        """Load the official ``Wan2.1_VAE.pth``, a safetensors copy, or a diffusers ``vae/`` directory.
+
+        Args:
+            path: the checkpoint file or directory (see `vae_checkpoint.read_vae_weights`).
+            dim: expected base width; None reads it from the checkpoint.
+            z_dim: expected latent channels; None reads it from the checkpoint.
+            dtype: compute and weight dtype (latents and video are returned in fp32).
+            device: where the model lives.
+            **options: `memory_budget_bytes`, `tile_overlap`, `tile_size` (see the class).
+
+        Raises:
+            CheckpointError: missing or unreadable file, missing / unexpected keys (listed), wrong
+                shapes, or widths different from the requested ``dim`` / ``z_dim``.
+        """
+        layout = VAEArchitecture()
+        with torch.device("meta"):
+            official_keys = list(cls(dim=8, z_dim=layout.z_dim).state_dict())
+        weights = read_vae_weights(path, layout, official_keys)
+        found_dim, found_z = infer_widths(weights.state_dict)
+        for name, wanted, found in (("dim", dim, found_dim), ("z_dim", z_dim, found_z)):
+            if wanted is not None and found is not None and wanted != found:
+                raise CheckpointError(
+                    f"{weights.source} holds a VAE with {name}={found}, but {name}={wanted} was requested; "
+                    f"pass {name}={found} (or {name}=None to read it from the checkpoint)"
+                )
+        dim, z_dim = dim or found_dim or layout.dim, z_dim or found_z or layout.z_dim
+        with torch.device("meta"):
+            model = cls(dim, z_dim, latents_mean=weights.latents_mean, latents_std=weights.latents_std, **options)
+        expected = {key: value.shape for key, value in model.state_dict().items()}
+        check_state_dict(weights.state_dict, expected, weights.source)
+        converted = {key: value.to(device=device, dtype=dtype) for key, value in weights.state_dict.items()}
+        model.load_state_dict(converted, strict=True, assign=True)
+        return model.eval()
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """Dtype of the weights (the compute dtype)."""
+        return self.conv2.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        """Device of the weights."""
+        return self.conv2.weight.device
+
+    @torch.no_grad()
+    def encode(
+        self,
+        video: torch.Tensor,
+        *,
+        tiled: bool | None = None,
+        normalize: bool = True,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Encode a video into latents (the posterior mean).
+
+        Args:
+            video: ``[B, 3, T, H, W]`` in [-1, 1], T = 4n + 1, H and W multiples of 8 (the Wan
+                pipelines need 16).
+            tiled: None tiles only when the pass would exceed ``memory_budget_bytes``; True always tiles
+                (with the budget's tile size, at least one tile); False never tiles.
+            normalize: True returns ``(mu - mean) / std`` (what the DiT consumes), False the raw mean.
+            on_tile: progress callback ``(tiles_done, tiles_total)``.
+
+        Returns:
+            ``[B, z_dim, (T - 1) / 4 + 1, H / 8, W / 8]`` float32 on the model's device.
+        """
+        self._check_video(video)
+        video = video.to(device=self.device, dtype=self.dtype)
+        height, width = video.shape[3] // SPATIAL_FACTOR, video.shape[4] // SPATIAL_FACTOR
+        plan = self._plan(height, width, ENCODE_BYTES_PER_CELL_PER_DIM, tiled)
+        if plan is None:
+            mu = self._encode_chunks(video)
+        else:
+            mu = run_tiled(self._encode_chunks, video, plan, SPATIAL_FACTOR, 1, on_tile)
+        return self._normalize(mu) if normalize else mu
+
+    def encode_image(self, image: torch.Tensor, **kwargs: bool | None) -> torch.Tensor:
+        """Encode images as one-frame videos: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, z_dim, 1, H/8, W/8]``.
+
+        Keyword arguments are those of `encode`.
+        """
+        if not isinstance(image, torch.Tensor) or image.ndim != 4:
+            raise InputError(
+                f"image must be a tensor [B, 3, H, W] in [-1, 1], got shape {_shape(image)}; "
+                "use image[None] for a single [3, H, W] image or encode() for videos"
+            )
+        return self.encode(image.unsqueeze(2), **kwargs)
+
+    @torch.no_grad()
+    def decode(
+        self,
+        latents: torch.Tensor,
+        *,
+        tiled: bool | None = None,
+        normalized: bool = True,
+        clamp: bool = True,
+        on_tile: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Decode latents into a video.
+
+        Args:
+            latents: ``[B, z_dim, F, h, w]``, normalised as `encode` returns them (unless
+                ``normalized=False``).
+            tiled: None tiles only when the pass would exceed ``memory_budget_bytes``; True always tiles;
+                False never tiles.
+            normalized: False when `latents` are the raw posterior space (skips the de-normalisation).
+            clamp: clamp the output to [-1, 1] (the official decode does).
+            on_tile: progress callback ``(tiles_done, tiles_total)``.
+
+        Returns:
+            ``[B, 3, 4 * (F - 1) + 1, 8h, 8w]`` float32 on the model's device.
+        """
+        self._check_latents(latents)
+        z = latents.to(device=self.device)
+        z = self._denormalize(z) if normalized else z.float()
+        z = z.to(self.dtype)
+        plan = self._plan(z.shape[3], z.shape[4], DECODE_BYTES_PER_CELL_PER_DIM, tiled)
+        if plan is None:
+            video = self._decode_chunks(z)
+        else:
+            video = run_tiled(self._decode_chunks, z, plan, 1, SPATIAL_FACTOR, on_tile)
+        return video.clamp_(-1.0, 1.0) if clamp else video
+
+    def estimate_bytes(self, height: int, width: int, direction: str = "decode") -> float:
+        """Estimated working memory of one untiled pass at ``height x width`` pixels (weights, output excluded)."""
+        per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
+        cells = (height // SPATIAL_FACTOR) * (width // SPATIAL_FACTOR)
+        return per_dim * self.arch.dim * _element_size(self.dtype) * cells
+
+    def tile_plan(self, height: int, width: int, direction: str = "decode", tiled: bool | None = None) -> TilePlan | None:
+        """The tiles a pass at ``height x width`` pixels would use (None: untiled)."""
+        per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
+        return self._plan(height // SPATIAL_FACTOR, width // SPATIAL_FACTOR, per_dim, tiled)
+
+    # ------------------------------------------------------------------ internals
+
+    def _plan(self, height: int, width: int, per_dim: float, tiled: bool | None) -> TilePlan | None:
+        """Tile plan in latent cells for a pass, or None for an untiled pass."""
+        if tiled is False:
+            return None
+        bytes_per_cell = per_dim * self.arch.dim * _element_size(self.dtype)
+        min_tile = 2 * self.tile_overlap + 1
+        size = choose_tile_size(height, width, bytes_per_cell, self.memory_budget_bytes, min_tile)
+        if size is None and tiled is None:
+            return None
+        if self.tile_size is not None:
+            size = (self.tile_size, self.tile_size)
+        elif size is None:
+            size = (FORCED_TILE_SIZE, FORCED_TILE_SIZE)
+        if min(size) <= self.tile_overlap:
+            raise InputError(
+                f"tile size {size} must be larger than tile_overlap={self.tile_overlap}; "
+                "raise tile_size or lower tile_overlap"
+            )
+        return plan_tiles(height, width, *size, overlap=self.tile_overlap)
+
+    def _encode_chunks(self, video: torch.Tensor) -> torch.Tensor:
+        """Untiled chunked encode: ``[B, 3, T, H, W]`` -> raw posterior mean ``[B, z, F, H/8, W/8]`` fp32."""
+        cache = CausalCache()
+        num_frames = video.shape[2]
+        bounds = [(0, 1)] + [(s, s + TEMPORAL_FACTOR) for s in range(1, num_frames, TEMPORAL_FACTOR)]
+        features = torch.cat([self.encoder(video[:, :, start:stop], cache) for start, stop in bounds], dim=2)
+        mu, _log_var = self.conv1(features).chunk(2, dim=1)
+        return mu.float()
+
+    def _decode_chunks(self, z: torch.Tensor) -> torch.Tensor:
+        """Untiled chunked decode: ``[B, z, F, h, w]`` (raw space) -> unclamped ``[B, 3, T, 8h, 8w]`` fp32."""
+        cache = CausalCache()
+        x = self.conv2(z)
+        batch, _, num_latents, height, width = x.shape
+        num_frames = TEMPORAL_FACTOR * (num_latents - 1) + 1
+        video = torch.empty(
+            batch, 3, num_frames, height * SPATIAL_FACTOR, width * SPATIAL_FACTOR, device=z.device
+        )
+        for index in range(num_latents):
+            frames = self.decoder(x[:, :, index : index + 1], cache)
+            start = 0 if index == 0 else TEMPORAL_FACTOR * (index - 1) + 1
+            video[:, :, start : start + frames.shape[2]] = frames.float()
+        return video
+
+    def _scale(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mean, 1 / std)`` as ``[1, z, 1, 1, 1]`` fp32 tensors, like the official ``scale``."""
+        mean = torch.tensor(self.latents_mean, dtype=torch.float32, device=device)
+        inv_std = 1.0 / torch.tensor(self.latents_std, dtype=torch.float32, device=device)
+        return mean.view(1, -1, 1, 1, 1), inv_std.view(1, -1, 1, 1, 1)
+
+    def _normalize(self, mu: torch.Tensor) -> torch.Tensor:
+        mean, inv_std = self._scale(mu.device)
+        return (mu - mean) * inv_std
+
+    def _denormalize(self, z: torch.Tensor) -> torch.Tensor:
+        mean, inv_std = self._scale(z.device)
+        return z.float() / inv_std + mean
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
+            raise InputError(
+                f"video must be a tensor [B, 3, T, H, W] in [-1, 1], got shape {_shape(video)}; "
+                "use encode_image() for [B, 3, H, W] images"
+            )
+        if not video.is_floating_point():
+            raise InputError(f"video has dtype {video.dtype}; convert to float and scale to [-1, 1] (x / 127.5 - 1)")
+        num_frames, height, width = video.shape[2:]
+        if (num_frames - 1) % TEMPORAL_FACTOR:
+            lower = num_frames - (num_frames - 1) % TEMPORAL_FACTOR
+            raise InputError(f"video has T={num_frames} frames; T must be 4n+1, e.g. {lower} or {lower + 4}")
+        for name, value in (("H", height), ("W", width)):
+            if value == 0 or value % SPATIAL_FACTOR:
+                near = max(16, round(value / 16) * 16)
+                raise InputError(
+                    f"video has {name}={value}; it must be a positive multiple of 8 (the Wan pipelines need 16), "
+                    f"e.g. resize or crop to {near}"
+                )
+        low, high = float(video.min()), float(video.max())
+        if low < -1.001 or high > 1.001:
+            raise InputError(
+                f"video values span [{low:.3g}, {high:.3g}]; the VAE expects [-1, 1] (for 0..255 use x / 127.5 - 1)"
+            )
+
+    def _check_latents(self, latents: torch.Tensor) -> None:
+        z_dim = self.arch.z_dim
+        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != z_dim:
+            raise InputError(f"latents must be a tensor [B, {z_dim}, F, h, w], got shape {_shape(latents)}")
+        if min(latents.shape[2:]) == 0:
+            raise InputError(f"latents have an empty dimension: shape {list(latents.shape)}")
+        if not latents.is_floating_point():
+            raise InputError(f"latents have dtype {latents.dtype}; pass a floating-point tensor")
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
+
+
+def _shape(value: object) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

@@ -1,0 +1,272 @@
+"""Reading Wan2.1 VAE weights: the official ``Wan2.1_VAE.pth``, a safetensors copy, or a diffusers ``vae/``.
+
+Everything is returned under the official key names (``encoder.downsamples.3.residual.2.weight`` ...).
+Diffusers ``AutoencoderKLWan`` names are translated by `diffusers_key`, which is derived from the
+architecture (stage sizes), so it works for any width. Nothing is unpickled: ``.pth`` files are read with
+``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from pusa_fw.errors import CheckpointError
+
+from .vae_networks import VAEArchitecture
+
+WAN21_LATENTS_MEAN = (
+    -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+    0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921,
+)  # fmt: skip
+"""Per-channel latent means hard-coded in the official ``WanVAE`` wrapper."""
+
+WAN21_LATENTS_STD = (
+    2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
+)  # fmt: skip
+"""Per-channel latent standard deviations hard-coded in the official ``WanVAE`` wrapper."""
+
+DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
+_WRAPPER_KEYS = ("model_state", "state_dict")
+_RESIDUAL_TO_DIFFUSERS = {"residual.0": "norm1", "residual.2": "conv1", "residual.3": "norm2", "residual.6": "conv2"}
+
+
+@dataclass(frozen=True)
+class LoadedVAEWeights:
+    """Tensors under official names plus what the checkpoint says about itself.
+
+    Attributes:
+        state_dict: official key -> tensor.
+        latents_mean: the 16 normalisation means (from a diffusers config, else the Wan2.1 constants).
+        latents_std: the 16 normalisation stds.
+        source: a short description of the file for error messages.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    latents_mean: tuple[float, ...]
+    latents_std: tuple[float, ...]
+    source: str
+
+
+def _decoder_stage_offsets(arch: VAEArchitecture) -> list[int]:
+    """Index in ``decoder.upsamples`` where each decoder stage starts (0, 4, 8, 12 for the Wan2.1 VAE)."""
+    offsets, position = [], 0
+    for stage in range(len(arch.dim_mult)):
+        offsets.append(position)
+        position += arch.num_res_blocks + 1 + (1 if stage != len(arch.dim_mult) - 1 else 0)
+    return offsets
+
+
+def diffusers_key(official: str, arch: VAEArchitecture) -> str:
+    """Name of the official tensor `official` in a diffusers ``AutoencoderKLWan`` state dict.
+
+    Raises:
+        CheckpointError: for a name that is not part of the Wan2.1 VAE.
+    """
+    top = {"conv1.": "quant_conv.", "conv2.": "post_quant_conv."}
+    for prefix, renamed in top.items():
+        if official.startswith(prefix):
+            return renamed + official[len(prefix) :]
+    match = re.fullmatch(r"(encoder|decoder)\.(\w+)\.(.+)", official)
+    if match is None:
+        raise CheckpointError(f"tensor name {official!r} is not part of the Wan2.1 VAE")
+    net, part, rest = match.groups()
+    if part == "conv1":
+        return f"{net}.conv_in.{rest}"
+    if part == "head":
+        index, leaf = rest.split(".", 1)
+        return f"{net}.{ {'0': 'norm_out', '2': 'conv_out'}[index] }.{leaf}"
+    if part == "middle":
+        index, leaf = rest.split(".", 1)
+        block = {"0": "resnets.0", "1": "attentions.0", "2": "resnets.1"}[index]
+        return f"{net}.mid_block.{block}.{_block_leaf(leaf)}"
+    index_text, leaf = rest.split(".", 1)
+    index = int(index_text)
+    if part == "downsamples":
+        return f"{net}.down_blocks.{index}.{_block_leaf(leaf)}"
+    if part == "upsamples":
+        offsets = _decoder_stage_offsets(arch)
+        stage = max(s for s, start in enumerate(offsets) if start <= index)
+        within = index - offsets[stage]
+        if within <= arch.num_res_blocks:
+            return f"{net}.up_blocks.{stage}.resnets.{within}.{_block_leaf(leaf)}"
+        return f"{net}.up_blocks.{stage}.upsamplers.0.{leaf}"
+    raise CheckpointError(f"tensor name {official!r} is not part of the Wan2.1 VAE")
+
+
+def _block_leaf(leaf: str) -> str:
+    """Rename the inside of a residual block (``residual.2.weight`` -> ``conv1.weight``)."""
+    for official, renamed in _RESIDUAL_TO_DIFFUSERS.items():
+        if leaf.startswith(official + "."):
+            return renamed + leaf[len(official) :]
+    if leaf.startswith("shortcut."):
+        return "conv_shortcut" + leaf[len("shortcut") :]
+    return leaf
+
+
+def read_vae_weights(path: str | Path, arch: VAEArchitecture, official_keys: list[str]) -> LoadedVAEWeights:
+    """Read a VAE checkpoint and return its tensors under the official names.
+
+    Args:
+        path: ``Wan2.1_VAE.pth``, a ``.safetensors`` file with the same keys, or a diffusers ``vae/``
+            directory (``config.json`` + ``diffusion_pytorch_model.safetensors``), or the model root that
+            holds such a ``vae/`` folder.
+        arch: the layout the weights are meant for (stages and blocks, used to translate diffusers
+            names; the widths are read from the tensors by the caller).
+        official_keys: every key the model expects (to translate and to report missing ones).
+
+    Raises:
+        CheckpointError: the path is missing or unreadable, holds something other than tensors, or
+            its diffusers config describes a different VAE.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(
+            f"VAE checkpoint {str(path)!r} does not exist; pass the official Wan2.1_VAE.pth, a .safetensors "
+            "file with the same keys, or a diffusers vae/ directory"
+        )
+    if path.is_dir():
+        return _read_diffusers_dir(path, arch, official_keys)
+    tensors = _read_tensor_file(path)
+    return LoadedVAEWeights(tensors, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, str(path))
+
+
+def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` or a pickle-free ``.pth``/``.pt``/``.bin`` state dict."""
+    suffix = path.suffix.lower()
+    if suffix == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as error:
+            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {error}") from error
+    if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
+        raise CheckpointError(
+            f"VAE checkpoint {str(path)!r} has an unknown extension {suffix!r}; use .pth or .safetensors"
+        )
+    try:
+        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOF)
+        raise CheckpointError(
+            f"cannot read {str(path)!r} as a plain tensor state dict (loaded with weights_only=True): "
+            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        ) from error
+    if isinstance(loaded, dict):
+        for wrapper in _WRAPPER_KEYS:
+            if set(loaded) == {wrapper} and isinstance(loaded[wrapper], dict):
+                loaded = loaded[wrapper]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise CheckpointError(
+            f"{str(path)!r} does not hold a state dict of tensors (got {type(loaded).__name__}); "
+            "save it with torch.save(model.state_dict(), path)"
+        )
+    return dict(loaded)
+
+
+def _read_diffusers_dir(path: Path, arch: VAEArchitecture, official_keys: list[str]) -> LoadedVAEWeights:
+    """Read a diffusers ``AutoencoderKLWan`` directory and translate its names to the official ones."""
+    if not (path / "config.json").is_file() and (path / "vae" / "config.json").is_file():
+        path = path / "vae"
+    config_path = path / "config.json"
+    if not config_path.is_file():
+        raise CheckpointError(
+            f"directory {str(path)!r} has no config.json; pass a diffusers vae/ directory "
+            "(config.json + diffusion_pytorch_model.safetensors) or a single .pth/.safetensors file"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"cannot read {str(config_path)!r}: {error}") from error
+    _check_diffusers_config(config, arch, config_path)
+    weights = next((path / name for name in DIFFUSERS_WEIGHT_FILES if (path / name).is_file()), None)
+    if weights is None:
+        raise CheckpointError(f"directory {str(path)!r} holds none of {list(DIFFUSERS_WEIGHT_FILES)}")
+    raw = _read_tensor_file(weights)
+    by_diffusers_name = {diffusers_key(key, arch): key for key in official_keys}
+    unexpected = sorted(name for name in raw if name not in by_diffusers_name)
+    if unexpected:
+        raise CheckpointError(
+            f"{str(weights)!r} has {len(unexpected)} tensors that are not part of a Wan2.1 AutoencoderKLWan: "
+            f"{_preview(unexpected)}"
+        )
+    state = {by_diffusers_name[name]: tensor for name, tensor in raw.items()}
+    mean = tuple(float(v) for v in config.get("latents_mean", WAN21_LATENTS_MEAN))
+    std = tuple(float(v) for v in config.get("latents_std", WAN21_LATENTS_STD))
+    return LoadedVAEWeights(state, mean, std, str(weights))
+
+
+def _check_diffusers_config(config: dict, arch: VAEArchitecture, config_path: Path) -> None:
+    """Raise unless the diffusers config describes the Wan2.1 VAE layout that `arch` builds."""
+    if config.get("is_residual", False) or config.get("patch_size") not in (None, 1):
+        raise CheckpointError(
+            f"{str(config_path)!r} describes a Wan2.2 VAE (is_residual/patch_size set); only the Wan2.1 VAE "
+            "(Wan2.1_VAE.pth, also used by Wan2.2 A14B) is supported"
+        )
+    expected = {
+        "dim_mult": list(arch.dim_mult),
+        "num_res_blocks": arch.num_res_blocks,
+        "attn_scales": [],
+        "temperal_downsample": list(arch.temporal_downsample),
+    }
+    for name, value in expected.items():
+        if name in config and config[name] != value:
+            raise CheckpointError(
+                f"{str(config_path)!r} has {name}={config[name]!r} but the model was built with {value!r}; "
+                f"pass the matching value (e.g. dim= / z_dim= to WanVAE.from_pretrained)"
+            )
+    decoder_dim = config.get("decoder_base_dim")
+    if decoder_dim not in (None, config.get("base_dim")):
+        raise CheckpointError(
+            f"{str(config_path)!r} has decoder_base_dim={decoder_dim} != base_dim={config.get('base_dim')}; "
+            "only VAEs whose encoder and decoder share one width are supported"
+        )
+
+
+def _preview(names: list[str], limit: int = 12) -> str:
+    """The first `limit` names, and how many more there are."""
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_state_dict(
+    state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str
+) -> None:
+    """Raise a `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
+
+    Args:
+        state: the tensors read from the checkpoint (official names).
+        expected: official name -> shape of every tensor the model has.
+        source: checkpoint description for the message.
+    """
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys: {_preview(missing)}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
+    if problems:
+        raise CheckpointError(
+            f"{source} does not match the Wan2.1 VAE: " + "; ".join(problems)
+            + ". Is it a Wan2.1 VAE checkpoint (not a DiT / Wan2.2 VAE file)?"
+        )
+    wrong = [
+        f"{key} {list(state[key].shape)} (expected {list(shape)})"
+        for key, shape in expected.items()
+        if state[key].shape != shape
+    ]
+    if wrong:
+        raise CheckpointError(f"{source} has tensors of the wrong shape: {_preview(wrong)}")
+
+
+def infer_widths(state: dict[str, torch.Tensor]) -> tuple[int | None, int | None]:
+    """``(dim, z_dim)`` read from the shapes of ``encoder.conv1.weight`` and ``conv2.weight`` (None if absent)."""
+    dim = state["encoder.conv1.weight"].shape[0] if "encoder.conv1.weight" in state else None
+    z_dim = state["conv2.weight"].shape[0] if "conv2.weight" in state else None
+    return dim, z_dim
