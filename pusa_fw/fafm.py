@@ -43,7 +43,9 @@ def _check_latents(name: str, tensor: torch.Tensor, like: torch.Tensor | None = 
         shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise InputError(f"{name} must be a [B, C, F, H, W] tensor, got {shape}.")
     if like is not None and tensor.shape != like.shape:
-        raise InputError(f"{name} has shape {tuple(tensor.shape)} but x0 has {tuple(like.shape)}; they must match.")
+        raise InputError(
+            f"{name} has shape {tuple(tensor.shape)} but x0 has {tuple(like.shape)}; they must match."
+        )
 
 
 def _check_sigmas(sigmas: torch.Tensor, x0: torch.Tensor) -> None:
@@ -116,7 +118,8 @@ def _broadcast_frame_tensor(name: str, value: torch.Tensor, batch: int, frames: 
         return rearrange(value, "f -> 1 f").expand(batch, frames)
     if tuple(value.shape) != (batch, frames):
         raise InputError(
-            f"{name} must have shape [B, F] = {(batch, frames)} or [F] = {(frames,)}, got {tuple(value.shape)}."
+            f"{name} must have shape [B, F] = {(batch, frames)} or [F] = {(frames,)}, "
+            f"got {tuple(value.shape)}."
         )
     return value
 
@@ -161,7 +164,8 @@ def fafm_loss(
         weights = weights.to(device=losses.device, dtype=torch.float32)
         if not bool(torch.all(torch.isfinite(weights) & (weights >= 0))):
             raise InputError(
-                "frame_weights must be finite and >= 0 (a negative weight would maximise that frame's error); "
+                "frame_weights must be finite and >= 0 (a negative weight would maximise that frame's "
+                "error); "
                 f"got min {weights.min().item()!r}, max {weights.max().item()!r}."
             )
         losses = losses * weights
@@ -172,7 +176,9 @@ def fafm_loss(
             raise InputError(f"frame_mask must be a bool tensor (True = frame counts), got {got}.")
         counted = _broadcast_frame_tensor("frame_mask", frame_mask, batch, frames).to(losses.device)
         if not bool(counted.any()):
-            raise InputError("frame_mask excludes every frame, so there is no loss to average; keep >= 1 frame.")
+            raise InputError(
+                "frame_mask excludes every frame, so there is no loss to average; keep >= 1 frame."
+            )
         losses = torch.where(counted, losses, torch.zeros_like(losses))
     if reduction == "none":
         return losses
@@ -247,7 +253,11 @@ def fafm_step(
     noised = noise_latents(x0, eps, sigmas)
     velocity_pred = backbone.velocity(noised, sigmas, context)
     if not isinstance(velocity_pred, torch.Tensor) or velocity_pred.shape != x0.shape:
-        got = tuple(velocity_pred.shape) if isinstance(velocity_pred, torch.Tensor) else type(velocity_pred).__name__
+        got = (
+            tuple(velocity_pred.shape)
+            if isinstance(velocity_pred, torch.Tensor)
+            else type(velocity_pred).__name__
+        )
         raise InputError(f"backbone.velocity returned {got}, expected the latents' shape {tuple(x0.shape)}.")
     weights = frame_weights(sigmas) if callable(frame_weights) else frame_weights
     return fafm_loss(velocity_pred, x0, eps, frame_weights=weights, frame_mask=frame_mask)

@@ -106,7 +106,11 @@ class PTSS(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     p_async: float = Field(
-        1.0, ge=0.0, le=1.0, allow_inf_nan=False, description="probability that a sample's frames are independent"
+        1.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="probability that a sample's frames are independent",
     )
     shift: float = Field(5.0, gt=0.0, allow_inf_nan=False, description="flow-matching shift of every sigma")
     num_train_steps: int | None = Field(

@@ -97,7 +97,8 @@ def test_weights_and_mask_match_a_hand_computation(shape, seed, weight_rank, mas
     batch, channels, frames, height, width = shape
     pred, x0, eps = random_tensors(shape, seed, 3)
     generator = torch.Generator().manual_seed(seed + 1)
-    weights = None if weight_rank is None else torch.rand((batch, frames)[2 - weight_rank :], generator=generator) * 2
+    weight_shape = (batch, frames)[2 - weight_rank :] if weight_rank is not None else None
+    weights = None if weight_shape is None else torch.rand(weight_shape, generator=generator) * 2
     mask = random_mask(batch, frames, seed) if masked else None
 
     total, counted = 0.0, 0
@@ -186,14 +187,16 @@ def test_fafm_step_gradients_flow_and_draws_follow_the_seed():
         assert float(parameter.grad.abs().max()) > 0
     # The sigmas given to the backbone are the first draw from the generator.
     assert torch.equal(backbone.seen_sigmas[0], ptss.sample(2, 3, torch.Generator().manual_seed(8)))
-    again = fafm_step(backbone, x0, None, ptss, torch.Generator().manual_seed(8), frame_weights=bsmntw_weights)
-    assert float(again.detach()) == float(loss)
+    def step() -> torch.Tensor:
+        generator = torch.Generator().manual_seed(8)
+        return fafm_step(backbone, x0, None, ptss, generator, frame_weights=bsmntw_weights).detach()
+
+    assert float(step()) == float(loss)
     # One gradient step on the same draw lowers the loss: the gradient is a descent direction.
     with torch.no_grad():
         for parameter in backbone.conv.parameters():
             parameter -= 1e-2 * parameter.grad
-    after = fafm_step(backbone, x0, None, ptss, torch.Generator().manual_seed(8), frame_weights=bsmntw_weights)
-    assert float(after.detach()) < float(loss)
+    assert float(step()) < float(loss)
 
 
 def test_bsmntw_weights_on_the_official_grid():
