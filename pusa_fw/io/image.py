@@ -1,0 +1,232 @@
+"""Image loading with an explicit resize policy, image saving, and PNG contact sheets of video frames.
+
+Sizes are `(height, width)` tuples, in the order of tensor shapes. Model tensors are float, channels
+first, values in [-1, 1]; see `pusa_fw.io.pixels`.
+
+Resize policies (`ResizePolicy`):
+
+- `"center-crop"`: scale so the image *covers* the target (the smaller scale factor that fills both
+  sides), then cut the overflow equally from both ends of the long side. Nothing is distorted; the
+  borders of the long side are lost.
+- `"letterbox"`: scale so the image *fits inside* the target, then pad equally on both ends of the short
+  side with `fill`. Nothing is lost or distorted; bars appear top/bottom (a wider image) or left/right
+  (a taller image).
+
+Both use Lanczos resampling. Pillow is imported here, so import this module only when images are used.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from einops import rearrange
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from ..errors import InputError
+from .atomic import atomic_path
+from .pixels import image_to_uint8, uint8_to_image, video_to_uint8
+
+__all__ = [
+    "ResizePolicy",
+    "load_image",
+    "read_image",
+    "resize_image",
+    "save_contact_sheet",
+    "save_image",
+]
+
+ResizePolicy = Literal["center-crop", "letterbox"]
+RESIZE_POLICIES: tuple[str, ...] = ("center-crop", "letterbox")
+RGB = tuple[int, int, int]
+
+
+def read_image(path: str | os.PathLike[str], *, background: RGB = (0, 0, 0)) -> Image.Image:
+    """Open an image file as an RGB Pillow image.
+
+    The EXIF orientation is applied (a portrait phone photo comes out upright), and transparency is
+    composited onto `background`.
+
+    Args:
+        path: an image file in any format Pillow reads (PNG, JPEG, WebP, ...).
+        background: RGB colour under transparent pixels.
+
+    Returns:
+        A fully loaded RGB image (the file is closed).
+
+    Raises:
+        InputError: the file is missing or cannot be decoded as an image.
+    """
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"image file {str(file)!r} does not exist; check the path")
+    try:
+        with Image.open(file) as opened:
+            opened.load()
+            image = ImageOps.exif_transpose(opened)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise InputError(
+            f"cannot decode image {str(file)!r} ({error}); the file is corrupt or not an image: "
+            "re-export it as PNG or JPEG"
+        ) from error
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        flattened = Image.new("RGBA", rgba.size, (*background, 255))
+        flattened.alpha_composite(rgba)
+        return flattened.convert("RGB")
+    return image.convert("RGB")
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if (
+        not isinstance(size, (tuple, list))
+        or len(size) != 2
+        or not all(isinstance(side, int) and not isinstance(side, bool) and side > 0 for side in size)
+    ):
+        raise InputError(
+            f"size={size!r} must be a (height, width) pair of positive integers, e.g. (480, 832)"
+        )
+    return int(size[0]), int(size[1])
+
+
+def resize_image(
+    image: Image.Image,
+    size: tuple[int, int],
+    policy: ResizePolicy = "center-crop",
+    *,
+    fill: RGB = (0, 0, 0),
+) -> Image.Image:
+    """Resize an image to exactly `size` with the given policy (see the module docstring).
+
+    Args:
+        image: a Pillow image.
+        size: target `(height, width)`.
+        policy: `"center-crop"` or `"letterbox"`.
+        fill: RGB colour of the letterbox bars.
+
+    Returns:
+        A new RGB image of width `size[1]` and height `size[0]`.
+    """
+    height, width = _check_size(size)
+    if policy not in RESIZE_POLICIES:
+        raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+    image = image.convert("RGB")
+    source_width, source_height = image.size
+    if policy == "center-crop":
+        scale = max(width / source_width, height / source_height)
+        scaled_width = max(width, round(source_width * scale))
+        scaled_height = max(height, round(source_height * scale))
+        scaled = image.resize((scaled_width, scaled_height), Image.Resampling.LANCZOS)
+        left = (scaled_width - width) // 2
+        top = (scaled_height - height) // 2
+        return scaled.crop((left, top, left + width, top + height))
+    scale = min(width / source_width, height / source_height)
+    scaled_width = min(width, max(1, round(source_width * scale)))
+    scaled_height = min(height, max(1, round(source_height * scale)))
+    scaled = image.resize((scaled_width, scaled_height), Image.Resampling.LANCZOS)
+    canvas = Image.new("RGB", (width, height), tuple(fill))
+    canvas.paste(scaled, ((width - scaled_width) // 2, (height - scaled_height) // 2))
+    return canvas
+
+
+def load_image(
+    path: str | os.PathLike[str],
+    size: tuple[int, int] | None = None,
+    policy: ResizePolicy = "center-crop",
+    *,
+    fill: RGB = (0, 0, 0),
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Load an image file as a model-range tensor, optionally resized to `size`.
+
+    Args:
+        path: the image file.
+        size: target `(height, width)`; `None` keeps the file's size.
+        policy: `"center-crop"` or `"letterbox"` (used only when `size` is given).
+        fill: RGB colour of letterbox bars (and under transparent pixels).
+        dtype: floating dtype of the result.
+
+    Returns:
+        `[3, H, W]` tensor, values in [-1, 1].
+
+    Raises:
+        InputError: missing or undecodable file, bad size or policy.
+    """
+    image = read_image(path, background=fill)
+    if size is not None:
+        image = resize_image(image, size, policy, fill=fill)
+    return uint8_to_image(np.asarray(image, dtype=np.uint8), dtype=dtype)
+
+
+def save_image(path: str | os.PathLike[str], image: torch.Tensor) -> Path:
+    """Write a model-range image tensor `[3, H, W]` atomically; the format follows the suffix (.png, .jpg).
+
+    Returns:
+        The written path.
+    """
+    target = Path(path).expanduser()
+    picture = Image.fromarray(image_to_uint8(image))
+    image_format = Image.registered_extensions().get(target.suffix.lower())
+    if image_format is None:
+        raise InputError(
+            f"cannot tell the image format of {str(target)!r}; use a suffix such as .png or .jpg"
+        )
+    with atomic_path(target) as temp_path:
+        picture.save(temp_path, format=image_format)
+    return target
+
+
+def save_contact_sheet(
+    path: str | os.PathLike[str],
+    video: torch.Tensor,
+    *,
+    columns: int | None = None,
+    padding: int = 2,
+    background: RGB = (0, 0, 0),
+) -> Path:
+    """Write the frames of a video as one PNG grid, row by row in time order, atomically.
+
+    With `T` frames of `H x W`, `C` columns (default `ceil(sqrt(T))`) and `R = ceil(T / C)` rows, the
+    sheet is `R * H + (R + 1) * padding` pixels high and `C * W + (C + 1) * padding` wide; `padding`
+    pixels of `background` surround every frame, and unused cells of the last row stay `background`.
+
+    Args:
+        path: output file; must end in `.png`.
+        video: `[3, T, H, W]` or `[1, 3, T, H, W]`, float, values in [-1, 1].
+        columns: frames per row.
+        padding: gap in pixels around and between frames.
+        background: RGB colour of the gaps.
+
+    Returns:
+        The written path.
+    """
+    target = Path(path).expanduser()
+    if target.suffix.lower() != ".png":
+        raise InputError(f"contact sheet path {str(target)!r} must end in .png")
+    frames = video_to_uint8(video)
+    num_frames, height, width, _ = frames.shape
+    if columns is None:
+        columns = math.ceil(math.sqrt(num_frames))
+    if isinstance(columns, bool) or not isinstance(columns, int) or columns < 1:
+        raise InputError(f"columns={columns!r} must be a positive integer")
+    if isinstance(padding, bool) or not isinstance(padding, int) or padding < 0:
+        raise InputError(f"padding={padding!r} must be a non-negative integer")
+    rows = math.ceil(num_frames / columns)
+    cells = np.empty((rows * columns, height, width, 3), dtype=np.uint8)
+    cells[...] = np.asarray(background, dtype=np.uint8)
+    cells[:num_frames] = frames
+    grid = rearrange(cells, "(r c) h w ch -> r c h w ch", c=columns)
+    padded = np.empty((rows, columns, height + padding, width + padding, 3), dtype=np.uint8)
+    padded[...] = np.asarray(background, dtype=np.uint8)
+    padded[:, :, padding:, padding:] = grid
+    sheet = rearrange(padded, "r c h w ch -> (r h) (c w) ch")
+    full = np.empty((sheet.shape[0] + padding, sheet.shape[1] + padding, 3), dtype=np.uint8)
+    full[...] = np.asarray(background, dtype=np.uint8)
+    full[: sheet.shape[0], : sheet.shape[1]] = sheet
+    with atomic_path(target) as temp_path:
+        Image.fromarray(full).save(temp_path, format="PNG")
+    return target
