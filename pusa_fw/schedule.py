@@ -1,0 +1,87 @@
+"""`TimestepSchedule`: a base sigma grid over frames and steps, and the Wan/Pusa shifted sigma sequence.
+
+A schedule is a frozen pydantic model (its fields are its parameters) with one method,
+``grid(num_frames, num_steps) -> [S + 1, F]``: row 0 is the start, row S is all zeros, every column is
+non-increasing. Conditioning, windows and held frames are added later, when a task compiles a plan.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict
+
+from .errors import PlanError
+
+
+def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Apply the flow-matching time shift `shift * s / (1 + (shift - 1) * s)` (float64 in, float64 out)."""
+    return shift * sigmas / (1 + (shift - 1) * sigmas)
+
+
+def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -> torch.Tensor:
+    """The synchronous sequence of Wan and Pusa: `[num_steps + 1]` float32, first `shift(sigma_max)`, last 0.
+
+    ``s = linspace(sigma_max, 0, num_steps + 1)`` shifted, computed in float64 and rounded once to float32.
+    ``sigma_max=1`` gives Pusa's Euler grid; ``sigma_max=0.999`` gives Wan's UniPC grid (`set_timesteps`).
+    """
+    if num_steps < 1:
+        raise PlanError(f"num_steps={num_steps} must be >= 1")
+    if not shift > 0:
+        raise PlanError(f"shift={shift} must be > 0")
+    if not 0 < sigma_max <= 1:
+        raise PlanError(f"sigma_max={sigma_max} must be in (0, 1]")
+    base = torch.linspace(sigma_max, 0.0, num_steps + 1, dtype=torch.float64)
+    return shift_sigmas(base, shift).to(torch.float32)
+
+
+def check_grid(grid: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    """Validate a base grid `[S + 1, F]`: finite, in [0, 1], non-increasing per frame, last row 0.
+
+    Returns:
+        The grid as contiguous float32.
+    """
+    if grid.dim() != 2 or grid.shape[0] < 2:
+        raise PlanError(f"a schedule grid must be [S+1, F] with S >= 1, got shape {tuple(grid.shape)}")
+    if num_frames is not None and grid.shape[1] != num_frames:
+        raise PlanError(f"grid has {grid.shape[1]} frames, expected {num_frames}")
+    grid = grid.to(torch.float32).contiguous()
+    bad = ~torch.isfinite(grid) | (grid < 0) | (grid > 1)
+    if bad.any():
+        row, frame = (int(v) for v in bad.nonzero()[0])
+        raise PlanError(f"grid[{row}, {frame}] = {float(grid[row, frame])} is not a sigma in [0, 1]")
+    rising = grid[1:] > grid[:-1]
+    if rising.any():
+        row, frame = (int(v) for v in rising.nonzero()[0])
+        raise PlanError(f"grid rises for frame {frame} at row {row}; a base grid must be non-increasing")
+    if (grid[-1] != 0).any():
+        frame = int((grid[-1] != 0).nonzero()[0])
+        raise PlanError(f"the last row of a grid must be 0; frame {frame} ends at {float(grid[-1, frame])}")
+    return grid
+
+
+class TimestepSchedule(BaseModel, ABC):
+    """A base grid of sigmas over frames and steps.
+
+    Subclasses set ``name`` (the registry name) and ``summary`` and implement `build`. Their parameters
+    are pydantic fields, so they validate themselves and reject unknown keys.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: ClassVar[str]
+    summary: ClassVar[str] = ""
+
+    @abstractmethod
+    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
+        """Return the raw grid `[R + 1, num_frames]` (R may exceed `num_steps`, e.g. for staircases)."""
+
+    def grid(self, num_frames: int, num_steps: int) -> torch.Tensor:
+        """The validated grid `[R + 1, num_frames]` float32 for `num_steps` steps of the base sequence."""
+        if num_frames < 1:
+            raise PlanError(f"num_frames={num_frames} must be >= 1")
+        if num_steps < 1:
+            raise PlanError(f"num_steps={num_steps} must be >= 1")
+        return check_grid(self.build(num_frames, num_steps), num_frames)

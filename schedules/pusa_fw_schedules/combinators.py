@@ -1,0 +1,64 @@
+"""Schedules built from schedules: concatenation in time, resampling, overlay by min."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, SerializeAsAny, model_validator
+
+from pusa_fw.errors import PlanError
+from pusa_fw.grid_ops import concat_frames, overlay_min, resample_grid
+from pusa_fw.schedule import TimestepSchedule
+
+
+class ConcatSchedule(TimestepSchedule):
+    """`parts[k]` covers the next `frames[k]` latent frames; the last part takes whatever remains."""
+
+    name = "concat"
+    summary = "different schedules for consecutive frame ranges"
+
+    parts: list[SerializeAsAny[TimestepSchedule]] = Field(min_length=1)
+    frames: list[int] = Field(default_factory=list, description="frames per part, all but the last")
+    align: Literal["start", "end"] = "start"
+
+    @model_validator(mode="after")
+    def _check_counts(self) -> ConcatSchedule:
+        if len(self.frames) != len(self.parts) - 1:
+            raise ValueError(f"frames needs {len(self.parts) - 1} counts (one per part but the last)")
+        if any(count < 1 for count in self.frames):
+            raise ValueError("frames counts must be >= 1")
+        return self
+
+    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
+        rest = num_frames - sum(self.frames)
+        if rest < 1:
+            raise PlanError(f"concat parts take {sum(self.frames)} frames, leaving none of {num_frames} for the last")
+        counts = [*self.frames, rest]
+        return concat_frames([p.grid(n, num_steps) for p, n in zip(self.parts, counts)], align=self.align)
+
+
+class ResampledSchedule(TimestepSchedule):
+    """`inner` resampled to exactly `steps` rows (e.g. a staircase squeezed into a fixed budget)."""
+
+    name = "resampled"
+    summary = "another schedule resampled to a fixed number of steps"
+
+    inner: SerializeAsAny[TimestepSchedule]
+    steps: int = Field(ge=1, description="number of steps of the result")
+
+    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
+        return resample_grid(self.inner.grid(num_frames, num_steps), self.steps)
+
+
+class OverlaySchedule(TimestepSchedule):
+    """Per cell the cleaner of two schedules (`second` resampled to the steps of `first`)."""
+
+    name = "overlay"
+    summary = "elementwise min of two schedules"
+
+    first: SerializeAsAny[TimestepSchedule]
+    second: SerializeAsAny[TimestepSchedule]
+
+    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
+        return overlay_min(self.first.grid(num_frames, num_steps), self.second.grid(num_frames, num_steps))

@@ -1,0 +1,75 @@
+"""Tasks that start from given video: extension, transition between two clips, v2v."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from pusa_fw.errors import PlanError
+from pusa_fw.frames import latent_frame_count
+from pusa_fw.task import Hold
+
+from .base import ScheduledTask, make_policy, spread_strengths
+
+
+class Extension(ScheduledTask):
+    """Extend a given clip: its latents are the held prefix, the rest is generated."""
+
+    name = "extension"
+    summary = "continue a given clip (its latent prefix held)"
+
+    given_frames: int = Field(13, ge=1, description="pixel frames of the given clip (4n+1; 13 = 4 latents)")
+    strengths: list[float] = Field(default_factory=lambda: [1.0, 0.7, 0.6, 0.5], description="per held latent")
+
+    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
+        total = latent_frame_count(num_frames)
+        given = latent_frame_count(self.given_frames)
+        if given >= total:
+            raise PlanError(
+                f"given_frames={self.given_frames} ({given} latents) leaves nothing to generate in "
+                f"num_frames={num_frames} ({total} latents); ask for a longer video"
+            )
+        strengths = spread_strengths(self.strengths, given, "strengths")
+        return [Hold(f, make_policy(self.policy, s), source="video", source_frame=f) for f, s in enumerate(strengths)]
+
+
+class Transition(ScheduledTask):
+    """Bridge two clips: the tail of clip A at the start and the head of clip B at the end are held.
+
+    The two clips are encoded separately (B's latents are not computed in A's temporal context).
+    """
+
+    name = "transition"
+    summary = "generate the bridge between the tail of one clip and the head of another"
+
+    tail_frames: int = Field(5, ge=1, description="pixel frames of clip A's tail held at the start (4n+1)")
+    head_frames: int = Field(5, ge=1, description="pixel frames of clip B's head held at the end (4n+1)")
+    strength: float = Field(0.8, ge=0, le=1, description="hold strength of every held frame")
+
+    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
+        total = latent_frame_count(num_frames)
+        tail = latent_frame_count(self.tail_frames)
+        head = latent_frame_count(self.head_frames)
+        if tail + head >= total:
+            raise PlanError(
+                f"tail ({tail} latents) and head ({head} latents) fill all {total} latents of num_frames="
+                f"{num_frames}; make the video longer or hold fewer frames"
+            )
+        policy = make_policy(self.policy, self.strength)
+        holds = [Hold(f, policy, source="video", source_frame=f) for f in range(tail)]
+        holds += [Hold(total - head + j, policy, source="video_b", source_frame=j) for j in range(head)]
+        return holds
+
+
+class VideoToVideo(ScheduledTask):
+    """SDEdit-style v2v: every frame starts at sigma = `strength` from the given video."""
+
+    name = "v2v"
+    summary = "partial re-noise of a whole video (every frame starts at sigma = strength)"
+
+    strength: float = Field(0.7, gt=0, le=1, description="starting sigma of every frame (1 = regenerate)")
+    policy: str = Field("late_release", description="conditioning policy of the given frames")
+
+    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
+        total = latent_frame_count(num_frames)
+        policy = make_policy(self.policy, 1.0 - self.strength)
+        return [Hold(f, policy, source="video", source_frame=f) for f in range(total)]
