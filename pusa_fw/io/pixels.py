@@ -87,7 +87,7 @@ def uint8_to_video(frames: np.ndarray, dtype: torch.dtype = torch.float32) -> to
         raise InputError(
             f"frames have dtype {frames.dtype} and shape {frames.shape}; expected uint8 [T, H, W, 3] (RGB)"
         )
-    tensor = rearrange(torch.from_numpy(np.ascontiguousarray(frames)), "t h w c -> c t h w")
+    tensor = rearrange(torch.from_numpy(np.require(frames, requirements=["C", "W"])), "t h w c -> c t h w")
     return (tensor.to(torch.float32) / 127.5 - 1).to(dtype)
 
 
@@ -105,5 +105,5 @@ def uint8_to_image(pixels: np.ndarray, dtype: torch.dtype = torch.float32) -> to
         raise InputError(
             f"pixels have dtype {pixels.dtype} and shape {pixels.shape}; expected uint8 [H, W, 3]"
         )
-    tensor = rearrange(torch.from_numpy(np.ascontiguousarray(pixels)), "h w c -> c h w")
+    tensor = rearrange(torch.from_numpy(np.require(pixels, requirements=["C", "W"])), "h w c -> c h w")
     return (tensor.to(torch.float32) / 127.5 - 1).to(dtype)
