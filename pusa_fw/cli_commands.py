@@ -133,9 +133,8 @@ class PlanCommand:
         """Build the task from its options, compile the plan, print it and optionally save a heatmap."""
         registry = get_registry()
         if args.task is None:
-            raise InputError(
-                f"plan needs a task: pusa-fw plan TASK [options]; tasks: {', '.join(registry.names('tasks')) or '(none)'}"
-            )
+            known = ", ".join(registry.names("tasks")) or "(none)"
+            raise InputError(f"plan needs a task: pusa-fw plan TASK [options]; tasks: {known}")
         entry = registry.entry("tasks", args.task)
         task_cls = entry.component
         parser = argparse.ArgumentParser(

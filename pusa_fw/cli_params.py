@@ -112,9 +112,10 @@ def task_parameters(task_cls: type[BaseModel]) -> list[TaskParameter]:
     fields: dict[str, FieldInfo] = task_cls.model_fields
     for name, info in fields.items():
         if name in PLAN_OPTIONS:
+            task_name = getattr(task_cls, "name", task_cls.__name__)
             raise PluginError(
-                f"task {getattr(task_cls, 'name', task_cls.__name__)!r} has a parameter {name!r} that clashes "
-                f"with the plan option {option_name(name)}; rename the field (reserved: {', '.join(PLAN_OPTIONS)})"
+                f"task {task_name!r} has a parameter {name!r} that clashes with the plan option "
+                f"{option_name(name)}; rename the field (reserved: {', '.join(PLAN_OPTIONS)})"
             )
         required = info.is_required()
         default = None if required else _jsonable(info.get_default(call_default_factory=True))
@@ -208,6 +209,7 @@ def one_line_validation_error(error: ValidationError, *, as_options: bool = Fals
         if location and as_options:
             location[0] = option_name(location[0])
         where = location[0] + "".join(f"[{item}]" for item in location[1:]) if location else error.title
-        got = f" (got {_short_repr(problem['input'])})" if "input" in problem and problem["type"] != "missing" else ""
+        shows_input = "input" in problem and problem["type"] != "missing"
+        got = f" (got {_short_repr(problem['input'])})" if shows_input else ""
         parts.append(f"{where}: {problem['msg']}{got}")
     return "; ".join(parts)

@@ -23,8 +23,9 @@ from __future__ import annotations
 import difflib
 import importlib.metadata
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import pluggy
 

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from .errors import DuplicateComponentError, PluginError, UnknownComponentError
 
@@ -129,7 +130,7 @@ class Registry:
             )
         name = self._check_name(kind, name, plugin, "name")
         alias_tuple = tuple(self._check_name(kind, alias, plugin, "alias") for alias in aliases)
-        if len(set((name, *alias_tuple))) != 1 + len(alias_tuple):
+        if len({name, *alias_tuple}) != 1 + len(alias_tuple):
             raise PluginError(
                 f"plugin {plugin!r} gave {_kind_label(kind)} {name!r} repeated names/aliases {alias_tuple!r}"
             )
@@ -159,10 +160,12 @@ class Registry:
         """
         self._check_kind(kind)
 
-        def register(component: Any, *, name: str | None = None, aliases: Iterable[str] = ()) -> RegistryEntry:
+        def register(
+            component: Any, *, name: str | None = None, aliases: Iterable[str] = ()
+        ) -> RegistryEntry:
             return self.register(kind, component, plugin=plugin, name=name, aliases=aliases)
 
-        register.__doc__ = f"Register a {_kind_label(kind)} for plugin {plugin!r}: register(obj, *, name, aliases)."
+        register.__doc__ = f"Register a {_kind_label(kind)} for plugin {plugin!r}: (obj, *, name, aliases)."
         return register
 
     def entry(self, kind: str, name: str) -> RegistryEntry:
@@ -179,7 +182,7 @@ class Registry:
         known = self.names(kind, with_aliases=True)
         close = difflib.get_close_matches(str(name), known, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        listing = ", ".join(known) if known else "(none: is the plugin that provides it installed and enabled?)"
+        listing = ", ".join(known) or "(none: is the plugin that provides it installed and enabled?)"
         raise UnknownComponentError(f"unknown {_kind_label(kind)} {name!r}; known: {listing}.{hint}")
 
     def get(self, kind: str, name: str) -> Any:

@@ -249,3 +249,54 @@ def test_plugin_load_failure_is_one_line(capsys, monkeypatch):
         plugins.reset_plugins()
     assert_one_line_error(status, err, "PUSA_FW_LOAD_PLUGINS", "'no-such-plugin'")
 
+
+
+# ------------------------------------------------------------------ against the real, installed plugins
+@pytest.fixture
+def real_plugins(monkeypatch):
+    """The process-wide registry built from the installed entry points, with no env switches set."""
+    for variable in (plugins.DISABLE_ENV, plugins.LOAD_ENV):
+        monkeypatch.delenv(variable, raising=False)
+    plugins.reset_plugins()
+    yield plugins.get_registry()
+    plugins.reset_plugins()
+
+
+def test_plan_i2v_prints_the_real_plan_table_and_heatmap(real_plugins, capsys, tmp_path):
+    from PIL import Image
+
+    target = tmp_path / "i2v.png"
+    status, out, err = run_cli(capsys, "plan", "i2v", "--num-frames", "17", "--steps", "5",
+                               "--strength", "0.9", "--shift", "3", "--png", str(target))
+    assert status == 0, err
+    expected = real_plugins.task("i2v")(strength=0.9).plan(num_frames=17, steps=5, shift=3.0)
+    assert out == expected.table() + "\n"
+    assert expected.held.tolist() == [True, False, False, False, False]
+    with Image.open(target) as image:
+        assert image.format == "PNG" and min(image.size) > 50
+
+
+def test_plan_keyframes_positions_reach_the_task(real_plugins, capsys):
+    from pusa_fw.frames import latent_index
+
+    positions = [0, 8, 16]
+    status, out, err = run_cli(capsys, "plan", "keyframes", "--num-frames", "17", "--steps", "4",
+                               "--positions", ",".join(map(str, positions)), "--json")
+    assert status == 0, err
+    summary = json.loads(out)
+    assert summary["held_frames"] == [latent_index(position, 17) for position in positions]
+    assert summary["meta"]["params"]["positions"] == positions and summary["num_steps"] == 4
+    status, _, err = run_cli(capsys, "plan", "keyframes", "--positions", "0,x")
+    assert_one_line_error(status, err, "task 'keyframes'", "--positions[1]", "'x'")
+    status, _, err = run_cli(capsys, "plan", "t2v", "--num-frames", "80")
+    assert_one_line_error(status, err, "num_frames=80", "4n+1")
+
+
+def test_tasks_lists_every_real_task_with_every_parameter(real_plugins, capsys):
+    status, out, _ = run_cli(capsys, "tasks", "--json")
+    assert status == 0
+    tasks = json.loads(out)
+    listed = {task["name"]: [parameter["name"] for parameter in task["parameters"]] for task in tasks}
+    assert {"t2v", "i2v", "keyframes"} <= set(listed)
+    for name in real_plugins.names("tasks"):
+        assert listed[name] == list(real_plugins.task(name).model_fields), name

@@ -23,12 +23,13 @@ def example_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A directory with the example plugin pip-installed into it (offline: no deps, no build isolation)."""
     work = tmp_path_factory.mktemp("example-plugin")
     source = work / "source"  # build from a copy so no build/ or egg-info lands in the repository
-    shutil.copytree(EXAMPLE_SOURCE, source, ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    ignored = shutil.ignore_patterns("build", "*.egg-info", "__pycache__")
+    shutil.copytree(EXAMPLE_SOURCE, source, ignore=ignored)
     site = work / "site"
     completed = subprocess.run(
         [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
          "--no-input", "--disable-pip-version-check", "--target", str(site), str(source)],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True, text=True, timeout=300, check=False,
     )
     assert completed.returncode == 0, completed.stderr
     assert (site / "pusa_fw_example" / "hooks.py").is_file()
@@ -51,7 +52,7 @@ def pusa_fw_command() -> list[str]:
 def run_cli(site: Path, *argv: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [*pusa_fw_command(), *argv], capture_output=True, text=True, env=subprocess_env(site), cwd=cwd,
-        timeout=300,
+        timeout=300, check=False,
     )
 
 
@@ -105,7 +106,8 @@ PYTHON_CHECK = textwrap.dedent(
     json.dump({
         "schedule_is_timestep_schedule": issubclass(schedule_cls, TimestepSchedule),
         "task_is_task": issubclass(task_cls, Task),
-        "providers": [registry.entry("schedules", "linear").plugin, registry.entry("tasks", "linear-t2v").plugin],
+        "providers": [registry.entry(kind, name).plugin
+                      for kind, name in (("schedules", "linear"), ("tasks", "linear-t2v"))],
         "grid": grid.tolist(),
         "plan_is_plan": isinstance(plan, Plan),
         "plan_sigmas": plan.sigmas.tolist(),
@@ -121,15 +123,15 @@ PYTHON_CHECK = textwrap.dedent(
 
 def test_python_resolves_the_new_schedule_and_task_and_builds_a_valid_plan(example_site):
     completed = subprocess.run([sys.executable, "-c", PYTHON_CHECK], capture_output=True, text=True,
-                               env=subprocess_env(example_site), timeout=300)
+                               env=subprocess_env(example_site), timeout=300, check=False)
     assert completed.returncode == 0, completed.stderr
     result = json.loads(completed.stdout)
     assert result["schedule_is_timestep_schedule"] and result["task_is_task"] and result["plan_is_plan"]
     assert result["providers"] == ["example", "example"]
     sequence = torch.linspace(0.9, 0.0, 9)
-    torch.testing.assert_close(torch.tensor(result["grid"]), sequence[:, None].expand(9, 6), rtol=0, atol=1e-7)
-    torch.testing.assert_close(torch.tensor(result["plan_sigmas"]), sequence[:, None].expand(9, 6),
-                               rtol=0, atol=1e-7)
+    every_frame = sequence[:, None].expand(9, 6)
+    torch.testing.assert_close(torch.tensor(result["grid"]), every_frame, rtol=0, atol=1e-7)
+    torch.testing.assert_close(torch.tensor(result["plan_sigmas"]), every_frame, rtol=0, atol=1e-7)
     assert result["plan_held"] == [False] * 6
     assert result["plan_windows"] == [[0, 6]] * 8
     assert result["t2v_on_linear_equal"], "the built-in t2v on the plugin's schedule must match linear-t2v"

@@ -43,7 +43,8 @@ class GridPlugin:
 
 
 def installed_plugin_names() -> set[str]:
-    return {entry_point.name for entry_point in importlib.metadata.entry_points(group=plugins.ENTRYPOINT_GROUP)}
+    entry_points = importlib.metadata.entry_points(group=plugins.ENTRYPOINT_GROUP)
+    return {entry_point.name for entry_point in entry_points}
 
 
 # ----------------------------------------------------------------------------------------------- Registry
@@ -105,7 +106,9 @@ def test_every_hookspec_has_a_registry_kind_and_vice_versa():
 # ------------------------------------------------------------------------------------- Loading and hooks
 def test_build_registry_calls_each_hook_once_and_records_which_plugin_registered_what():
     first, second = GridPlugin(), GridPlugin(schedule_names=("pyramid",), task_name="keys")
-    manager = plugins.make_plugin_manager(entrypoints=False, plugins={"alpha": first, "beta": second}, environ={})
+    manager = plugins.make_plugin_manager(
+        entrypoints=False, plugins={"alpha": first, "beta": second}, environ={}
+    )
     registry = plugins.build_registry(manager)
     assert first.calls == 1 and second.calls == 1
     assert registry.entry("schedules", "ramp-grid").plugin == "alpha"
@@ -176,7 +179,9 @@ def test_hookimpl_may_opt_out_of_the_register_argument():
 def test_first_party_plugins_load_through_entry_points():
     manager = plugins.make_plugin_manager(environ={})
     assert {"schedules", "wan"} <= {name for name, _ in manager.list_name_plugin()}
-    distributions = {manager.get_name(plugin): dist.project_name for plugin, dist in manager.list_plugin_distinfo()}
+    distributions = {
+        manager.get_name(plugin): dist.project_name for plugin, dist in manager.list_plugin_distinfo()
+    }
     assert distributions["schedules"] == "pusa-fw" and distributions["wan"] == "pusa-fw"
 
 
@@ -225,8 +230,10 @@ def test_broken_entry_point_gives_a_plugin_error_naming_distribution_and_switch(
 def test_same_entry_point_name_from_two_distributions_is_an_error(tmp_path, monkeypatch):
     _fake_distribution(tmp_path, "pusa-fw-other", "schedules = pusa_fw_other.hooks")
     monkeypatch.syspath_prepend(str(tmp_path))
-    with pytest.raises(PluginError, match=r"'schedules'.*'pusa-fw'.*'pusa-fw-other'|'schedules'.*'pusa-fw-other'.*'pusa-fw'"):
+    with pytest.raises(PluginError, match="two distributions") as caught:
         plugins.make_plugin_manager(environ={})
+    assert "'schedules'" in str(caught.value)
+    assert "'pusa-fw'" in str(caught.value) and "'pusa-fw-other'" in str(caught.value)
 
 
 # ------------------------------------------------------------------------------------ Process-wide state

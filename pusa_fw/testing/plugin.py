@@ -24,7 +24,7 @@ The built-in schedules and tasks are not loaded; register ``pusa_fw_schedules.ho
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import pluggy
 import pytest

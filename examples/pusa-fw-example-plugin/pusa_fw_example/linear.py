@@ -57,4 +57,5 @@ class LinearTextToVideo(Task):
         """
         latents = latent_frame_count(num_frames)
         grid = LinearGrid(sigma_max=self.sigma_max).grid(latents, steps)
-        return compose_plan(grid, self.holds(num_frames, steps), meta={**self.describe(), "schedule": "linear"})
+        meta = {**self.describe(), "schedule": "linear"}
+        return compose_plan(grid, self.holds(num_frames, steps), meta=meta)
