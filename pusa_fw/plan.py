@@ -11,7 +11,9 @@ A plan is explicit data over a timeline of N latent frames and S steps:
   (e.g. SkyReels-style re-noised history: a fresh noisy copy goes into the model, the clean state is kept).
 - ``windows`` `[S, 2]`: ``(start, stop)`` of the frames that take part in step i's forward pass. On a ring
   timeline (``ring=True``) a window may run past N and wraps to frame 0.
-- ``held`` `[N]`: frames whose content is given (a source latent); only they may be re-noised.
+- ``held`` `[N]`: frames whose content is given (a source latent); only they may be re-noised. A frame
+  that is not held starts from the sample's noise whatever its first level (Wan's UniPC grid starts at
+  0.9998, Pusa's at 1).
 
 Every invariant is checked on construction, and an error names the step and frame that break it.
 """
@@ -90,12 +92,12 @@ class Plan:
                 raise PlanError(
                     f"plan.{name}[{step}, {frame}] = {float(grid[step, frame])} is not a finite sigma in [0, 1]"
                 )
-        fresh = ~self.held & (sig[0] != 1)
+        fresh = ~self.held & (sig[0] == 0)
         if fresh.any():
             frame = int(fresh.nonzero()[0])
             raise PlanError(
-                f"frame {frame} is not held but starts at sigma {float(sig[0, frame])}; a frame without a "
-                "source must start from pure noise (sigma 1), or mark it held and give its source"
+                f"frame {frame} is not held but starts at sigma 0; a frame without a source starts from pure "
+                "noise and must be denoised (start above 0), or mark it held and give its source"
             )
         unfinished = sig[-1] != 0
         if unfinished.any():

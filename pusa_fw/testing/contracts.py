@@ -1,0 +1,92 @@
+"""Contract tests for plugin authors: subclass, say what to test, and pytest runs the checks.
+
+    from pusa_fw.testing.contracts import ScheduleContract
+
+    class TestMySchedule(ScheduleContract):
+        def make_schedule(self):
+            return MySchedule(width=3)
+
+Each contract checks the invariants pusa-fw relies on (see DESIGN.md) with Hypothesis.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ..plan import Plan
+from ..policy import ConditioningPolicy
+from ..samplers.base import SamplerRule
+from ..sampling import sample
+from ..schedule import TimestepSchedule
+from ..task import Hold, compose_plan
+from .fakes import ExactVelocityBackbone, FrameTargets
+from .strategies import base_grids, latents_for, plans
+
+
+def assert_lands_on_x0(plan: Plan, sampler: SamplerRule | str, seed: int = 0, atol: float = 2e-5) -> torch.Tensor:
+    """Sample `plan` with the exact-velocity backbone and assert the result is x0; clean held frames bit-exact."""
+    x0, noise = latents_for(plan, seed)
+    out = sample(ExactVelocityBackbone(), plan, noise, sampler=sampler, source=x0, context=FrameTargets(x0))
+    error = float((out - x0).abs().max())
+    assert error <= atol, f"sampler {sampler!r} missed x0 by {error:.3g} (allowed {atol})"
+    clean = plan.held & (plan.sigmas == 0).all(dim=0)
+    assert torch.equal(out[:, :, clean], x0[:, :, clean]), "a frame held clean changed"
+    return out
+
+
+class ScheduleContract:
+    """Checks a `TimestepSchedule`: valid grids of the right width for any size. Implement `make_schedule`."""
+
+    def make_schedule(self) -> TimestepSchedule:
+        raise NotImplementedError
+
+    @settings(deadline=None)
+    @given(frames=st.integers(1, 16), steps=st.integers(1, 12))
+    def test_grid_is_valid(self, frames: int, steps: int) -> None:
+        grid = self.make_schedule().grid(frames, steps)
+        assert grid.shape[1] == frames and grid.shape[0] >= steps + 1
+        assert torch.isfinite(grid).all() and (grid >= 0).all() and (grid <= 1).all()
+        assert (grid[1:] <= grid[:-1]).all(), "a base grid must be non-increasing per frame"
+        assert (grid[-1] == 0).all(), "every frame must end at sigma 0"
+        moves = (grid[1:] < grid[:-1]).sum(dim=0)
+        assert (moves >= 1).all(), "every frame must be denoised at least once"
+
+    def test_is_deterministic(self) -> None:
+        schedule = self.make_schedule()
+        assert torch.equal(schedule.grid(5, 4), schedule.grid(5, 4))
+
+
+class PolicyContract:
+    """Checks a `ConditioningPolicy` inside plans, and that samplers stay exact with it."""
+
+    def make_policy(self) -> ConditioningPolicy:
+        raise NotImplementedError
+
+    @settings(deadline=None)
+    @given(grid=base_grids(), data=st.data())
+    def test_path_is_valid_in_a_plan(self, grid: torch.Tensor, data: st.DataObject) -> None:
+        frame = data.draw(st.integers(0, grid.shape[1] - 1))
+        path = self.make_policy().path(grid[:, frame : frame + 1].clone())
+        assert path.sigmas.shape == (grid.shape[0], 1) and path.input_sigmas.shape == (grid.shape[0] - 1, 1)
+        assert float(path.sigmas[-1, 0]) == 0.0, "a held frame must end at sigma 0"
+        compose_plan(grid, [Hold(frame, self.make_policy())], prune=False)  # validates
+
+    @settings(deadline=None)
+    @given(grid=base_grids(), sampler=st.sampled_from(["euler", "unipc"]), seed=st.integers(0, 2**16))
+    def test_samplers_stay_exact(self, grid: torch.Tensor, sampler: str, seed: int) -> None:
+        holds = [Hold(0, self.make_policy())]
+        assert_lands_on_x0(compose_plan(grid, holds, prune=False), sampler, seed)
+
+
+class SamplerContract:
+    """Checks a `SamplerRule`: exact velocity lands on x0 over any valid plan. Implement `make_sampler`."""
+
+    def make_sampler(self) -> SamplerRule:
+        raise NotImplementedError
+
+    @settings(deadline=None)
+    @given(plan=plans(), seed=st.integers(0, 2**16))
+    def test_lands_on_x0(self, plan: Plan, seed: int) -> None:
+        assert_lands_on_x0(plan, self.make_sampler(), seed)

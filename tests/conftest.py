@@ -1,0 +1,30 @@
+"""Hypothesis profiles and shared fixtures.
+
+Profiles: ``dev`` (default locally), ``ci`` (selected when the CI variable is set; derandomised), and
+``thorough`` (HYPOTHESIS_PROFILE=thorough). Torch code has no deadline in any of them.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("dev", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", deadline=None, max_examples=40, derandomize=True, print_blob=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "wan_reference"
+
+
+@pytest.fixture(scope="session")
+def fixtures_dir() -> Path:
+    """The Wan reference fixtures (shared/ beside the repository)."""
+    assert FIXTURES.is_dir(), f"reference fixtures not found at {FIXTURES}; clone with shared/ beside the repo"
+    return FIXTURES
