@@ -133,6 +133,8 @@ class WanDiT(nn.Module, Backbone):
         """Same as `velocity` (sigmas in [0, 1]; the network timestep ``1000 * sigma`` is formed here)."""
         if not isinstance(sigmas, torch.Tensor):
             raise InputError(f"sigmas must be a tensor of shape [B] or [B, F], got {type(sigmas).__name__}")
+        if not bool(torch.isfinite(sigmas).all()):
+            raise InputError("sigmas contain NaN or inf; every frame needs a sigma in [0, 1]")
         if sigmas.is_floating_point() and sigmas.numel() > 0:
             low, high = sigmas.min().item(), sigmas.max().item()
             if not (0.0 <= low and high <= 1.0):
@@ -185,7 +187,10 @@ class WanDiT(nn.Module, Backbone):
 
     def _embed_time(self, timesteps: torch.Tensor, frames: int,
                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Time embedding and projection, once per frame, in float32.
+        """Time embedding and projection, once per distinct timestep, in float32.
+
+        The time MLP runs on the distinct timestep values only (so equal frames, or a `[B]` input, give
+        bit-identical embeddings), and the results are gathered per frame.
 
         Args:
             timesteps: `[B]` or `[B, F]` network timesteps.
@@ -194,19 +199,21 @@ class WanDiT(nn.Module, Backbone):
 
         Returns:
             `time_embedding` `[B, F, D]` and `time_projection` `[B, F, 6, D]`, float32. For `[B]` input they
-            are computed once per sample and expanded over F (stride 0, no copy).
+            are expanded over F (stride 0, no copy).
         """
         per_sample = timesteps.ndim == 1
         per_frame = rearrange(timesteps, "b -> b 1") if per_sample else timesteps
         batch, given_frames = per_frame.shape
-        sinusoid = timestep_sinusoid(rearrange(per_frame.to(device), "b f -> (b f)"), self.config.freq_dim)
+        flat = rearrange(per_frame.to(device=device, dtype=torch.float64), "b f -> (b f)")
+        distinct, index = torch.unique(flat, return_inverse=True)
+        sinusoid = timestep_sinusoid(distinct, self.config.freq_dim)
         with torch.autocast(device_type=device.type, enabled=False):
             first = self.time_embedding[0]
             embedding = self.time_embedding(sinusoid.to(first.weight.dtype)).float()
             projection_linear = self.time_projection[1]
             projection = self.time_projection(embedding.to(projection_linear.weight.dtype)).float()
-        time_embedding = rearrange(embedding, "(b f) d -> b f d", b=batch)
-        time_projection = rearrange(projection, "(b f) (six d) -> b f six d", b=batch, six=6)
+        time_embedding = rearrange(embedding[index], "(b f) d -> b f d", b=batch)
+        time_projection = rearrange(projection[index], "(b f) (six d) -> b f six d", b=batch, six=6)
         if given_frames != frames:
             time_embedding = time_embedding.expand(batch, frames, -1)
             time_projection = time_projection.expand(batch, frames, -1, -1)
