@@ -7,7 +7,8 @@ compares the same global scalar (`pusa_reference.md` §2.4).
 
 **Expert choice with per-frame sigmas.** A step's global noise level is the largest sigma over the
 frames of the window, `level = max_f sigmas[b, f]`, and sample b goes to the high-noise expert iff
-`level >= boundary` (so exactly at the boundary it is the high-noise expert, as in Wan and Pusa). Frames
+`level >= boundary` (so exactly at the boundary it is the high-noise expert, as in Wan and Pusa; the
+comparison runs in the dtype of the sigmas, with the boundary rounded to it). Frames
 held as conditioning carry a sigma at or below that of the frames being generated (clean 0, or Pusa's
 `m * sigma`), so the maximum is the level of the generated frames: this is Pusa's global-timestep rule
 expressed on sigmas, and the whole window (conditioning frames included) goes through one expert.
@@ -131,15 +132,19 @@ class WanExpertsBackbone(nn.Module, Backbone):
             sigmas: `[B, F]` per-frame sigmas (or `[B]`).
 
         Returns:
-            `[B]` bool, True where `max_f sigmas[b, f] >= boundary` (compared in float64).
+            `[B]` bool, True where `max_f sigmas[b, f] >= boundary`. The comparison is made in the dtype of
+            `sigmas` with the boundary rounded to that dtype, so a float32 sigma of 0.9 counts as being
+            at a boundary of 0.9 (in float64 the float32 value 0.9 is slightly below 0.9).
         """
         if not isinstance(sigmas, torch.Tensor) or sigmas.dim() not in (1, 2) or sigmas.numel() == 0:
             shape = list(sigmas.shape) if isinstance(sigmas, torch.Tensor) else type(sigmas).__name__
             raise InputError(f"sigmas must be a non-empty [B, F] (or [B]) tensor, got {shape}")
-        levels = sigmas.detach().to(torch.float64)
+        if not sigmas.is_floating_point():
+            raise InputError(f"sigmas must be a floating-point tensor, got dtype {sigmas.dtype}")
+        levels = sigmas.detach()
         if levels.dim() == 2:
             levels = levels.amax(dim=1)
-        return levels >= self.boundary
+        return levels >= torch.tensor(self.boundary, dtype=levels.dtype, device=levels.device)
 
     def _prepare(self, active: Backbone, idle: Backbone, device: torch.device) -> None:
         if self.offload_device is None:
