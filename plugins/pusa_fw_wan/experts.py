@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,7 +34,7 @@ from pusa_fw.errors import InputError
 
 from .lora import LoraReport, LoraSpec, apply_loras
 
-__all__ = ["WanExpertsBackbone", "WAN22_T2V_BOUNDARY", "WAN22_I2V_BOUNDARY"]
+__all__ = ["WAN22_I2V_BOUNDARY", "WAN22_T2V_BOUNDARY", "WanExpertsBackbone"]
 
 WAN22_T2V_BOUNDARY = 0.875
 WAN22_I2V_BOUNDARY = 0.9
@@ -68,8 +69,12 @@ class WanExpertsBackbone(nn.Module, Backbone):
                 raise InputError(f"{role} must be a Backbone (e.g. a WanDiT), got {type(expert).__name__}")
         if high_noise is low_noise:
             raise InputError("high_noise and low_noise are the same object; pass the two experts separately")
-        if isinstance(boundary, bool) or not isinstance(boundary, (int, float)) or not math.isfinite(boundary) \
-                or not 0.0 <= boundary <= 1.0:
+        if (
+            isinstance(boundary, bool)
+            or not isinstance(boundary, (int, float))
+            or not math.isfinite(boundary)
+            or not 0.0 <= boundary <= 1.0
+        ):
             raise InputError(
                 f"boundary={boundary!r} must be a sigma in [0, 1] (Wan2.2: {WAN22_T2V_BOUNDARY} for T2V, "
                 f"{WAN22_I2V_BOUNDARY} for I2V); a Wan timestep such as 875 is 0.875 here"
@@ -112,16 +117,25 @@ class WanExpertsBackbone(nn.Module, Backbone):
         from .dit import WanDiT
 
         if Path(high_dir).resolve() == Path(low_dir).resolve():
-            raise InputError(f"high_dir and low_dir are both {str(high_dir)!r}; give each expert its own checkpoint")
+            raise InputError(
+                f"high_dir and low_dir are both {str(high_dir)!r}; give each expert its own checkpoint"
+            )
         experts: dict[str, Backbone] = {}
         reports: dict[str, LoraReport] = {}
-        for role, directory, specs in (("high_noise", high_dir, high_loras), ("low_noise", low_dir, low_loras)):
+        for role, directory, specs in (
+            ("high_noise", high_dir, high_loras),
+            ("low_noise", low_dir, low_loras),
+        ):
             model = WanDiT.from_pretrained(directory, dtype=dtype, device=device)
             if specs:
                 reports[role] = apply_loras(model, list(specs), merge=merge_loras)
             experts[role] = model
-        backbone = cls(high_noise=experts["high_noise"], low_noise=experts["low_noise"], boundary=boundary,
-                       offload_device=offload_device)
+        backbone = cls(
+            high_noise=experts["high_noise"],
+            low_noise=experts["low_noise"],
+            boundary=boundary,
+            offload_device=offload_device,
+        )
         backbone.lora_reports = reports
         return backbone
 
@@ -168,22 +182,32 @@ class WanExpertsBackbone(nn.Module, Backbone):
         """
         high = self.uses_high_noise(sigmas)
         if high.shape[0] != latents.shape[0]:
-            raise InputError(f"sigmas has batch {high.shape[0]} but latents {list(latents.shape)} has {latents.shape[0]}")
+            raise InputError(
+                f"sigmas has batch {high.shape[0]} but latents {list(latents.shape)} has {latents.shape[0]}"
+            )
         if bool(high.all()) or not bool(high.any()):
-            active, idle = (self.high_noise, self.low_noise) if bool(high.all()) else (self.low_noise, self.high_noise)
+            active, idle = (
+                (self.high_noise, self.low_noise) if bool(high.all()) else (self.low_noise, self.high_noise)
+            )
             self._prepare(active, idle, latents.device)
             return active.velocity(latents, sigmas, context)
         if not isinstance(context, torch.Tensor) or context.shape[0] != latents.shape[0]:
             raise InputError(
-                "the samples of this batch are at noise levels on both sides of the expert boundary, so the batch "
+                "the samples of this batch are at noise levels on both sides of the expert boundary, "
+                "so the batch "
                 f"must be split, which needs a [B, L, D] context tensor; got {type(context).__name__}. "
                 "Run samples at different levels in separate calls"
             )
         output: torch.Tensor | None = None
-        for expert, idle, rows in ((self.high_noise, self.low_noise, high), (self.low_noise, self.high_noise, ~high)):
+        for expert, idle, rows in (
+            (self.high_noise, self.low_noise, high),
+            (self.low_noise, self.high_noise, ~high),
+        ):
             index = rows.nonzero().squeeze(1).to(latents.device)
             self._prepare(expert, idle, latents.device)
-            part = expert.velocity(latents[index], sigmas[index.to(sigmas.device)], context[index.to(context.device)])
+            part = expert.velocity(
+                latents[index], sigmas[index.to(sigmas.device)], context[index.to(context.device)]
+            )
             if output is None:
                 output = part.new_empty((latents.shape[0], *part.shape[1:]))
             output[index] = part

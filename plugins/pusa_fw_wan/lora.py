@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from torch import nn
 
 from pusa_fw.errors import CheckpointError, InputError
 
 from .lora_formats import LoraModuleWeights, LoraState, load_lora_state, parse_lora_state_dict
+from .lora_report import AppliedLora, LoraReport
 from .lora_runtime import (
     REGISTRY_ATTRIBUTE,
     AdapterRecord,
@@ -106,56 +107,6 @@ class LoraSpec:
         return stem if stem and not stem[0].isdigit() and stem[0] != "-" else f"lora_{stem}"
 
 
-@dataclass(frozen=True)
-class AppliedLora:
-    """What one LoRA file did to the model.
-
-    Attributes:
-        name: adapter name.
-        source: the file.
-        naming: "original" or "diffusers" module naming in the file.
-        strength: strength it was applied with.
-        modules: module paths that got a low-rank pair.
-        diff_parameters: parameter paths that got a full `diff` / `diff_b` delta.
-        ranks: the distinct ranks of its pairs.
-        scales: the distinct `alpha / rank` scales of its pairs (1.0 where the file has no alpha).
-        unmatched_keys: file keys that named nothing in the model (only non-empty with `strict=False`).
-    """
-
-    name: str
-    source: Path
-    naming: str
-    strength: float
-    modules: tuple[str, ...]
-    diff_parameters: tuple[str, ...]
-    ranks: tuple[int, ...]
-    scales: tuple[float, ...]
-    unmatched_keys: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class LoraReport:
-    """Result of `apply_loras`: one `AppliedLora` per spec, and whether the model is now merged."""
-
-    loras: tuple[AppliedLora, ...]
-    merged: bool
-
-    @property
-    def unmatched_keys(self) -> dict[str, tuple[str, ...]]:
-        """Adapter name -> keys of its file that matched nothing (empty tuples included)."""
-        return {lora.name: lora.unmatched_keys for lora in self.loras}
-
-    def summary(self) -> str:
-        """A few human-readable lines, one per LoRA (for a CLI to print)."""
-        lines = []
-        for lora in self.loras:
-            lines.append(
-                f"{lora.name}: {len(lora.modules)} LoRA modules (rank {list(lora.ranks)}, scale {list(lora.scales)}), "
-                f"{len(lora.diff_parameters)} diffs, strength {lora.strength}, {len(lora.unmatched_keys)} unmatched keys"
-            )
-        return "\n".join(lines)
-
-
 def _foreign_key_error(source: Path, keys: Sequence[str], matched_any: bool) -> CheckpointError:
     listed = ", ".join(keys[:_MAX_LISTED_KEYS])
     more = f" ... and {len(keys) - _MAX_LISTED_KEYS} more" if len(keys) > _MAX_LISTED_KEYS else ""
@@ -200,14 +151,18 @@ def apply_loras(
         A `LoraReport`.
     """
     if isinstance(specs, LoraSpec) or not all(isinstance(spec, LoraSpec) for spec in specs):
-        raise InputError(f"apply_loras expects a list of LoraSpec, got {specs!r}; wrap each path in LoraSpec(path)")
+        raise InputError(
+            f"apply_loras expects a list of LoraSpec, got {specs!r}; wrap each path in LoraSpec(path)"
+        )
     registry = get_registry(model)
     taken = set(registry.adapters) if registry else set()
     taken |= set(getattr(model, "peft_config", {}) or {})
     names = [spec.adapter_name for spec in specs]
     clashes = sorted({name for name in names if name in taken or names.count(name) > 1})
     if clashes:
-        raise InputError(f"LoRA names {clashes} are used twice or already applied; give each LoraSpec a distinct name=")
+        raise InputError(
+            f"LoRA names {clashes} are used twice or already applied; give each LoraSpec a distinct name="
+        )
     loaded = [(spec, *_load_and_match(model, spec, strict)) for spec in specs]
     registry = get_registry(model, create=True)
     assert registry is not None

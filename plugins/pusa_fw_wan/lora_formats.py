@@ -4,12 +4,14 @@ Formats (`wan_reference.md` §2.3, `pusa_reference.md` §4.4) and the scale each
 the same for all of them: **scale = alpha / rank when the file gives an alpha, else 1**, and the weight
 delta is `strength * scale * B @ A`.
 
-| format | example key | alpha source |
-|---|---|---|
-| PEFT / DiffSynth / Pusa V1 | `blocks.0.self_attn.q.lora_A.default.weight` | none: scale 1 (trained with alpha = rank) |
-| diffusers | `transformer.blocks.0.attn1.to_q.lora_A.weight`, optional `lora_B.bias` | safetensors metadata `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`), else scale 1 |
-| ComfyUI / lightx2v | `diffusion_model.blocks.0.self_attn.q.lora_down.weight`, `.alpha`, `.diff`, `.diff_b` | the `.alpha` key, else scale 1 |
-| kohya / musubi-tuner | `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha` | the `.alpha` key, else scale 1 |
+- PEFT / DiffSynth / Pusa V1: `blocks.0.self_attn.q.lora_A.default.weight` (or without `.default`).
+  No alpha: scale 1 (Pusa and DiffSynth train with alpha = rank).
+- diffusers: `transformer.blocks.0.attn1.to_q.lora_A.weight`, optional `...lora_B.bias`. Alpha from the
+  safetensors metadata `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`), else scale 1.
+- ComfyUI / lightx2v / CausVid: `diffusion_model.blocks.0.self_attn.q.lora_down.weight` (or
+  `lora_A`), `.alpha`, `.diff`, `.diff_b`. Alpha from the `.alpha` key, else scale 1.
+- kohya / musubi-tuner: `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha`. Alpha from the
+  `.alpha` key, else scale 1.
 
 `diff` is a full weight delta and `diff_b` a full bias delta; both are added as `strength * diff`.
 Keys that fit no format, or name no Wan module, are kept in `LoraState.foreign_keys`; they are never
@@ -21,19 +23,21 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
 
 import torch
 
 from pusa_fw.errors import CheckpointError
 
+from .lora_io import read_tensor_file
 from .lora_names import diffusers_to_original, is_diffusers_name, kohya_to_dotted, strip_prefix
 
-_PAIR_KEY = re.compile(r"(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.(?P<param>weight|bias)")
+_PAIR_KEY = re.compile(
+    r"(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.(?P<param>weight|bias)"
+)
 _SINGLE_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>alpha|diff|diff_b)")
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _METADATA_KEY = "lora_adapter_metadata"
 
 
@@ -95,51 +99,6 @@ class LoraState:
     foreign_keys: list[str]
 
 
-def read_tensor_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Read a flat tensor dict without pickle.
-
-    Args:
-        path: a `.safetensors` file, or a `.pt` / `.pth` / `.bin` / `.ckpt` file read with
-            `torch.load(weights_only=True)`.
-
-    Returns:
-        `(tensors, metadata)`; metadata is the safetensors header metadata ({} for torch files).
-    """
-    if not path.is_file():
-        raise CheckpointError(f"LoRA file {str(path)!r} does not exist or is not a file; check the path")
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        from safetensors import safe_open
-
-        try:
-            with safe_open(str(path), framework="pt", device="cpu") as handle:
-                metadata = dict(handle.metadata() or {})
-                tensors = {key: handle.get_tensor(key) for key in handle.keys()}
-        except Exception as error:  # safetensors raises its own error types
-            raise CheckpointError(f"cannot read LoRA file {str(path)!r} as safetensors: {error}") from error
-        return tensors, metadata
-    if suffix in _TORCH_SUFFIXES:
-        try:
-            loaded: Any = torch.load(str(path), map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise CheckpointError(
-                f"cannot read LoRA file {str(path)!r} with torch.load(weights_only=True): {error}; "
-                "only plain tensor dicts are accepted (convert the file to .safetensors)"
-            ) from error
-        if not isinstance(loaded, Mapping):
-            raise CheckpointError(f"LoRA file {str(path)!r} holds a {type(loaded).__name__}, not a dict of tensors")
-        bad = [str(key) for key, value in loaded.items() if not isinstance(value, torch.Tensor)]
-        if bad:
-            raise CheckpointError(
-                f"LoRA file {str(path)!r} has entries that are not tensors: {bad[:10]}; "
-                "expected a flat {name: tensor} dict (the file may be a training checkpoint, not a LoRA)"
-            )
-        return {str(key): value for key, value in loaded.items()}, {}
-    raise CheckpointError(
-        f"LoRA file {str(path)!r} has suffix {suffix!r}; use .safetensors or one of {list(_TORCH_SUFFIXES)}"
-    )
-
-
 def _metadata_alphas(metadata: dict[str, str], path: Path) -> tuple[float | None, dict[str, float]]:
     """Global `lora_alpha` and `alpha_pattern` from diffusers' `lora_adapter_metadata`, if present."""
     raw = metadata.get(_METADATA_KEY)
@@ -148,10 +107,14 @@ def _metadata_alphas(metadata: dict[str, str], path: Path) -> tuple[float | None
     try:
         config = json.loads(raw)
     except json.JSONDecodeError as error:
-        raise CheckpointError(f"LoRA file {str(path)!r}: metadata {_METADATA_KEY!r} is not JSON: {error}") from error
+        raise CheckpointError(
+            f"LoRA file {str(path)!r}: metadata {_METADATA_KEY!r} is not JSON: {error}"
+        ) from error
     for flag in ("use_dora", "use_rslora"):
         if config.get(flag):
-            raise CheckpointError(f"LoRA file {str(path)!r} was saved with {flag}=True, which is not supported")
+            raise CheckpointError(
+                f"LoRA file {str(path)!r} was saved with {flag}=True, which is not supported"
+            )
     alpha = config.get("lora_alpha")
     pattern = {str(key): float(value) for key, value in (config.get("alpha_pattern") or {}).items()}
     return (None if alpha is None else float(alpha)), pattern
@@ -206,11 +169,14 @@ def _parse_key(key: str) -> tuple[str, str, str] | None:
 def _validate(entry: LoraModuleWeights, name: str, path: Path) -> None:
     if (entry.down is None) != (entry.up is None):
         raise CheckpointError(
-            f"LoRA file {str(path)!r}: module {name!r} has only one half of its low-rank pair (keys {entry.keys}); "
+            f"LoRA file {str(path)!r}: module {name!r} has only one half of its low-rank pair "
+            f"(keys {entry.keys}); "
             "both A (lora_A / lora_down) and B (lora_B / lora_up) are needed"
         )
     if not entry.has_pair and (entry.alpha is not None or entry.up_bias is not None):
-        raise CheckpointError(f"LoRA file {str(path)!r}: keys {entry.keys} give an alpha or bias but no A/B pair")
+        raise CheckpointError(
+            f"LoRA file {str(path)!r}: keys {entry.keys} give an alpha or bias but no A/B pair"
+        )
     if entry.has_pair:
         assert entry.down is not None and entry.up is not None
         if entry.down.dim() < 2 or entry.up.dim() < 2 or entry.up.shape[1] != entry.down.shape[0]:
@@ -221,7 +187,9 @@ def _validate(entry: LoraModuleWeights, name: str, path: Path) -> None:
 
 
 def parse_lora_state_dict(
-    tensors: Mapping[str, torch.Tensor], metadata: Mapping[str, str] | None = None, source: str | Path = "<memory>"
+    tensors: Mapping[str, torch.Tensor],
+    metadata: Mapping[str, str] | None = None,
+    source: str | Path = "<memory>",
 ) -> LoraState:
     """Normalise a LoRA state dict of any known format.
 
@@ -248,7 +216,9 @@ def parse_lora_state_dict(
         entry = raw.setdefault(module, LoraModuleWeights())
         if slot == "alpha":
             if entry.alpha is not None:
-                raise CheckpointError(f"LoRA file {str(path)!r}: second alpha for module {module!r} in key {key!r}")
+                raise CheckpointError(
+                    f"LoRA file {str(path)!r}: second alpha for module {module!r} in key {key!r}"
+                )
             entry.alpha = _scalar(tensor, key)
             entry.keys.append(key)
         else:
@@ -261,14 +231,18 @@ def parse_lora_state_dict(
             continue
         if name in modules:
             raise CheckpointError(
-                f"LoRA file {str(path)!r}: keys {modules[name].keys} and {entry.keys} both target module {name!r}"
+                f"LoRA file {str(path)!r}: keys {modules[name].keys} and {entry.keys} "
+                f"both target module {name!r}"
             )
         if entry.alpha is None and entry.has_pair:
             entry.alpha = _pattern_alpha(module, alpha_pattern, global_alpha)
         _validate(entry, name, path)
         modules[name] = entry
     return LoraState(
-        source=path, naming="diffusers" if diffusers_named else "original", modules=modules, foreign_keys=sorted(foreign)
+        source=path,
+        naming="diffusers" if diffusers_named else "original",
+        modules=modules,
+        foreign_keys=sorted(foreign),
     )
 
 
@@ -281,7 +255,7 @@ def _pattern_alpha(module: str, alpha_pattern: dict[str, float], global_alpha: f
 
 
 def load_lora_state(path: str | Path) -> LoraState:
-    """Read and normalise a LoRA file (`.safetensors`, or `.pt`/`.pth`/`.bin` via `torch.load(weights_only=True)`).
+    """Read and normalise a LoRA file (`.safetensors`, or `.pt`/`.pth`/`.bin` with `weights_only=True`).
 
     Args:
         path: the LoRA file.

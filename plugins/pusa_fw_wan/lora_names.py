@@ -57,7 +57,12 @@ def _diffusers_block_rule(match: re.Match[str]) -> str | None:
             if original == "cross_attn." and inner in _CROSS_EXTRA:
                 return f"blocks.{block}.cross_attn.{_CROSS_EXTRA[inner]}"
             return None
-    simple = {"ffn.net.0.proj": "ffn.0", "ffn.net.2": "ffn.2", "norm2": "norm3", "scale_shift_table": "modulation"}
+    simple = {
+        "ffn.net.0.proj": "ffn.0",
+        "ffn.net.2": "ffn.2",
+        "norm2": "norm3",
+        "scale_shift_table": "modulation",
+    }
     if rest in simple:
         return f"blocks.{block}.{simple[rest]}"
     return None
@@ -112,7 +117,10 @@ def diffusers_to_original(name: str) -> str | None:
 _KOHYA_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), replacement)
     for pattern, replacement in (
-        (r"blocks_(\d+)_(self_attn|cross_attn)_(q|k|v|o|k_img|v_img|norm_q|norm_k|norm_k_img)", r"blocks.\1.\2.\3"),
+        (
+            r"blocks_(\d+)_(self_attn|cross_attn)_(q|k|v|o|k_img|v_img|norm_q|norm_k|norm_k_img)",
+            r"blocks.\1.\2.\3",
+        ),
         (r"blocks_(\d+)_ffn_(0|2)", r"blocks.\1.ffn.\2"),
         (r"blocks_(\d+)_(norm3|modulation)", r"blocks.\1.\2"),
         (r"(text_embedding|time_embedding)_(0|2)", r"\1.\2"),
@@ -120,11 +128,17 @@ _KOHYA_RULES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"head_(head|modulation)", r"head.\1"),
         (r"patch_embedding", r"patch_embedding"),
         (r"img_emb_proj_(0|1|3|4)", r"img_emb.proj.\1"),
-        (r"blocks_(\d+)_(attn1|attn2)_(to_q|to_k|to_v|add_k_proj|add_v_proj|norm_q|norm_k)", r"blocks.\1.\2.\3"),
+        (
+            r"blocks_(\d+)_(attn1|attn2)_(to_q|to_k|to_v|add_k_proj|add_v_proj|norm_q|norm_k)",
+            r"blocks.\1.\2.\3",
+        ),
         (r"blocks_(\d+)_(attn1|attn2)_to_out_0", r"blocks.\1.\2.to_out.0"),
         (r"blocks_(\d+)_ffn_net_0_proj", r"blocks.\1.ffn.net.0.proj"),
         (r"blocks_(\d+)_ffn_net_2", r"blocks.\1.ffn.net.2"),
-        (r"condition_embedder_(text_embedder|time_embedder)_linear_(1|2)", r"condition_embedder.\1.linear_\2"),
+        (
+            r"condition_embedder_(text_embedder|time_embedder)_linear_(1|2)",
+            r"condition_embedder.\1.linear_\2",
+        ),
         (r"condition_embedder_time_proj", r"condition_embedder.time_proj"),
         (r"proj_out", r"proj_out"),
     )

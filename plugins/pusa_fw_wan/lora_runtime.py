@@ -67,7 +67,9 @@ def require_registry(model: nn.Module) -> LoraRegistry:
     """The model's LoRA registry, or an `InputError` when no LoRA was applied to it."""
     registry = get_registry(model)
     if registry is None or not registry.adapters:
-        raise InputError(f"{type(model).__name__} has no LoRA applied; call apply_loras(model, [LoraSpec(...)]) first")
+        raise InputError(
+            f"{type(model).__name__} has no LoRA applied; call apply_loras(model, [LoraSpec(...)]) first"
+        )
     return registry
 
 
@@ -95,7 +97,9 @@ def inject_pairs(model: nn.Module, adapter: str, pairs: dict[str, LoraModuleWeig
 
     names = sorted(pairs)
     ranks = {name: pairs[name].rank for name in names}
-    alphas = {name: float(pairs[name].alpha if pairs[name].alpha is not None else ranks[name]) for name in names}
+    alphas = {
+        name: float(pairs[name].alpha if pairs[name].alpha is not None else ranks[name]) for name in names
+    }
     with_bias = any(pairs[name].up_bias is not None for name in names)
     config = LoraConfig(
         r=ranks[names[0]],
@@ -131,7 +135,9 @@ def inject_pairs(model: nn.Module, adapter: str, pairs: dict[str, LoraModuleWeig
 def activate_all(model: nn.Module, registry: LoraRegistry) -> None:
     """Make every registered adapter active (and frozen) in every layer that carries it."""
     for _, layer in lora_layers(model):
-        present = [name for name in layer.lora_A.keys() if name in registry.adapters or name in layer.active_adapters]
+        present = [
+            name for name in layer.lora_A if name in registry.adapters or name in layer.active_adapters
+        ]
         layer.set_adapter(present, inference_mode=True)
 
 
@@ -155,7 +161,9 @@ def refresh_diffs(registry: LoraRegistry) -> None:
             parameter.copy_(value)
 
 
-def add_diffs(registry: LoraRegistry, diffs: dict[str, tuple[nn.Parameter, torch.Tensor]]) -> dict[str, torch.Tensor]:
+def add_diffs(
+    registry: LoraRegistry, diffs: dict[str, tuple[nn.Parameter, torch.Tensor]]
+) -> dict[str, torch.Tensor]:
     """Record the originals of newly patched parameters; return the deltas cast to each parameter."""
     cast: dict[str, torch.Tensor] = {}
     for path, (parameter, delta) in diffs.items():

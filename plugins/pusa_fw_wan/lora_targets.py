@@ -50,11 +50,17 @@ def _expected_pair_shapes(layer: nn.Module, rank: int) -> tuple[tuple[int, ...],
         return (rank, layer.in_features), (layer.out_features, rank)
     if isinstance(layer, _CONV_TYPES):
         kernel = tuple(layer.kernel_size)
-        return (rank, layer.in_channels // layer.groups, *kernel), (layer.out_channels, rank, *(1,) * len(kernel))
+        return (rank, layer.in_channels // layer.groups, *kernel), (
+            layer.out_channels,
+            rank,
+            *(1,) * len(kernel),
+        )
     return None
 
 
-def _resolve_parameter(modules: dict[str, nn.Module], path: str, bias: bool) -> tuple[str, nn.Parameter] | None:
+def _resolve_parameter(
+    modules: dict[str, nn.Module], path: str, bias: bool
+) -> tuple[str, nn.Parameter] | None:
     """The parameter a `diff` (weight or bare parameter) or `diff_b` (bias) of `path` adds to."""
     module = modules.get(path)
     if module is not None:
@@ -71,7 +77,9 @@ def _resolve_parameter(modules: dict[str, nn.Module], path: str, bias: bool) -> 
     return (path, parameter) if isinstance(parameter, nn.Parameter) else None
 
 
-def _shape_error(state: LoraState, keys: list[str], what: str, expected: object, got: object) -> CheckpointError:
+def _shape_error(
+    state: LoraState, keys: list[str], what: str, expected: object, got: object
+) -> CheckpointError:
     return CheckpointError(
         f"LoRA file {str(state.source)!r}: keys {keys} do not fit the model: {what} should be {expected}, "
         f"the file has {got}; the LoRA was made for a model of a different size or type"
@@ -101,14 +109,22 @@ def match_lora(model: nn.Module, state: LoraState) -> MatchedLora:
             else:
                 assert entry.down is not None and entry.up is not None
                 if tuple(entry.down.shape) != shapes[0]:
-                    raise _shape_error(state, entry.keys, f"A of {path!r}", list(shapes[0]), list(entry.down.shape))
+                    raise _shape_error(
+                        state, entry.keys, f"A of {path!r}", list(shapes[0]), list(entry.down.shape)
+                    )
                 if tuple(entry.up.shape) != shapes[1]:
-                    raise _shape_error(state, entry.keys, f"B of {path!r}", list(shapes[1]), list(entry.up.shape))
+                    raise _shape_error(
+                        state, entry.keys, f"B of {path!r}", list(shapes[1]), list(entry.up.shape)
+                    )
                 if entry.up_bias is not None:
                     layer_bias = getattr(base_layer(module), "bias", None)  # type: ignore[arg-type]
                     if layer_bias is None or tuple(entry.up_bias.shape) != tuple(layer_bias.shape):
-                        expected = "absent (the layer has no bias)" if layer_bias is None else list(layer_bias.shape)
-                        raise _shape_error(state, entry.keys, f"lora_B bias of {path!r}", expected, list(entry.up_bias.shape))
+                        expected = (
+                            "absent (the layer has no bias)" if layer_bias is None else list(layer_bias.shape)
+                        )
+                        raise _shape_error(
+                            state, entry.keys, f"lora_B bias of {path!r}", expected, list(entry.up_bias.shape)
+                        )
                 matched.pairs[path] = entry
         for delta, is_bias in ((entry.diff, False), (entry.diff_b, True)):
             if delta is None:

@@ -26,7 +26,9 @@ def tiny_dit(seed: int) -> WanDiT:
 
 def inputs(batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
-    return torch.randn(batch, 16, 2, 4, 4, generator=generator), torch.randn(batch, 5, 16, generator=generator)
+    return torch.randn(batch, 16, 2, 4, 4, generator=generator), torch.randn(
+        batch, 5, 16, generator=generator
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +53,10 @@ def test_expert_is_picked_by_max_sigma(experts, frame_sigmas, expected):
     sigmas = torch.tensor([frame_sigmas])
     with torch.no_grad():
         result = backbone.velocity(latents, sigmas, context)
-        outputs = {"high": high.velocity(latents, sigmas, context), "low": low.velocity(latents, sigmas, context)}
+        outputs = {
+            "high": high.velocity(latents, sigmas, context),
+            "low": low.velocity(latents, sigmas, context),
+        }
     other = "low" if expected == "high" else "high"
     assert torch.equal(result, outputs[expected])
     assert (result - outputs[other]).abs().max().item() > 1e-2
@@ -85,19 +90,38 @@ def test_boundary_is_configurable_and_validated(experts):
 
 def _save_official(model: WanDiT, folder) -> None:
     folder.mkdir()
-    fields = ("dim", "eps", "ffn_dim", "freq_dim", "in_dim", "model_type", "num_heads", "num_layers", "out_dim",
-              "text_dim", "text_len")
+    fields = (
+        "dim",
+        "eps",
+        "ffn_dim",
+        "freq_dim",
+        "in_dim",
+        "model_type",
+        "num_heads",
+        "num_layers",
+        "out_dim",
+        "text_dim",
+        "text_len",
+    )
     config = {"_class_name": "WanModel", **{field: getattr(CONFIG, field) for field in fields}}
     (folder / "config.json").write_text(json.dumps(config))
-    save_file({name: value.contiguous() for name, value in model.state_dict().items()},
-              folder / "diffusion_pytorch_model.safetensors")
+    save_file(
+        {name: value.contiguous() for name, value in model.state_dict().items()},
+        folder / "diffusion_pytorch_model.safetensors",
+    )
 
 
 def _write_lora(path, model: WanDiT, seed: int) -> WanDiT:
     """A Pusa-style LoRA on blocks.0.self_attn.q; returns the model patched by hand with strength 1.4."""
     generator = torch.Generator().manual_seed(seed)
     down, up = torch.randn(2, 32, generator=generator) * 0.3, torch.randn(32, 2, generator=generator) * 0.3
-    save_file({"blocks.0.self_attn.q.lora_A.default.weight": down, "blocks.0.self_attn.q.lora_B.default.weight": up}, path)
+    save_file(
+        {
+            "blocks.0.self_attn.q.lora_A.default.weight": down,
+            "blocks.0.self_attn.q.lora_B.default.weight": up,
+        },
+        path,
+    )
     reference = copy.deepcopy(model)
     with torch.no_grad():
         reference.blocks[0].self_attn.q.weight += 1.4 * up @ down
@@ -122,7 +146,12 @@ def test_from_pretrained_gives_each_expert_its_own_checkpoint_and_lora(tmp_path)
     with torch.no_grad():
         for level, reference in ((0.9, high_reference), (0.5, low_reference)):
             sigmas = torch.full((1, 2), level)
-            error = (backbone(latents, sigmas, context) - reference.velocity(latents, sigmas, context)).abs().max().item()
+            error = (
+                (backbone(latents, sigmas, context) - reference.velocity(latents, sigmas, context))
+                .abs()
+                .max()
+                .item()
+            )
             assert error <= 1e-5
     with pytest.raises(InputError, match="own checkpoint"):
         WanExpertsBackbone.from_pretrained(tmp_path / "high_noise_model", tmp_path / "high_noise_model")

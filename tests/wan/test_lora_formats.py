@@ -61,7 +61,9 @@ def random_pair(module: nn.Module, generator: torch.Generator) -> tuple[torch.Te
     return down, up
 
 
-def add_pair_by_hand(model: nn.Module, name: str, down: torch.Tensor, up: torch.Tensor, factor: float) -> None:
+def add_pair_by_hand(
+    model: nn.Module, name: str, down: torch.Tensor, up: torch.Tensor, factor: float
+) -> None:
     weight = model.get_submodule(name).weight
     delta = (up.reshape(up.shape[0], RANK) @ down.reshape(RANK, -1)).reshape(weight.shape)
     with torch.no_grad():
@@ -141,10 +143,22 @@ def test_comfy_down_up_alpha_diff_and_diff_b(tmp_path):
         add_pair_by_hand(reference, name, down, up, strength * alpha / RANK)
     diffs = {  # parameter -> (file key, delta)
         "head.head.bias": ("diffusion_model.head.head.diff_b", torch.randn(64, generator=generator) * 0.1),
-        "head.head.weight": ("diffusion_model.head.head.diff", torch.randn(64, 32, generator=generator) * 0.1),
-        "blocks.1.norm3.weight": ("diffusion_model.blocks.1.norm3.diff", torch.randn(32, generator=generator) * 0.1),
-        "blocks.0.modulation": ("diffusion_model.blocks.0.modulation.diff", torch.randn(1, 6, 32, generator=generator) * 0.1),
-        "blocks.0.self_attn.k.bias": ("diffusion_model.blocks.0.self_attn.k.diff_b", torch.randn(32, generator=generator) * 0.1),
+        "head.head.weight": (
+            "diffusion_model.head.head.diff",
+            torch.randn(64, 32, generator=generator) * 0.1,
+        ),
+        "blocks.1.norm3.weight": (
+            "diffusion_model.blocks.1.norm3.diff",
+            torch.randn(32, generator=generator) * 0.1,
+        ),
+        "blocks.0.modulation": (
+            "diffusion_model.blocks.0.modulation.diff",
+            torch.randn(1, 6, 32, generator=generator) * 0.1,
+        ),
+        "blocks.0.self_attn.k.bias": (
+            "diffusion_model.blocks.0.self_attn.k.diff_b",
+            torch.randn(32, generator=generator) * 0.1,
+        ),
     }
     parameters = dict(reference.named_parameters())
     for parameter, (key, delta) in diffs.items():
@@ -163,8 +177,11 @@ def test_comfy_down_up_alpha_diff_and_diff_b(tmp_path):
 def test_kohya_names(tmp_path):
     model, generator = tiny_dit(), torch.Generator().manual_seed(5)
     reference, base = copy.deepcopy(model), output(model)
-    flattened = {"blocks.0.cross_attn.o": "blocks_0_cross_attn_o", "blocks.1.ffn.0": "blocks_1_ffn_0",
-                 "time_embedding.2": "time_embedding_2"}
+    flattened = {
+        "blocks.0.cross_attn.o": "blocks_0_cross_attn_o",
+        "blocks.1.ffn.0": "blocks_1_ffn_0",
+        "time_embedding.2": "time_embedding_2",
+    }
     tensors, strength, alpha = {}, 0.9, 1.0
     for name, flat in flattened.items():
         down, up = random_pair(model.get_submodule(name), generator)
@@ -179,10 +196,12 @@ def test_kohya_names(tmp_path):
 
 
 def test_pusa_v1_layout_pt_file_strength_1_4(tmp_path):
-    """Rank r on self/cross q,k,v,o and ffn.0/2 of every block, PEFT `.default.` names, no alpha (alpha = rank)."""
+    """Rank r on self/cross q,k,v,o and ffn.0/2 of every block, `.default.` names, no alpha (= rank)."""
     model, generator = tiny_dit(), torch.Generator().manual_seed(6)
     reference, base = copy.deepcopy(model), output(model)
-    targets = [f"blocks.{i}.{attn}.{p}" for i in range(2) for attn in ("self_attn", "cross_attn") for p in "qkvo"]
+    targets = [
+        f"blocks.{i}.{attn}.{p}" for i in range(2) for attn in ("self_attn", "cross_attn") for p in "qkvo"
+    ]
     targets += [f"blocks.{i}.ffn.{j}" for i in range(2) for j in (0, 2)]
     tensors = {}
     for name in targets:
@@ -210,7 +229,11 @@ def test_foreign_keys_are_listed_and_model_left_untouched(tmp_path):
     before = output(model)
     with pytest.raises(CheckpointError) as error:
         apply_loras(model, [LoraSpec(tmp_path / "foreign.safetensors")])
-    for key in ("cross_attn.k_img.lora_down.weight", "cross_attn.k_img.lora_up.weight", "text_encoder.encoder.block.0.weird"):
+    for key in (
+        "cross_attn.k_img.lora_down.weight",
+        "cross_attn.k_img.lora_up.weight",
+        "text_encoder.encoder.block.0.weird",
+    ):
         assert key in str(error.value)
     assert "self_attn.q.lora_down" not in str(error.value)
     assert not hasattr(model, "peft_config") and torch.equal(output(model), before)
@@ -220,8 +243,13 @@ def test_foreign_keys_are_listed_and_model_left_untouched(tmp_path):
 
 def test_shape_mismatch_and_broken_files_are_clear_errors(tmp_path):
     model = tiny_dit()
-    save_file({"blocks.0.ffn.0.lora_A.weight": torch.zeros(RANK, 48), "blocks.0.ffn.0.lora_B.weight": torch.zeros(64, RANK)},
-              tmp_path / "big.safetensors")
+    save_file(
+        {
+            "blocks.0.ffn.0.lora_A.weight": torch.zeros(RANK, 48),
+            "blocks.0.ffn.0.lora_B.weight": torch.zeros(64, RANK),
+        },
+        tmp_path / "big.safetensors",
+    )
     with pytest.raises(CheckpointError, match=r"blocks\.0\.ffn\.0.*\[3, 32\].*\[3, 48\]"):
         apply_loras(model, [LoraSpec(tmp_path / "big.safetensors")])
     save_file({"blocks.0.ffn.0.lora_A.weight": torch.zeros(RANK, 32)}, tmp_path / "half.safetensors")

@@ -40,8 +40,10 @@ def output(model: nn.Module) -> torch.Tensor:
         return model(latents, torch.tensor([[0.2, 0.7]]), context)
 
 
-def write_lora(path: Path, model: nn.Module, targets: list[str], seed: int, alpha: float | None) -> dict[str, torch.Tensor]:
-    """A ComfyUI-style file (with alpha) or a Pusa-style file (without); returns module -> full delta B @ A * scale."""
+def write_lora(
+    path: Path, model: nn.Module, targets: list[str], seed: int, alpha: float | None
+) -> dict[str, torch.Tensor]:
+    """A ComfyUI-style file (with alpha) or a Pusa-style one (without); returns module -> scale * B @ A."""
     generator = torch.Generator().manual_seed(seed)
     tensors, deltas = {}, {}
     for name in targets:
@@ -76,8 +78,16 @@ def patched_by_hand(base: nn.Module, *weighted: tuple[float, dict[str, torch.Ten
 @pytest.fixture
 def two_loras(tmp_path):
     model = tiny_dit()
-    pusa = write_lora(tmp_path / "pusa.pt.safetensors", model, ["blocks.0.self_attn.q", "blocks.1.ffn.0", "blocks.0.cross_attn.v"], 10, None)
-    distill = write_lora(tmp_path / "distill.safetensors", model, ["blocks.0.self_attn.q", "blocks.1.self_attn.k"], 11, 2.0)
+    pusa = write_lora(
+        tmp_path / "pusa.pt.safetensors",
+        model,
+        ["blocks.0.self_attn.q", "blocks.1.ffn.0", "blocks.0.cross_attn.v"],
+        10,
+        None,
+    )
+    distill = write_lora(
+        tmp_path / "distill.safetensors", model, ["blocks.0.self_attn.q", "blocks.1.self_attn.k"], 11, 2.0
+    )
     return model, copy.deepcopy(model), tmp_path, pusa, distill
 
 
@@ -87,17 +97,30 @@ def max_error(model: nn.Module, reference: nn.Module) -> float:
 
 def test_two_loras_with_their_own_strengths(two_loras):
     model, base, folder, pusa, distill = two_loras
-    report = apply_loras(model, [LoraSpec(folder / "pusa.pt.safetensors", 1.4, name="pusa"),
-                                 LoraSpec(folder / "distill.safetensors", 0.6, name="distill")])
-    assert [lora.name for lora in report.loras] == ["pusa", "distill"] and lora_strengths(model) == {"pusa": 1.4, "distill": 0.6}
+    report = apply_loras(
+        model,
+        [
+            LoraSpec(folder / "pusa.pt.safetensors", 1.4, name="pusa"),
+            LoraSpec(folder / "distill.safetensors", 0.6, name="distill"),
+        ],
+    )
+    assert [lora.name for lora in report.loras] == ["pusa", "distill"] and lora_strengths(model) == {
+        "pusa": 1.4,
+        "distill": 0.6,
+    }
     assert max_error(model, patched_by_hand(base, (1.4, pusa), (0.6, distill))) <= 1e-5
     assert max_error(model, patched_by_hand(base, (1.4, pusa))) > 1e-3  # the second LoRA is active too
 
 
 def test_strength_changes_replace_never_stack(two_loras):
     model, base, folder, pusa, distill = two_loras
-    apply_loras(model, [LoraSpec(folder / "pusa.pt.safetensors", 1.0, name="pusa"),
-                        LoraSpec(folder / "distill.safetensors", 1.0, name="distill")])
+    apply_loras(
+        model,
+        [
+            LoraSpec(folder / "pusa.pt.safetensors", 1.0, name="pusa"),
+            LoraSpec(folder / "distill.safetensors", 1.0, name="distill"),
+        ],
+    )
     for strength in (2.0, 3.0, 0.5):
         set_lora_strength(model, "distill", strength)
     assert max_error(model, patched_by_hand(base, (1.0, pusa), (0.5, distill))) <= 1e-5
@@ -114,11 +137,17 @@ def test_strength_changes_replace_never_stack(two_loras):
 def test_merge_unmerge_restores_weights_and_remove_restores_the_model(two_loras):
     model, base, folder, pusa, distill = two_loras
     original = {name: value.clone() for name, value in base.state_dict().items()}
-    apply_loras(model, [LoraSpec(folder / "pusa.pt.safetensors", 1.4), LoraSpec(folder / "distill.safetensors", 0.7)])
+    apply_loras(
+        model, [LoraSpec(folder / "pusa.pt.safetensors", 1.4), LoraSpec(folder / "distill.safetensors", 0.7)]
+    )
     runtime = output(model)
     merge_loras(model)
     merged_weight = model.get_submodule("blocks.0.self_attn.q").get_base_layer().weight.detach().clone()
-    expected = original["blocks.0.self_attn.q.weight"] + 1.4 * pusa["blocks.0.self_attn.q"] + 0.7 * distill["blocks.0.self_attn.q"]
+    expected = (
+        original["blocks.0.self_attn.q.weight"]
+        + 1.4 * pusa["blocks.0.self_attn.q"]
+        + 0.7 * distill["blocks.0.self_attn.q"]
+    )
     assert (merged_weight - expected).abs().max().item() <= 1e-6
     assert (output(model) - runtime).abs().max().item() <= 1e-5
     unmerge_loras(model)
@@ -136,9 +165,15 @@ def test_merge_unmerge_restores_weights_and_remove_restores_the_model(two_loras)
 
 
 def test_remove_one_of_two_and_apply_merged(two_loras):
-    model, base, folder, pusa, distill = two_loras
-    report = apply_loras(model, [LoraSpec(folder / "pusa.pt.safetensors", 1.2, name="pusa"),
-                                 LoraSpec(folder / "distill.safetensors", 0.8, name="distill")], merge=True)
+    model, base, folder, pusa, _distill = two_loras
+    report = apply_loras(
+        model,
+        [
+            LoraSpec(folder / "pusa.pt.safetensors", 1.2, name="pusa"),
+            LoraSpec(folder / "distill.safetensors", 0.8, name="distill"),
+        ],
+        merge=True,
+    )
     assert report.merged
     remove_loras(model, ["distill"])
     assert list(lora_strengths(model)) == ["pusa"]
