@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from .cli_commands import BUILTIN_COMMANDS
 from .cli_params import one_line_validation_error
-from .errors import DuplicateComponentError, PusaError
+from .errors import DuplicateComponentError, PluginError, PusaError
 from .plugins import DISABLE_ENV, LOAD_ENV, get_registry
 from .registry import Registry
 
@@ -34,9 +34,17 @@ def collect_commands(registry: Registry) -> dict[str, Any]:
 
     Raises:
         DuplicateComponentError: A plugin command reuses a built-in command's name.
+        PluginError: A plugin command lacks ``add_arguments`` or ``run``.
     """
     commands: dict[str, Any] = {command.name: command for command in BUILTIN_COMMANDS}
     for entry in registry.entries("commands"):
+        methods = ("add_arguments", "run")
+        missing = [method for method in methods if not callable(getattr(entry.component, method, None))]
+        if missing:
+            raise PluginError(
+                f"command {entry.name!r} of plugin {entry.plugin!r} has no {' or '.join(missing)} method; a "
+                "command needs name, help, add_arguments(parser) and run(args) -> int (register an instance)"
+            )
         if entry.name in commands:
             raise DuplicateComponentError(
                 f"command name {entry.name!r} is registered twice: by pusa-fw itself (built-in) and by "

@@ -109,6 +109,11 @@ def task_parameters(task_cls: type[BaseModel]) -> list[TaskParameter]:
         PluginError: A field name clashes with an option of the ``plan`` command itself.
     """
     parameters = []
+    if not (isinstance(task_cls, type) and issubclass(task_cls, BaseModel)):
+        raise PluginError(
+            f"task {getattr(task_cls, 'name', task_cls)!r} is not a pydantic model class; register a "
+            "subclass of pusa_fw.task.Task (its fields are the task's parameters)"
+        )
     fields: dict[str, FieldInfo] = task_cls.model_fields
     for name, info in fields.items():
         if name in PLAN_OPTIONS:

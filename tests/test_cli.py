@@ -300,3 +300,37 @@ def test_tasks_lists_every_real_task_with_every_parameter(real_plugins, capsys):
     assert {"t2v", "i2v", "keyframes"} <= set(listed)
     for name in real_plugins.names("tasks"):
         assert listed[name] == list(real_plugins.task(name).model_fields), name
+
+
+
+class NoRunCommand:
+    name = "broken"
+    help = "has no run method"
+
+    def add_arguments(self, parser):
+        pass
+
+
+class NotAModelTask:
+    name = "plain"
+
+
+@pytest.mark.parametrize(
+    ("kind", "component", "fragments"),
+    [
+        ("commands", NoRunCommand(), ["command 'broken'", "'bad'", "no run method"]),
+        ("tasks", NotAModelTask, ["task 'plain'", "not a pydantic model class"]),
+    ],
+)
+def test_malformed_plugin_components_are_one_line_plugin_errors(register_plugin, capsys, kind, component,
+                                                                 fragments):
+    class BadPlugin:
+        pass
+
+    def register_one(register):
+        register(component)
+
+    setattr(BadPlugin, f"register_{kind}", staticmethod(hookimpl(register_one)))
+    register_plugin(BadPlugin(), name="bad")
+    status, _, err = run_cli(capsys, "tasks")
+    assert_one_line_error(status, err, *fragments)
