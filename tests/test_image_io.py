@@ -113,8 +113,12 @@ def test_bad_files_are_input_errors(tmp_path: Path) -> None:
         load_image(good, size=(10, 10), policy="stretch")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("num_frames", "columns", "grid"), [(7, None, (3, 3)), (5, 5, (1, 5)), (6, 4, (2, 4))])
-def test_contact_sheet_grid(tmp_path: Path, num_frames: int, columns: int | None, grid: tuple[int, int]) -> None:
+@pytest.mark.parametrize(
+    ("num_frames", "columns", "grid"), [(7, None, (3, 3)), (5, 5, (1, 5)), (6, 4, (2, 4))]
+)
+def test_contact_sheet_grid(
+    tmp_path: Path, num_frames: int, columns: int | None, grid: tuple[int, int]
+) -> None:
     height, width, padding = 10, 14, 3
     levels = torch.linspace(-0.9, 0.9, num_frames)
     video = levels[None, :, None, None].expand(3, num_frames, height, width)  # frame k flat at levels[k]
