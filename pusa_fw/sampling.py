@@ -144,11 +144,15 @@ def sample(
                 context_all[i, frames],
                 lambda: fresh(current.shape),
             )
+            still = (~moving_all[i, frames]).nonzero().squeeze(1)
+            saved = current[:, :, still.to(device)].clone() if still.numel() else None
             updated, state = rule.step(
                 state, where, current, velocity, state_sigma, sigmas[i + 1, where], remaining_all[i, where]
             )
-            moving = frame_view(moving_all[i, frames].to(device))
-            x[:, :, where] = torch.where(moving, updated, current)
+            if window is None or updated.data_ptr() != current.data_ptr():
+                x[:, :, where] = updated
+            if saved is not None:  # frames that do not move stay bit for bit
+                x[:, :, frames[still].to(device)] = saved
         if bool(renoise_all[i].any()):
             redraw = renoise_all[i].nonzero().squeeze(1).to(device)
             assert source is not None

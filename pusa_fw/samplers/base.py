@@ -50,7 +50,8 @@ class SamplerRule(ABC):
             remaining: `[W]` int64 updates each frame has left in its run, this one included.
 
         Returns:
-            New window latents `[B, C, W, H, W']` and the new state.
+            New window latents `[B, C, W, H, W']` and the new state. A rule may update `latents` in place
+            and return it; the caller restores frames that do not move, so they stay bit-exact.
         """
 
     def forget(self, state: Any, frames: torch.Tensor) -> Any:

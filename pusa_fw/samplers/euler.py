@@ -27,4 +27,4 @@ class Euler(SamplerRule):
         remaining: torch.Tensor,
     ) -> tuple[torch.Tensor, Any]:
         step = frame_view((sigma_to - sigma_from).to(latents.dtype))
-        return latents + step * velocity, state
+        return latents.addcmul_(velocity, step), state

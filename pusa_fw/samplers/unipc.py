@@ -8,6 +8,8 @@ exactly the scalar solver (the predictor order is `min(2, updates so far + 1, up
 uses the order chosen at the frame's previous update). Coefficients are computed in float32 from the plan's
 float32 sigmas, as the official scheduler does.
 
+Both updates are linear in the latents involved, so each is evaluated as one weighted sum whose per-frame
+weights `[W]` already encode the order; no per-order branch touches the large tensors.
 In the flow parameterisation `alpha = 1 - sigma`, `lambda = log(alpha) - log(sigma)`.
 """
 
@@ -25,6 +27,62 @@ from .base import SamplerRule
 
 def _lam(sigma: torch.Tensor) -> torch.Tensor:
     return torch.log(1 - sigma) - torch.log(sigma)
+
+
+def predictor_weights(
+    sigma_s: torch.Tensor, sigma_prev: torch.Tensor, sigma_t: torch.Tensor, second_order: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """UniP-bh2 from `sigma_s` to `sigma_t` as `x_t = a * x + c0 * m0 + c1 * m1` (all `[W]`).
+
+    `m0` is the x0 prediction at `sigma_s`, `m1` the one at `sigma_prev` (used where `second_order`).
+    """
+    h = _lam(sigma_t) - _lam(sigma_s)
+    scale = (1 - sigma_t) * torch.expm1(-h)  # alpha_t * h_phi_1, also alpha_t * B_h for bh2
+    a = sigma_t / sigma_s
+    rk = (_lam(sigma_prev) - _lam(sigma_s)) / h
+    half = 0.5 * scale / rk  # rho_p = 0.5 for order 2
+    c0 = torch.where(second_order, -scale + half, -scale)
+    c1 = torch.where(second_order, -half, torch.zeros_like(half))
+    return a, c0, c1
+
+
+def corrector_weights(
+    sigma_s: torch.Tensor, sigma_prev: torch.Tensor, sigma_t: torch.Tensor, second_order: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """UniC-bh2 redoing `sigma_s -> sigma_t` as `x_t = a * x_last + c0 * m0 + c1 * m1 + cn * m_new` (`[W]`).
+
+    `m0` is the prediction at `sigma_s`, `m1` at `sigma_prev`, `m_new` at `sigma_t`; `second_order` marks
+    frames whose previous predictor step was order 2.
+    """
+    h = _lam(sigma_t) - _lam(sigma_s)
+    hh = -h
+    phi = torch.expm1(hh)
+    scale = (1 - sigma_t) * phi
+    a = sigma_t / sigma_s
+    phi_k1 = phi / hh - 1
+    b1 = phi_k1 / phi
+    b2 = (phi_k1 / hh - 0.5) * 2 / phi
+    rk = (_lam(sigma_prev) - _lam(sigma_s)) / h
+    rho0 = (b1 - b2) / (1 - rk)
+    rho1 = b1 - rho0
+    d1_weight = scale * rho0 / rk
+    c0 = torch.where(second_order, -scale + d1_weight + scale * rho1, -0.5 * scale)
+    c1 = torch.where(second_order, -d1_weight, torch.zeros_like(scale))
+    cn = torch.where(second_order, -scale * rho1, -0.5 * scale)
+    return a, c0, c1, cn
+
+
+def weighted_sum(
+    terms: list[tuple[torch.Tensor, torch.Tensor]], out: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`sum_k weight_k * tensor_k` with per-frame weights `[W]` and tensors `[B, C, W, H, W']`."""
+    (first_tensor, first_weight), rest = terms[0], terms[1:]
+    result = torch.mul(first_tensor, frame_view(first_weight), out=out) if out is not None else (
+        first_tensor * frame_view(first_weight)
+    )
+    for tensor, weight in rest:
+        result.addcmul_(tensor, frame_view(weight))
+    return result
 
 
 @dataclass
@@ -50,75 +108,8 @@ class UniPCState:
     order: torch.Tensor
 
 
-def _coefficients(sigma_s: torch.Tensor, sigma_t: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """h, hh = -h, expm1(hh) (used as both h_phi_1 and bh2's B_h) and alpha_t for a step s -> t."""
-    h = _lam(sigma_t) - _lam(sigma_s)
-    hh = -h
-    phi = torch.expm1(hh)
-    return h, hh, phi, 1 - sigma_t
-
-
-def predict(
-    x: torch.Tensor,
-    m0: torch.Tensor,
-    m1: torch.Tensor,
-    sigma_s: torch.Tensor,
-    sigma_prev: torch.Tensor,
-    sigma_t: torch.Tensor,
-    second_order: torch.Tensor,
-) -> torch.Tensor:
-    """UniP-bh2 from `sigma_s` to `sigma_t` (all sigma arguments `[W]`; latents `[B, C, W, H, W']`).
-
-    Args:
-        x: samples at `sigma_s`.
-        m0: x0 predictions at `sigma_s`.
-        m1: x0 predictions at `sigma_prev` (read only where `second_order`).
-        second_order: `[W]` bool, frames that take the order-2 step.
-    """
-    h, _, phi, alpha_t = _coefficients(sigma_s, sigma_t)
-    base = frame_view(sigma_t / sigma_s) * x - frame_view(alpha_t * phi) * m0
-    if not bool(second_order.any()):
-        return base
-    rk = (_lam(sigma_prev) - _lam(sigma_s)) / h
-    d1 = (m1 - m0) / frame_view(rk)
-    second = base - frame_view(alpha_t * phi) * (0.5 * d1)
-    return torch.where(frame_view(second_order), second, base)
-
-
-def correct(
-    x_last: torch.Tensor,
-    x: torch.Tensor,
-    m0: torch.Tensor,
-    m1: torch.Tensor,
-    m_new: torch.Tensor,
-    sigma_s: torch.Tensor,
-    sigma_prev: torch.Tensor,
-    sigma_t: torch.Tensor,
-    second_order: torch.Tensor,
-) -> torch.Tensor:
-    """UniC-bh2: re-do the step `sigma_s -> sigma_t` from `x_last` using the new prediction `m_new`.
-
-    Args:
-        x_last: samples at `sigma_s` the last prediction started from.
-        x: the predicted samples at `sigma_t` (returned unchanged where nothing is corrected).
-        m0: x0 predictions at `sigma_s`; m1: at `sigma_prev`; m_new: at `sigma_t`.
-        second_order: `[W]` bool, frames whose previous predictor step was order 2.
-    """
-    h, hh, phi, alpha_t = _coefficients(sigma_s, sigma_t)
-    base = frame_view(sigma_t / sigma_s) * x_last - frame_view(alpha_t * phi) * m0
-    new_term = m_new - m0
-    first = base - frame_view(alpha_t * phi) * (0.5 * new_term)
-    if not bool(second_order.any()):
-        return first
-    phi_k1 = phi / hh - 1
-    b1 = phi_k1 / phi
-    b2 = (phi_k1 / hh - 0.5) * 2 / phi
-    rk = (_lam(sigma_prev) - _lam(sigma_s)) / h
-    rho0 = (b1 - b2) / (1 - rk)
-    rho1 = b1 - rho0
-    d1 = (m1 - m0) / frame_view(rk)
-    second = base - frame_view(alpha_t * phi) * (frame_view(rho0) * d1 + frame_view(rho1) * new_term)
-    return torch.where(frame_view(second_order), second, first)
+def _covers_all(frames: torch.Tensor | slice, num_frames: int) -> bool:
+    return isinstance(frames, slice) and frames.start == 0 and frames.stop == num_frames
 
 
 class UniPC(SamplerRule):
@@ -151,33 +142,52 @@ class UniPC(SamplerRule):
         remaining: torch.Tensor,
     ) -> tuple[torch.Tensor, Any]:
         moving = sigma_to < sigma_from
-        count = state.count[frames]
-        m_new = latents - frame_view(sigma_from) * velocity
+        count = state.count[frames].clone()
+        sigma_s = state.sigma[frames].clone()
+        sigma_prev = state.sigma_prev[frames].clone()
+        previous_order = state.order[frames].clone()
         m0 = state.denoised[:, :, frames]
         m1 = state.denoised_prev[:, :, frames]
-        sigma_s = state.sigma[frames]
-        sigma_prev = state.sigma_prev[frames]
+        m_new = torch.addcmul(latents, velocity, frame_view(-sigma_from))
         corrected = moving & (count >= 1)
-        x = latents
         if bool(corrected.any()):
-            previous_order = state.order[frames]
-            fixed = correct(
-                state.last_sample[:, :, frames], latents, m0, m1, m_new,
-                sigma_s, sigma_prev, sigma_from, corrected & (previous_order >= 2),
-            )
-            x = torch.where(frame_view(corrected), fixed, latents)
+            weights = corrector_weights(sigma_s, sigma_prev, sigma_from, previous_order >= 2)
+            a, c0, c1, cn = (torch.where(corrected, w, torch.zeros_like(w)) for w in weights)
+            terms = [(state.last_sample[:, :, frames], a), (m0, c0), (m1, c1), (m_new, cn)]
+            if not bool(corrected.all()):
+                terms.append((latents, (~corrected).to(a.dtype)))
+            x = weighted_sum(terms)
+        else:
+            x = latents.clone()
         order = torch.minimum(torch.minimum(count + 1, remaining), torch.full_like(count, 2))
-        # Predict before the history is overwritten: m0, sigma_s, ... may be views into the state.
-        out = predict(x, m_new, m0, sigma_from, sigma_s, sigma_to, moving & (order >= 2))
+        a, c0, c1 = predictor_weights(sigma_from, sigma_s, sigma_to, moving & (order >= 2))
+        a, c0, c1 = torch.where(moving, a, 1.0), torch.where(moving, c0, 0.0), torch.where(moving, c1, 0.0)
+        weighted_sum([(x, a), (m_new, c0), (m0, c1)], out=latents)
+        self._remember(state, frames, moving, x, m0, m1, m_new)
+        state.sigma_prev[frames] = torch.where(moving, sigma_s, sigma_prev)
+        state.sigma[frames] = torch.where(moving, sigma_from, sigma_s)
+        state.count[frames] = torch.where(moving, torch.clamp(count + 1, max=2), count)
+        state.order[frames] = torch.where(moving, order, previous_order)
+        return latents, state
+
+    @staticmethod
+    def _remember(
+        state: UniPCState,
+        frames: torch.Tensor | slice,
+        moving: torch.Tensor,
+        x: torch.Tensor,
+        m0: torch.Tensor,
+        m1: torch.Tensor,
+        m_new: torch.Tensor,
+    ) -> None:
+        """Shift the x0 history of the moving frames (buffers are swapped when the window is everything)."""
+        if _covers_all(frames, state.count.shape[0]) and bool(moving.all()):
+            state.denoised_prev, state.denoised, state.last_sample = state.denoised, m_new, x
+            return
         moved = frame_view(moving)
         state.denoised_prev[:, :, frames] = torch.where(moved, m0, m1)
         state.denoised[:, :, frames] = torch.where(moved, m_new, m0)
         state.last_sample[:, :, frames] = torch.where(moved, x, state.last_sample[:, :, frames])
-        state.sigma_prev[frames] = torch.where(moving, sigma_s, sigma_prev)
-        state.sigma[frames] = torch.where(moving, sigma_from, sigma_s)
-        state.count[frames] = torch.where(moving, torch.clamp(count + 1, max=2), count)
-        state.order[frames] = torch.where(moving, order, state.order[frames])
-        return torch.where(moved, out, latents), state
 
     def forget(self, state: UniPCState, frames: torch.Tensor) -> UniPCState:
         state.count[frames.to(state.count.device)] = 0

@@ -48,10 +48,15 @@ class ExactVelocityBackbone(Backbone):
 
 
 class NullBackbone(Backbone):
-    """Returns zeros without looking at anything: measures the sampler's own cost."""
+    """Returns zeros without computing anything (one cached tensor): measures the sampler's own cost."""
+
+    def __init__(self) -> None:
+        self._zeros: torch.Tensor | None = None
 
     def velocity(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any) -> torch.Tensor:
-        return torch.zeros_like(latents)
+        if self._zeros is None or self._zeros.shape != latents.shape or self._zeros.device != latents.device:
+            self._zeros = torch.zeros_like(latents)
+        return self._zeros
 
 
 class ToyVelocityBackbone(Backbone):
