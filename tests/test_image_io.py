@@ -99,12 +99,12 @@ def test_bad_files_are_input_errors(tmp_path: Path) -> None:
         load_image(tmp_path / "missing.png")
     corrupt = tmp_path / "corrupt.png"
     corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 20)
-    with pytest.raises(InputError, match="corrupt.png"):
+    with pytest.raises(InputError, match=r"corrupt\.png"):
         load_image(corrupt)
     truncated = tmp_path / "truncated.jpg"
     Image.fromarray(np.full((64, 64, 3), 90, dtype=np.uint8)).save(tmp_path / "whole.jpg")
     truncated.write_bytes((tmp_path / "whole.jpg").read_bytes()[:300])
-    with pytest.raises(InputError, match="truncated.jpg"):
+    with pytest.raises(InputError, match=r"truncated\.jpg"):
         load_image(truncated)
     good = tmp_path / "whole.jpg"
     with pytest.raises(InputError, match="size"):
@@ -138,7 +138,7 @@ def test_contact_sheet_grid(
 
 def test_contact_sheet_rejects_bad_input(tmp_path: Path) -> None:
     video = torch.zeros(3, 2, 8, 8)
-    with pytest.raises(InputError, match=".png"):
+    with pytest.raises(InputError, match=r"\.png"):
         save_contact_sheet(tmp_path / "sheet.jpg", video)
     with pytest.raises(InputError, match="shape"):
         save_contact_sheet(tmp_path / "sheet.png", torch.zeros(2, 8, 8))

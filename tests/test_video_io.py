@@ -172,9 +172,9 @@ def test_unreadable_videos_are_input_errors(tmp_path: Path, counting_video: tupl
         read_video(tmp_path / "missing.mp4")
     garbage = tmp_path / "garbage.mp4"
     garbage.write_bytes(b"not a video at all " * 64)
-    with pytest.raises(InputError, match="garbage.mp4"):
+    with pytest.raises(InputError, match=r"garbage\.mp4"):
         read_video(garbage)
-    with pytest.raises(InputError, match="garbage.mp4"):
+    with pytest.raises(InputError, match=r"garbage\.mp4"):
         probe_video(garbage)
     truncated = tmp_path / "truncated.mp4"
     truncated.write_bytes(counting_video[0].read_bytes()[:2000])
@@ -184,11 +184,10 @@ def test_unreadable_videos_are_input_errors(tmp_path: Path, counting_video: tupl
 
 def test_atomic_path_removes_the_partial_file_and_sets_normal_permissions(tmp_path: Path) -> None:
     target = tmp_path / "data.bin"
-    with pytest.raises(RuntimeError, match="writer failed"):
-        with atomic_path(target) as temp_path:
-            assert temp_path.parent == tmp_path and temp_path.suffix == ".bin"
-            temp_path.write_bytes(b"half")
-            raise RuntimeError("writer failed")
+    with pytest.raises(RuntimeError, match="writer failed"), atomic_path(target) as temp_path:
+        assert temp_path.parent == tmp_path and temp_path.suffix == ".bin"
+        temp_path.write_bytes(b"half")
+        raise RuntimeError("writer failed")
     assert list(tmp_path.iterdir()) == []
     atomic_write_bytes(target, b"complete")
     assert target.read_bytes() == b"complete"

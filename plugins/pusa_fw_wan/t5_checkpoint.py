@@ -30,8 +30,9 @@ from pusa_fw.errors import CheckpointError, InputError
 __all__ = [
     "UMT5_XXL_DEFAULTS",
     "build_umt5_encoder",
-    "load_umt5_directory",
+    "check_config_keys",
     "load_t5_file",
+    "load_umt5_directory",
     "to_transformers_keys",
     "umt5_config",
     "wan_t5_key_to_transformers",
@@ -73,12 +74,8 @@ _TIED_EMBEDDING = "encoder.embed_tokens.weight"
 _NOT_ENCODER = ("decoder.", "lm_head.")
 
 
-def umt5_config(**overrides: Any) -> UMT5Config:
-    """The umT5-XXL encoder config with `overrides` (keys as in transformers' `UMT5Config`).
-
-    Raises:
-        InputError: an override is not a `UMT5Config` argument.
-    """
+def check_config_keys(overrides: dict[str, Any]) -> None:
+    """Raise InputError naming every key of `overrides` that is not a `UMT5Config` argument."""
     known = set(inspect.signature(UMT5Config.__init__).parameters) - {"self", "kwargs"}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -86,6 +83,15 @@ def umt5_config(**overrides: Any) -> UMT5Config:
             f"unknown UMT5Config key(s) {unknown}; use UMT5Config names such as d_model, d_kv, d_ff, "
             "num_layers, num_heads, vocab_size"
         )
+
+
+def umt5_config(**overrides: Any) -> UMT5Config:
+    """The umT5-XXL encoder config with `overrides` (keys as in transformers' `UMT5Config`).
+
+    Raises:
+        InputError: an override is not a `UMT5Config` argument.
+    """
+    check_config_keys(overrides)
     return UMT5Config(**{**UMT5_XXL_DEFAULTS, **overrides})
 
 
@@ -260,6 +266,7 @@ def load_umt5_directory(
     Raises:
         CheckpointError: the directory has no `config.json` or its weights do not load.
     """
+    check_config_keys(overrides)
     if not (directory / "config.json").is_file():
         raise CheckpointError(
             f"{str(directory)!r} is a directory without config.json; pass the .pth file or a transformers "

@@ -125,25 +125,27 @@ def write_video(
     first = next(checked, None)
     if first is None:
         raise InputError(f"no frames given for {str(target)!r}; a video needs at least one frame")
-    with atomic_path(target) as temp_path:
-        with av.open(str(temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
-            stream = container.add_stream("libx264", rate=rate)
-            stream.height, stream.width = first.shape[0], first.shape[1]
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "preset": preset}
-            _tag_bt709(stream.codec_context)
-            time_base = Fraction(rate.denominator, rate.numerator)
-            for index, frame in enumerate(itertools.chain([first], checked)):
-                picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                    format="yuv420p",
-                    dst_colorspace=Colorspace.ITU709,
-                    dst_color_range=ColorRange.MPEG,
-                    interpolation=SWSCALE_FLAGS,
-                )
-                picture.pts = index
-                picture.time_base = time_base
-                container.mux(stream.encode(picture))
-            container.mux(stream.encode(None))
+    with (
+        atomic_path(target) as temp_path,
+        av.open(str(temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container,
+    ):
+        stream = container.add_stream("libx264", rate=rate)
+        stream.height, stream.width = first.shape[0], first.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": preset}
+        _tag_bt709(stream.codec_context)
+        time_base = Fraction(rate.denominator, rate.numerator)
+        for index, frame in enumerate(itertools.chain([first], checked)):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
+                format="yuv420p",
+                dst_colorspace=Colorspace.ITU709,
+                dst_color_range=ColorRange.MPEG,
+                interpolation=SWSCALE_FLAGS,
+            )
+            picture.pts = index
+            picture.time_base = time_base
+            container.mux(stream.encode(picture))
+        container.mux(stream.encode(None))
     return target
 
 
