@@ -216,3 +216,16 @@ def test_bad_prompts_and_tokenizers_are_input_errors(tokenizer_dir: Path, tmp_pa
     no_eos = build_tokenizer(tmp_path / "no_eos", append_eos=False)
     with pytest.raises(InputError, match="EOS"):
         load_encoder(no_eos).encode("a cat")
+
+
+def test_loading_assigns_the_checkpoint_tensors_without_a_copy() -> None:
+    from pusa_fw_wan.t5_checkpoint import build_umt5_encoder, load_t5_file, to_transformers_keys, umt5_config
+
+    state = to_transformers_keys(load_t5_file(T5_WEIGHTS))
+    pointers = {key: tensor.data_ptr() for key, tensor in state.items()}
+    model = build_umt5_encoder(state, umt5_config(**TINY_CONFIG))
+    assert state == {}  # the loader took the tensors over
+    loaded = dict(model.named_parameters())
+    assert {key: loaded[key].data_ptr() for key in pointers} == pointers
+    assert model.encoder.embed_tokens.weight is model.shared.weight
+    assert not any(parameter.requires_grad for parameter in model.parameters()) and not model.training
