@@ -214,6 +214,6 @@ class WanExpertsBackbone(nn.Module, Backbone):
         assert output is not None
         return output
 
-    def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any) -> torch.Tensor:
+    def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any = None) -> torch.Tensor:
         """Same as `velocity`."""
         return self.velocity(latents, sigmas, context)
