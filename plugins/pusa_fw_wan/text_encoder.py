@@ -109,26 +109,25 @@ class WanTextEncoder:
             InputError: no tokenizer found, unknown config keys.
         """
         source = Path(path).expanduser()
+        if not source.exists():
+            raise CheckpointError(f"text-encoder checkpoint {str(source)!r} does not exist; check the path")
+        if tokenizer is None:  # resolved before the (large) weights are read, so a mistake fails fast
+            tokenizer = source if source.is_dir() else source.parent / "google" / "umt5-xxl"
+            if not tokenizer.is_dir():
+                raise InputError(
+                    f"no tokenizer given and {str(tokenizer)!r} does not exist; "
+                    "pass tokenizer=<umT5 tokenizer directory>"
+                )
+        if isinstance(tokenizer, (str, os.PathLike)):
+            tokenizer = load_tokenizer(tokenizer)
         if source.is_dir():
             model = load_umt5_directory(source, dtype=dtype, **config)
             identity_files = file_identity(source, _WEIGHT_SUFFIXES)
-            default_tokenizer = source
-        elif source.is_file():
-            state_dict = to_transformers_keys(load_t5_file(source), source=str(source))
-            model = build_umt5_encoder(state_dict, umt5_config(**config), dtype=dtype, source=str(source))
-            identity_files = file_identity(source)
-            default_tokenizer = source.parent / "google" / "umt5-xxl"
         else:
-            raise CheckpointError(f"text-encoder checkpoint {str(source)!r} does not exist; check the path")
-        if tokenizer is None:
-            if not default_tokenizer.is_dir():
-                raise InputError(
-                    f"no tokenizer given and {str(default_tokenizer)!r} does not exist; "
-                    "pass tokenizer=<umT5 tokenizer directory>"
-                )
-            tokenizer = default_tokenizer
-        if isinstance(tokenizer, (str, os.PathLike)):
-            tokenizer = load_tokenizer(tokenizer)
+            umt5 = umt5_config(**config)  # checks the keys before the weights are read
+            state_dict = to_transformers_keys(load_t5_file(source), source=str(source))
+            model = build_umt5_encoder(state_dict, umt5, dtype=dtype, source=str(source))
+            identity_files = file_identity(source)
         model = model.to(device)
         settings = json.dumps({"dtype": str(model.dtype), "config": config}, sort_keys=True, default=str)
         if cache_dir is _USE_DEFAULT_CACHE:
