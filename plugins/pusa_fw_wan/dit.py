@@ -23,7 +23,7 @@ from pusa_fw.errors import InputError
 
 from .config import WanConfig
 from .dit_blocks import AttentionBlock, Head, timestep_sinusoid
-from .rope import rope_cos_sin
+from .rope import rope_frequencies
 
 __all__ = ["WanDiT", "FP32_PARAMETER_PATTERNS"]
 
@@ -166,14 +166,14 @@ class WanDiT(nn.Module, Backbone):
         x = rearrange(tokens, "b d f h w -> b (f h w) d").float()
         time_embedding, time_projection = self._embed_time(timesteps, grid[0], x.device)
         text = self._embed_text(context)
-        rope_cos, rope_sin = rope_cos_sin(grid, config.head_dim, x.device, config.rope_max_positions)
+        rope = rope_frequencies(grid, config.head_dim, x.device, config.rope_max_positions)
 
         use_checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
             if use_checkpointing:
-                x = checkpoint(block, x, time_projection, text, rope_cos, rope_sin, use_reentrant=False)
+                x = checkpoint(block, x, time_projection, text, rope, use_reentrant=False)
             else:
-                x = block(x, time_projection, text, rope_cos, rope_sin)
+                x = block(x, time_projection, text, rope)
 
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.head(x, time_embedding)

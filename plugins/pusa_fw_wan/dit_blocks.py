@@ -131,14 +131,14 @@ class _Attention(nn.Module):
 class SelfAttention(_Attention):
     """Self-attention over all tokens with RMS-normed q/k and 3D RoPE."""
 
-    def forward(self, x: torch.Tensor, rope_cos: torch.Tensor, rope_sin: torch.Tensor) -> torch.Tensor:
-        """Args: x `[B, L, D]`; rope_cos, rope_sin `[L, head_dim / 2]` float64. Returns `[B, L, D]`."""
+    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+        """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128. Returns `[B, L, D]`."""
         queries = self.norm_q(_linear_in_weight_dtype(self.q, x))
         keys = self.norm_k(_linear_in_weight_dtype(self.k, x))
         values = _linear_in_weight_dtype(self.v, x)
         split = "b l (h d) -> b l h d"
-        queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope_cos, rope_sin)
-        keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope_cos, rope_sin)
+        queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope)
+        keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope)
         return self._attend(queries, keys, rearrange(values, split, h=self.num_heads))
 
 
@@ -178,8 +178,7 @@ class AttentionBlock(nn.Module):
         x: torch.Tensor,
         time_projection: torch.Tensor,
         context: torch.Tensor,
-        rope_cos: torch.Tensor,
-        rope_sin: torch.Tensor,
+        rope: torch.Tensor,
     ) -> torch.Tensor:
         """Run the block.
 
@@ -188,8 +187,7 @@ class AttentionBlock(nn.Module):
             time_projection: `[B, F, 6, D]` float32 time projection of each frame (may be an expanded
                 view with stride 0 over F).
             context: `[B, Lt, D]` embedded text.
-            rope_cos: `[L, head_dim / 2]` float64.
-            rope_sin: `[L, head_dim / 2]` float64.
+            rope: `[L, head_dim / 2]` complex128 token rotations (`rope.rope_frequencies`).
 
         Returns:
             `[B, L, D]` float32.
@@ -206,7 +204,7 @@ class AttentionBlock(nn.Module):
 
         x_frames = per_frame(x)
         attn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_msa, scale_msa)
-        attn_out = self.self_attn(per_token(attn_in), rope_cos, rope_sin).float()
+        attn_out = self.self_attn(per_token(attn_in), rope).float()
         x_frames = x_frames + per_frame(attn_out) * gate_msa
 
         x = per_token(x_frames)

@@ -4,8 +4,8 @@ Each attention head of width ``head_dim`` holds ``head_dim / 2`` complex pairs (
 are split between the three grid axes as ``[c - 2 * (c // 3), c // 3, c // 3]`` pairs (frame, height,
 width; 22/21/21 for head_dim 128), each axis with its own frequency ladder
 ``theta_j = 10000 ** (-2 j / d_axis)`` where ``d_axis`` is twice the axis' pair count. The token at grid
-position (f, h, w) is rotated by ``f * theta_frame``, ``h * theta_height`` and ``w * theta_width``. Angles,
-cos/sin and the rotation run in float64 (as the official code does with complex128); the result is
+position (f, h, w) is rotated by ``f * theta_frame``, ``h * theta_height`` and ``w * theta_width``. Angles
+are float64 and the rotation is a complex128 multiplication (as in the official code); the result is
 returned in float32. Nothing here is a module parameter or a state-dict key.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-__all__ = ["rope_axis_pairs", "rope_cos_sin", "apply_rope"]
+__all__ = ["rope_axis_pairs", "rope_frequencies", "apply_rope"]
 
 _THETA = 10000.0
 
@@ -38,19 +38,19 @@ def _axis_angles(num_positions: int, num_pairs: int, device: torch.device) -> to
     return torch.outer(positions, inverse_frequencies)
 
 
-def rope_cos_sin(
+def rope_frequencies(
     grid: tuple[int, int, int], head_dim: int, device: torch.device | str = "cpu", max_positions: int = 1024
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cosine and sine of the rotation angle of every token and pair.
+) -> torch.Tensor:
+    """Unit complex rotation of every token and channel pair.
 
     Args:
         grid: (F, H, W) token grid after patchify; tokens are ordered frame-major, then height, then width.
         head_dim: width of one attention head (even).
-        device: where to build the tables.
+        device: where to build the table.
         max_positions: largest extent per axis the official table covers (1024).
 
     Returns:
-        `(cos, sin)`, each `[F * H * W, head_dim / 2]` float64.
+        `[F * H * W, head_dim / 2]` complex128, ``exp(i * angle)``.
 
     Raises:
         ValueError: an axis is longer than ``max_positions``.
@@ -72,23 +72,19 @@ def rope_cos_sin(
         dim=-1,
     )
     angles = rearrange(angles, "f h w p -> (f h w) p")
-    return torch.cos(angles), torch.sin(angles)
+    return torch.polar(torch.ones_like(angles), angles)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of every head, in float64.
+def apply_rope(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs of every head by complex multiplication in complex128.
 
     Args:
         x: `[B, L, heads, head_dim]` queries or keys (any float dtype).
-        cos: `[L, head_dim / 2]` float64 from `rope_cos_sin`.
-        sin: `[L, head_dim / 2]` float64.
+        frequencies: `[L, head_dim / 2]` complex128 from `rope_frequencies`.
 
     Returns:
         `[B, L, heads, head_dim]` float32.
     """
-    pairs = rearrange(x.to(torch.float64), "b l h (p two) -> b l h p two", two=2)
-    real, imag = pairs.unbind(dim=-1)
-    cos = rearrange(cos, "l p -> 1 l 1 p")
-    sin = rearrange(sin, "l p -> 1 l 1 p")
-    rotated = torch.stack([real * cos - imag * sin, real * sin + imag * cos], dim=-1)
-    return rearrange(rotated, "b l h p two -> b l h (p two)").to(torch.float32)
+    pairs = rearrange(x.to(torch.float64), "b l h (p two) -> b l h p two", two=2).contiguous()
+    rotated = torch.view_as_complex(pairs) * rearrange(frequencies, "l p -> 1 l 1 p")
+    return rearrange(torch.view_as_real(rotated), "b l h p two -> b l h (p two)").to(torch.float32)

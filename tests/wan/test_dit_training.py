@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pusa_fw_wan.rope import rope_cos_sin
+from pusa_fw_wan.rope import rope_frequencies
 
 
 def _block_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
@@ -14,8 +14,8 @@ def _block_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
     x = torch.randn(2, frames * height * width, dim, generator=generator)
     time_projection = 0.1 * torch.randn(2, frames, 6, dim, generator=generator)
     context = torch.randn(2, 7, dim, generator=generator)
-    cos, sin = rope_cos_sin((frames, height, width), head_dim=128)
-    return x, time_projection, context, cos, sin
+    rope = rope_frequencies((frames, height, width), head_dim=128)
+    return x, time_projection, context, rope
 
 
 def _loss_and_grads(model: torch.nn.Module, checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
