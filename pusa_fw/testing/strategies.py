@@ -22,7 +22,10 @@ from ..timeline import compose_timeline, rolling_layout
 
 @st.composite
 def base_grids(draw: st.DrawFn, max_frames: int = 8, max_steps: int = 8) -> torch.Tensor:
-    """Valid base grids `[S + 1, F]`: start at 1, non-increasing per frame (zero-length steps allowed), end at 0."""
+    """Valid base grids `[S + 1, F]`: start at 1, non-increasing per frame (zero-length steps allowed), end at 0.
+
+    Levels are 0 or at least 1e-4.
+    """
     frames = draw(st.integers(1, max_frames))
     steps = draw(st.integers(1, max_steps))
     values = draw(
@@ -34,7 +37,9 @@ def base_grids(draw: st.DrawFn, max_frames: int = 8, max_steps: int = 8) -> torc
     )
     columns = []
     for column in values:
-        inner = sorted(column, reverse=True)
+        # Levels below 1e-4 become 0: a sigma of 1e-45 is no schedule anyone runs, and the exact-velocity
+        # backbone divides by sigma.
+        inner = sorted((v if v >= 1e-4 else 0.0 for v in column), reverse=True)
         columns.append(torch.tensor([1.0, *inner, 0.0], dtype=torch.float32))
     return torch.stack(columns, dim=1)
 
