@@ -41,11 +41,13 @@ DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024**3
 FORCED_TILE_SIZE = 32
 """Tile side in latent positions (256 pixels) when tiling is forced on an input that fits the budget."""
 
-# Measured working bytes per spatial cell per unit of `dim` per byte of the compute dtype (peak RSS of
-# one chunked pass minus the input/output, fitted over several sizes at dim 16..96; see
-# tests/wan/test_vae_tiling.py and benchmarks/bench_vae.py). A cell is one latent position = 8x8 pixels.
-DECODE_BYTES_PER_CELL_PER_DIM = 64 * 15.0
-ENCODE_BYTES_PER_CELL_PER_DIM = 64 * 9.0
+# Working bytes of one untiled chunked pass per spatial cell (one latent position = 8x8 pixels), per unit
+# of `dim`, per byte of the compute dtype: the slope of the peak RSS (minus the RSS before the pass) over
+# two frame sizes, measured with benchmarks/bench_vae.py at dim 32 (decode 0.78 -> 2.92 GiB and encode
+# 0.60 -> 1.95 GiB from 256x416 to 512x832 pixels). About 56 (decode) and 36 (encode) live activation
+# frames of `dim` channels at full resolution: the 4-frame chunks, the 2-frame caches of every causal conv.
+DECODE_BYTES_PER_CELL_PER_DIM = 64 * 56.0
+ENCODE_BYTES_PER_CELL_PER_DIM = 64 * 36.0
 
 
 class WanVAE(nn.Module):

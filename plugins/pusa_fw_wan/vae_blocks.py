@@ -52,10 +52,10 @@ class CausalConv3d(nn.Conv3d):
         stride: int | tuple[int, int, int] = 1,
         padding: int | tuple[int, int, int] = 0,
     ) -> None:
-        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=0)
         pad_t, pad_h, pad_w = (padding,) * 3 if isinstance(padding, int) else padding
+        # Space is zero-padded by the convolution itself; time is padded here, on the past side only.
+        super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=(0, pad_h, pad_w))
         self.past_frames = 2 * pad_t
-        self.spatial_padding = (pad_w, pad_w, pad_h, pad_h)
 
     def forward(self, x: torch.Tensor, cache: CausalCache | None = None) -> torch.Tensor:
         """Convolve one chunk.
@@ -68,15 +68,19 @@ class CausalConv3d(nn.Conv3d):
         Returns:
             ``[B, C_out, t', H', W']``.
         """
-        past = 0
-        if self.past_frames > 0 and cache is not None:
-            previous = cache.get(self)
-            if previous is not None:
-                x = torch.cat([previous, x], dim=2)
-                past = previous.shape[2]
-            cache.put(self, x[:, :, -CACHE_FRAMES:])
-        x = F.pad(x, (*self.spatial_padding, self.past_frames - past, 0))
-        return super().forward(x)
+        if self.past_frames == 0:
+            return super().forward(x)
+        previous = cache.get(self) if cache is not None else None
+        past = [] if previous is None else [previous]
+        if cache is not None:
+            short = CACHE_FRAMES - x.shape[2]
+            keep = torch.cat([previous[:, :, -short:], x], dim=2) if previous is not None and short > 0 else x
+            cache.put(self, keep[:, :, -CACHE_FRAMES:])
+        missing = self.past_frames - sum(p.shape[2] for p in past)
+        if missing > 0:
+            past.insert(0, x.new_zeros(x.shape[0], x.shape[1], missing, *x.shape[3:]))
+        # One copy holds zero padding, the previous chunk's frames and this chunk.
+        return super().forward(torch.cat([*past, x], dim=2))
 
 
 class RMSNorm(nn.Module):

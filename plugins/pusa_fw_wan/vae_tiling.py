@@ -45,31 +45,30 @@ class TilePlan:
         return len(self.row_starts) * len(self.col_starts)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, ...]:
-    """First cell of each tile covering ``[0, length)`` with tiles of `tile` cells overlapping by >= `overlap`.
+def tile_starts(length: int, tile: int, overlap: int) -> tuple[int, tuple[int, ...]]:
+    """Balanced tiles covering ``[0, length)``: at most `tile` cells each, neighbours overlapping by >= `overlap`.
 
-    The last tile is aligned to the end, so it may overlap its neighbour by more than `overlap`.
+    Uses the fewest tiles of at most `tile` cells, then shrinks them to the smallest equal size that still
+    covers the length, so no tile is mostly overlap.
+
+    Returns:
+        ``(tile_size, starts)``: the balanced tile size (<= `tile`) and the first cell of each tile.
     """
     if tile >= length:
-        return (0,)
+        return length, (0,)
     if not 0 <= overlap < tile:
         raise InputError(f"tile overlap {overlap} must be >= 0 and smaller than the tile size {tile}")
+    count = -(-(length - overlap) // (tile - overlap))
+    tile = -(-(length - overlap) // count) + overlap
     stride = tile - overlap
-    starts = list(range(0, length - tile, stride))
-    return (*starts, length - tile)
+    return tile, tuple(min(i * stride, length - tile) for i in range(count))
 
 
 def plan_tiles(height: int, width: int, tile_height: int, tile_width: int, overlap: int) -> TilePlan:
-    """A `TilePlan` for an input of ``height x width`` cells (tiles clipped to the input)."""
-    tile_height, tile_width = min(tile_height, height), min(tile_width, width)
-    return TilePlan(
-        height,
-        width,
-        tile_height,
-        tile_width,
-        tile_starts(height, tile_height, overlap),
-        tile_starts(width, tile_width, overlap),
-    )
+    """A balanced `TilePlan` for an input of ``height x width`` cells with tiles of at most the given size."""
+    tile_height, row_starts = tile_starts(height, tile_height, overlap)
+    tile_width, col_starts = tile_starts(width, tile_width, overlap)
+    return TilePlan(height, width, tile_height, tile_width, row_starts, col_starts)
 
 
 def choose_tile_size(
@@ -100,7 +99,7 @@ def choose_tile_size(
     return tile_height, tile_width
 
 
-def ramp(tile: int, start: int, length: int, previous_end: int | None, next_start: int | None, scale: int) -> torch.Tensor:
+def ramp(tile: int, start: int, previous_end: int | None, next_start: int | None, scale: int) -> torch.Tensor:
     """Blend weights ``[tile * scale]`` of one tile along one axis, in output positions.
 
     Weights rise linearly across the overlap with the previous tile, fall across the overlap with the
@@ -110,7 +109,6 @@ def ramp(tile: int, start: int, length: int, previous_end: int | None, next_star
     Args:
         tile: tile length in cells.
         start: first cell of the tile.
-        length: input length in cells (for the end of the tile).
         previous_end: one past the last cell of the previous tile, or None for the first tile.
         next_start: first cell of the next tile, or None for the last tile.
         scale: output positions per cell.
@@ -121,18 +119,18 @@ def ramp(tile: int, start: int, length: int, previous_end: int | None, next_star
         rise = (previous_end - start) * scale
         weight = torch.minimum(weight, (positions + 1) / (rise + 1))
     if next_start is not None:
-        fall = (min(start + tile, length) - next_start) * scale
+        fall = (start + tile - next_start) * scale
         weight = torch.minimum(weight, (tile * scale - positions) / (fall + 1))
     return weight
 
 
-def _axis_weights(starts: tuple[int, ...], tile: int, length: int, scale: int) -> list[torch.Tensor]:
+def _axis_weights(starts: tuple[int, ...], tile: int, scale: int) -> list[torch.Tensor]:
     """Ramps of every tile along one axis."""
     weights = []
     for i, start in enumerate(starts):
         previous_end = starts[i - 1] + tile if i > 0 else None
         next_start = starts[i + 1] if i + 1 < len(starts) else None
-        weights.append(ramp(tile, start, length, previous_end, next_start, scale))
+        weights.append(ramp(tile, start, previous_end, next_start, scale))
     return weights
 
 
@@ -158,8 +156,8 @@ def run_tiled(
     Returns:
         ``[B, C_out, T_out, plan.height * out_per_cell, plan.width * out_per_cell]`` float32.
     """
-    row_weights = _axis_weights(plan.row_starts, plan.tile_height, plan.height, out_per_cell)
-    col_weights = _axis_weights(plan.col_starts, plan.tile_width, plan.width, out_per_cell)
+    row_weights = _axis_weights(plan.row_starts, plan.tile_height, out_per_cell)
+    col_weights = _axis_weights(plan.col_starts, plan.tile_width, out_per_cell)
     output: torch.Tensor | None = None
     weight_sum = torch.zeros(plan.height * out_per_cell, plan.width * out_per_cell, device=x.device)
     done = 0
