@@ -5,8 +5,9 @@ Everything that varies between tasks is in the plan; this loop has no task logic
 1. the window's frames are shown to the model at ``plan.input_sigmas[i]`` (frames shown noisier than their
    state get a freshly noised copy; their state is untouched);
 2. the (guided) velocity is computed once per guidance branch;
-3. the sampler rule moves the frames whose level drops from ``sigmas[i]`` to ``sigmas[i + 1]``; every
-   other frame is left bit-for-bit unchanged;
+3. the sampler rule is handed only the frames whose level drops from ``sigmas[i]`` to ``sigmas[i + 1]``
+   (as views when they are consecutive, so the update is in place); every other frame is left untouched,
+   bit for bit;
 4. held frames whose level rises are re-drawn from their source with fresh noise.
 """
 
@@ -78,6 +79,14 @@ def _take(x: torch.Tensor, frames: torch.Tensor | slice) -> torch.Tensor:
     return x[:, :, frames]
 
 
+def _index(frames: torch.Tensor, device: torch.device) -> torch.Tensor | slice:
+    """Frame indices as a slice when they are consecutive (views, in-place updates), else a tensor."""
+    if frames.numel() and int(frames[-1]) - int(frames[0]) == frames.numel() - 1:
+        if frames.numel() == 1 or bool((frames[1:] > frames[:-1]).all()):
+            return slice(int(frames[0]), int(frames[-1]) + 1)
+    return frames.to(device)
+
+
 def sample(
     backbone: Backbone,
     plan: Plan,
@@ -144,15 +153,15 @@ def sample(
                 context_all[i, frames],
                 lambda: fresh(current.shape),
             )
-            still = (~moving_all[i, frames]).nonzero().squeeze(1)
-            saved = current[:, :, still.to(device)].clone() if still.numel() else None
+            positions = moving_all[i, frames].nonzero().squeeze(1)
+            in_window, on_timeline = _index(positions, device), _index(frames[positions], device)
+            part = _take(x, on_timeline)
             updated, state = rule.step(
-                state, where, current, velocity, state_sigma, sigmas[i + 1, where], remaining_all[i, where]
+                state, on_timeline, part, velocity[:, :, in_window], sigmas[i, on_timeline],
+                sigmas[i + 1, on_timeline], remaining_all[i, on_timeline],
             )
-            if window is None or updated.data_ptr() != current.data_ptr():
-                x[:, :, where] = updated
-            if saved is not None:  # frames that do not move stay bit for bit
-                x[:, :, frames[still].to(device)] = saved
+            if not isinstance(on_timeline, slice) or updated.data_ptr() != part.data_ptr():
+                x[:, :, on_timeline] = updated
         if bool(renoise_all[i].any()):
             redraw = renoise_all[i].nonzero().squeeze(1).to(device)
             assert source is not None

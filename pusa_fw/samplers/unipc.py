@@ -181,8 +181,13 @@ class UniPC(SamplerRule):
         m_new: torch.Tensor,
     ) -> None:
         """Shift the x0 history of the moving frames (buffers are swapped when the window is everything)."""
-        if _covers_all(frames, state.count.shape[0]) and bool(moving.all()):
-            state.denoised_prev, state.denoised, state.last_sample = state.denoised, m_new, x
+        if bool(moving.all()):
+            if _covers_all(frames, state.count.shape[0]):
+                state.denoised_prev, state.denoised, state.last_sample = state.denoised, m_new, x
+            else:
+                state.denoised_prev[:, :, frames] = m0
+                state.denoised[:, :, frames] = m_new
+                state.last_sample[:, :, frames] = x
             return
         moved = frame_view(moving)
         state.denoised_prev[:, :, frames] = torch.where(moved, m0, m1)
