@@ -1,0 +1,254 @@
+"""`GenerateConfig`: every setting of ``pusa-fw generate``, for the flags and for ``--config run.toml`` alike.
+
+The command-line flags are derived from the fields (``num_frames`` -> ``--num-frames``); a TOML run file
+uses the field names as keys, and a ``[task]`` table with ``name = "..."`` plus the task's parameters::
+
+    prompt = "a cat walks on the beach"
+    num_frames = 81
+    keyframe = ["0:first.png", "40:middle.png:0.9"]     # or [{frame = 0, path = "first.png"}, ...]
+    lora = ["pusa_v1.safetensors:1.4"]
+    [task]
+    name = "keyframes"
+    policy = "multiplier"
+
+Relative paths in a run file are relative to the file's directory; on the command line, to the current
+directory. Flags given on the command line override the run file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pusa_fw.cli_params import one_line_validation_error
+from pusa_fw.errors import InputError
+from pusa_fw.frames import check_spatial_size, latent_frame_count
+
+__all__ = [
+    "GenerateConfig",
+    "KeyframeInput",
+    "LoraInput",
+    "PromptAt",
+    "WAN_DEFAULT_NEGATIVE_PROMPT",
+    "load_run_file",
+]
+
+WAN_DEFAULT_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，"
+    "最差质量，低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，"
+    "画得不好的脸部，畸形的，毁容的，形态畸形的肢体，手指融合，静止不动的画面，"
+    "杂乱的背景，三条腿，背景人很多，倒着走"
+)
+"""Wan2.1's ``sample_neg_prompt`` (``wan/configs/shared_config.py``); used when none is given."""
+
+_FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+
+def _strength_suffix(text: str) -> tuple[str, float | None]:
+    """Split ``'PATH:1.4'`` into ``('PATH', 1.4)``; a suffix that is not a number stays part of the path."""
+    head, separator, tail = text.rpartition(":")
+    if separator and head:
+        try:
+            value = float(tail)
+        except ValueError:
+            return text, None
+        if math.isfinite(value):
+            return head, value
+    return text, None
+
+
+class KeyframeInput(BaseModel):
+    """An image held at a pixel-frame position: ``--keyframe FRAME:PATH[:STRENGTH]``."""
+
+    model_config = _FROZEN
+
+    frame: int = Field(ge=0, description="0-based pixel-frame position")
+    path: Path = Field(description="image file")
+    strength: float | None = Field(None, ge=0, le=1, description="hold strength (default: the task's)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        frame, separator, rest = value.partition(":")
+        if not separator or not rest or not frame.strip().lstrip("-").isdigit():
+            raise ValueError(f"{value!r} is not FRAME:PATH[:STRENGTH] (e.g. 40:mid.png or 40:mid.png:0.9)")
+        path, strength = _strength_suffix(rest)
+        return {"frame": int(frame), "path": path, "strength": strength}
+
+
+class LoraInput(BaseModel):
+    """A LoRA file and its strength: ``--lora PATH[:STRENGTH]``."""
+
+    model_config = _FROZEN
+
+    path: Path = Field(description="LoRA file (.safetensors, .pt, .pth, .bin)")
+    strength: float = Field(1.0, description="multiplier on the file's delta (Pusa V1: 1.4)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        path, strength = _strength_suffix(value)
+        return {"path": path} if strength is None else {"path": path, "strength": strength}
+
+
+class PromptAt(BaseModel):
+    """A prompt that applies from a pixel frame on: ``--prompt-at FRAME:TEXT`` (rolling and loop tasks)."""
+
+    model_config = _FROZEN
+
+    frame: int = Field(ge=0, description="0-based pixel frame where this prompt starts")
+    text: str = Field(description="the prompt")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_text(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        frame, separator, text = value.partition(":")
+        if not separator or not frame.strip().isdigit():
+            raise ValueError(f"{value!r} is not FRAME:TEXT (e.g. '80:the cat jumps')")
+        return {"frame": int(frame), "text": text}
+
+
+class GenerateConfig(BaseModel):
+    """Everything ``pusa-fw generate`` needs; the flags are ``--`` + the field name with dashes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    task: str = Field("t2v", description="registered task name (see `pusa-fw tasks`)")
+    task_params: dict[str, Any] = Field(default_factory=dict, description="the task's parameters")
+    prompt: str | None = Field(None, description="the prompt (required unless --prompt-at 0:TEXT is given)")
+    negative_prompt: str | None = Field(None, description="negative prompt (default: Wan2.1's)")
+    prompt_at: list[PromptAt] = Field(
+        default_factory=list, description="FRAME:TEXT, a prompt from that frame on (rolling, loop)"
+    )
+    image: Path | None = Field(None, description="image held as the first frame (i2v, rolling, loop)")
+    video: Path | None = Field(None, description="given clip (extension, transition clip A, v2v)")
+    video_b: Path | None = Field(None, description="second clip (transition clip B)")
+    keyframe: list[KeyframeInput] = Field(default_factory=list, description="FRAME:PATH[:STRENGTH] images")
+    keyframe_encoding: Literal["image", "video"] = Field(
+        "image", description="encode keyframes as one-frame latents (Pusa) or as a still 4-frame chunk"
+    )
+    num_frames: int = Field(81, description="pixel frames, 4n+1")
+    height: int = Field(480, description="pixel height, a multiple of 16")
+    width: int = Field(832, description="pixel width, a multiple of 16")
+    steps: int = Field(10, ge=1, description="denoising steps")
+    shift: float = Field(5.0, gt=0, description="sigma shift of the schedule")
+    cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
+    sampler: str = Field("euler", description="registered sampler (euler, unipc)")
+    seed: int = Field(0, ge=0, description="noise seed")
+    model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")
+    vae: Path | None = Field(None, description="VAE file (default: Wan2.1_VAE.pth/.safetensors in --model)")
+    text_encoder: Path | None = Field(
+        None, description="umT5 file (default: models_t5_umt5-xxl-enc-bf16.pth/.safetensors in --model)"
+    )
+    tokenizer: Path | None = Field(
+        None, description="tokenizer directory (default: tokenizer/ or google/umt5-xxl/ beside the encoder)"
+    )
+    lora: list[LoraInput] = Field(default_factory=list, description="PATH[:STRENGTH] LoRA files")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="DiT and text-encoder dtype (auto: bfloat16 on GPU, float32 on CPU)"
+    )
+    device: str = Field("auto", description="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    offload: Literal["none", "model", "block"] = Field(
+        "none", description="keep weights on the CPU: per model while in use, or per DiT block"
+    )
+    out: Path | None = Field(
+        None, description="output .mp4 (default: <task>_seed<seed>.mp4); a .json sidecar beside it"
+    )
+    fps: int = Field(16, ge=1, description="frame rate of the output and of the input clips")
+    resize: Literal["center-crop", "letterbox"] = Field("center-crop", description="how inputs are fitted")
+    prompt_cache: bool = Field(True, description="cache prompt embeddings under $XDG_CACHE_HOME/pusa_fw")
+    profile: bool = Field(False, description="print the time split (text, denoise, decode)")
+    progress: bool | None = Field(None, description="progress bar (default: when stderr is a terminal)")
+
+    @field_validator("num_frames")
+    @classmethod
+    def _frame_count(cls, value: int) -> int:
+        latent_frame_count(value)
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> GenerateConfig:
+        check_spatial_size(self.height, self.width)
+        return self
+
+    def output_path(self) -> Path:
+        """The output video path (``--out``, or ``<task>_seed<seed>.mp4`` in the current directory)."""
+        return self.out if self.out is not None else Path(f"{self.task}_seed{self.seed}.mp4")
+
+    def resolved_against(self, base: Path) -> GenerateConfig:
+        """A copy whose relative paths are taken relative to `base` (the run file's directory)."""
+
+        def fix(path: Path | None) -> Path | None:
+            return None if path is None or path.expanduser().is_absolute() else base / path
+
+        updates: dict[str, Any] = {
+            name: fix(getattr(self, name))
+            for name in ("image", "video", "video_b", "model", "vae", "text_encoder", "tokenizer", "out")
+            if fix(getattr(self, name)) is not None
+        }
+        updates["keyframe"] = [k.model_copy(update={"path": fix(k.path) or k.path}) for k in self.keyframe]
+        updates["lora"] = [
+            item.model_copy(update={"path": fix(item.path) or item.path}) for item in self.lora
+        ]
+        return self.model_copy(update=updates)
+
+
+def validate_config(values: dict[str, Any], where: str) -> GenerateConfig:
+    """Validate `values` into a `GenerateConfig`, turning pydantic errors into one `InputError` line.
+
+    Args:
+        values: field values (strings are converted by pydantic).
+        where: ``"option"`` to name fields as ``--flags``, or a file name for run-file keys.
+    """
+    try:
+        return GenerateConfig.model_validate(values)
+    except ValidationError as error:
+        as_options = where == "option"
+        text = one_line_validation_error(error, as_options=as_options)
+        prefix = "" if as_options else f"{where}: "
+        raise InputError(f"{prefix}{text}") from error
+
+
+def load_run_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
+    """Read a TOML run file into `GenerateConfig` field values (paths still relative).
+
+    Returns:
+        The values (with ``[task]`` split into ``task`` and ``task_params``) and the file's directory.
+
+    Raises:
+        InputError: the file is missing, is not valid TOML, or its ``[task]`` table has no ``name``.
+    """
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError as error:
+            raise InputError("--config needs Python 3.11+ (tomllib) or the tomli package") from error
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"run file {str(file)!r} does not exist; check the --config path")
+    try:
+        values = tomllib.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise InputError(f"cannot read run file {str(file)!r} as TOML: {error}") from error
+    table = values.get("task")
+    if isinstance(table, dict):
+        params = dict(table)
+        name = params.pop("name", None)
+        if not isinstance(name, str):
+            raise InputError(f"{str(file)!r}: the [task] table needs name = \"<task>\" (see `pusa-fw tasks`)")
+        if "task_params" in values:
+            raise InputError(f"{str(file)!r}: give task parameters in [task] or in task_params, not both")
+        values["task"], values["task_params"] = name, params
+    return values, file.parent

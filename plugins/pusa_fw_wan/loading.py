@@ -1,0 +1,174 @@
+"""Find and load the three Wan models (DiT with LoRAs, VAE, umT5 text encoder) for generation.
+
+Given only ``--model DIR`` (the layout of the Wan2.1 release), the VAE and the text encoder are taken from
+the same directory: ``Wan2.1_VAE.pth`` (or ``.safetensors``) and ``models_t5_umt5-xxl-enc-bf16.pth`` (or
+``.safetensors``). The tokenizer defaults to a ``tokenizer/`` directory beside the encoder file, then to
+``google/umt5-xxl/`` (the release layout). The umT5 size is read from the tensor shapes of a
+``.safetensors`` encoder, so small test encoders load without extra settings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pusa_fw.errors import CheckpointError, InputError
+
+__all__ = [
+    "LoadedModels", "ModelPaths", "load_models", "resolve_device", "resolve_dtype", "resolve_model_paths",
+    "umt5_overrides",
+]
+
+VAE_NAMES = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
+TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Resolved model files (tokenizer None: the text encoder's own default)."""
+
+    dit: Path
+    vae: Path
+    text_encoder: Path
+    tokenizer: Path | None
+
+
+@dataclass
+class LoadedModels:
+    """The loaded models (on the CPU when offloading, else on the device) and what was applied."""
+
+    dit: Any
+    vae: Any
+    text_encoder: Any
+    lora_report: Any | None
+    dtype: torch.dtype
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> cuda when available else cpu; anything else is checked by torch.
+
+    Raises:
+        InputError: an unknown device name, or cuda asked for but not available.
+    """
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise InputError(f"--device {name!r} is not a device name; use cpu, cuda, cuda:1 or auto") from error
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {name!r}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``"auto"`` -> bfloat16 on GPUs, float32 on the CPU; else the named dtype."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in _DTYPES:
+        raise InputError(f"--dtype {name!r} is unknown; use auto, {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
+def _find(directory: Path, names: tuple[str, ...], what: str, flag: str) -> Path:
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    raise CheckpointError(
+        f"no {what} given and none of {', '.join(names)} is in {str(directory)!r}; pass {flag} PATH"
+    )
+
+
+def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path | None,
+                        tokenizer: Path | None) -> ModelPaths:
+    """Fill in the VAE, text encoder and tokenizer from the model directory where not given.
+
+    Raises:
+        CheckpointError: a path does not exist, or a default file is not in the model directory.
+    """
+    if model is None:
+        raise InputError("no model given: pass --model DIR (a Wan2.1 T2V checkpoint directory)")
+    model = model.expanduser()
+    if not model.exists():
+        raise CheckpointError(f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V checkpoint folder")
+    folder = model if model.is_dir() else model.parent
+    vae = vae.expanduser() if vae is not None else _find(folder, VAE_NAMES, "VAE", "--vae")
+    text_encoder = (text_encoder.expanduser() if text_encoder is not None
+                    else _find(folder, TEXT_ENCODER_NAMES, "text encoder", "--text-encoder"))
+    for flag, path in (("--vae", vae), ("--text-encoder", text_encoder)):
+        if not path.exists():
+            raise CheckpointError(f"{flag} {str(path)!r} does not exist; check the path")
+    if tokenizer is not None:
+        if not tokenizer.expanduser().is_dir():
+            raise InputError(f"--tokenizer {str(tokenizer)!r} is not a directory; pass the tokenizer folder")
+        tokenizer = tokenizer.expanduser()
+    elif text_encoder.is_file() and (text_encoder.parent / "tokenizer").is_dir():
+        tokenizer = text_encoder.parent / "tokenizer"
+    return ModelPaths(dit=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def umt5_overrides(path: Path) -> dict[str, int]:
+    """UMT5Config sizes read from the shapes of a ``.safetensors`` encoder with Wan's original keys.
+
+    Returns:
+        ``vocab_size, d_model, d_kv, d_ff, num_layers, num_heads, relative_attention_num_buckets``, or {}
+        for other files (the umT5-XXL defaults then apply).
+    """
+    if path.suffix != ".safetensors" or not path.is_file():
+        return {}
+    from .safetensors_io import read_header
+
+    shapes = {name: info.shape for name, info in read_header(path).items()}
+    try:
+        vocab_size, d_model = shapes["token_embedding.weight"]
+        buckets, num_heads = shapes["blocks.0.pos_embedding.embedding.weight"]
+        inner = shapes["blocks.0.attn.q.weight"][0]
+        d_ff = shapes["blocks.0.ffn.gate.0.weight"][0]
+    except (KeyError, ValueError):
+        return {}
+    num_layers = len({name.split(".")[1] for name in shapes if name.startswith("blocks.")})
+    return {
+        "vocab_size": vocab_size, "d_model": d_model, "d_kv": inner // num_heads, "d_ff": d_ff,
+        "num_layers": num_layers, "num_heads": num_heads, "relative_attention_num_buckets": buckets,
+    }
+
+
+def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: torch.dtype,
+                device: torch.device, offload: str, prompt_cache: bool) -> LoadedModels:
+    """Load DiT (+ LoRAs, merged), VAE (float32) and text encoder.
+
+    Models go straight to `device` when not offloading, else to the CPU (the pipeline moves them).
+
+    Raises:
+        CheckpointError: unreadable checkpoints, or a LoRA that does not fit the DiT.
+    """
+    from .dit import WanDiT
+    from .lora import LoraSpec, apply_loras
+    from .text_encoder import WanTextEncoder
+    from .vae import WanVAE
+
+    home = device if offload == "none" else torch.device("cpu")
+    for path, _strength in loras:
+        if not path.expanduser().is_file():
+            raise CheckpointError(f"--lora {str(path)!r} does not exist; check the path")
+    dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home).eval().requires_grad_(False)
+    report = None
+    if loras:
+        specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]
+        report = apply_loras(dit, specs, merge=True)
+    vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=home)
+    cache: dict[str, Any] = {} if prompt_cache else {"cache_dir": None}
+    text_encoder = WanTextEncoder.from_pretrained(
+        paths.text_encoder, tokenizer=paths.tokenizer, dtype=dtype, device=home, **cache,
+        **umt5_overrides(paths.text_encoder),
+    )
+    if int(text_encoder.d_model) != int(dit.config.text_dim):
+        raise CheckpointError(
+            f"the text encoder gives {text_encoder.d_model}-wide features but the DiT expects "
+            f"text_dim={dit.config.text_dim}; pass the encoder that belongs to this model"
+        )
+    return LoadedModels(dit=dit, vae=vae, text_encoder=text_encoder, lora_report=report, dtype=dtype)

@@ -1,0 +1,245 @@
+"""`WanPipeline`: text encoder + VAE + Wan DiT + a task + a sampler, from prompt and media to a video.
+
+One call of `WanPipeline.generate`:
+
+1. compiles the task into its `Plan` (one window, or sliding windows over a long timeline);
+2. encodes the prompt(s) and, when guidance is on, the negative prompt (Wan's default when none given);
+3. VAE-encodes the held images and clips into source latents (`conditioning_media`);
+4. draws the noise from a CPU generator seeded with `seed` and runs `pusa_fw.sampling.sample` over the
+   plan. Rolling and loop plans keep the whole timeline as latents, so history passes from window to
+   window without a VAE decode/encode round trip;
+5. decodes the final latents once.
+
+Each model is used through a placement (`offload`): resident on the device, on the device only while
+in use (``"model"``), or streamed block by block (``"block"``, the DiT; the other two models then get
+model offload). Progress goes to a tqdm bar only when the caller asks for it; nothing is printed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from pusa_fw.context import PromptTimeline
+from pusa_fw.errors import InputError
+from pusa_fw.frames import check_spatial_size, latent_frame_count, latent_index
+from pusa_fw.guidance import Guidance
+from pusa_fw.plan import Plan
+from pusa_fw.sampling import StepInfo, sample
+from pusa_fw.seeding import draw_noise, make_generator
+from pusa_fw.task import Task
+
+from .conditioning_media import ConditioningMedia, KeyframeEncoding, encode_sources
+from .generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
+from .offload import Placement, make_placement
+
+__all__ = ["GenerationResult", "WanPipeline", "clean_held_frames"]
+
+LATENT_CHANNELS = 16
+SPATIAL_FACTOR = 8
+
+
+@dataclass
+class GenerationResult:
+    """What `WanPipeline.generate` returns (all tensors on the CPU).
+
+    Attributes:
+        video: `[3, T, H, W]` float32 in [-1, 1], T = 4(N - 1) + 1.
+        latents: `[1, 16, N, H/8, W/8]` the final latents (every frame at sigma 0).
+        source_latents: `[1, 16, N, H/8, W/8]` the encoded held inputs (zeros elsewhere), or None.
+        plan: the plan that was run.
+        clean_frames: latent frames held clean (sigma 0 at every step): there `latents == source_latents`
+            bit for bit.
+        timings: seconds per phase: ``text``, ``encode`` (conditioning media), ``denoise``, ``decode``.
+        seed: the noise seed.
+    """
+
+    video: torch.Tensor
+    latents: torch.Tensor
+    source_latents: torch.Tensor | None
+    plan: Plan
+    clean_frames: list[int]
+    timings: dict[str, float] = field(default_factory=dict)
+    seed: int = 0
+
+
+def clean_held_frames(plan: Plan) -> list[int]:
+    """Latent frames that are held and at sigma 0 in every state and model input of the plan."""
+    clean = plan.held & (plan.sigmas == 0).all(dim=0) & (plan.input_sigmas == 0).all(dim=0)
+    return clean.nonzero().squeeze(1).tolist()
+
+
+@contextmanager
+def _timed(timings: dict[str, float], phase: str) -> Iterator[None]:
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        timings[phase] = timings.get(phase, 0.0) + time.perf_counter() - start
+
+
+class WanPipeline:
+    """Composes a `WanDiT`, a `WanVAE` and a `WanTextEncoder` with any registered task and sampler.
+
+    Args:
+        dit: the DiT backbone (LoRAs already applied).
+        vae: the VAE.
+        text_encoder: the umT5 text encoder (a `WanTextEncoder`).
+        device: the compute device.
+        offload: ``"none"``, ``"model"`` or ``"block"`` (see the module docstring).
+    """
+
+    def __init__(self, dit: nn.Module, vae: nn.Module, text_encoder: Any, *,
+                 device: torch.device | str = "cpu", offload: str = "none") -> None:
+        self.device = torch.device(device)
+        self.offload = offload
+        self.dit = dit
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.dit_placement: Placement = make_placement(dit, self.device, offload, blocks=True)
+        self.vae_placement: Placement = make_placement(vae, self.device, offload)
+        self.text_placement: Placement = make_placement(text_encoder.model, self.device, offload)
+
+    # ------------------------------------------------------------------ pieces
+
+    def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
+        """Embed prompts with the text encoder: one `[1, 512, text_dim]` context per prompt."""
+        with self.text_placement.active(), torch.no_grad():
+            context = self.text_encoder.encode(list(prompts))
+        return [row.unsqueeze(0).to(self.device) for row in context]
+
+    def _prompt_contexts(self, prompt: str | None, prompts_at: Sequence[tuple[int, str]], plan: Plan,
+                         num_frames: int) -> tuple[list[int], list[str]]:
+        """Latent start frames and texts of the prompt ranges (the plain prompt starts at frame 0)."""
+        entries = [(0, prompt)] if prompt is not None else []
+        entries += [(frame, text) for frame, text in prompts_at]
+        if not entries:
+            raise InputError("no prompt given: pass --prompt TEXT (or --prompt-at 0:TEXT for the first one)")
+        if prompts_at and len({tuple(window) for window in plan.windows.tolist()}) == 1:
+            raise InputError(
+                "--prompt-at needs a task with sliding windows (rolling, loop): this plan has one window, so "
+                "only one prompt could ever apply; use --prompt"
+            )
+        starts: dict[int, str] = {}
+        for frame, _text in sorted(entries, key=lambda entry: entry[0]):
+            start = latent_index(frame, num_frames)
+            if start in starts:
+                raise InputError(
+                    f"prompts at pixel frames {starts[start]} and {frame} start in the same latent frame "
+                    f"{start}; give each prompt range its own 4-frame group, and only one prompt from frame 0"
+                )
+            starts[start] = str(frame)
+        if 0 not in starts:
+            raise InputError("the first prompt must start at frame 0: pass --prompt or --prompt-at 0:TEXT")
+        ordered = sorted(entries, key=lambda entry: entry[0])
+        return [latent_index(frame, num_frames) for frame, _ in ordered], [text for _, text in ordered]
+
+    # ------------------------------------------------------------------ generation
+
+    def generate(
+        self,
+        task: Task,
+        *,
+        prompt: str | None,
+        negative_prompt: str | None = None,
+        prompts_at: Sequence[tuple[int, str]] = (),
+        media: ConditioningMedia | None = None,
+        num_frames: int = 81,
+        height: int = 480,
+        width: int = 832,
+        steps: int = 10,
+        shift: float = 5.0,
+        cfg: float = 3.0,
+        sampler: str = "euler",
+        seed: int = 0,
+        keyframe_encoding: KeyframeEncoding = "image",
+        progress: bool = False,
+        callback: Callable[[StepInfo], None] | None = None,
+    ) -> GenerationResult:
+        """Generate one video.
+
+        Args:
+            task: a task instance (e.g. ``lookup("tasks", "i2v")(strength=0.8)``).
+            prompt: the prompt (from pixel frame 0).
+            negative_prompt: used when ``cfg != 1``; None means Wan2.1's default negative prompt.
+            prompts_at: ``(pixel frame, text)`` prompt ranges for sliding-window tasks.
+            media: the images and clips the task holds, at `height` x `width` (see `ConditioningMedia`).
+            num_frames: pixel frames, 4n + 1.
+            height: pixels, a multiple of 16.
+            width: pixels, a multiple of 16.
+            steps: denoising steps.
+            shift: sigma shift of the schedule.
+            cfg: classifier-free guidance scale (1 skips the negative pass).
+            sampler: registered sampler name (``"euler"``, ``"unipc"``).
+            seed: seed of the CPU generator for the noise (and any fresh noise the plan needs).
+            keyframe_encoding: ``"image"`` or ``"video"`` (see `conditioning_media`).
+            progress: show a tqdm bar over the steps (on stderr).
+            callback: called after every step with a `StepInfo`.
+
+        Returns:
+            A `GenerationResult`.
+
+        Raises:
+            InputError, FrameMapError, PlanError: bad sizes, frame counts, prompts or media.
+        """
+        latents_count = latent_frame_count(num_frames)
+        check_spatial_size(height, width)
+        plan = task.plan(num_frames=num_frames, steps=steps, shift=shift)
+        holds = task.holds(num_frames, steps)
+        starts, texts = self._prompt_contexts(prompt, prompts_at, plan, num_frames)
+        timings: dict[str, float] = {}
+        use_cfg = cfg != 1.0
+        with _timed(timings, "text"):
+            negative = WAN_DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
+            contexts = self.encode_prompts(texts + ([negative] if use_cfg else []))
+        negative_context = contexts.pop() if use_cfg else None
+        context: Any = contexts[0] if len(contexts) == 1 else PromptTimeline(starts=starts, contexts=contexts)
+        with _timed(timings, "encode"), self.vae_placement.active(), torch.no_grad():
+            source = encode_sources(self.vae, holds, media or ConditioningMedia(), latents_count,
+                                    keyframe_encoding=keyframe_encoding)
+        shape = (1, LATENT_CHANNELS, latents_count, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR)
+        if source is not None and tuple(source.shape) != shape:
+            raise InputError(
+                f"encoded inputs have shape {tuple(source.shape)}, expected {shape}; resize the media"
+            )
+        generator = make_generator(seed)
+        noise = draw_noise(shape, generator, device=self.device)
+        with _timed(timings, "denoise"), self.dit_placement.active(), torch.no_grad():
+            latents = self._sample(plan, noise, source, context, negative_context, cfg, sampler, generator,
+                                   progress, callback)
+        with _timed(timings, "decode"), self.vae_placement.active(), torch.no_grad():
+            video = self.vae.decode(latents)[0].cpu()
+        return GenerationResult(
+            video=video,
+            latents=latents.cpu(),
+            source_latents=None if source is None else source.cpu(),
+            plan=plan,
+            clean_frames=clean_held_frames(plan),
+            timings=timings,
+            seed=seed,
+        )
+
+    def _sample(self, plan: Plan, noise: torch.Tensor, source: torch.Tensor | None, context: Any,
+                negative_context: torch.Tensor | None, cfg: float, sampler: str, generator: torch.Generator,
+                progress: bool, callback: Callable[[StepInfo], None] | None) -> torch.Tensor:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=plan.num_steps, desc="denoise", unit="step", disable=not progress, leave=False)
+        with bar:
+
+            def on_step(info: StepInfo) -> None:
+                bar.update(1)
+                if callback is not None:
+                    callback(info)
+
+            return sample(
+                self.dit, plan, noise, sampler=sampler, source=source, context=context,
+                negative_context=negative_context, guidance=Guidance(cfg_scale=cfg), generator=generator,
+                callback=on_step,
+            )
