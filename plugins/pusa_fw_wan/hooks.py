@@ -42,3 +42,4 @@ class WanT2VBackboneFactory:
 def register_backbones(register: Register) -> None:
     """Register the Wan2.1 T2V backbone factory under ``wan2.1-t2v``."""
     register(WanT2VBackboneFactory(), name="wan2.1-t2v")
+from .commands import register_commands  # noqa: F401
