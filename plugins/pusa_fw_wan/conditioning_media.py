@@ -8,10 +8,11 @@ the held frames (zeros elsewhere; the sampler reads held frames only):
 - an image or keyframe is VAE-encoded on its own as a one-frame video (Pusa's rule), wherever it is
   placed; with ``keyframe_encoding="video"`` a keyframe at latent k >= 1 is instead encoded as a still
   5-frame clip and its second latent is used, a latent of the 4-frame-chunk kind that latent k is;
-- a clip is encoded once as a whole (causally, in its own temporal context; clip B of a transition is
-  encoded separately from clip A). Which end of the clip is used follows from the timeline: a clip whose
-  held frames all come before the first generated frame is continued, so its *last* frames are used
-  (extension, transition clip A); otherwise its *first* frames (v2v, transition clip B).
+- a clip is encoded once (causally, in its own temporal context; clip B of a transition is encoded
+  separately from clip A), as many frames as its held latents need. Which end of the clip is used follows
+  from the timeline: a clip whose held frames all come before the first generated frame is continued, so
+  its *last* frames are used (extension, transition clip A); otherwise its *first* frames (v2v,
+  transition clip B).
 """
 
 from __future__ import annotations
@@ -173,6 +174,16 @@ def _encode_keyframe(vae: torch.nn.Module, picture: torch.Tensor, latent_frame: 
     return vae.encode(still)[0, :, 1]
 
 
+def _clip_part(clip: torch.Tensor, holds: Sequence[Hold], source: str, num_latents: int) -> torch.Tensor:
+    """The frames of a `[3, T, H, W]` clip the task uses: its first or last `clip_pixel_frames`."""
+    needed = clip_pixel_frames(holds, source)
+    if clip.ndim != 4 or clip.shape[1] < needed:
+        raise InputError(
+            f"{source} has shape {tuple(clip.shape)}; the task needs [3, T >= {needed}, H, W] (a longer clip)"
+        )
+    return clip[:, :needed] if clip_end(holds, source, num_latents) == "head" else clip[:, -needed:]
+
+
 def _not_given(hold: Hold) -> InputError:
     return InputError(f"the task holds latent frame {hold.frame} from {hold.source!r}, which is not given")
 
@@ -211,7 +222,8 @@ def encode_sources(
             if clip is None:
                 raise _not_given(hold)
             if hold.source not in encoded_clips:
-                encoded_clips[hold.source] = vae.encode(clip.unsqueeze(0))[0]
+                used = _clip_part(clip, holds, hold.source, num_latents)
+                encoded_clips[hold.source] = vae.encode(used.unsqueeze(0))[0]
             latent = encoded_clips[hold.source][:, hold.source_frame]
         else:
             picture = pictures.get(hold.source)

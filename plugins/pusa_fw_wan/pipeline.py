@@ -109,10 +109,13 @@ class WanPipeline:
     # ------------------------------------------------------------------ pieces
 
     def encode_prompts(self, prompts: Sequence[str]) -> list[torch.Tensor]:
-        """Embed prompts with the text encoder: one `[1, 512, text_dim]` context per prompt."""
+        """Embed prompts with the text encoder: one `[1, 512, text_dim]` context per prompt.
+
+        Each prompt is encoded on its own, so its embedding does not depend on which other prompts (a
+        negative prompt, other ranges) share the run: batching changes the float rounding.
+        """
         with self.text_placement.active(), torch.no_grad():
-            context = self.text_encoder.encode(list(prompts))
-        return [row.unsqueeze(0).to(self.device) for row in context]
+            return [self.text_encoder.encode([prompt]).to(self.device) for prompt in prompts]
 
     def _prompt_contexts(self, prompt: str | None, prompts_at: Sequence[tuple[int, str]], plan: Plan,
                          num_frames: int) -> tuple[list[int], list[str]]:
