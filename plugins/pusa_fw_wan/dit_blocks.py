@@ -69,7 +69,7 @@ def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> 
     Returns:
         `[B, F, S, D]` float32.
     """
-    return normed * (1 + scale) + shift
+    return torch.addcmul(shift, normed, 1 + scale)
 
 
 class RMSNorm(nn.Module):
@@ -205,7 +205,7 @@ class AttentionBlock(nn.Module):
         x_frames = per_frame(x)
         attn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_msa, scale_msa)
         attn_out = self.self_attn(per_token(attn_in), rope).float()
-        x_frames = x_frames + per_frame(attn_out) * gate_msa
+        x_frames = torch.addcmul(x_frames, per_frame(attn_out), gate_msa)
 
         x = per_token(x_frames)
         norm3 = self.norm3 if isinstance(self.norm3, nn.LayerNorm) else None
@@ -214,10 +214,13 @@ class AttentionBlock(nn.Module):
 
         x_frames = per_frame(x)
         ffn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_ffn, scale_ffn)
-        ffn_first = self.ffn[0]
-        hidden = self.ffn[1](_linear_in_weight_dtype(ffn_first, per_token(ffn_in)))
+        hidden = _linear_in_weight_dtype(self.ffn[0], per_token(ffn_in))
+        if torch.is_grad_enabled():
+            hidden = self.ffn[1](hidden)
+        else:  # inference: reuse the [B, L, ffn_dim] buffer (the largest activation of the block)
+            hidden = torch.ops.aten.gelu_(hidden, approximate=self.ffn[1].approximate)
         ffn_out = self.ffn[2](hidden).float()
-        x_frames = x_frames + per_frame(ffn_out) * gate_ffn
+        x_frames = torch.addcmul(x_frames, per_frame(ffn_out), gate_ffn)
         return per_token(x_frames)
 
 
