@@ -22,7 +22,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
@@ -176,10 +184,14 @@ class GenerateConfig(BaseModel):
         latent_frame_count(value)
         return value
 
-    @model_validator(mode="after")
-    def _sizes(self) -> GenerateConfig:
-        check_spatial_size(self.height, self.width)
-        return self
+    @field_validator("height", "width")
+    @classmethod
+    def _multiple_of_16(cls, value: int, info: ValidationInfo) -> int:
+        if info.field_name == "height":
+            check_spatial_size(value, 16)
+        else:
+            check_spatial_size(16, value)
+        return value
 
     def output_path(self) -> Path:
         """The output video path (``--out``, or ``<task>_seed<seed>.mp4`` in the current directory)."""
@@ -214,7 +226,7 @@ def validate_config(values: dict[str, Any], where: str) -> GenerateConfig:
         return GenerateConfig.model_validate(values)
     except ValidationError as error:
         as_options = where == "option"
-        text = one_line_validation_error(error, as_options=as_options)
+        text = one_line_validation_error(error, as_options=as_options).replace("Value error, ", "")
         prefix = "" if as_options else f"{where}: "
         raise InputError(f"{prefix}{text}") from error
 
