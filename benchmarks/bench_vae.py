@@ -43,6 +43,12 @@ def _peak_bytes() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU time of this process (robust to other load on the machine, unlike wall time)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def worker(args: argparse.Namespace) -> dict[str, float | int | str]:
     """One measurement inside a fresh process: build the model, run one pass, report peak and time."""
     import torch
@@ -64,15 +70,18 @@ def worker(args: argparse.Namespace) -> dict[str, float | int | str]:
         x = torch.rand(1, 3, args.frames, args.height, args.width) * 2 - 1
         plan = vae.tile_plan(args.height, args.width, "encode", tiled)
     before = _rss_bytes()
+    cpu_before = _cpu_seconds()
     start = time.perf_counter()
     out = vae.decode(x, tiled=tiled) if args.direction == "decode" else vae.encode(x, tiled=tiled)
     seconds = time.perf_counter() - start
+    cpu_seconds = _cpu_seconds() - cpu_before
     peak = _peak_bytes()
     return {
         "mode": args.mode,
         "tiles": 1 if plan is None else plan.num_tiles,
         "tile": "-" if plan is None else f"{plan.tile_height * 8}x{plan.tile_width * 8}px",
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "peak_bytes": peak,
         "working_bytes": peak - before,
         "estimate_bytes": vae.estimate_bytes(args.height, args.width, args.direction),
@@ -96,7 +105,9 @@ def _spawn(args: argparse.Namespace, mode: str) -> dict[str, float | int | str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--direction", choices=("decode", "encode"), default="decode")
     parser.add_argument("--dim", type=int, default=96)
     parser.add_argument("--height", type=int, default=480)
@@ -119,13 +130,16 @@ def main() -> None:
         f"Wan-VAE {args.direction}, dim {args.dim}, {args.height}x{args.width} x {args.frames} frames, fp32 CPU, "
         f"budget {args.budget_gib} GiB (one subprocess per row, peak = ru_maxrss)"
     )
-    header = f"{'mode':<9}{'tiles':>6}{'tile':>13}{'time s':>9}{'peak GiB':>10}{'working GiB':>13}{'estimate GiB':>14}"
+    header = (
+        f"{'mode':<9}{'tiles':>6}{'tile':>13}{'wall s':>9}{'cpu s':>9}{'peak GiB':>10}{'working GiB':>13}"
+        f"{'estimate GiB':>14}"
+    )
     print(header)
     print("-" * len(header))
     for mode in args.modes.split(","):
         row = _spawn(args, mode)
         print(
-            f"{row['mode']:<9}{row['tiles']:>6}{row['tile']:>13}{row['seconds']:>9.1f}"
+            f"{row['mode']:<9}{row['tiles']:>6}{row['tile']:>13}{row['seconds']:>9.1f}{row['cpu_seconds']:>9.1f}"
             f"{row['peak_bytes'] / gib:>10.2f}{row['working_bytes'] / gib:>13.2f}{row['estimate_bytes'] / gib:>14.2f}",
             flush=True,
         )

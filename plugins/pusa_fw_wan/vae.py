@@ -31,11 +31,10 @@ from .vae_checkpoint import (
     infer_widths,
     read_vae_weights,
 )
+from .vae_inputs import SPATIAL_FACTOR, TEMPORAL_FACTOR, check_image, check_latents, check_video
 from .vae_networks import Decoder3d, Encoder3d, VAEArchitecture
 from .vae_tiling import TilePlan, choose_tile_size, plan_tiles, run_tiled
 
-SPATIAL_FACTOR = 8
-TEMPORAL_FACTOR = 4
 DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024**3
 """Working memory one encode/decode pass may use before it is tiled (weights and the output not counted)."""
 FORCED_TILE_SIZE = 32
@@ -135,7 +134,9 @@ class WanVAE(nn.Module):
                 )
         dim, z_dim = dim or found_dim or layout.dim, z_dim or found_z or layout.z_dim
         with torch.device("meta"):
-            model = cls(dim, z_dim, latents_mean=weights.latents_mean, latents_std=weights.latents_std, **options)
+            model = cls(
+                dim, z_dim, latents_mean=weights.latents_mean, latents_std=weights.latents_std, **options
+            )
         expected = {key: value.shape for key, value in model.state_dict().items()}
         check_state_dict(weights.state_dict, expected, weights.source)
         converted = {key: value.to(device=device, dtype=dtype) for key, value in weights.state_dict.items()}
@@ -176,7 +177,7 @@ class WanVAE(nn.Module):
         Returns:
             ``[B, z_dim, (T - 1) / 4 + 1, H / 8, W / 8]`` float32 on the model's device.
         """
-        self._check_video(video)
+        check_video(video)
         video = video.to(device=self.device, dtype=self.dtype)
         height, width = video.shape[3] // SPATIAL_FACTOR, video.shape[4] // SPATIAL_FACTOR
         plan = self._plan(height, width, ENCODE_BYTES_PER_CELL_PER_DIM, tiled)
@@ -191,11 +192,7 @@ class WanVAE(nn.Module):
 
         Keyword arguments are those of `encode`.
         """
-        if not isinstance(image, torch.Tensor) or image.ndim != 4:
-            raise InputError(
-                f"image must be a tensor [B, 3, H, W] in [-1, 1], got shape {_shape(image)}; "
-                "use image[None] for a single [3, H, W] image or encode() for videos"
-            )
+        check_image(image)
         return self.encode(image.unsqueeze(2), **kwargs)
 
     @torch.no_grad()
@@ -222,7 +219,7 @@ class WanVAE(nn.Module):
         Returns:
             ``[B, 3, 4 * (F - 1) + 1, 8h, 8w]`` float32 on the model's device.
         """
-        self._check_latents(latents)
+        check_latents(latents, self.arch.z_dim)
         z = latents.to(device=self.device)
         z = self._denormalize(z) if normalized else z.float()
         z = z.to(self.dtype)
@@ -239,7 +236,9 @@ class WanVAE(nn.Module):
         cells = (height // SPATIAL_FACTOR) * (width // SPATIAL_FACTOR)
         return per_dim * self.arch.dim * _element_size(self.dtype) * cells
 
-    def tile_plan(self, height: int, width: int, direction: str = "decode", tiled: bool | None = None) -> TilePlan | None:
+    def tile_plan(
+        self, height: int, width: int, direction: str = "decode", tiled: bool | None = None
+    ) -> TilePlan | None:
         """The tiles a pass at ``height x width`` pixels would use (None: untiled)."""
         per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
         return self._plan(height // SPATIAL_FACTOR, width // SPATIAL_FACTOR, per_dim, tiled)
@@ -304,44 +303,6 @@ class WanVAE(nn.Module):
         mean, inv_std = self._scale(z.device)
         return z.float() / inv_std + mean
 
-    def _check_video(self, video: torch.Tensor) -> None:
-        if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
-            raise InputError(
-                f"video must be a tensor [B, 3, T, H, W] in [-1, 1], got shape {_shape(video)}; "
-                "use encode_image() for [B, 3, H, W] images"
-            )
-        if not video.is_floating_point():
-            raise InputError(f"video has dtype {video.dtype}; convert to float and scale to [-1, 1] (x / 127.5 - 1)")
-        num_frames, height, width = video.shape[2:]
-        if (num_frames - 1) % TEMPORAL_FACTOR:
-            lower = num_frames - (num_frames - 1) % TEMPORAL_FACTOR
-            raise InputError(f"video has T={num_frames} frames; T must be 4n+1, e.g. {lower} or {lower + 4}")
-        for name, value in (("H", height), ("W", width)):
-            if value == 0 or value % SPATIAL_FACTOR:
-                near = max(16, round(value / 16) * 16)
-                raise InputError(
-                    f"video has {name}={value}; it must be a positive multiple of 8 (the Wan pipelines need 16), "
-                    f"e.g. resize or crop to {near}"
-                )
-        low, high = float(video.min()), float(video.max())
-        if low < -1.001 or high > 1.001:
-            raise InputError(
-                f"video values span [{low:.3g}, {high:.3g}]; the VAE expects [-1, 1] (for 0..255 use x / 127.5 - 1)"
-            )
-
-    def _check_latents(self, latents: torch.Tensor) -> None:
-        z_dim = self.arch.z_dim
-        if not isinstance(latents, torch.Tensor) or latents.ndim != 5 or latents.shape[1] != z_dim:
-            raise InputError(f"latents must be a tensor [B, {z_dim}, F, h, w], got shape {_shape(latents)}")
-        if min(latents.shape[2:]) == 0:
-            raise InputError(f"latents have an empty dimension: shape {list(latents.shape)}")
-        if not latents.is_floating_point():
-            raise InputError(f"latents have dtype {latents.dtype}; pass a floating-point tensor")
-
 
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype).element_size()
-
-
-def _shape(value: object) -> str:
-    return str(list(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

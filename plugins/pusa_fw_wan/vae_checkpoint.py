@@ -35,7 +35,12 @@ WAN21_LATENTS_STD = (
 
 DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _WRAPPER_KEYS = ("model_state", "state_dict")
-_RESIDUAL_TO_DIFFUSERS = {"residual.0": "norm1", "residual.2": "conv1", "residual.3": "norm2", "residual.6": "conv2"}
+_RESIDUAL_TO_DIFFUSERS = {
+    "residual.0": "norm1",
+    "residual.2": "conv1",
+    "residual.3": "norm2",
+    "residual.6": "conv2",
+}
 
 
 @dataclass(frozen=True)
@@ -152,7 +157,7 @@ def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
         )
     try:
         loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - torch raises many types (UnpicklingError, RuntimeError, EOF)
+    except Exception as error:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError)
         raise CheckpointError(
             f"cannot read {str(path)!r} as a plain tensor state dict (loaded with weights_only=True): "
             f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
@@ -234,9 +239,7 @@ def _preview(names: list[str], limit: int = 12) -> str:
     return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
-def check_state_dict(
-    state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str
-) -> None:
+def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str) -> None:
     """Raise a `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
 
     Args:
@@ -253,7 +256,8 @@ def check_state_dict(
         problems.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
     if problems:
         raise CheckpointError(
-            f"{source} does not match the Wan2.1 VAE: " + "; ".join(problems)
+            f"{source} does not match the Wan2.1 VAE: "
+            + "; ".join(problems)
             + ". Is it a Wan2.1 VAE checkpoint (not a DiT / Wan2.2 VAE file)?"
         )
     wrong = [

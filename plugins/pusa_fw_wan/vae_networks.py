@@ -9,11 +9,12 @@ and returns 1 pixel frame (first chunk) or 4.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 import torch
 from torch import nn
 
-from .vae_blocks import AttentionBlock, CausalCache, CausalConv3d, ResidualBlock, Resample, RMSNorm
+from .vae_blocks import AttentionBlock, CausalCache, CausalConv3d, Resample, ResidualBlock, RMSNorm
 
 
 @dataclass(frozen=True)
@@ -58,7 +59,7 @@ class Encoder3d(nn.Module):
         self.conv1 = CausalConv3d(3, dims[0], 3, padding=1)
         downsamples: list[nn.Module] = []
         last_stage = len(arch.dim_mult) - 1
-        for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for stage, (in_dim, out_dim) in enumerate(pairwise(dims)):
             for _ in range(arch.num_res_blocks):
                 downsamples.append(ResidualBlock(in_dim, out_dim, arch.dropout))
                 in_dim = out_dim
@@ -98,7 +99,7 @@ class Decoder3d(nn.Module):
         )
         upsamples: list[nn.Module] = []
         last_stage = len(arch.dim_mult) - 1
-        for stage, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+        for stage, (in_dim, out_dim) in enumerate(pairwise(dims)):
             if stage > 0:
                 in_dim //= 2  # the previous upsampling halved the channels
             for _ in range(arch.num_res_blocks + 1):
@@ -109,7 +110,9 @@ class Decoder3d(nn.Module):
                 upsamples.append(Resample(out_dim, mode))
         self.upsamples = nn.Sequential(*upsamples)
         width = dims[-1]
-        self.head = nn.Sequential(RMSNorm(width, images=False), nn.SiLU(), CausalConv3d(width, 3, 3, padding=1))
+        self.head = nn.Sequential(
+            RMSNorm(width, images=False), nn.SiLU(), CausalConv3d(width, 3, 3, padding=1)
+        )
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
         """Decode one latent frame into 1 (first chunk) or 4 pixel frames."""

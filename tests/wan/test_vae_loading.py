@@ -44,7 +44,9 @@ def test_load_pth_wrapped_in_model_state(tmp_path: Path, tiny_state: dict) -> No
 
 
 def test_load_safetensors_and_read_widths(tiny_state: dict, wan_reference_dir: Path) -> None:
-    model = WanVAE.from_pretrained(wan_reference_dir / "vae" / "wan_vae_tiny.safetensors", dim=None, z_dim=None)
+    model = WanVAE.from_pretrained(
+        wan_reference_dir / "vae" / "wan_vae_tiny.safetensors", dim=None, z_dim=None
+    )
     assert model.arch.dim == 8 and model.arch.z_dim == 16
     _assert_same_weights(model, tiny_state)
 
@@ -52,11 +54,21 @@ def test_load_safetensors_and_read_widths(tiny_state: dict, wan_reference_dir: P
 def test_load_diffusers_directory_and_model_root(tmp_path: Path, tiny_state: dict, tiny_vae: WanVAE) -> None:
     vae_dir = tmp_path / "model" / "vae"
     vae_dir.mkdir(parents=True)
-    save_file({diffusers_key(k, tiny_vae.arch): v.contiguous() for k, v in tiny_state.items()},
-              str(vae_dir / "diffusion_pytorch_model.safetensors"))
-    config = {"_class_name": "AutoencoderKLWan", "base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4],
-              "num_res_blocks": 2, "attn_scales": [], "temperal_downsample": [False, True, True],
-              "latents_mean": list(tiny_vae.latents_mean), "latents_std": list(tiny_vae.latents_std)}
+    save_file(
+        {diffusers_key(k, tiny_vae.arch): v.contiguous() for k, v in tiny_state.items()},
+        str(vae_dir / "diffusion_pytorch_model.safetensors"),
+    )
+    config = {
+        "_class_name": "AutoencoderKLWan",
+        "base_dim": 8,
+        "z_dim": 16,
+        "dim_mult": [1, 2, 4, 4],
+        "num_res_blocks": 2,
+        "attn_scales": [],
+        "temperal_downsample": [False, True, True],
+        "latents_mean": list(tiny_vae.latents_mean),
+        "latents_std": list(tiny_vae.latents_std),
+    }
     (vae_dir / "config.json").write_text(json.dumps(config))
     _assert_same_weights(WanVAE.from_pretrained(vae_dir, dim=8), tiny_state)
     _assert_same_weights(WanVAE.from_pretrained(vae_dir.parent, dim=8), tiny_state)  # model root with vae/
@@ -67,7 +79,9 @@ def test_load_diffusers_directory_and_model_root(tmp_path: Path, tiny_state: dic
 
 
 def test_dtype_option_converts_weights(wan_reference_dir: Path) -> None:
-    model = WanVAE.from_pretrained(wan_reference_dir / "vae" / "wan_vae_tiny.safetensors", dim=8, dtype=torch.bfloat16)
+    model = WanVAE.from_pretrained(
+        wan_reference_dir / "vae" / "wan_vae_tiny.safetensors", dim=8, dtype=torch.bfloat16
+    )
     assert model.dtype == torch.bfloat16
     latents = model.encode(torch.zeros(1, 3, 1, 16, 16), tiled=False)
     assert latents.dtype == torch.float32 and torch.isfinite(latents).all()

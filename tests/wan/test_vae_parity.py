@@ -63,7 +63,9 @@ def test_decode_matches_official_recon(fixture_vae: WanVAE, vae_io: dict) -> Non
     recon = fixture_vae.decode(vae_io["latent"], tiled=False)
     unclamped_error = _max_error(unclamped, vae_io["recon_unclamped"])
     recon_error = _max_error(recon, vae_io["recon"])
-    assert unclamped_error <= FP32_LIMIT, f"decode recon_unclamped max error {unclamped_error:.3e} > {FP32_LIMIT}"
+    assert unclamped_error <= FP32_LIMIT, (
+        f"decode recon_unclamped max error {unclamped_error:.3e} > {FP32_LIMIT}"
+    )
     assert recon_error <= FP32_LIMIT, f"decode recon max error {recon_error:.3e} > {FP32_LIMIT}"
     # The clamp really acts on this reference (8% of values), so the unclamped check is the strict one.
     assert unclamped.abs().max() > 1.5 and recon.abs().max() <= 1.0

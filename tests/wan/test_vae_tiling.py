@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,7 @@ def test_tile_starts_cover_with_overlap_and_balance(length: int, tile: int, over
     for start in starts:
         covered[start : start + size] = True
     assert covered.all()
-    for left, right in zip(starts, starts[1:]):
+    for left, right in pairwise(starts):
         assert left + size - right >= overlap, "neighbours overlap less than asked"
     if len(starts) > 1:  # balanced: one tile fewer would not cover the length with this overlap
         assert (len(starts) - 1) * (tile - overlap) + overlap < length
@@ -42,7 +43,7 @@ def test_tile_overlap_must_be_smaller_than_tile() -> None:
 def test_ramps_of_neighbours_sum_to_one() -> None:
     first = ramp(10, 0, None, 6, scale=8)
     second = ramp(10, 6, 10, None, scale=8)
-    overlap = (first[6 * 8 :] + second[: 4 * 8])
+    overlap = first[6 * 8 :] + second[: 4 * 8]
     assert torch.allclose(overlap, torch.ones_like(overlap))
     assert (first > 0).all() and (second > 0).all() and first[0] == 1 and second[-1] == 1
 
@@ -64,7 +65,9 @@ def test_one_tile_equals_untiled_exactly(tiny_tiled_vae: WanVAE) -> None:
     latents = torch.randn(1, 16, 2, 6, 8, generator=torch.Generator().manual_seed(0))
     plan = tiny_tiled_vae.tile_plan(48, 64, "decode", tiled=True)
     assert plan is not None and plan.num_tiles == 1
-    assert torch.equal(tiny_tiled_vae.decode(latents, tiled=True), tiny_tiled_vae.decode(latents, tiled=False))
+    assert torch.equal(
+        tiny_tiled_vae.decode(latents, tiled=True), tiny_tiled_vae.decode(latents, tiled=False)
+    )
 
 
 # Tiled vs untiled on the fixture VAE (random weights, so every position depends on far-away context: a
