@@ -84,12 +84,22 @@ def build_diffusers(ours: WanDiT) -> torch.nn.Module:
     from pusa_fw_wan.key_mapping import official_to_diffusers
 
     reference = WanTransformer3DModel(
-        patch_size=CONFIG.patch_size, num_attention_heads=CONFIG.num_heads, attention_head_dim=CONFIG.head_dim,
-        in_channels=CONFIG.in_dim, out_channels=CONFIG.out_dim, text_dim=CONFIG.text_dim, freq_dim=CONFIG.freq_dim,
-        ffn_dim=CONFIG.ffn_dim, num_layers=CONFIG.num_layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=CONFIG.eps,
+        patch_size=CONFIG.patch_size,
+        num_attention_heads=CONFIG.num_heads,
+        attention_head_dim=CONFIG.head_dim,
+        in_channels=CONFIG.in_dim,
+        out_channels=CONFIG.out_dim,
+        text_dim=CONFIG.text_dim,
+        freq_dim=CONFIG.freq_dim,
+        ffn_dim=CONFIG.ffn_dim,
+        num_layers=CONFIG.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=CONFIG.eps,
     )
-    reference.load_state_dict({official_to_diffusers(k): v for k, v in ours.state_dict().items()}, strict=True)
+    reference.load_state_dict(
+        {official_to_diffusers(k): v for k, v in ours.state_dict().items()}, strict=True
+    )
     return reference.eval()
 
 
@@ -121,12 +131,18 @@ def peak_child(mode: str) -> dict[str, float]:
 
 
 def run_peak(mode: str) -> dict[str, float]:
-    completed = subprocess.run([sys.executable, os.path.abspath(__file__), "--peak", mode],
-                               capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--peak", mode],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(completed.stdout)
 
 
-def run(repeats: int) -> dict[str, float]:
+def time_variants(repeats: int) -> tuple[dict[str, float], float]:
+    """Median seconds of each variant (round-robin, order reversed every other round) and the max-abs
+    difference between ours (per-frame) and diffusers (per-token)."""
     torch.manual_seed(0)
     inputs = build_inputs()
     ours = build_ours()
@@ -135,32 +151,42 @@ def run(repeats: int) -> dict[str, float]:
     variants: dict[str, Callable[[], torch.Tensor]] = {
         "ours_scalar": lambda: ours.forward_timesteps(latents, inputs["scalar_timesteps"], context),
         "ours_vector": lambda: ours.forward_timesteps(latents, inputs["frame_timesteps"], context),
-        "diffusers_scalar": lambda: reference(latents, inputs["scalar_timesteps"], context, return_dict=False)[0],
-        "diffusers_pertoken": lambda: reference(latents, inputs["token_timesteps"], context, return_dict=False)[0],
+        "diffusers_scalar": lambda: reference(
+            latents, inputs["scalar_timesteps"], context, return_dict=False
+        )[0],
+        "diffusers_pertoken": lambda: reference(
+            latents, inputs["token_timesteps"], context, return_dict=False
+        )[0],
     }
     times: dict[str, list[float]] = {name: [] for name in variants}
     with torch.no_grad():
         for function in variants.values():
             function()  # warm-up
-        for _ in range(repeats):
-            for name, function in variants.items():
+        for round_index in range(repeats):
+            order = list(variants.items())
+            for name, function in order if round_index % 2 == 0 else reversed(order):
                 times[name].append(time_call(function))
         agreement = (variants["ours_vector"]() - variants["diffusers_pertoken"]()).abs().max().item()
-    results = {f"{name}_s": statistics.median(values) for name, values in times.items()}
-    del ours, reference
+    return {f"{name}_s": statistics.median(values) for name, values in times.items()}, agreement
+
+
+def run(repeats: int) -> dict[str, float]:
+    results, agreement = time_variants(repeats)
     scalar_peak, vector_peak = run_peak("scalar"), run_peak("vector")
     gflop = forward_gflop(CONFIG, LATENT_SHAPE, TEXT_ROWS)
-    results.update({
-        "ours_vector_peak_mb": vector_peak["peak_mb"],
-        "ours_scalar_peak_mb": scalar_peak["peak_mb"],
-        "gflop_per_forward": gflop,
-        "ours_gflops": gflop / results["ours_scalar_s"],
-        "matmul_gflops": matmul_gflops(repeats),
-        "ours_vs_diffusers_pertoken_maxabs": agreement,
-        "threads": torch.get_num_threads(),
-        "repeats": repeats,
-        "load_average_1min": os.getloadavg()[0],
-    })
+    results.update(
+        {
+            "ours_vector_peak_mb": vector_peak["peak_mb"],
+            "ours_scalar_peak_mb": scalar_peak["peak_mb"],
+            "gflop_per_forward": gflop,
+            "ours_gflops": gflop / results["ours_scalar_s"],
+            "matmul_gflops": matmul_gflops(repeats),
+            "ours_vs_diffusers_pertoken_maxabs": agreement,
+            "threads": torch.get_num_threads(),
+            "repeats": repeats,
+            "load_average_1min": os.getloadavg()[0],
+        }
+    )
     return results
 
 
@@ -170,14 +196,25 @@ def print_table(results: dict[str, float]) -> None:
         ("ours, per-frame timesteps", f"{results['ours_vector_s']:.3f} s"),
         ("diffusers, scalar timestep", f"{results['diffusers_scalar_s']:.3f} s"),
         ("diffusers, per-token timesteps", f"{results['diffusers_pertoken_s']:.3f} s"),
-        ("ours vector / ours scalar", f"{results['ours_vector_s'] / results['ours_scalar_s']:.3f} (target <= 1.02)"),
-        ("ours scalar / diffusers scalar",
-         f"{results['ours_scalar_s'] / results['diffusers_scalar_s']:.3f} (target <= 1.0)"),
-        ("ours vector / diffusers per-token",
-         f"{results['ours_vector_s'] / results['diffusers_pertoken_s']:.3f} (target <= 0.85)"),
-        ("peak RSS ours scalar / vector",
-         f"{results['ours_scalar_peak_mb']:.0f} / {results['ours_vector_peak_mb']:.0f} MB "
-         f"(ratio {results['ours_vector_peak_mb'] / results['ours_scalar_peak_mb']:.3f}, target <= 1.01)"),
+        (
+            "ours vector / ours scalar",
+            f"{results['ours_vector_s'] / results['ours_scalar_s']:.3f} (target <= 1.02)",
+        ),
+        (
+            "ours scalar / diffusers scalar",
+            f"{results['ours_scalar_s'] / results['diffusers_scalar_s']:.3f} (target <= 1.0)",
+        ),
+        (
+            "ours vector / diffusers per-token",
+            f"{results['ours_vector_s'] / results['diffusers_pertoken_s']:.3f} (target <= 0.85)",
+        ),
+        (
+            "peak RSS ours scalar / vector",
+            (
+                f"{results['ours_scalar_peak_mb']:.0f} / {results['ours_vector_peak_mb']:.0f} MB (ratio "
+                f"{results['ours_vector_peak_mb'] / results['ours_scalar_peak_mb']:.3f}, target <= 1.01)"
+            ),
+        ),
         ("GFLOP per forward", f"{results['gflop_per_forward']:.1f}"),
         ("ours GFLOP/s vs plain matmul", f"{results['ours_gflops']:.1f} vs {results['matmul_gflops']:.1f}"),
         ("max-abs ours vs diffusers (per-token)", f"{results['ours_vs_diffusers_pertoken_maxabs']:.2e}"),

@@ -62,7 +62,9 @@ def write_checkpoint(directory: Path, config: WanConfig) -> int:
 
 
 def run_child(code: str, *args: str) -> dict[str, float]:
-    completed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -99,7 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results))
         return
-    print(f"checkpoint (bf16, 1.3B)        {results['checkpoint_mb']:.0f} MB (model in memory {results['model_mb']:.0f} MB)")
+    print(
+        f"checkpoint (bf16, 1.3B)        {results['checkpoint_mb']:.0f} MB "
+        f"(model in memory {results['model_mb']:.0f} MB)"
+    )
     print(f"baseline RSS (imports only)    {results['baseline_rss_mb']:.0f} MB")
     print(f"peak RSS of from_pretrained    {results['load_peak_rss_mb']:.0f} MB in {results['load_s']:.1f} s")
     print(f"(peak - baseline) / checkpoint {results['load_extra_over_checkpoint']:.3f}")

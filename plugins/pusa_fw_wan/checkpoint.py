@@ -6,7 +6,8 @@ Accepted layouts (detected from the files and the key names):
   ``diffusion_pytorch_model.safetensors.index.json``;
 - diffusers: a pipeline directory with ``transformer/``, or the ``transformer/`` directory itself
   (``WanTransformer3DModel`` names, mapped to the official ones);
-- a single ``.safetensors`` file (keys optionally prefixed ``model.diffusion_model.`` or ``diffusion_model.``),
+- a single ``.safetensors`` file (keys optionally prefixed ``model.diffusion_model.`` or
+  ``diffusion_model.``),
   or a ``.pt``/``.pth``/``.bin`` state dict (loaded with ``weights_only=True``).
 
 The model is built on the meta device; every key is checked against the headers before any weight is read
@@ -59,7 +60,11 @@ def find_checkpoint_files(path: str | os.PathLike[str]) -> CheckpointFiles:
     if path.is_file():
         sibling_config = path.parent / "config.json"
         return CheckpointFiles([path], sibling_config if sibling_config.is_file() else None)
-    if (path / "transformer").is_dir() and not (path / _WEIGHTS_NAME).exists() and not (path / _INDEX_NAME).exists():
+    if (
+        (path / "transformer").is_dir()
+        and not (path / _WEIGHTS_NAME).exists()
+        and not (path / _INDEX_NAME).exists()
+    ):
         path = path / "transformer"
     config_file = path / "config.json" if (path / "config.json").is_file() else None
     index_file = path / _INDEX_NAME
@@ -80,8 +85,8 @@ def find_checkpoint_files(path: str | os.PathLike[str]) -> CheckpointFiles:
         return CheckpointFiles(candidates, config_file)
     listing = sorted(child.name for child in path.iterdir())[:_MAX_LISTED]
     raise CheckpointError(
-        f"no Wan DiT weights found in {path}: expected {_WEIGHTS_NAME}, {_INDEX_NAME} with shards, a transformer/ "
-        f"directory, or exactly one .safetensors file; the directory holds {listing}"
+        f"no Wan DiT weights found in {path}: expected {_WEIGHTS_NAME}, {_INDEX_NAME} with shards, "
+        f"a transformer/ directory, or exactly one .safetensors file; the directory holds {listing}"
     )
 
 
@@ -95,7 +100,9 @@ def _read_shapes(files: list[Path]) -> dict[str, tuple[tuple[int, ...], Path]]:
             continue
         for name, info in read_header(file).items():
             if name in shapes:
-                raise CheckpointError(f"tensor {name!r} appears in both {shapes[name][1].name} and {file.name}")
+                raise CheckpointError(
+                    f"tensor {name!r} appears in both {shapes[name][1].name} and {file.name}"
+                )
             shapes[name] = (info.shape, file)
     return shapes
 
@@ -103,7 +110,7 @@ def _read_shapes(files: list[Path]) -> dict[str, tuple[tuple[int, ...], Path]]:
 def _load_torch_file(file: Path) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure is a bad checkpoint
+    except Exception as error:
         raise CheckpointError(f"cannot load {file} as a weights-only torch state dict: {error}") from error
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -112,8 +119,9 @@ def _load_torch_file(file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _resolve_config(files: CheckpointFiles, official_shapes: dict[str, tuple[int, ...]],
-                    given: WanConfig | None) -> WanConfig:
+def _resolve_config(
+    files: CheckpointFiles, official_shapes: dict[str, tuple[int, ...]], given: WanConfig | None
+) -> WanConfig:
     if given is not None:
         return given
     text_dim = official_shapes.get("text_embedding.0.weight", (None, None))[1]
@@ -140,20 +148,25 @@ def _check_keys(model: nn.Module, official_shapes: dict[str, tuple[int, ...]], s
     unexpected = sorted(set(official_shapes) - set(expected))
     mismatched = sorted(
         f"{name} (checkpoint {list(official_shapes[name])}, model {list(expected[name])})"
-        for name in set(expected) & set(official_shapes) if official_shapes[name] != expected[name]
+        for name in set(expected) & set(official_shapes)
+        if official_shapes[name] != expected[name]
     )
     if missing or unexpected or mismatched:
         parts = []
         if missing:
             parts.append(f"missing keys ({len(missing)}): {_format_keys(missing)}")
         if unexpected:
-            hint = " (image-conditioned i2v/flf2v keys are not supported)" if any(
-                "img" in key or "image" in key for key in unexpected) else ""
+            hint = (
+                " (image-conditioned i2v/flf2v keys are not supported)"
+                if any("img" in key or "image" in key for key in unexpected)
+                else ""
+            )
             parts.append(f"unexpected keys ({len(unexpected)}){hint}: {_format_keys(unexpected)}")
         if mismatched:
             parts.append(f"shape mismatches ({len(mismatched)}): {_format_keys(mismatched)}")
         raise CheckpointError(
-            f"checkpoint {source} does not fit the Wan DiT config; " + "; ".join(parts)
+            f"checkpoint {source} does not fit the Wan DiT config; "
+            + "; ".join(parts)
             + ". Pass the matching config=WanConfig(...) or the right checkpoint."
         )
 
@@ -171,7 +184,9 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_path, _, attribute = name.rpartition(".")
     module = model.get_submodule(module_path) if module_path else model
     old = module._parameters[attribute]
-    module._parameters[attribute] = nn.Parameter(tensor, requires_grad=old.requires_grad if old is not None else True)
+    module._parameters[attribute] = nn.Parameter(
+        tensor, requires_grad=old.requires_grad if old is not None else True
+    )
 
 
 def load_wan_dit(
@@ -197,11 +212,11 @@ def load_wan_dit(
     files = find_checkpoint_files(path)
     raw_shapes = _read_shapes(files.weight_files)
     prefix = strip_prefix(raw_shapes)
-    unprefixed = [key[len(prefix):] for key in raw_shapes]
+    unprefixed = [key[len(prefix) :] for key in raw_shapes]
     diffusers = is_diffusers_naming(unprefixed)
 
     def official_name(raw_key: str) -> str:
-        key = raw_key[len(prefix):]
+        key = raw_key[len(prefix) :]
         return diffusers_to_official(key) if diffusers else key
 
     official_shapes = {official_name(key): shape for key, (shape, _) in raw_shapes.items()}

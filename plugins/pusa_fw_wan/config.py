@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from pusa_fw.errors import CheckpointError
 
-__all__ = ["WanConfig", "BUILTIN_CONFIGS"]
+__all__ = ["BUILTIN_CONFIGS", "WanConfig"]
 
 # Keys an official config.json may carry that are bookkeeping, not architecture.
 _OFFICIAL_IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "window_size"}
@@ -59,8 +59,18 @@ class WanConfig(BaseModel):
     eps: float = 1e-6
     rope_max_positions: int = 1024
 
-    @field_validator("text_len", "in_dim", "dim", "ffn_dim", "freq_dim", "text_dim", "out_dim", "num_heads",
-                     "num_layers", "rope_max_positions")
+    @field_validator(
+        "text_len",
+        "in_dim",
+        "dim",
+        "ffn_dim",
+        "freq_dim",
+        "text_dim",
+        "out_dim",
+        "num_heads",
+        "num_layers",
+        "rope_max_positions",
+    )
     @classmethod
     def _positive(cls, value: int) -> int:
         if value <= 0:

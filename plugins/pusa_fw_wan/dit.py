@@ -25,7 +25,7 @@ from .config import WanConfig
 from .dit_blocks import AttentionBlock, Head, timestep_sinusoid
 from .rope import rope_frequencies
 
-__all__ = ["WanDiT", "FP32_PARAMETER_PATTERNS"]
+__all__ = ["FP32_PARAMETER_PATTERNS", "WanDiT"]
 
 # Parameters that stay float32 whatever the compute dtype (the official code runs them under an fp32
 # autocast region): time MLP, modulation tables, the head, and every norm weight.
@@ -51,18 +51,23 @@ class WanDiT(nn.Module, Backbone):
     def __init__(self, config: WanConfig) -> None:
         super().__init__()
         if not isinstance(config, WanConfig):
-            raise InputError(f"WanDiT needs a WanConfig, got {type(config).__name__}; e.g. WanConfig.t2v_1_3b()")
+            raise InputError(
+                f"WanDiT needs a WanConfig, got {type(config).__name__}; e.g. WanConfig.t2v_1_3b()"
+            )
         self.config = config
         dim = config.dim
-        self.patch_embedding = nn.Conv3d(config.in_dim, dim, kernel_size=config.patch_size,
-                                         stride=config.patch_size)
-        self.text_embedding = nn.Sequential(nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"),
-                                            nn.Linear(dim, dim))
+        self.patch_embedding = nn.Conv3d(
+            config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
+        )
+        self.text_embedding = nn.Sequential(
+            nn.Linear(config.text_dim, dim), nn.GELU(approximate="tanh"), nn.Linear(dim, dim)
+        )
         self.time_embedding = nn.Sequential(nn.Linear(config.freq_dim, dim), nn.SiLU(), nn.Linear(dim, dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
         self.blocks = nn.ModuleList(
-            AttentionBlock(dim, config.ffn_dim, config.num_heads, config.qk_norm, config.cross_attn_norm,
-                           config.eps)
+            AttentionBlock(
+                dim, config.ffn_dim, config.num_heads, config.qk_norm, config.cross_attn_norm, config.eps
+            )
             for _ in range(config.num_layers)
         )
         self.head = Head(dim, config.out_dim * config.patch_volume, config.eps)
@@ -97,7 +102,7 @@ class WanDiT(nn.Module, Backbone):
         return load_wan_dit(path, dtype=dtype, device=device, config=config)
 
     def set_compute_dtype(self, dtype: torch.dtype) -> WanDiT:
-        """Cast the large linears and embeddings to ``dtype``, keeping `FP32_PARAMETER_PATTERNS` in float32."""
+        """Cast the large linears and embeddings to ``dtype``; `FP32_PARAMETER_PATTERNS` stay float32."""
         for name, parameter in self.named_parameters():
             target = torch.float32 if _keeps_fp32(name) else dtype
             if parameter.dtype != target:
@@ -144,8 +149,9 @@ class WanDiT(nn.Module, Backbone):
                 )
         return self.forward_timesteps(latents, sigmas.to(torch.float64) * 1000.0, context)
 
-    def forward_timesteps(self, latents: torch.Tensor, timesteps: torch.Tensor,
-                          context: torch.Tensor) -> torch.Tensor:
+    def forward_timesteps(
+        self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
         """Predict the velocity from Wan network timesteps (0..1000 scale).
 
         Args:
@@ -159,8 +165,11 @@ class WanDiT(nn.Module, Backbone):
         self._check_inputs(latents, timesteps, context)
         config = self.config
         patch_frames, patch_height, patch_width = config.patch_size
-        grid = (latents.shape[2] // patch_frames, latents.shape[3] // patch_height,
-                latents.shape[4] // patch_width)
+        grid = (
+            latents.shape[2] // patch_frames,
+            latents.shape[3] // patch_height,
+            latents.shape[4] // patch_width,
+        )
 
         tokens = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype))
         x = rearrange(tokens, "b d f h w -> b (f h w) d").float()
@@ -178,15 +187,22 @@ class WanDiT(nn.Module, Backbone):
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = self.head(x, time_embedding)
         velocity = rearrange(
-            out, "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
-            f=grid[0], h=grid[1], w=grid[2], pf=patch_frames, ph=patch_height, pw=patch_width,
+            out,
+            "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
+            f=grid[0],
+            h=grid[1],
+            w=grid[2],
+            pf=patch_frames,
+            ph=patch_height,
+            pw=patch_width,
         )
         return velocity.to(latents.dtype)
 
     # ------------------------------------------------------------------ pieces
 
-    def _embed_time(self, timesteps: torch.Tensor, frames: int,
-                    device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _embed_time(
+        self, timesteps: torch.Tensor, frames: int, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Time embedding and projection, once per distinct timestep, in float32.
 
         The time MLP runs on the distinct timestep values only (so equal frames, or a `[B]` input, give
@@ -236,11 +252,16 @@ class WanDiT(nn.Module, Backbone):
         if height % patch_height or width % patch_width:
             raise InputError(
                 f"latent height/width {height}x{width} must be multiples of the patch "
-                f"{patch_height}x{patch_width}; crop or resize the video to a multiple of {8 * patch_height} pixels"
+                f"{patch_height}x{patch_width}; crop or resize the video to a multiple of "
+                f"{8 * patch_height} pixels"
             )
         if not isinstance(timesteps, torch.Tensor) or timesteps.shape not in ((batch,), (batch, frames)):
-            shape = tuple(timesteps.shape) if isinstance(timesteps, torch.Tensor) else type(timesteps).__name__
-            raise InputError(f"sigmas/timesteps must be [B]=[{batch}] or [B, F]=[{batch}, {frames}], got {shape}")
+            shape = (
+                tuple(timesteps.shape) if isinstance(timesteps, torch.Tensor) else type(timesteps).__name__
+            )
+            raise InputError(
+                f"sigmas/timesteps must be [B]=[{batch}] or [B, F]=[{batch}, {frames}], got {shape}"
+            )
         if not bool(torch.isfinite(timesteps).all()):
             raise InputError("sigmas/timesteps contain NaN or inf")
         if not isinstance(context, torch.Tensor) or context.ndim != 3:
@@ -248,10 +269,11 @@ class WanDiT(nn.Module, Backbone):
             raise InputError(f"context must be [B, L, text_dim] text features, got {shape}")
         if context.shape[0] != batch or context.shape[2] != config.text_dim:
             raise InputError(
-                f"context {tuple(context.shape)} does not fit: expected [B={batch}, L, text_dim={config.text_dim}]"
+                f"context {tuple(context.shape)} does not fit: expected "
+                f"[B={batch}, L, text_dim={config.text_dim}]"
             )
         if context.shape[1] > config.text_len:
             raise InputError(
-                f"context has {context.shape[1]} rows, more than text_len={config.text_len}; truncate the prompt "
-                f"tokens to {config.text_len}"
+                f"context has {context.shape[1]} rows, more than text_len={config.text_len}; "
+                f"truncate the prompt tokens to {config.text_len}"
             )

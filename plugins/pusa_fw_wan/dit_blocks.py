@@ -19,8 +19,16 @@ from torch import nn
 
 from .rope import apply_rope
 
-__all__ = ["timestep_sinusoid", "RMSNorm", "SelfAttention", "CrossAttention", "AttentionBlock", "Head", "layer_norm_fp32",
-           "modulate"]
+__all__ = [
+    "AttentionBlock",
+    "CrossAttention",
+    "Head",
+    "RMSNorm",
+    "SelfAttention",
+    "layer_norm_fp32",
+    "modulate",
+    "timestep_sinusoid",
+]
 
 
 def timestep_sinusoid(timesteps: torch.Tensor, freq_dim: int) -> torch.Tensor:
@@ -161,8 +169,9 @@ class AttentionBlock(nn.Module):
     are shift/scale/gate of self-attention and shift/scale/gate of the FFN.
     """
 
-    def __init__(self, dim: int, ffn_dim: int, num_heads: int, qk_norm: bool, cross_attn_norm: bool,
-                 eps: float) -> None:
+    def __init__(
+        self, dim: int, ffn_dim: int, num_heads: int, qk_norm: bool, cross_attn_norm: bool, eps: float
+    ) -> None:
         super().__init__()
         self.eps = eps
         self.self_attn = SelfAttention(dim, num_heads, qk_norm, eps)
@@ -170,7 +179,9 @@ class AttentionBlock(nn.Module):
             nn.LayerNorm(dim, eps=eps, elementwise_affine=True) if cross_attn_norm else nn.Identity()
         )
         self.cross_attn = CrossAttention(dim, num_heads, qk_norm, eps)
-        self.ffn = nn.Sequential(nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim))
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim)
+        )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
 
     def forward(
@@ -243,5 +254,7 @@ class Head(nn.Module):
         modulation = self.modulation.float().unsqueeze(0) + time_embedding.unsqueeze(2)
         shift, scale = modulation.unsqueeze(3).unbind(dim=2)
         x_frames = rearrange(x, "b (f s) d -> b f s d", f=frames)
-        head_in = rearrange(modulate(layer_norm_fp32(x_frames, self.eps), shift, scale), "b f s d -> b (f s) d")
+        head_in = rearrange(
+            modulate(layer_norm_fp32(x_frames, self.eps), shift, scale), "b f s d -> b (f s) d"
+        )
         return _linear_in_weight_dtype(self.head, head_in).float()

@@ -22,7 +22,9 @@ class WanT2VBackboneFactory:
     name = "wan2.1-t2v"
     summary = "Wan2.1 T2V DiT (1.3B / 14B; Pusa V1.0 base) with one timestep per latent frame"
 
-    def load(self, path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu", **kwargs: Any) -> WanDiT:
+    def load(
+        self, path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu", **kwargs: Any
+    ) -> WanDiT:
         """Load the DiT from an official, sharded, diffusers or single-file checkpoint.
 
         Args:
@@ -35,11 +37,15 @@ class WanT2VBackboneFactory:
 
         from .dit import WanDiT
 
-        return WanDiT.from_pretrained(path, dtype=torch.float32 if dtype is None else dtype, device=device, **kwargs)
+        return WanDiT.from_pretrained(
+            path, dtype=torch.float32 if dtype is None else dtype, device=device, **kwargs
+        )
 
 
 @hookimpl
 def register_backbones(register: Register) -> None:
     """Register the Wan2.1 T2V backbone factory under ``wan2.1-t2v``."""
     register(WanT2VBackboneFactory(), name="wan2.1-t2v")
+
+
 from .commands import register_commands  # noqa: F401

@@ -14,20 +14,34 @@ from pusa_fw.errors import CheckpointError
 
 from .config import WanConfig
 
-__all__ = ["KNOWN_PREFIXES", "strip_prefix", "is_diffusers_naming", "diffusers_to_official",
-           "official_to_diffusers", "infer_config"]
+__all__ = [
+    "KNOWN_PREFIXES",
+    "diffusers_to_official",
+    "infer_config",
+    "is_diffusers_naming",
+    "official_to_diffusers",
+    "strip_prefix",
+]
 
 KNOWN_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
 
 # (diffusers prefix, official prefix) inside "blocks.{i}."; exact names are matched whole.
 _BLOCK_PREFIXES = (
-    ("attn1.to_q.", "self_attn.q."), ("attn1.to_k.", "self_attn.k."), ("attn1.to_v.", "self_attn.v."),
-    ("attn1.to_out.0.", "self_attn.o."), ("attn1.norm_q.", "self_attn.norm_q."),
+    ("attn1.to_q.", "self_attn.q."),
+    ("attn1.to_k.", "self_attn.k."),
+    ("attn1.to_v.", "self_attn.v."),
+    ("attn1.to_out.0.", "self_attn.o."),
+    ("attn1.norm_q.", "self_attn.norm_q."),
     ("attn1.norm_k.", "self_attn.norm_k."),
-    ("attn2.to_q.", "cross_attn.q."), ("attn2.to_k.", "cross_attn.k."), ("attn2.to_v.", "cross_attn.v."),
-    ("attn2.to_out.0.", "cross_attn.o."), ("attn2.norm_q.", "cross_attn.norm_q."),
+    ("attn2.to_q.", "cross_attn.q."),
+    ("attn2.to_k.", "cross_attn.k."),
+    ("attn2.to_v.", "cross_attn.v."),
+    ("attn2.to_out.0.", "cross_attn.o."),
+    ("attn2.norm_q.", "cross_attn.norm_q."),
     ("attn2.norm_k.", "cross_attn.norm_k."),
-    ("norm2.", "norm3."), ("ffn.net.0.proj.", "ffn.0."), ("ffn.net.2.", "ffn.2."),
+    ("norm2.", "norm3."),
+    ("ffn.net.0.proj.", "ffn.0."),
+    ("ffn.net.2.", "ffn.2."),
 )
 _BLOCK_EXACT = (("scale_shift_table", "modulation"),)
 _TOP_PREFIXES = (
@@ -56,7 +70,9 @@ def strip_prefix(keys: Iterable[str]) -> str:
             return prefix
         if carrying:
             odd = [key for key in keys if not key.startswith(prefix)][:5]
-            raise CheckpointError(f"{carrying} keys start with {prefix!r} but {len(keys) - carrying} do not, e.g. {odd}")
+            raise CheckpointError(
+                f"{carrying} keys start with {prefix!r} but {len(keys) - carrying} do not, e.g. {odd}"
+            )
     return ""
 
 
@@ -65,16 +81,19 @@ def is_diffusers_naming(keys: Iterable[str]) -> bool:
     return any(key.startswith(("condition_embedder.", "proj_out.")) or ".attn1." in key for key in keys)
 
 
-def _translate(name: str, prefixes: tuple[tuple[str, str], ...], exact: tuple[tuple[str, str], ...],
-               reverse: bool) -> str | None:
+def _translate(
+    name: str, prefixes: tuple[tuple[str, str], ...], exact: tuple[tuple[str, str], ...], reverse: bool
+) -> str | None:
     for diffusers_name, official_name in exact:
         source, target = (official_name, diffusers_name) if reverse else (diffusers_name, official_name)
         if name == source:
             return target
     for diffusers_prefix, official_prefix in prefixes:
-        source, target = (official_prefix, diffusers_prefix) if reverse else (diffusers_prefix, official_prefix)
+        source, target = (
+            (official_prefix, diffusers_prefix) if reverse else (diffusers_prefix, official_prefix)
+        )
         if name.startswith(source):
-            return target + name[len(source):]
+            return target + name[len(source) :]
     return None
 
 
@@ -103,18 +122,30 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], head_dim: int = 128) -> 
     Raises:
         CheckpointError: a tensor the inference needs is missing.
     """
-    needed = ("patch_embedding.weight", "text_embedding.0.weight", "time_embedding.0.weight",
-              "blocks.0.ffn.0.weight", "head.head.weight")
+    needed = (
+        "patch_embedding.weight",
+        "text_embedding.0.weight",
+        "time_embedding.0.weight",
+        "blocks.0.ffn.0.weight",
+        "head.head.weight",
+    )
     absent = [name for name in needed if name not in shapes]
     if absent:
-        raise CheckpointError(f"cannot infer the Wan config: tensors {absent} are missing; pass config=WanConfig(...)")
+        raise CheckpointError(
+            f"cannot infer the Wan config: tensors {absent} are missing; pass config=WanConfig(...)"
+        )
     dim, in_dim, *patch = shapes["patch_embedding.weight"]
     layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK_KEY.match(key)))
     patch_volume = patch[0] * patch[1] * patch[2]
     return WanConfig(
-        patch_size=tuple(patch), in_dim=in_dim, dim=dim, num_heads=max(1, dim // head_dim),
-        text_dim=shapes["text_embedding.0.weight"][1], freq_dim=shapes["time_embedding.0.weight"][1],
-        ffn_dim=shapes["blocks.0.ffn.0.weight"][0], num_layers=layers,
+        patch_size=tuple(patch),
+        in_dim=in_dim,
+        dim=dim,
+        num_heads=max(1, dim // head_dim),
+        text_dim=shapes["text_embedding.0.weight"][1],
+        freq_dim=shapes["time_embedding.0.weight"][1],
+        ffn_dim=shapes["blocks.0.ffn.0.weight"][0],
+        num_layers=layers,
         out_dim=shapes["head.head.weight"][0] // patch_volume,
         qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
         cross_attn_norm="blocks.0.norm3.weight" in shapes,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-__all__ = ["rope_axis_pairs", "rope_frequencies", "apply_rope"]
+__all__ = ["apply_rope", "rope_axis_pairs", "rope_frequencies"]
 
 _THETA = 10000.0
 

@@ -21,11 +21,18 @@ import torch
 
 from pusa_fw.errors import CheckpointError
 
-__all__ = ["TensorInfo", "read_header", "iter_tensors", "write_streaming"]
+__all__ = ["TensorInfo", "iter_tensors", "read_header", "write_streaming"]
 
 _DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
     "BOOL": torch.bool,
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
@@ -35,7 +42,7 @@ _MAX_HEADER_BYTES = 100 * 1024 * 1024
 class TensorInfo:
     """Where one tensor lives in a file: dtype, shape and absolute byte range."""
 
-    __slots__ = ("dtype", "shape", "begin", "end")
+    __slots__ = ("begin", "dtype", "end", "shape")
 
     def __init__(self, dtype: torch.dtype, shape: tuple[int, ...], begin: int, end: int) -> None:
         self.dtype, self.shape, self.begin, self.end = dtype, shape, begin, end
@@ -74,7 +81,9 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
     return infos
 
 
-def iter_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = None) -> Iterator[tuple[str, torch.Tensor]]:
+def iter_tensors(
+    path: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` for the tensors of a file, in file order, one fresh CPU tensor at a time.
 
     Args:
@@ -90,7 +99,9 @@ def iter_tensors(path: str | os.PathLike[str], names: Iterable[str] | None = Non
             nbytes = info.end - info.begin
             expected = math.prod(info.shape) * torch.empty((), dtype=info.dtype).element_size()
             if nbytes != expected:
-                raise CheckpointError(f"{path}: tensor {name!r} has {nbytes} bytes, its shape needs {expected}")
+                raise CheckpointError(
+                    f"{path}: tensor {name!r} has {nbytes} bytes, its shape needs {expected}"
+                )
             buffer = torch.empty(nbytes, dtype=torch.uint8)
             handle.seek(info.begin)
             view = memoryview(buffer.numpy())
@@ -122,7 +133,11 @@ def write_streaming(
     offset = 0
     for name, (dtype, shape) in specs.items():
         nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-        header[name] = {"dtype": _DTYPE_NAMES[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        header[name] = {
+            "dtype": _DTYPE_NAMES[dtype],
+            "shape": list(shape),
+            "data_offsets": [offset, offset + nbytes],
+        }
         offset += nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
@@ -134,8 +149,12 @@ def write_streaming(
             for name, (dtype, shape) in specs.items():
                 tensor = produce(name)
                 if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-                    raise ValueError(f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, spec says {dtype} {shape}")
-                handle.write(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
+                    raise ValueError(
+                        f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, spec says {dtype} {shape}"
+                    )
+                handle.write(
+                    memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+                )
         os.replace(temp_name, path)
     except BaseException:
         if os.path.exists(temp_name):

@@ -31,7 +31,7 @@ def random_wan_config(**overrides):
     """A tiny config with the real head_dim 128 (so the RoPE split is 22/21/21)."""
     from pusa_fw_wan import WanConfig
 
-    fields = dict(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64, freq_dim=256)
+    fields = {"dim": 256, "ffn_dim": 512, "num_heads": 2, "num_layers": 2, "text_dim": 64, "freq_dim": 256}
     fields.update(overrides)
     return WanConfig(**fields)
 

@@ -32,7 +32,8 @@ def test_state_dict_keys_equal_the_official_keys(reference_state) -> None:
     model = WanDiT(config)
     assert sorted(model.state_dict()) == sorted(reference_state)
     assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == {
-        name: tuple(t.shape) for name, t in reference_state.items()}
+        name: tuple(t.shape) for name, t in reference_state.items()
+    }
     assert not list(model.buffers())  # the RoPE table is computed, never stored
 
 
@@ -58,7 +59,9 @@ def test_torch_state_dict_file_loads_weights_only(tmp_path: Path, reference_stat
     _assert_state_equal(WanDiT.from_pretrained(file), reference_state)
 
 
-def test_missing_and_unexpected_keys_are_listed(tmp_path: Path, wan_reference_dir: Path, reference_state) -> None:
+def test_missing_and_unexpected_keys_are_listed(
+    tmp_path: Path, wan_reference_dir: Path, reference_state
+) -> None:
     broken = dict(reference_state)
     del broken["blocks.1.ffn.2.weight"]
     del broken["head.modulation"]
@@ -70,11 +73,15 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path: Path, wan_reference_di
     with pytest.raises(CheckpointError) as caught:
         WanDiT.from_pretrained(directory)
     message = str(caught.value)
-    assert "missing keys (2)" in message and "blocks.1.ffn.2.weight" in message and "head.modulation" in message
+    assert (
+        "missing keys (2)" in message and "blocks.1.ffn.2.weight" in message and "head.modulation" in message
+    )
     assert "unexpected keys (1)" in message and "blocks.0.self_attn.extra_gate" in message
 
 
-def test_shape_mismatch_against_config_is_reported(tmp_path: Path, wan_reference_dir: Path, reference_state) -> None:
+def test_shape_mismatch_against_config_is_reported(
+    tmp_path: Path, wan_reference_dir: Path, reference_state
+) -> None:
     directory = tmp_path / "mismatch"
     directory.mkdir()
     config = json.loads((wan_reference_dir / "dit" / "single" / "config.json").read_text())
@@ -107,8 +114,15 @@ def test_bfloat16_keeps_precision_critical_parameters_in_float32(wan_reference_d
     assert dtypes["blocks.0.self_attn.q.weight"] == torch.bfloat16
     assert dtypes["blocks.0.ffn.0.weight"] == torch.bfloat16
     assert dtypes["patch_embedding.weight"] == torch.bfloat16
-    for name in ("time_embedding.0.weight", "time_projection.1.weight", "blocks.0.modulation", "head.head.weight",
-                 "head.modulation", "blocks.0.norm3.weight", "blocks.0.self_attn.norm_q.weight"):
+    for name in (
+        "time_embedding.0.weight",
+        "time_projection.1.weight",
+        "blocks.0.modulation",
+        "head.head.weight",
+        "head.modulation",
+        "blocks.0.norm3.weight",
+        "blocks.0.self_attn.norm_q.weight",
+    ):
         assert dtypes[name] == torch.float32, name
     latents = torch.randn(1, 16, 2, 4, 4)
     with torch.no_grad():

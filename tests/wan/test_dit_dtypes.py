@@ -41,8 +41,9 @@ def test_bf16_on_cuda_tracks_the_fp32_reference(wan_reference_dir: Path) -> None
     model = WanDiT.from_pretrained(wan_reference_dir / "dit" / "single", dtype=torch.bfloat16, device="cuda")
     with torch.no_grad():
         for index, frame_timesteps in enumerate(case["frame_timesteps"]):
-            out = model.forward_timesteps(case["x"][None].cuda(), frame_timesteps[None].cuda(),
-                                          case["context"][None].cuda())
+            out = model.forward_timesteps(
+                case["x"][None].cuda(), frame_timesteps[None].cuda(), case["context"][None].cuda()
+            )
             assert out.device.type == "cuda"
             similarity = _cosine(out[0].cpu(), case["out"][index])
             assert similarity >= 0.999, f"row {index}: cosine {similarity}"

@@ -24,10 +24,18 @@ TEXT_ROWS = 13
 def _diffusers_model(ours: WanDiT):
     config = ours.config
     reference = diffusers.WanTransformer3DModel(
-        patch_size=config.patch_size, num_attention_heads=config.num_heads, attention_head_dim=config.head_dim,
-        in_channels=config.in_dim, out_channels=config.out_dim, text_dim=config.text_dim,
-        freq_dim=config.freq_dim, ffn_dim=config.ffn_dim, num_layers=config.num_layers, cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads", eps=config.eps,
+        patch_size=config.patch_size,
+        num_attention_heads=config.num_heads,
+        attention_head_dim=config.head_dim,
+        in_channels=config.in_dim,
+        out_channels=config.out_dim,
+        text_dim=config.text_dim,
+        freq_dim=config.freq_dim,
+        ffn_dim=config.ffn_dim,
+        num_layers=config.num_layers,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
+        eps=config.eps,
     )
     converted = {official_to_diffusers(name): tensor for name, tensor in ours.state_dict().items()}
     reference.load_state_dict(converted, strict=True)
@@ -42,7 +50,11 @@ def models() -> tuple[WanDiT, object]:
     generator = torch.Generator().manual_seed(7)
     with torch.no_grad():
         for name, parameter in ours.named_parameters():
-            scale = 0.05 if name.endswith("bias") else (parameter[0].numel() if parameter.ndim > 1 else 64) ** -0.5
+            scale = (
+                0.05
+                if name.endswith("bias")
+                else (parameter[0].numel() if parameter.ndim > 1 else 64) ** -0.5
+            )
             offset = 1.0 if "norm" in name else 0.0
             parameter.copy_(offset + scale * torch.randn(parameter.shape, generator=generator))
     return ours.eval(), _diffusers_model(ours)
@@ -53,7 +65,11 @@ def inputs() -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(3)
     latents = torch.randn(2, 16, 3, 6, 10, generator=generator)
     context = torch.randn(2, TEXT_ROWS, 64, generator=generator)
-    return {"latents": latents, "context": context, "padded_context": F.pad(context, (0, 0, 0, 512 - TEXT_ROWS))}
+    return {
+        "latents": latents,
+        "context": context,
+        "padded_context": F.pad(context, (0, 0, 0, 512 - TEXT_ROWS)),
+    }
 
 
 def test_key_mapping_is_a_bijection_on_the_model_keys(models: tuple[WanDiT, object]) -> None:
@@ -81,7 +97,9 @@ def test_per_frame_timesteps_match_diffusers_per_token_path(models, inputs) -> N
     tokens_per_frame = (6 // 2) * (10 // 2)
     token_timesteps = frame_timesteps.repeat_interleave(tokens_per_frame, dim=1)  # [B, L], frame-major
     with torch.no_grad():
-        expected = reference(inputs["latents"], token_timesteps, inputs["padded_context"], return_dict=False)[0]
+        expected = reference(inputs["latents"], token_timesteps, inputs["padded_context"], return_dict=False)[
+            0
+        ]
         got = ours.forward_timesteps(inputs["latents"], frame_timesteps, inputs["context"])
     error = (got - expected).abs().max().item()
     assert error <= TOLERANCE, f"max-abs vs diffusers (per-token [B, L] timesteps): {error}"
@@ -97,5 +115,7 @@ def test_loads_diffusers_transformer_directory(models, inputs, tmp_path: Path) -
         assert torch.equal(tensor, original[name]), name
     timesteps = torch.tensor([[999.0, 500.0, 0.0], [3.0, 2.0, 1.0]])
     with torch.no_grad():
-        assert torch.equal(loaded.forward_timesteps(inputs["latents"], timesteps, inputs["context"]),
-                           ours.forward_timesteps(inputs["latents"], timesteps, inputs["context"]))
+        assert torch.equal(
+            loaded.forward_timesteps(inputs["latents"], timesteps, inputs["context"]),
+            ours.forward_timesteps(inputs["latents"], timesteps, inputs["context"]),
+        )

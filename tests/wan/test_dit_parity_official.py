@@ -40,18 +40,23 @@ def test_scalar_timesteps_match_wan21(layout_dit: WanDiT, scalar_case: dict[str,
     errors = []
     with torch.no_grad():
         for index, timestep in enumerate(scalar_case["timesteps"]):
-            out = layout_dit.forward_timesteps(scalar_case["x"][None], timestep[None], scalar_case["context"][None])
+            out = layout_dit.forward_timesteps(
+                scalar_case["x"][None], timestep[None], scalar_case["context"][None]
+            )
             assert out.shape == (1, 16, 3, 6, 10)
             errors.append(_max_abs(out[0], scalar_case["out"][index]))
     assert max(errors) <= OUTPUT_TOLERANCE, f"max-abs errors per timestep vs Wan2.1: {errors}"
 
 
-def test_per_frame_timesteps_match_wan22_and_pusa(layout_dit: WanDiT, vector_case: dict[str, torch.Tensor]) -> None:
+def test_per_frame_timesteps_match_wan22_and_pusa(
+    layout_dit: WanDiT, vector_case: dict[str, torch.Tensor]
+) -> None:
     errors_wan22, errors_pusa = [], []
     with torch.no_grad():
         for index, frame_timesteps in enumerate(vector_case["frame_timesteps"]):
-            out = layout_dit.forward_timesteps(vector_case["x"][None], frame_timesteps[None],
-                                               vector_case["context"][None])
+            out = layout_dit.forward_timesteps(
+                vector_case["x"][None], frame_timesteps[None], vector_case["context"][None]
+            )
             errors_wan22.append(_max_abs(out[0], vector_case["out"][index]))
             errors_pusa.append(_max_abs(out[0], vector_case["out_pusa"][index]))
     assert max(errors_wan22) <= OUTPUT_TOLERANCE, f"max-abs errors vs Wan2.2 per-token path: {errors_wan22}"
@@ -65,8 +70,9 @@ def test_velocity_api_takes_sigmas(reference_dit: WanDiT, vector_case: dict[str,
         for index, frame_timesteps in enumerate(vector_case["frame_timesteps"]):
             sigmas = (frame_timesteps.double() / 1000.0)[None]
             via_sigma = reference_dit.velocity(vector_case["x"][None], sigmas, vector_case["context"][None])
-            via_timestep = reference_dit.forward_timesteps(vector_case["x"][None], frame_timesteps[None],
-                                                           vector_case["context"][None])
+            via_timestep = reference_dit.forward_timesteps(
+                vector_case["x"][None], frame_timesteps[None], vector_case["context"][None]
+            )
             assert torch.equal(via_sigma, via_timestep) or _max_abs(via_sigma, via_timestep) < 1e-6
             fp32_sigmas = (frame_timesteps / 1000.0)[None]
             called = reference_dit(vector_case["x"][None], fp32_sigmas, vector_case["context"][None])
@@ -74,8 +80,9 @@ def test_velocity_api_takes_sigmas(reference_dit: WanDiT, vector_case: dict[str,
             assert error <= 1e-4, f"velocity(fp32 sigmas) vs Wan2.2 reference: {error}"
 
 
-def test_intermediates_match_official_hooks(reference_dit: WanDiT, wan_reference_dir: Path,
-                                            scalar_case: dict[str, torch.Tensor]) -> None:
+def test_intermediates_match_official_hooks(
+    reference_dit: WanDiT, wan_reference_dir: Path, scalar_case: dict[str, torch.Tensor]
+) -> None:
     """Sinusoid, time embedding/projection, patch and text embedding, each block and the head."""
     from pusa_fw_wan.dit_blocks import timestep_sinusoid
 
@@ -85,6 +92,7 @@ def test_intermediates_match_official_hooks(reference_dit: WanDiT, wan_reference
     def capture(name: str):
         def hook(_module: torch.nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
             captured.setdefault(name, []).append(output.detach().clone())
+
         return hook
 
     model = reference_dit
@@ -108,8 +116,9 @@ def test_intermediates_match_official_hooks(reference_dit: WanDiT, wan_reference
     errors = {
         "sinusoid": _max_abs(timestep_sinusoid(scalar_case["timesteps"], 256).float(), reference["sinusoid"]),
         "time_embedding": _max_abs(torch.cat(captured["time_embedding"]), reference["time_embedding"]),
-        "time_projection": _max_abs(torch.cat(captured["time_projection"]).view(3, 6, 256),
-                                    reference["time_projection"]),
+        "time_projection": _max_abs(
+            torch.cat(captured["time_projection"]).view(3, 6, 256), reference["time_projection"]
+        ),
         "patch_embedding": _max_abs(captured["patch_embedding"][0][0], reference["patch_embedding"]),
         "text_embedding": _max_abs(captured["text_embedding"][0][0], reference["text_embedding"]),
         "block0": _max_abs(torch.cat(captured["block0"]), reference["block0"]),

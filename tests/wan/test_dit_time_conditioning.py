@@ -25,15 +25,18 @@ def test_all_frames_equal_is_one_scalar_sigma(make_random_dit, tiny_inputs) -> N
         from_scalar = model.velocity(tiny_inputs["latents"], scalar, tiny_inputs["context"])
         from_frames = model.velocity(tiny_inputs["latents"], per_frame, tiny_inputs["context"])
     error = (from_scalar - from_frames).abs().max().item()
-    assert torch.equal(from_scalar, from_frames), f"all-equal per-frame sigmas vs one scalar sigma: max-abs {error}"
+    assert torch.equal(from_scalar, from_frames), (
+        f"all-equal per-frame sigmas vs one scalar sigma: max-abs {error}"
+    )
 
 
 def test_different_frame_sigmas_change_the_output(make_random_dit, tiny_inputs) -> None:
     model = make_random_dit(seed=2)
     with torch.no_grad():
         equal = model.velocity(tiny_inputs["latents"], torch.full((2, 4), 0.5), tiny_inputs["context"])
-        varied = model.velocity(tiny_inputs["latents"], torch.tensor([[0.5, 0.5, 0.5, 0.9]] * 2),
-                                tiny_inputs["context"])
+        varied = model.velocity(
+            tiny_inputs["latents"], torch.tensor([[0.5, 0.5, 0.5, 0.9]] * 2), tiny_inputs["context"]
+        )
     assert (equal - varied).abs().max().item() > 1e-3
 
 
@@ -45,6 +48,7 @@ def test_blocks_and_head_receive_only_per_frame_time_tensors(make_random_dit, ti
     def record(name: str):
         def hook(_module: torch.nn.Module, args: tuple) -> None:
             seen.append((name, tuple(args[0].shape), tuple(args[1].shape)))
+
         return hook
 
     handles = [block.register_forward_pre_hook(record(f"block{i}")) for i, block in enumerate(model.blocks)]
@@ -71,8 +75,11 @@ def test_time_mlp_runs_once_per_distinct_timestep(make_random_dit, tiny_inputs) 
     try:
         with torch.no_grad():
             model.velocity(tiny_inputs["latents"], torch.tensor([0.5, 0.25]), tiny_inputs["context"])
-            model.velocity(tiny_inputs["latents"], torch.tensor([[0.5, 0.5, 0.1, 0.0], [0.1, 0.5, 0.5, 0.5]]),
-                           tiny_inputs["context"])
+            model.velocity(
+                tiny_inputs["latents"],
+                torch.tensor([[0.5, 0.5, 0.1, 0.0], [0.1, 0.5, 0.5, 0.5]]),
+                tiny_inputs["context"],
+            )
             model.velocity(tiny_inputs["latents"], torch.tensor([0.5, 0.5]), tiny_inputs["context"])
     finally:
         handle.remove()

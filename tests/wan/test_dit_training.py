@@ -18,7 +18,9 @@ def _block_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:
     return x, time_projection, context, rope
 
 
-def _loss_and_grads(model: torch.nn.Module, checkpointing: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def _loss_and_grads(
+    model: torch.nn.Module, checkpointing: bool
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     generator = torch.Generator().manual_seed(5)
     latents = torch.randn(1, 16, 3, 4, 4, generator=generator)
     context = torch.randn(1, 6, 64, generator=generator)
@@ -44,7 +46,9 @@ def test_gradient_checkpointing_gives_the_same_gradients(make_random_dit) -> Non
     for name, gradient in plain_grads.items():
         assert gradient.abs().sum() > 0, f"{name} got no gradient"
         error = (gradient - checkpointed_grads[name]).abs().max().item()
-        assert error <= 1e-6 * max(1.0, gradient.abs().max().item()), f"{name}: checkpointed grad differs by {error}"
+        assert error <= 1e-6 * max(1.0, gradient.abs().max().item()), (
+            f"{name}: checkpointed grad differs by {error}"
+        )
 
 
 def test_one_block_traces_without_graph_breaks(make_random_dit) -> None:
