@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -187,7 +188,7 @@ class WanVAE(nn.Module):
             mu = run_tiled(self._encode_chunks, video, plan, SPATIAL_FACTOR, 1, on_tile)
         return self._normalize(mu) if normalize else mu
 
-    def encode_image(self, image: torch.Tensor, **kwargs: bool | None) -> torch.Tensor:
+    def encode_image(self, image: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Encode images as one-frame videos: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, z_dim, 1, H/8, W/8]``.
 
         Keyword arguments are those of `encode`.

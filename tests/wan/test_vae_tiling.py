@@ -113,7 +113,9 @@ def test_budget_switches_tiling_on(wan_reference_dir: Path) -> None:
     tile_bytes = tight.estimate_bytes(plan.tile_height * 8, plan.tile_width * 8)
     assert tile_bytes <= tight.memory_budget_bytes
     latents = torch.randn(1, 16, 1, 8, 12, generator=torch.Generator().manual_seed(0))
-    automatic = tight.decode(latents)
+    progress: list[tuple[int, int]] = []
+    automatic = tight.decode(latents, on_tile=lambda done, total: progress.append((done, total)))
+    assert progress == [(i + 1, plan.num_tiles) for i in range(plan.num_tiles)]
     assert torch.equal(automatic, tight.decode(latents, tiled=True))  # the budget chose the same tiles
     assert not torch.equal(automatic, roomy.decode(latents))  # and they differ from the untiled decode
 
