@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -65,14 +66,18 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     generator = torch.Generator().manual_seed(0)
     paths = {}
     for index in range(3):  # odd sizes: the CLI fits them to 32x48
-        paths[f"k{index}"] = str(save_image(folder / f"k{index}.png", torch.rand(3, 40, 60, generator=generator) * 2 - 1))
-    paths["clip"] = str(save_video(folder / "clip.mp4", torch.rand(3, 21, 32, 48, generator=generator) * 2 - 1))
-    paths["clip_b"] = str(save_video(folder / "clip_b.mp4", torch.rand(3, 9, 64, 96, generator=generator) * 2 - 1))
+        picture = torch.rand(3, 40, 60, generator=generator) * 2 - 1
+        paths[f"k{index}"] = str(save_image(folder / f"k{index}.png", picture))
+    clip, clip_b = (torch.rand(3, 21, 32, 48, generator=generator) * 2 - 1,
+                    torch.rand(3, 9, 64, 96, generator=generator) * 2 - 1)
+    paths["clip"] = str(save_video(folder / "clip.mp4", clip))
+    paths["clip_b"] = str(save_video(folder / "clip_b.mp4", clip_b))
     return paths
 
 
 def generate(tiny: TinyWan, out: Path, *args: str) -> int:
-    return main(["generate", *tiny.cli_args(), "--prompt", "a cat on the beach", *FAST, "--out", str(out), *args])
+    return main(["generate", *tiny.cli_args(), "--prompt", "a cat on the beach", *FAST, "--out", str(out),
+                 *args])
 
 
 def read_back(path: Path) -> np.ndarray:
@@ -99,7 +104,7 @@ def test_every_task_writes_a_playable_mp4_and_a_sidecar(
     assert sidecar["seed"] == 3
     assert sidecar["output"] == {"frames": num_frames, "height": 32, "width": 48, "fps": 16}
     assert sidecar["plan"]["num_frames"] == (num_frames - 1) // 4 + 1
-    assert sidecar["versions"]["torch"] == torch.__version__.split("+")[0] or sidecar["versions"]["torch"]
+    assert sidecar["versions"]["torch"] == metadata.version("torch")
     weights = tiny.root / "diffusion_pytorch_model.safetensors"
     listed = {item["name"]: item["sha256"] for item in sidecar["models"]["dit"]["files"]}
     assert listed["diffusion_pytorch_model.safetensors"] == hashlib.sha256(weights.read_bytes()).hexdigest()
@@ -109,14 +114,20 @@ def test_every_task_writes_a_playable_mp4_and_a_sidecar(
 
 def test_task_options_reach_the_task(tiny: TinyWan, media: dict[str, str], tmp_path: Path) -> None:
     out = tmp_path / "kf.mp4"
-    assert generate(tiny, out, "--task", "keyframes", "--num-frames", "9", "--keyframe", f"0:{media['k0']}:1.0",
-                    "--keyframe", f"8:{media['k1']}:0.5", "--policy", "clean") == 0
+    assert generate(tiny, out, "--task", "keyframes", "--num-frames", "9",
+                    "--keyframe", f"0:{media['k0']}:1.0", "--keyframe", f"8:{media['k1']}:0.5",
+                    "--policy", "clean") == 0
     sidecar = json.loads(out.with_suffix(".json").read_text())
     assert sidecar["task"]["params"]["positions"] == [0, 8]
     assert sidecar["task"]["params"]["strengths"] == [1.0, 0.5]
     assert sidecar["task"]["params"]["policy"] == "clean"
     assert sidecar["clean_held_frames"] == [0, 2]
     assert sidecar["inputs"]["keyframes"][1]["frame"] == 8
+    rolling = tmp_path / "rolling.mp4"  # rolling tasks take --keyframe as keyframes / keyframe_strengths
+    assert generate(tiny, rolling, "--task", "rolling", "--num-frames", "17", "--window", "9",
+                    "--overlap", "5", "--keyframe", f"12:{media['k2']}:0.7", "--image", media["k0"]) == 0
+    params = json.loads(rolling.with_suffix(".json").read_text())["task"]["params"]
+    assert (params["keyframes"], params["keyframe_strengths"], params["image"]) == ([12], [0.7], True)
 
 
 def test_console_script_runs_in_a_subprocess(tiny: TinyWan, media: dict[str, str], tmp_path: Path) -> None:
@@ -131,7 +142,8 @@ def test_console_script_runs_in_a_subprocess(tiny: TinyWan, media: dict[str, str
     lines = done.stdout.splitlines()
     assert lines[0] == str(out)
     profile = lines[-1]
-    assert profile.startswith("profile: ") and all(f"{phase} " in profile for phase in ("text", "denoise", "decode"))
+    assert profile.startswith("profile: ")
+    assert all(f"{phase} " in profile for phase in ("text", "denoise", "decode"))
     assert read_back(out).shape == (5, 32, 48, 3)
 
 
@@ -140,7 +152,8 @@ def test_guidance_with_a_negative_prompt(tiny: TinyWan, tmp_path: Path) -> None:
     assert generate(tiny, tmp_path / "neg.mp4", *common, "--negative-prompt", "dark night") == 0
     assert generate(tiny, tmp_path / "default.mp4", *common) == 0
     assert generate(tiny, tmp_path / "off.mp4", "--task", "t2v", "--num-frames", "5") == 0
-    sidecars = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in ("neg", "default", "off")}
+    names = ("neg", "default", "off")
+    sidecars = {name: json.loads((tmp_path / f"{name}.json").read_text()) for name in names}
     assert sidecars["neg"]["negative_prompt"] == "dark night"
     assert sidecars["default"]["negative_prompt"].startswith("色调艳丽")
     assert sidecars["off"]["negative_prompt"] is None and sidecars["off"]["sampling"]["cfg"] == 1.0
@@ -169,7 +182,8 @@ def test_run_file_equals_the_flags(tiny: TinyWan, media: dict[str, str], tmp_pat
     sidecar = json.loads(by_file.with_suffix(".json").read_text())
     assert sidecar["task"] == {"task": "i2v", "params": json.loads(by_flags.with_suffix(".json").read_text())
                                ["task"]["params"]}
-    assert main(["generate", "--config", str(run_file), "--seed", "4", "--out", str(tmp_path / "s4.mp4")]) == 0
+    override = ["--seed", "4", "--out", str(tmp_path / "s4.mp4")]
+    assert main(["generate", "--config", str(run_file), *override]) == 0
     assert json.loads((tmp_path / "s4.json").read_text())["seed"] == 4  # flags override the file
 
 
@@ -195,7 +209,8 @@ def test_lora_changes_the_video_and_is_recorded(tiny: TinyWan, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("mode", ["model", "block"])
-def test_offload_gives_the_same_video(mode: str, tiny: TinyWan, media: dict[str, str], tmp_path: Path) -> None:
+def test_offload_gives_the_same_video(mode: str, tiny: TinyWan, media: dict[str, str],
+                                      tmp_path: Path) -> None:
     common = ["--task", "i2v", "--image", media["k1"], "--num-frames", "9", "--cfg", "2"]
     assert generate(tiny, tmp_path / "none.mp4", *common) == 0
     assert generate(tiny, tmp_path / f"{mode}.mp4", *common, "--offload", mode) == 0

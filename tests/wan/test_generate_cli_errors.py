@@ -1,4 +1,4 @@
-"""``pusa-fw generate`` bad input: exit status 2, one line on stderr naming the value, no output left behind."""
+"""``pusa-fw generate`` bad input: exit status 2, one line on stderr naming the value, no output left."""
 
 from __future__ import annotations
 
@@ -47,13 +47,17 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     save_file({"blocks.0.self_attn.q.lora_A.weight": torch.randn(4, 64, generator=generator),
                "blocks.0.self_attn.q.lora_B.weight": torch.randn(64, 4, generator=generator)}, str(lora))
     foreign_lora = folder / "foreign_lora.safetensors"
-    save_file({"unet.down.0.lora_A.weight": torch.randn(4, 32), "unet.down.0.lora_B.weight": torch.randn(32, 4)},
-              str(foreign_lora))
+    save_file({"unet.down.0.lora_A.weight": torch.randn(4, 32),
+               "unet.down.0.lora_B.weight": torch.randn(32, 4)}, str(foreign_lora))
     broken_model = folder / "broken_model"
     broken_model.mkdir()
-    (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{bad json")
-    return {"image": image, "clip": clip, "broken_image": broken_image, "broken_video": broken_video,
-            "lora": lora, "foreign_lora": foreign_lora, "broken_model": broken_model, "folder": folder}
+    header_size_16 = b"\x10" + b"\x00" * 7
+    (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(header_size_16 + b"{bad json")
+    bad_toml = folder / "bad.toml"
+    bad_toml.write_text('prompt = "a cat"\nstepz = 3\n')
+    return {"bad_toml": bad_toml, "image": image, "clip": clip, "broken_image": broken_image,
+            "broken_video": broken_video, "lora": lora, "foreign_lora": foreign_lora,
+            "broken_model": broken_model, "folder": folder}
 
 
 # (case id, arguments, text the message must contain); {name} is replaced by the file of that name.
@@ -67,7 +71,8 @@ ERROR_CASES = [
     ("width not 16n", ["--width", "50"], "width=50 must be a positive multiple of 16"),
     ("keyframe out of range", ["--task", "keyframes", "--keyframe", "0:{image}", "--keyframe", "12:{image}"],
      "pixel frame 12 is outside a 9-frame video; use 0..8"),
-    ("start-end keyframe misplaced", ["--task", "start-end", "--keyframe", "0:{image}", "--keyframe", "4:{image}"],
+    ("start-end keyframe misplaced",
+     ["--task", "start-end", "--keyframe", "0:{image}", "--keyframe", "4:{image}"],
      "holds it in latent frame 2"),
     ("keyframe text", ["--task", "keyframes", "--keyframe", "{image}"], "is not FRAME:PATH[:STRENGTH]"),
     ("lora does not fit", ["--lora", "{lora}"], "wide_lora"),
@@ -87,10 +92,18 @@ ERROR_CASES = [
     ("unknown sampler", ["--sampler", "magic"], "magic"),
     ("prompt ranges on one window", ["--prompt-at", "4:a dog"], "sliding windows"),
     ("missing run file", ["--config", "{folder}/none.toml"], "does not exist"),
+    ("unknown run file key", ["--config", "{bad_toml}"], "bad.toml: stepz: Extra inputs are not permitted"),
+    ("keyframe positions twice", ["--task", "keyframes", "--keyframe", "0:{image}", "--positions", "0"],
+     "given twice"),
+    ("mixed keyframe strengths",
+     ["--task", "keyframes", "--keyframe", "0:{image}:0.5", "--keyframe", "8:{image}"],
+     "to every --keyframe"),
 ]
 
 
-@pytest.mark.parametrize("args, expected", [case[1:] for case in ERROR_CASES], ids=[case[0] for case in ERROR_CASES])
+@pytest.mark.parametrize(
+    "args, expected", [case[1:] for case in ERROR_CASES], ids=[case[0] for case in ERROR_CASES]
+)
 def test_bad_input_is_one_line_and_leaves_no_output(
     args: list[str], expected: str, tiny: TinyWan, files: dict[str, Path], tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
@@ -124,7 +137,8 @@ def test_a_failing_write_leaves_no_partial_file(tiny: TinyWan, tmp_path: Path,
 
     monkeypatch.setattr(video_module, "write_video", fail_halfway)
     out = tmp_path / "out.mp4"
-    status = main(["generate", *tiny.cli_args(), "--prompt", "a cat", "--num-frames", "5", *FAST, "--out", str(out)])
+    status = main(["generate", *tiny.cli_args(), "--prompt", "a cat", "--num-frames", "5", *FAST,
+                   "--out", str(out)])
     assert status == 2
     assert capsys.readouterr().err.strip() == "pusa-fw: error: disk full while writing (simulated)"
     assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -58,7 +57,8 @@ HELD_CASES = {
 
 
 @pytest.mark.parametrize("task_name", sorted(HELD_CASES))
-def test_clean_held_frames_decode_from_the_unchanged_source_latents(pipeline: WanPipeline, task_name: str) -> None:
+def test_clean_held_frames_decode_from_the_unchanged_source_latents(pipeline: WanPipeline,
+                                                                    task_name: str) -> None:
     params, num_frames, media = HELD_CASES[task_name]
     task = lookup("tasks", task_name)(policy="clean", **params)
     result = pipeline.generate(task, prompt="a cat on the beach", media=media, num_frames=num_frames,
@@ -81,7 +81,8 @@ def test_held_sources_are_the_vae_encodings_of_the_inputs(pipeline: WanPipeline)
     cases = [
         ("i2v", {}, ConditioningMedia(image=image), {0: pipeline.vae.encode_image(image[None])[0, :, 0]}),
         ("start-end", {}, ConditioningMedia(keyframes=[first, last]),
-         {0: pipeline.vae.encode_image(first[None])[0, :, 0], 2: pipeline.vae.encode_image(last[None])[0, :, 0]}),
+         {0: pipeline.vae.encode_image(first[None])[0, :, 0],
+          2: pipeline.vae.encode_image(last[None])[0, :, 0]}),
         # extension continues the clip: its LAST 5 frames (2 latents) are encoded and held
         ("extension", {"given_frames": 5, "strengths": [1.0]}, ConditioningMedia(video=given),
          {f: pipeline.vae.encode(given[None, :, -5:])[0, :, f] for f in (0, 1)}),
@@ -120,7 +121,8 @@ def test_keyframe_encoding_video_changes_only_chunk_positions(pipeline: WanPipel
     assert torch.equal(as_video.source_latents[0, :, 2], pipeline.vae.encode(still)[0, :, 1])
 
 
-def test_rolling_keeps_latents_between_windows(pipeline: WanPipeline, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rolling_keeps_latents_between_windows(pipeline: WanPipeline,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     calls = {"encode": 0, "decode": 0}
     vae = pipeline.vae
     original_encode, original_decode = vae.encode, vae.decode
@@ -183,7 +185,7 @@ def test_prompt_ranges_need_sliding_windows_and_a_first_prompt(pipeline: WanPipe
     assert not torch.equal(two.latents[:, :, 3:], one.latents[:, :, 3:])  # second window: the new prompt
 
 
-def test_missing_media_is_an_input_error(pipeline: WanPipeline, tmp_path: Path) -> None:
+def test_missing_media_is_an_input_error(pipeline: WanPipeline) -> None:
     with pytest.raises(InputError, match="not given"):
         pipeline.generate(lookup("tasks", "i2v")(), prompt="a", num_frames=5, height=HEIGHT, width=WIDTH,
                           steps=1, cfg=1.0)

@@ -42,8 +42,9 @@ def make_pipeline(tiny: TinyWan, offload: str) -> WanPipeline:
 def run(pipeline: WanPipeline):
     image = torch.rand(3, HEIGHT, WIDTH, generator=torch.Generator().manual_seed(0)) * 2 - 1
     task = lookup("tasks", "i2v")()
-    return pipeline.generate(task, prompt="a dog runs", negative_prompt="blur", media=ConditioningMedia(image=image),
-                             num_frames=9, height=HEIGHT, width=WIDTH, steps=2, cfg=3.0, seed=7)
+    return pipeline.generate(task, prompt="a dog runs", negative_prompt="blur",
+                             media=ConditioningMedia(image=image), num_frames=9, height=HEIGHT, width=WIDTH,
+                             steps=2, cfg=3.0, seed=7)
 
 
 def pointers(module: torch.nn.Module) -> dict[str, int]:
@@ -60,7 +61,8 @@ def test_offloaded_runs_equal_the_resident_run(tiny: TinyWan) -> None:
 
 def test_model_offload_moves_each_model_only_while_it_is_used(tiny: TinyWan) -> None:
     pipeline = make_pipeline(tiny, "model")
-    placements = {"dit": pipeline.dit_placement, "vae": pipeline.vae_placement, "text": pipeline.text_placement}
+    placements = {"dit": pipeline.dit_placement, "vae": pipeline.vae_placement,
+                  "text": pipeline.text_placement}
     assert all(isinstance(placement, ModelOffload) for placement in placements.values())
     masters = {name: pointers(placement.module) for name, placement in placements.items()}
     seen_during_forward: list[bool] = []
