@@ -36,8 +36,12 @@ from .vae_inputs import SPATIAL_FACTOR, TEMPORAL_FACTOR, check_image, check_late
 from .vae_networks import Decoder3d, Encoder3d, VAEArchitecture
 from .vae_tiling import TilePlan, choose_tile_size, plan_tiles, run_tiled
 
-DEFAULT_MEMORY_BUDGET_BYTES = 4 * 1024**3
-"""Working memory one encode/decode pass may use before it is tiled (weights and the output not counted)."""
+DEFAULT_MEMORY_BUDGET_BYTES = 10 * 1024**3
+"""Working memory one encode/decode pass may use before it is tiled (weights and the output not counted).
+
+With the released width (dim 96, fp32) 480x832 stays untiled, i.e. exactly the official decode (estimated
+8.0 GiB; measured peak 8.0 GiB RSS), while 720p (estimated 18.5 GiB untiled) is cut into 4 tiles of
+392x672 pixels (estimated 5.3 GiB each), so a 720p decode fits a 24 GB machine."""
 FORCED_TILE_SIZE = 32
 """Tile side in latent positions (256 pixels) when tiling is forced on an input that fits the budget."""
 
