@@ -3,7 +3,8 @@
 Real architecture (dim 96, z_dim 16, random weights), fp32. Every measurement runs in its own
 subprocess and reads the peak resident set size (``ru_maxrss``) of that process, so runs do not
 contaminate each other. ``working`` is the peak minus the resident size just before the pass
-(model, input and interpreter excluded); it is what ``WanVAE.memory_budget_bytes`` budgets.
+(model, input and interpreter excluded); it is what ``WanVAE.memory_budget_bytes`` budgets. ``estimate``
+is the library's estimate for one pass (one tile when tiled), the number it compares with the budget.
 
 Usage::
 
@@ -84,7 +85,9 @@ def worker(args: argparse.Namespace) -> dict[str, float | int | str]:
         "cpu_seconds": cpu_seconds,
         "peak_bytes": peak,
         "working_bytes": peak - before,
-        "estimate_bytes": vae.estimate_bytes(args.height, args.width, args.direction),
+        "estimate_bytes": vae.estimate_bytes(args.height, args.width, args.direction)
+        if plan is None
+        else vae.estimate_bytes(plan.tile_height * 8, plan.tile_width * 8, args.direction),
         "output_bytes": out.numel() * out.element_size(),
         "out_shape": "x".join(map(str, out.shape)),
     }
