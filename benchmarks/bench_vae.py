@@ -117,7 +117,7 @@ def main() -> None:
     parser.add_argument("--width", type=int, default=832)
     parser.add_argument("--frames", type=int, default=17)
     parser.add_argument(
-        "--budget-gib", type=float, default=4.0, help="memory budget that sizes the tiles (library default 4)"
+        "--budget-gib", type=float, default=4.0, help="memory budget that sizes the tiles (library default: 10)"
     )
     parser.add_argument("--tile-size", type=int, default=0, help="tile side in latents (0: from the budget)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
