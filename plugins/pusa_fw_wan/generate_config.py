@@ -43,6 +43,7 @@ __all__ = [
     "PromptAt",
     "WAN_DEFAULT_NEGATIVE_PROMPT",
     "load_run_file",
+    "validate_config",
 ]
 
 WAN_DEFAULT_NEGATIVE_PROMPT = (
