@@ -1,4 +1,8 @@
-"""`make demo`: compile the i2v, keyframes and rolling plans, print them and draw them into a folder.
+"""`make demo`: draw the i2v, keyframes and rolling plans, then generate videos end to end.
+
+Without downloadable weights the generation runs on a tiny random-weight Wan2.1 set built on the fly
+(`pusa_fw_wan.tiny`), through exactly the path real checkpoints take: ``pusa-fw generate``. With real
+weights, pass ``--model`` (and the other generate flags) to ``pusa-fw generate`` yourself.
 
     python -m pusa_fw.demo outputs
 """
@@ -8,6 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from .io.atomic import atomic_write_bytes
 from .registry_lookup import lookup
 
 DEMO_PLANS = [
@@ -18,18 +23,60 @@ DEMO_PLANS = [
 ]
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Write `<name>.txt` tables and `<name>.png` heatmaps into the folder given (default ``outputs``)."""
-    args = sys.argv[1:] if argv is None else argv
-    folder = Path(args[0] if args else "outputs")
-    folder.mkdir(parents=True, exist_ok=True)
+def draw_plans(folder: Path) -> None:
+    """Print each demo plan and write `plan_<task>.txt` and `plan_<task>.png` into `folder`."""
     for name, params, num_frames, steps in DEMO_PLANS:
         plan = lookup("tasks", name)(**params).plan(num_frames=num_frames, steps=steps)
         table = plan.table()
         print(table, end="\n\n")
-        (folder / f"plan_{name}.txt").write_text(table + "\n")
+        atomic_write_bytes(folder / f"plan_{name}.txt", (table + "\n").encode())
         plan.save_heatmap(folder / f"plan_{name}.png")
         print(f"wrote {folder / f'plan_{name}.png'}\n")
+
+
+def write_demo_image(path: Path, height: int, width: int) -> None:
+    """A synthetic colour-gradient image to condition on (no assets needed)."""
+    import torch
+
+    from .io.image import save_image
+
+    rows = torch.linspace(-1, 1, height).view(height, 1).expand(height, width)
+    cols = torch.linspace(-1, 1, width).view(1, width).expand(height, width)
+    image = torch.stack([rows, cols, (rows * cols)], dim=0).clamp(-1, 1)
+    save_image(path, image)
+
+
+def generate_videos(folder: Path) -> None:
+    """Build the tiny Wan set and run `pusa-fw generate` for i2v and a rolling loop."""
+    from pusa_fw_wan.tiny import build_tiny_wan
+
+    from .cli import main as cli
+
+    tiny = build_tiny_wan(folder / "tiny_wan")
+    image = folder / "demo_image.png"
+    write_demo_image(image, 64, 96)
+    size = ["--height", "64", "--width", "96", "--steps", "4", "--seed", "0", "--profile"]
+    runs = [
+        ["--task", "i2v", "--prompt", "a red car on a street at night", "--image", str(image),
+         "--num-frames", "17", "--sampler", "unipc", "--cfg", "3", "--out", str(folder / "demo_i2v.mp4")],
+        ["--task", "loop", "--prompt-at", "0:a bird flies over the sea", "--prompt-at", "24:a boat on the sea",
+         "--num-frames", "49", "--window", "17", "--overlap", "5", "--cfg", "1",
+         "--out", str(folder / "demo_loop.mp4")],
+    ]
+    for run in runs:
+        code = cli(["generate", *tiny.cli_args(), *size, *run])
+        if code != 0:
+            raise SystemExit(code)
+        print(f"wrote {run[-1]} (+ .json sidecar)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Draw the plans and generate the demo videos into the folder given (default ``outputs``)."""
+    args = sys.argv[1:] if argv is None else argv
+    folder = Path(args[0] if args else "outputs")
+    folder.mkdir(parents=True, exist_ok=True)
+    draw_plans(folder)
+    generate_videos(folder)
     return 0
 
 

@@ -7,10 +7,11 @@ held frames of a keyframe task and the sliding windows of a rolling plan are all
 from __future__ import annotations
 
 import os
-import tempfile
 from typing import TYPE_CHECKING
 
 import torch
+
+from .io.atomic import atomic_path
 
 if TYPE_CHECKING:
     from .plan import Plan
@@ -78,8 +79,6 @@ def save_heatmap(plan: Plan, path: str | os.PathLike[str]) -> None:
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
     sig = plan.sigmas.T.numpy()
     fig_w = min(18.0, 2.5 + 0.18 * (plan.num_steps + 1))
     fig_h = min(14.0, 1.8 + 0.22 * plan.num_frames)
@@ -99,14 +98,8 @@ def save_heatmap(plan: Plan, path: str | os.PathLike[str]) -> None:
     ax.set_title(f"{plan.meta.get('task', 'plan')}: sigma per frame and step ({plan.model_calls()} model calls)")
     fig.colorbar(image, ax=ax, label="sigma (1 = noise)")
     fig.tight_layout()
-    handle, tmp = tempfile.mkstemp(suffix=".png", dir=directory)
-    os.close(handle)
     try:
-        fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, format="png")
     finally:
         plt.close(fig)
