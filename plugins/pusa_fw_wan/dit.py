@@ -9,6 +9,7 @@ per-token path (and Pusa's ``WanModelPusa``) without ever building a per-token t
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -138,10 +139,10 @@ class WanDiT(nn.Module, Backbone):
         """Same as `velocity` (sigmas in [0, 1]; the network timestep ``1000 * sigma`` is formed here)."""
         if not isinstance(sigmas, torch.Tensor):
             raise InputError(f"sigmas must be a tensor of shape [B] or [B, F], got {type(sigmas).__name__}")
-        if not bool(torch.isfinite(sigmas).all()):
-            raise InputError("sigmas contain NaN or inf; every frame needs a sigma in [0, 1]")
-        if sigmas.is_floating_point() and sigmas.numel() > 0:
-            low, high = sigmas.min().item(), sigmas.max().item()
+        if sigmas.numel() > 0:
+            low, high = (float(value) for value in torch.aminmax(sigmas.detach().to(torch.float64)))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                raise InputError("sigmas contain NaN or inf; every frame needs a sigma in [0, 1]")
             if not (0.0 <= low and high <= 1.0):
                 raise InputError(
                     f"sigmas must lie in [0, 1] (1 = pure noise), got values in [{low}, {high}]; "
@@ -172,7 +173,9 @@ class WanDiT(nn.Module, Backbone):
         )
 
         tokens = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype))
-        x = rearrange(tokens, "b d f h w -> b (f h w) d").float()
+        # contiguous: elementwise ops keep their inputs' strides, so a channels-first view would propagate
+        # through the whole residual stream and make every norm copy its input.
+        x = rearrange(tokens, "b d f h w -> b (f h w) d").float().contiguous()
         time_embedding, time_projection = self._embed_time(timesteps, grid[0], x.device)
         text = self._embed_text(context)
         rope = rope_frequencies(grid, config.head_dim, x.device, config.rope_max_positions)

@@ -69,6 +69,10 @@ def layer_norm_fp32(x: torch.Tensor, eps: float, norm: nn.LayerNorm | None = Non
 def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``normed * (1 + scale) + shift`` in float32, broadcasting per-frame values over tokens.
 
+    Computed as ``(normed + normed * scale) + shift`` so that the only full-size tensor allocated is the
+    result (an out-of-place op whose first operand is the broadcast `[B, F, 1, D]` shift would first copy
+    it out to `[B, F, S, D]`).
+
     Args:
         normed: `[B, F, S, D]` float32 normalised tokens (S tokens per frame).
         shift: `[B, F, 1, D]` float32.
@@ -77,7 +81,7 @@ def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> 
     Returns:
         `[B, F, S, D]` float32.
     """
-    return torch.addcmul(shift, normed, 1 + scale)
+    return torch.addcmul(normed, normed, scale).add_(shift)
 
 
 class RMSNorm(nn.Module):
@@ -94,8 +98,13 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """`[..., D]` -> `[..., D]`."""
-        normed = F.rms_norm(x.float(), (x.shape[-1],), eps=self.eps)
-        return normed.to(x.dtype) * self.weight
+        x32 = x.float()
+        # One reduction pass (no [..., D] square temporary): mean(x^2) = ||x||^2 / D.
+        mean_square = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square() / x.shape[-1]
+        normed = (x32 * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
+        if torch.is_grad_enabled() or normed.dtype != self.weight.dtype:
+            return normed * self.weight  # bf16 input * fp32 weight gives fp32 q/k, as in the official code
+        return normed.mul_(self.weight)
 
 
 def _linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:

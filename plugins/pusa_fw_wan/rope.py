@@ -86,5 +86,5 @@ def apply_rope(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
         `[B, L, heads, head_dim]` float32.
     """
     pairs = rearrange(x.to(torch.float64), "b l h (p two) -> b l h p two", two=2).contiguous()
-    rotated = torch.view_as_complex(pairs) * rearrange(frequencies, "l p -> 1 l 1 p")
+    rotated = torch.view_as_complex(pairs).mul_(rearrange(frequencies, "l p -> 1 l 1 p"))
     return rearrange(torch.view_as_real(rotated), "b l h p two -> b l h (p two)").to(torch.float32)
