@@ -84,6 +84,11 @@ class WanVAE(nn.Module):
         tile_size: int | None = None,
     ) -> None:
         super().__init__()
+        if tile_overlap < 0 or (tile_size is not None and tile_size <= tile_overlap):
+            raise InputError(
+                f"tile_size={tile_size} and tile_overlap={tile_overlap}: the overlap must be >= 0 and smaller "
+                "than the tile; raise tile_size or lower tile_overlap"
+            )
         if len(latents_mean) != z_dim or len(latents_std) != z_dim:
             raise InputError(
                 f"latents_mean/latents_std have {len(latents_mean)}/{len(latents_std)} entries; "
@@ -262,12 +267,8 @@ class WanVAE(nn.Module):
         if self.tile_size is not None:
             size = (self.tile_size, self.tile_size)
         elif size is None:
-            size = (FORCED_TILE_SIZE, FORCED_TILE_SIZE)
-        if min(size) <= self.tile_overlap:
-            raise InputError(
-                f"tile size {size} must be larger than tile_overlap={self.tile_overlap}; "
-                "raise tile_size or lower tile_overlap"
-            )
+            forced = max(FORCED_TILE_SIZE, min_tile)
+            size = (forced, forced)
         return plan_tiles(height, width, *size, overlap=self.tile_overlap)
 
     def _encode_chunks(self, video: torch.Tensor) -> torch.Tensor:

@@ -40,6 +40,15 @@ def test_tile_overlap_must_be_smaller_than_tile() -> None:
         tile_starts(30, 10, 10)
 
 
+def test_tile_options_are_checked_and_thin_inputs_tile(wan_reference_dir: Path) -> None:
+    with pytest.raises(InputError, match="tile_size=4 and tile_overlap=4"):
+        WanVAE(dim=8, tile_size=4, tile_overlap=4)
+    with torch.device("meta"):
+        vae = WanVAE(memory_budget_bytes=2 * 1024**3)
+    plan = vae.tile_plan(32, 4096)  # 4 latents high: tiles span the full (thin) height, split the width
+    assert plan is not None and plan.tile_height == 4 and len(plan.col_starts) > 1
+
+
 def test_ramps_of_neighbours_sum_to_one() -> None:
     first = ramp(10, 0, None, 6, scale=8)
     second = ramp(10, 6, 10, None, scale=8)
