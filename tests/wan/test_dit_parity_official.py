@@ -77,7 +77,7 @@ def test_velocity_api_takes_sigmas(reference_dit: WanDiT, vector_case: dict[str,
             fp32_sigmas = (frame_timesteps / 1000.0)[None]
             called = reference_dit(vector_case["x"][None], fp32_sigmas, vector_case["context"][None])
             error = _max_abs(called[0], vector_case["out"][index])
-            assert error <= 1e-4, f"velocity(fp32 sigmas) vs Wan2.2 reference: {error}"
+            assert error <= 5e-5, f"velocity(fp32 sigmas) vs Wan2.2 reference: {error}"
 
 
 def test_intermediates_match_official_hooks(
