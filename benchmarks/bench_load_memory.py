@@ -2,7 +2,7 @@
 
 Writes a random bf16 checkpoint in the official layout (``config.json`` +
 ``diffusion_pytorch_model.safetensors``, 1.42 B parameters, ~2.8 GB) into a temp directory, then loads it
-with ``from_pretrained(dtype=torch.bfloat16)`` in a fresh process and reads its ``ru_maxrss``. A second
+with ``from_pretrained(dtype=torch.bfloat16)`` in a fresh process and reads its peak RSS (``VmHWM``). A second
 fresh process that only imports the package gives the baseline. The goal: peak - baseline is about one
 copy of the weights (ratio ~1.0 of the checkpoint size; a naive load that keeps a state dict and a model
 would be ~2.0).
@@ -25,23 +25,35 @@ import torch
 from pusa_fw_wan import WanConfig, WanDiT
 from pusa_fw_wan.safetensors_io import write_streaming
 
-_CHILD_LOAD = """
-import json, resource, sys, time
+# VmHWM (peak RSS of this address space): ru_maxrss would carry the parent's peak over execve.
+_PEAK_RSS = """
+def peak_rss_mb():
+    for line in open("/proc/self/status"):
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+"""
+_CHILD_LOAD = (
+    _PEAK_RSS
+    + """
+import json, sys, time
 import torch
 from pusa_fw_wan import WanDiT
 start = time.perf_counter()
 model = WanDiT.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
 seconds = time.perf_counter() - start
 parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "load_s": seconds, "model_bytes": parameter_bytes}))
+print(json.dumps({"peak_rss_mb": peak_rss_mb(), "load_s": seconds, "model_bytes": parameter_bytes}))
 """
-_CHILD_BASELINE = """
-import json, resource
+)
+_CHILD_BASELINE = (
+    _PEAK_RSS
+    + """
+import json
 import torch
 from pusa_fw_wan import WanDiT
-print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
+)
 
 
 def write_checkpoint(directory: Path, config: WanConfig) -> int:
