@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from pusa_fw.hookspecs import Register, hookimpl
 
+from .commands import register_commands  # re-exported: the generate command is this plugin's hook too
+
 if TYPE_CHECKING:
     from .dit import WanDiT
 
-__all__ = ["WanT2VBackboneFactory", "register_backbones"]
+__all__ = ["Wan22ExpertsBackboneFactory", "WanT2VBackboneFactory", "register_backbones", "register_commands"]
 
 
 class WanT2VBackboneFactory:
@@ -42,10 +44,26 @@ class WanT2VBackboneFactory:
         )
 
 
+class Wan22ExpertsBackboneFactory:
+    """Loads `pusa_fw_wan.WanExpertsBackbone` (Wan2.2 A14B: high- and low-noise experts by explicit role)."""
+
+    name = "wan2.2-a14b"
+    summary = "Wan2.2 A14B: high-noise and low-noise experts switched by the step's sigma (boundary 0.875)"
+
+    def load(self, high_noise: str | os.PathLike[str], low_noise: str | os.PathLike[str], dtype: Any = None,
+             device: Any = "cpu", **kwargs: Any) -> Any:
+        """Load both experts, each from its own directory (``high_loras``/``low_loras`` go to each)."""
+        import torch
+
+        from .experts import WanExpertsBackbone
+
+        dtype = torch.float32 if dtype is None else dtype
+        return WanExpertsBackbone.from_pretrained(high_noise, low_noise, dtype=dtype, device=device, **kwargs)
+
+
 @hookimpl
 def register_backbones(register: Register) -> None:
-    """Register the Wan2.1 T2V backbone factory under ``wan2.1-t2v``."""
+    """Register the Wan2.1 T2V backbone (``wan2.1-t2v``) and the Wan2.2 A14B experts (``wan2.2-a14b``)."""
     register(WanT2VBackboneFactory(), name="wan2.1-t2v")
+    register(Wan22ExpertsBackboneFactory(), name="wan2.2-a14b")
 
-
-from .commands import register_commands  # noqa: F401
