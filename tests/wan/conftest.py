@@ -63,3 +63,26 @@ def make_random_dit():
         return randomise_(WanDiT(random_wan_config(**overrides)), seed).eval()
 
     return make
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Prompt and file-hash caches go to a temporary directory, never to the home directory."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg_cache"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Wan set on disk (DiT, VAE, umT5, tokenizer), shared by the pipeline and CLI tests."""
+    from pusa_fw_wan.tiny import build_tiny_wan
+
+    return build_tiny_wan(tmp_path_factory.mktemp("tiny_wan"))

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from pusa_fw.cli import main
 from pusa_fw.io import read_video, save_image, save_video
 from pusa_fw.plugins import get_registry
-from pusa_fw_wan.tiny import TinyWan, build_tiny_wan
+from pusa_fw_wan.tiny import TinyWan
 
 SIZE = ["--height", "32", "--width", "48"]
 FAST = [*SIZE, "--steps", "2", "--cfg", "1", "--seed", "3"]
@@ -41,23 +41,7 @@ TASK_CASES: dict[str, list[str]] = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Prompt and hash caches go to a temporary directory, never to the home directory."""
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg_cache"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWan:
-    return build_tiny_wan(tmp_path_factory.mktemp("tiny_wan_cli"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

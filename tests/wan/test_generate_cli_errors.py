@@ -10,27 +10,12 @@ from safetensors.torch import save_file
 
 from pusa_fw.cli import main
 from pusa_fw.io import save_image, save_video
-from pusa_fw_wan.tiny import TinyWan, build_tiny_wan
+from pusa_fw_wan.tiny import TinyWan
 
 FAST = ["--height", "32", "--width", "48", "--steps", "1", "--cfg", "1"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
-@pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "xdg_cache_errors"))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory: pytest.TempPathFactory) -> TinyWan:
-    return build_tiny_wan(tmp_path_factory.mktemp("tiny_wan_errors"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

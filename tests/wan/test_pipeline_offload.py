@@ -19,12 +19,7 @@ from pusa_fw_wan.tiny import TinyWan, build_tiny_wan
 HEIGHT, WIDTH = 32, 48
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
