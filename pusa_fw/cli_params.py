@@ -162,7 +162,7 @@ def add_task_options(parser: argparse.ArgumentParser, task_cls: type[BaseModel])
     return parameters
 
 
-def _parse_option_text(parameter: TaskParameter, text: str) -> Any:
+def parse_option_text(parameter: TaskParameter, text: str) -> Any:
     if parameter.value_kind == "list":
         return [] if not text.strip() else [item.strip() for item in text.split(",")]
     if parameter.value_kind == "bool":
@@ -185,7 +185,7 @@ def task_from_options(task_cls: type[BaseModel], namespace: argparse.Namespace) 
         InputError: A value is malformed or fails validation; the message names the option.
     """
     values = {
-        parameter.name: _parse_option_text(parameter, getattr(namespace, parameter.name))
+        parameter.name: parse_option_text(parameter, getattr(namespace, parameter.name))
         for parameter in task_parameters(task_cls)
         if hasattr(namespace, parameter.name)
     }

@@ -17,7 +17,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from pusa_fw.cli_params import _parse_option_text, option_name, task_parameters
+from pusa_fw.cli_params import parse_option_text, option_name, task_parameters
 from pusa_fw.errors import InputError
 from pusa_fw.hookspecs import Register, hookimpl
 from pusa_fw.plugins import get_registry
@@ -89,7 +89,7 @@ def _task_values(task_name: str, given: dict[str, str], params: dict[str, Any]) 
             raise InputError(
                 f"{option_name(name)} is not a parameter of task {task_name!r}; its parameters: {known}"
             )
-        params[name] = _parse_option_text(parameters[name], text)
+        params[name] = parse_option_text(parameters[name], text)
     return params
 
 
