@@ -163,6 +163,7 @@ def add_task_options(parser: argparse.ArgumentParser, task_cls: type[BaseModel])
 
 
 def parse_option_text(parameter: TaskParameter, text: str) -> Any:
+    """Turn one option's text into the raw value pydantic validates (lists split on commas, JSON dicts)."""
     if parameter.value_kind == "list":
         return [] if not text.strip() else [item.strip() for item in text.split(",")]
     if parameter.value_kind == "bool":
