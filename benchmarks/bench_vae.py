@@ -15,14 +15,20 @@ Usage::
 Prints a table (this is a script: printing is its job).
 
 Measured on the 2-core / 24 GB development machine (torch 2.13 CPU, other jobs running, so wall time is
-noisy and CPU time is the better guide)::
+noisy and CPU time is the better guide); peak and working in GiB::
 
-    decode 480x832 x 5 frames, budget 4 GiB     tiles  tile       wall s  cpu s  peak GiB  working  estimate
-    untiled                                      1      -          531.5  312.6  8.01      7.31     8.00
-    tiled                                        6      272x320px  355.1  407.6  2.59      1.89     1.87
+    decode 480x832 x 17 frames, budget 4 GiB    tiles  tile       wall s  cpu s   peak  working  estimate
+    untiled                                      1      -          649.4  1004.3  8.31  7.61     8.00
+    tiled                                        6      272x320px  672.2  1233.2  2.77  2.06     1.74
+    decode 480x832 x 5 frames, budget 4 GiB
+    untiled                                      1      -          531.5   312.6  8.01  7.31     8.00
+    tiled                                        6      272x320px  355.1   407.6  2.59  1.89     1.74
     decode 720x1280 x 5 frames, default budget (10 GiB)
-    auto                                         4      392x672px  704.5  771.9  5.84      5.14     5.28
+    auto                                         4      392x672px  704.5   771.9  5.84  5.14     5.28
 
+Working memory does not grow with the frame count beyond the output video (chunked causal decode); tiling
+cuts it by the tile area, for ~1.25x the CPU time (overlaps are decoded twice). The estimate is per pass
+(one tile when tiled) and excludes the output and the blend buffers, which explains the 0.3 GiB gap.
 An untiled 720p decode would need ~18.5 GiB of working memory (the estimate, 2.3x the 480p figure).
 """
 
