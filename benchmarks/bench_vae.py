@@ -8,8 +8,8 @@ is the library's estimate for one pass (one tile when tiled), the number it comp
 
 Usage::
 
-    python benchmarks/bench_vae.py                      # 480x832, 17 frames, decode tiled vs untiled
-    python benchmarks/bench_vae.py --height 720 --width 1280 --frames 5 --tiled-only
+    python benchmarks/bench_vae.py     # 480x832, 17 frames, decode untiled vs tiled at a 4 GiB budget
+    python benchmarks/bench_vae.py --height 720 --width 1280 --frames 5 --modes auto --budget-gib 10
     python benchmarks/bench_vae.py --direction encode
 
 Prints a table (this is a script: printing is its job).
