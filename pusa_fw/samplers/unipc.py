@@ -97,6 +97,7 @@ class UniPCState:
         sigma_prev: level of the update before it.
         count: updates in the current run, capped at 2 (0 = no history).
         order: predictor order used at the latest update (the next corrector uses it).
+        spare: two scratch buffers shaped like the timeline, rotated with the history.
     """
 
     denoised: torch.Tensor
@@ -106,6 +107,7 @@ class UniPCState:
     sigma_prev: torch.Tensor
     count: torch.Tensor
     order: torch.Tensor
+    spare: list[torch.Tensor]
 
 
 def _covers_all(frames: torch.Tensor | slice, num_frames: int) -> bool:
@@ -129,6 +131,7 @@ class UniPC(SamplerRule):
             sigma_prev=zeros.clone(),
             count=torch.zeros(frames, dtype=torch.int64, device=latents.device),
             order=torch.zeros(frames, dtype=torch.int64, device=latents.device),
+            spare=[torch.empty_like(latents), torch.empty_like(latents)],
         )
 
     def step(
@@ -148,7 +151,10 @@ class UniPC(SamplerRule):
         previous_order = state.order[frames].clone()
         m0 = state.denoised[:, :, frames]
         m1 = state.denoised_prev[:, :, frames]
-        m_new = torch.addcmul(latents, velocity, frame_view(-sigma_from))
+        # On the common path (the window is the timeline) the results go into two spare buffers that
+        # rotate with the history, so no step allocates (and page-faults) fresh large tensors.
+        reuse = _covers_all(frames, state.count.shape[0]) and len(state.spare) == 2
+        m_new = torch.addcmul(latents, velocity, frame_view(-sigma_from), out=state.spare[0] if reuse else None)
         corrected = moving & (count >= 1)
         if bool(corrected.any()):
             weights = corrector_weights(sigma_s, sigma_prev, sigma_from, previous_order >= 2)
@@ -156,9 +162,9 @@ class UniPC(SamplerRule):
             terms = [(state.last_sample[:, :, frames], a), (m0, c0), (m1, c1), (m_new, cn)]
             if not bool(corrected.all()):
                 terms.append((latents, (~corrected).to(a.dtype)))
-            x = weighted_sum(terms)
+            x = weighted_sum(terms, out=state.spare[1] if reuse else None)
         else:
-            x = latents.clone()
+            x = state.spare[1].copy_(latents) if reuse else latents.clone()
         order = torch.minimum(torch.minimum(count + 1, remaining), torch.full_like(count, 2))
         a, c0, c1 = predictor_weights(sigma_from, sigma_s, sigma_to, moving & (order >= 2))
         a, c0, c1 = torch.where(moving, a, 1.0), torch.where(moving, c0, 0.0), torch.where(moving, c1, 0.0)
@@ -183,7 +189,9 @@ class UniPC(SamplerRule):
         """Shift the x0 history of the moving frames (buffers are swapped when the window is everything)."""
         if bool(moving.all()):
             if _covers_all(frames, state.count.shape[0]):
+                freed = [state.denoised_prev, state.last_sample]
                 state.denoised_prev, state.denoised, state.last_sample = state.denoised, m_new, x
+                state.spare = freed
             else:
                 state.denoised_prev[:, :, frames] = m0
                 state.denoised[:, :, frames] = m_new
