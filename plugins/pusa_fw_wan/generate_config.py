@@ -152,6 +152,9 @@ class GenerateConfig(BaseModel):
     steps: int = Field(10, ge=1, description="denoising steps")
     shift: float = Field(5.0, gt=0, description="sigma shift of the schedule")
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
+    history_guidance: float = Field(
+        1.0, ge=0, description="history guidance scale: held/history frames vs noise (1 = off)"
+    )
     sampler: str = Field("euler", description="registered sampler (euler, unipc)")
     seed: int = Field(0, ge=0, description="noise seed")
     model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")

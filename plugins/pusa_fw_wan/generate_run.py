@@ -159,8 +159,8 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
         task, prompt=config.prompt, negative_prompt=config.negative_prompt,
         prompts_at=[(entry.frame, entry.text) for entry in config.prompt_at], media=media,
         num_frames=config.num_frames, height=config.height, width=config.width, steps=config.steps,
-        shift=config.shift, cfg=config.cfg, sampler=config.sampler, seed=config.seed,
-        keyframe_encoding=config.keyframe_encoding, progress=progress,
+        shift=config.shift, cfg=config.cfg, history_guidance=config.history_guidance, sampler=config.sampler,
+        seed=config.seed, keyframe_encoding=config.keyframe_encoding, progress=progress,
     )
     timings.update(result.timings)
     write_started = time.perf_counter()
@@ -212,7 +212,7 @@ def _sidecar_record(config: GenerateConfig, task: Task, result: GenerationResult
         "negative_prompt": (config.negative_prompt if config.negative_prompt is not None
                             else WAN_DEFAULT_NEGATIVE_PROMPT) if config.cfg != 1 else None,
         "sampling": {"sampler": config.sampler, "steps": config.steps, "shift": config.shift,
-                     "cfg": config.cfg},
+                     "cfg": config.cfg, "history_guidance": config.history_guidance},
         "inputs": inputs,
         "models": {
             "dit": describe_files(paths.dit, _dit_files(paths.dit)), "vae": describe_files(paths.vae),

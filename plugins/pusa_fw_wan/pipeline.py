@@ -159,6 +159,7 @@ class WanPipeline:
         steps: int = 10,
         shift: float = 5.0,
         cfg: float = 3.0,
+        history_guidance: float = 1.0,
         sampler: str = "euler",
         seed: int = 0,
         keyframe_encoding: KeyframeEncoding = "image",
@@ -179,6 +180,7 @@ class WanPipeline:
             steps: denoising steps.
             shift: sigma shift of the schedule.
             cfg: classifier-free guidance scale (1 skips the negative pass).
+            history_guidance: history guidance scale (1 skips the pass that hides held/history frames).
             sampler: registered sampler name (``"euler"``, ``"unipc"``).
             seed: seed of the CPU generator for the noise (and any fresh noise the plan needs).
             keyframe_encoding: ``"image"`` or ``"video"`` (see `conditioning_media`).
@@ -214,7 +216,8 @@ class WanPipeline:
         generator = make_generator(seed)
         noise = draw_noise(shape, generator, device=self.device)
         with _timed(timings, "denoise"), self.dit_placement.active(), torch.no_grad():
-            latents = self._sample(plan, noise, source, context, negative_context, cfg, sampler, generator,
+            guidance = Guidance(cfg_scale=cfg, history_scale=history_guidance)
+            latents = self._sample(plan, noise, source, context, negative_context, guidance, sampler, generator,
                                    progress, callback)
         with _timed(timings, "decode"), self.vae_placement.active(), torch.no_grad():
             video = self.vae.decode(latents)[0].cpu()
@@ -229,7 +232,8 @@ class WanPipeline:
         )
 
     def _sample(self, plan: Plan, noise: torch.Tensor, source: torch.Tensor | None, context: Any,
-                negative_context: torch.Tensor | None, cfg: float, sampler: str, generator: torch.Generator,
+                negative_context: torch.Tensor | None, guidance: Guidance, sampler: str,
+                generator: torch.Generator,
                 progress: bool, callback: Callable[[StepInfo], None] | None) -> torch.Tensor:
         from tqdm.auto import tqdm
 
@@ -243,6 +247,6 @@ class WanPipeline:
 
             return sample(
                 self.dit, plan, noise, sampler=sampler, source=source, context=context,
-                negative_context=negative_context, guidance=Guidance(cfg_scale=cfg), generator=generator,
+                negative_context=negative_context, guidance=guidance, generator=generator,
                 callback=on_step,
             )

@@ -200,3 +200,15 @@ def test_offload_gives_the_same_video(mode: str, tiny: TinyWan, media: dict[str,
     assert generate(tiny, tmp_path / f"{mode}.mp4", *common, "--offload", mode) == 0
     assert np.array_equal(read_back(tmp_path / "none.mp4"), read_back(tmp_path / f"{mode}.mp4"))
     assert json.loads((tmp_path / f"{mode}.json").read_text())["runtime"]["offload"] == mode
+
+
+def test_history_guidance_changes_the_video_and_is_recorded(
+    tiny: TinyWan, media: dict[str, str], tmp_path: Path
+) -> None:
+    common = ["--task", "i2v", "--image", media["k0"], "--num-frames", "9", "--steps", "2"]
+    assert generate(tiny, tmp_path / "plain.mp4", *common) == 0
+    assert generate(tiny, tmp_path / "history.mp4", *common, "--history-guidance", "2.5") == 0
+    sidecar = json.loads((tmp_path / "history.json").read_text())
+    assert sidecar["sampling"]["history_guidance"] == 2.5
+    plain, history = read_back(tmp_path / "plain.mp4").astype(int), read_back(tmp_path / "history.mp4").astype(int)
+    assert np.abs(plain - history).max() > 0
