@@ -51,6 +51,9 @@ def generate_videos(folder: Path) -> None:
     from pusa_fw_wan.tiny import build_tiny_wan
 
     from .cli import main as cli
+    from .io import read_video
+    from .io.image import save_contact_sheet
+    from .io.pixels import uint8_to_video
 
     tiny = build_tiny_wan(folder / "tiny_wan")
     image = folder / "demo_image.png"
@@ -67,7 +70,10 @@ def generate_videos(folder: Path) -> None:
         code = cli(["generate", *tiny.cli_args(), *size, *run])
         if code != 0:
             raise SystemExit(code)
-        print(f"wrote {run[-1]} (+ .json sidecar)\n")
+        video = Path(run[-1])
+        sheet = video.with_suffix(".png")
+        save_contact_sheet(sheet, uint8_to_video(read_video(video).frames))
+        print(f"wrote {video} (+ .json sidecar, {sheet.name} contact sheet)\n")
 
 
 def main(argv: list[str] | None = None) -> int:
