@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar, Literal, Sequence
 
 import torch
 from pydantic import BaseModel, ConfigDict
@@ -29,12 +29,16 @@ class Hold:
         policy: how its sigma path is shaped.
         source: which input supplies it (e.g. ``"image"``, ``"keyframe:2"``, ``"video"``, ``"video_b"``).
         source_frame: the latent index inside that input's encoding (0 for a single image).
+        clip_end: for a clip longer than what the task holds, which end is used: ``"head"`` (its first
+            frames: v2v, the second clip of a transition) or ``"tail"`` (its last frames: the clip an
+            extension or a transition continues from).
     """
 
     frame: int
     policy: ConditioningPolicy
     source: str = "image"
     source_frame: int = 0
+    clip_end: Literal["head", "tail"] = "head"
 
 
 def apply_holds(

@@ -62,18 +62,17 @@ def sources_of(holds: Sequence[Hold]) -> dict[str, list[Hold]]:
     return dict(grouped)
 
 
-def clip_end(holds: Sequence[Hold], source: str, num_latents: int) -> Literal["head", "tail"]:
-    """Which end of clip `source` the task uses: ``"tail"`` when the clip is continued, else ``"head"``.
+def clip_end(holds: Sequence[Hold], source: str) -> Literal["head", "tail"]:
+    """Which end of clip `source` the task uses, as its holds declare (`Hold.clip_end`).
 
     Args:
         holds: all holds of the task.
         source: ``"video"`` or ``"video_b"``.
-        num_latents: N, latent frames on the timeline.
     """
-    held = {hold.frame for hold in holds}
-    generated = [frame for frame in range(num_latents) if frame not in held]
-    mine = [hold.frame for hold in holds if hold.source == source]
-    return "tail" if generated and mine and max(mine) < min(generated) else "head"
+    ends = {hold.clip_end for hold in holds if hold.source == source}
+    if len(ends) != 1:
+        raise InputError(f"the task's holds of {source!r} disagree on which end of the clip to use: {sorted(ends)}")
+    return ends.pop()
 
 
 def clip_pixel_frames(holds: Sequence[Hold], source: str) -> int:
@@ -135,7 +134,6 @@ def _load_clip(path: Path, frames: int, end: str, size: tuple[int, int], fps: in
 
 def load_media(
     holds: Sequence[Hold],
-    num_latents: int,
     *,
     image: Path | None,
     keyframes: Sequence[Path],
@@ -158,7 +156,7 @@ def load_media(
     media.keyframes = [load_image(path, size, policy) for path in keyframes]  # type: ignore[arg-type]
     for name, path in (("video", video), ("video_b", video_b)):
         if path is not None:
-            end = clip_end(holds, name, num_latents)
+            end = clip_end(holds, name)
             clip = _load_clip(path, clip_pixel_frames(holds, name), end, size, fps, policy)
             setattr(media, name, clip)
     return media
@@ -174,14 +172,14 @@ def _encode_keyframe(vae: torch.nn.Module, picture: torch.Tensor, latent_frame: 
     return vae.encode(still)[0, :, 1]
 
 
-def _clip_part(clip: torch.Tensor, holds: Sequence[Hold], source: str, num_latents: int) -> torch.Tensor:
+def _clip_part(clip: torch.Tensor, holds: Sequence[Hold], source: str) -> torch.Tensor:
     """The frames of a `[3, T, H, W]` clip the task uses: its first or last `clip_pixel_frames`."""
     needed = clip_pixel_frames(holds, source)
     if clip.ndim != 4 or clip.shape[1] < needed:
         raise InputError(
             f"{source} has shape {tuple(clip.shape)}; the task needs [3, T >= {needed}, H, W] (a longer clip)"
         )
-    return clip[:, :needed] if clip_end(holds, source, num_latents) == "head" else clip[:, -needed:]
+    return clip[:, :needed] if clip_end(holds, source) == "head" else clip[:, -needed:]
 
 
 def _not_given(hold: Hold) -> InputError:
@@ -222,7 +220,7 @@ def encode_sources(
             if clip is None:
                 raise _not_given(hold)
             if hold.source not in encoded_clips:
-                used = _clip_part(clip, holds, hold.source, num_latents)
+                used = _clip_part(clip, holds, hold.source)
                 encoded_clips[hold.source] = vae.encode(used.unsqueeze(0))[0]
             latent = encoded_clips[hold.source][:, hold.source_frame]
         else:

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
-from pusa_fw.frames import latent_frame_count, latent_index
+from pusa_fw.frames import latent_index
 from pusa_fw.io.atomic import atomic_path, check_output_path
 from pusa_fw.registry_lookup import lookup
 from pusa_fw.task import Hold, Task
@@ -130,7 +130,6 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
 
     started = time.perf_counter()
     task = build_task(config)
-    num_latents = latent_frame_count(config.num_frames)
     task.plan(num_frames=config.num_frames, steps=config.steps, shift=config.shift)  # bad params fail here
     holds = task.holds(config.num_frames, config.steps)
     given = {"image": config.image is not None, "video": config.video is not None,
@@ -146,7 +145,7 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     dtype = resolve_dtype(config.dtype, device)
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
     media = load_media(
-        holds, num_latents, image=config.image, keyframes=[k.path for k in config.keyframe],
+        holds, image=config.image, keyframes=[k.path for k in config.keyframe],
         video=config.video, video_b=config.video_b, size=(config.height, config.width), fps=config.fps,
         policy=config.resize,
     )

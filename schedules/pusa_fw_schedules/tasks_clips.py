@@ -29,7 +29,8 @@ class Extension(ScheduledTask):
                 f"num_frames={num_frames} ({total} latents); ask for a longer video"
             )
         strengths = spread_strengths(self.strengths, given, "strengths")
-        return [Hold(f, make_policy(self.policy, s), source="video", source_frame=f) for f, s in enumerate(strengths)]
+        policies = [make_policy(self.policy, s) for s in strengths]
+        return [Hold(f, p, source="video", source_frame=f, clip_end="tail") for f, p in enumerate(policies)]
 
 
 class Transition(ScheduledTask):
@@ -55,7 +56,7 @@ class Transition(ScheduledTask):
                 f"{num_frames}; make the video longer or hold fewer frames"
             )
         policy = make_policy(self.policy, self.strength)
-        holds = [Hold(f, policy, source="video", source_frame=f) for f in range(tail)]
+        holds = [Hold(f, policy, source="video", source_frame=f, clip_end="tail") for f in range(tail)]
         holds += [Hold(total - head + j, policy, source="video_b", source_frame=j) for j in range(head)]
         return holds
 

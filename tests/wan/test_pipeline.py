@@ -91,14 +91,14 @@ def test_held_sources_are_the_vae_encodings_of_the_inputs(pipeline: WanPipeline)
             assert torch.equal(result.source_latents[0, :, frame], latent), (task_name, frame)
 
 
-def test_clip_ends_follow_the_timeline() -> None:
+def test_clip_ends_are_declared_by_the_tasks() -> None:
     extension = lookup("tasks", "extension")(given_frames=5, strengths=[1.0]).holds(17)
     transition = lookup("tasks", "transition")(tail_frames=5, head_frames=5).holds(17)
     v2v = lookup("tasks", "v2v")().holds(17)
-    assert clip_end(extension, "video", 5) == "tail"
-    assert clip_end(transition, "video", 5) == "tail"
-    assert clip_end(transition, "video_b", 5) == "head"
-    assert clip_end(v2v, "video", 5) == "head"
+    assert clip_end(extension, "video") == "tail"
+    assert clip_end(transition, "video") == "tail"
+    assert clip_end(transition, "video_b") == "head"
+    assert clip_end(v2v, "video") == "head"
 
 
 def test_keyframe_encoding_video_changes_only_chunk_positions(pipeline: WanPipeline) -> None:
