@@ -90,20 +90,7 @@ def build_diffusers(ours: WanDiT) -> torch.nn.Module:
 
     from pusa_fw_wan.key_mapping import official_to_diffusers
 
-    reference = WanTransformer3DModel(
-        patch_size=CONFIG.patch_size,
-        num_attention_heads=CONFIG.num_heads,
-        attention_head_dim=CONFIG.head_dim,
-        in_channels=CONFIG.in_dim,
-        out_channels=CONFIG.out_dim,
-        text_dim=CONFIG.text_dim,
-        freq_dim=CONFIG.freq_dim,
-        ffn_dim=CONFIG.ffn_dim,
-        num_layers=CONFIG.num_layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=CONFIG.eps,
-    )
+    reference = WanTransformer3DModel(**CONFIG.to_diffusers_kwargs())
     reference.load_state_dict(
         {official_to_diffusers(k): v for k, v in ours.state_dict().items()}, strict=True
     )

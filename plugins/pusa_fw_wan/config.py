@@ -179,6 +179,23 @@ class WanConfig(BaseModel):
         }
         return _validated(cls, fields, "diffusers config.json")
 
+    def to_diffusers_kwargs(self) -> dict[str, Any]:
+        """Constructor arguments of the equivalent diffusers ``WanTransformer3DModel`` (text-to-video)."""
+        return {
+            "patch_size": tuple(self.patch_size),
+            "num_attention_heads": self.num_heads,
+            "attention_head_dim": self.head_dim,
+            "in_channels": self.in_dim,
+            "out_channels": self.out_dim,
+            "text_dim": self.text_dim,
+            "freq_dim": self.freq_dim,
+            "ffn_dim": self.ffn_dim,
+            "num_layers": self.num_layers,
+            "cross_attn_norm": self.cross_attn_norm,
+            "qk_norm": "rms_norm_across_heads" if self.qk_norm else None,
+            "eps": self.eps,
+        }
+
     def to_official_json(self) -> dict[str, Any]:
         """The official ``config.json`` content for this config (plus ``text_dim`` and ``patch_size``)."""
         return {

@@ -23,20 +23,7 @@ TEXT_ROWS = 13
 
 def _diffusers_model(ours: WanDiT):
     config = ours.config
-    reference = diffusers.WanTransformer3DModel(
-        patch_size=config.patch_size,
-        num_attention_heads=config.num_heads,
-        attention_head_dim=config.head_dim,
-        in_channels=config.in_dim,
-        out_channels=config.out_dim,
-        text_dim=config.text_dim,
-        freq_dim=config.freq_dim,
-        ffn_dim=config.ffn_dim,
-        num_layers=config.num_layers,
-        cross_attn_norm=True,
-        qk_norm="rms_norm_across_heads",
-        eps=config.eps,
-    )
+    reference = diffusers.WanTransformer3DModel(**config.to_diffusers_kwargs())
     converted = {official_to_diffusers(name): tensor for name, tensor in ours.state_dict().items()}
     reference.load_state_dict(converted, strict=True)
     return reference.eval()
