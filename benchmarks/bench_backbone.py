@@ -88,7 +88,7 @@ def build_ours(seed: int = 0) -> WanDiT:
 def build_diffusers(ours: WanDiT) -> torch.nn.Module:
     from diffusers import WanTransformer3DModel
 
-    from pusa_fw_wan.key_mapping import official_to_diffusers
+    from pusa_fw_wan.dit.key_mapping import official_to_diffusers
 
     reference = WanTransformer3DModel(**CONFIG.to_diffusers_kwargs())
     reference.load_state_dict(

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from pusa_fw_wan import WanConfig, WanDiT
-from pusa_fw_wan.safetensors_io import write_streaming
+from pusa_fw_wan.weights.safetensors import write_streaming
 
 # VmHWM (peak RSS of this address space): ru_maxrss would carry the parent's peak over execve.
 _PEAK_RSS = """

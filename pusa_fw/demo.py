@@ -1,7 +1,7 @@
 """`make demo`: draw the i2v, keyframes and rolling plans, then generate videos end to end.
 
 Without downloadable weights the generation runs on a tiny random-weight Wan2.1 set built on the fly
-(`pusa_fw_wan.tiny`), through exactly the path real checkpoints take: ``pusa-fw generate``. With real
+(`pusa_fw_wan.testing.tiny`), through exactly the path real checkpoints take: ``pusa-fw generate``. With real
 weights, pass ``--model`` (and the other generate flags) to ``pusa-fw generate`` yourself.
 
     python -m pusa_fw.demo outputs
@@ -48,7 +48,7 @@ def write_demo_image(path: Path, height: int, width: int) -> None:
 
 def generate_videos(folder: Path) -> None:
     """Build the tiny Wan set and run `pusa-fw generate` for i2v and a rolling loop."""
-    from pusa_fw_wan.tiny import build_tiny_wan
+    from pusa_fw_wan.testing.tiny import build_tiny_wan
 
     from .cli import main as cli
     from .io import read_video

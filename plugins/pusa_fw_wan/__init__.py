@@ -10,13 +10,13 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "WanConfig": ".config",
-    "WanDiT": ".dit",
-    "WanVAE": ".vae",
-    "WanTextEncoder": ".text_encoder",
-    "LoraSpec": ".lora",
-    "apply_loras": ".lora",
-    "WanExpertsBackbone": ".experts",
+    "WanConfig": ".dit.config",
+    "WanDiT": ".dit.model",
+    "WanVAE": ".vae.model",
+    "WanTextEncoder": ".text.encoder",
+    "LoraSpec": ".lora.apply",
+    "apply_loras": ".lora.apply",
+    "WanExpertsBackbone": ".dit.experts",
 }
 
 __all__ = sorted(_EXPORTS)

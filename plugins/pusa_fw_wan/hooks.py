@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Any
 
 from pusa_fw.hookspecs import Register, hookimpl
 
-from .commands import register_commands  # re-exported: the generate command is this plugin's hook too
+from pusa_fw_wan.cli.commands import register_commands  # re-exported: the generate command is this plugin's hook too
 
 if TYPE_CHECKING:
-    from .dit import WanDiT
+    from pusa_fw_wan.dit.model import WanDiT
 
 __all__ = ["Wan22ExpertsBackboneFactory", "WanT2VBackboneFactory", "register_backbones", "register_commands"]
 
@@ -37,7 +37,7 @@ class WanT2VBackboneFactory:
         """
         import torch
 
-        from .dit import WanDiT
+        from pusa_fw_wan.dit.model import WanDiT
 
         return WanDiT.from_pretrained(
             path, dtype=torch.float32 if dtype is None else dtype, device=device, **kwargs
@@ -55,7 +55,7 @@ class Wan22ExpertsBackboneFactory:
         """Load both experts, each from its own directory (``high_loras``/``low_loras`` go to each)."""
         import torch
 
-        from .experts import WanExpertsBackbone
+        from pusa_fw_wan.dit.experts import WanExpertsBackbone
 
         dtype = torch.float32 if dtype is None else dtype
         return WanExpertsBackbone.from_pretrained(high_noise, low_noise, dtype=dtype, device=device, **kwargs)

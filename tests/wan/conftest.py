@@ -83,6 +83,6 @@ def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory):
     """A tiny random Wan set on disk (DiT, VAE, umT5, tokenizer), shared by the pipeline and CLI tests."""
-    from pusa_fw_wan.tiny import build_tiny_wan
+    from pusa_fw_wan.testing.tiny import build_tiny_wan
 
     return build_tiny_wan(tmp_path_factory.mktemp("tiny_wan"))

@@ -7,10 +7,10 @@ from pathlib import Path
 import torch
 
 from pusa_fw.plugins import get_registry
-from pusa_fw_wan.config import WanConfig
-from pusa_fw_wan.dit import WanDiT
-from pusa_fw_wan.experts import WanExpertsBackbone
-from pusa_fw_wan.tiny import randomise_parameters
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.model import WanDiT
+from pusa_fw_wan.dit.experts import WanExpertsBackbone
+from pusa_fw_wan.testing.tiny import randomise_parameters
 
 
 def save_tiny(directory: Path, seed: int) -> WanDiT:

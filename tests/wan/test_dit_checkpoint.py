@@ -12,7 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.errors import CheckpointError
 from pusa_fw_wan import WanConfig, WanDiT
-from pusa_fw_wan.safetensors_io import iter_tensors, read_header, write_streaming
+from pusa_fw_wan.weights.safetensors import iter_tensors, read_header, write_streaming
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def test_registry_lookup_finds_the_backbone() -> None:
 def test_hooks_module_imports_nothing_heavy() -> None:
     code = (
         "import sys; import pusa_fw_wan.hooks; "
-        "heavy = [m for m in ('transformers', 'peft', 'diffusers', 'pusa_fw_wan.dit') if m in sys.modules]; "
+        "heavy = [m for m in ('transformers', 'peft', 'diffusers', 'pusa_fw_wan.dit.model') if m in sys.modules]; "
         "print(heavy)"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

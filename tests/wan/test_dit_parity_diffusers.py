@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from pusa_fw_wan import WanDiT
-from pusa_fw_wan.key_mapping import diffusers_to_official, official_to_diffusers
+from pusa_fw_wan.dit.key_mapping import diffusers_to_official, official_to_diffusers
 
 TOLERANCE = 5e-5
 TEXT_ROWS = 13
@@ -31,7 +31,7 @@ def _diffusers_model(ours: WanDiT):
 
 @pytest.fixture(scope="module")
 def models() -> tuple[WanDiT, object]:
-    from pusa_fw_wan.config import WanConfig
+    from pusa_fw_wan.dit.config import WanConfig
 
     ours = WanDiT(WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=2, text_dim=64))
     generator = torch.Generator().manual_seed(7)

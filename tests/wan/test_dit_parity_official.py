@@ -84,7 +84,7 @@ def test_intermediates_match_official_hooks(
     reference_dit: WanDiT, wan_reference_dir: Path, scalar_case: dict[str, torch.Tensor]
 ) -> None:
     """Sinusoid, time embedding/projection, patch and text embedding, each block and the head."""
-    from pusa_fw_wan.dit_blocks import timestep_sinusoid
+    from pusa_fw_wan.dit.blocks import timestep_sinusoid
 
     reference = load_file(wan_reference_dir / "dit" / "dit_t2v_intermediates.safetensors")
     captured: dict[str, list[torch.Tensor]] = {}

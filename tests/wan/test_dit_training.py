@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pusa_fw_wan.rope import rope_frequencies
+from pusa_fw_wan.dit.rope import rope_frequencies
 
 
 def _block_inputs(seed: int = 0) -> tuple[torch.Tensor, ...]:

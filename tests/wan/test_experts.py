@@ -10,10 +10,10 @@ import torch
 from safetensors.torch import save_file
 
 from pusa_fw.errors import InputError
-from pusa_fw_wan.config import WanConfig
-from pusa_fw_wan.dit import WanDiT
-from pusa_fw_wan.experts import WanExpertsBackbone
-from pusa_fw_wan.lora import LoraSpec
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.model import WanDiT
+from pusa_fw_wan.dit.experts import WanExpertsBackbone
+from pusa_fw_wan.lora.apply import LoraSpec
 
 CONFIG = WanConfig(dim=32, num_heads=2, num_layers=2, ffn_dim=64, text_dim=16, freq_dim=32, text_len=8)
 BELOW_BOUNDARY = torch.nextafter(torch.tensor(0.875), torch.tensor(0.0)).item()  # largest fp32 < 0.875

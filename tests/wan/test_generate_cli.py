@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from pusa_fw.cli import main
 from pusa_fw.io import read_video, save_image, save_video
 from pusa_fw.plugins import get_registry
-from pusa_fw_wan.tiny import TinyWan
+from pusa_fw_wan.testing.tiny import TinyWan
 
 SIZE = ["--height", "32", "--width", "48"]
 FAST = [*SIZE, "--steps", "2", "--cfg", "1", "--seed", "3"]

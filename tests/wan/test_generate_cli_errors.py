@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from pusa_fw.cli import main
 from pusa_fw.io import save_image, save_video
-from pusa_fw_wan.tiny import TinyWan
+from pusa_fw_wan.testing.tiny import TinyWan
 
 FAST = ["--height", "32", "--width", "48", "--steps", "1", "--cfg", "1"]
 

@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pusa_fw.errors import CheckpointError
-from pusa_fw_wan.config import WanConfig
-from pusa_fw_wan.dit import WanDiT
-from pusa_fw_wan.lora import LoraSpec, apply_loras, load_lora_state, remove_loras
-from pusa_fw_wan.lora_names import diffusers_to_original, kohya_to_dotted
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.model import WanDiT
+from pusa_fw_wan.lora.apply import LoraSpec, apply_loras, load_lora_state, remove_loras
+from pusa_fw_wan.lora.names import diffusers_to_original, kohya_to_dotted
 
 RANK = 3
 TOLERANCE = 1e-5

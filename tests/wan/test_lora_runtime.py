@@ -11,9 +11,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from pusa_fw.errors import InputError
-from pusa_fw_wan.config import WanConfig
-from pusa_fw_wan.dit import WanDiT
-from pusa_fw_wan.lora import (
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.model import WanDiT
+from pusa_fw_wan.lora.apply import (
     LoraSpec,
     apply_loras,
     lora_strengths,

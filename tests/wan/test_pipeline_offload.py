@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from pusa_fw.registry_lookup import lookup
-from pusa_fw_wan.conditioning_media import ConditioningMedia
-from pusa_fw_wan.loading import load_models, resolve_model_paths
-from pusa_fw_wan.offload import BlockOffload, ModelOffload, Resident
-from pusa_fw_wan.pipeline import WanPipeline
-from pusa_fw_wan.tiny import TinyWan, build_tiny_wan
+from pusa_fw_wan.pipeline.media import ConditioningMedia
+from pusa_fw_wan.pipeline.loading import load_models, resolve_model_paths
+from pusa_fw_wan.pipeline.offload import BlockOffload, ModelOffload, Resident
+from pusa_fw_wan.pipeline.wan import WanPipeline
+from pusa_fw_wan.testing.tiny import TinyWan, build_tiny_wan
 
 HEIGHT, WIDTH = 32, 48
 

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.errors import CheckpointError, InputError
 from pusa_fw_wan import WanTextEncoder
-from pusa_fw_wan.text_encoder import clean_prompt
+from pusa_fw_wan.text.encoder import clean_prompt
 
 # tests/wan/ -> the repo root is parents[2]; `shared/` lies beside the repo root.
 FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "wan_reference"
@@ -219,7 +219,7 @@ def test_bad_prompts_and_tokenizers_are_input_errors(tokenizer_dir: Path, tmp_pa
 
 
 def test_loading_assigns_the_checkpoint_tensors_without_a_copy() -> None:
-    from pusa_fw_wan.t5_checkpoint import build_umt5_encoder, load_t5_file, to_transformers_keys, umt5_config
+    from pusa_fw_wan.text.checkpoint import build_umt5_encoder, load_t5_file, to_transformers_keys, umt5_config
 
     state = to_transformers_keys(load_t5_file(T5_WEIGHTS))
     pointers = {key: tensor.data_ptr() for key, tensor in state.items()}

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.errors import CheckpointError, InputError, PusaError
 from pusa_fw_wan import WanVAE
-from pusa_fw_wan.vae_checkpoint import diffusers_key
+from pusa_fw_wan.vae.checkpoint import diffusers_key
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from pusa_fw_wan import WanVAE
-from pusa_fw_wan.vae_checkpoint import diffusers_key
+from pusa_fw_wan.vae.checkpoint import diffusers_key
 
 FP32_LIMIT = 1e-5  # README: measured floor 1.2e-6 (encode) / 3.0e-6 (decode), hard limit 1e-5
 

@@ -10,7 +10,7 @@ import torch
 
 from pusa_fw.errors import InputError
 from pusa_fw_wan import WanVAE
-from pusa_fw_wan.vae_tiling import plan_tiles, ramp, run_tiled, tile_starts
+from pusa_fw_wan.vae.tiling import plan_tiles, ramp, run_tiled, tile_starts
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from torch import nn
 
 from pusa_fw.errors import InputError
 
-from .lora_formats import LoraModuleWeights
+from pusa_fw_wan.lora.formats import LoraModuleWeights
 
 REGISTRY_ATTRIBUTE = "_pusa_fw_loras"
 

@@ -31,9 +31,9 @@ from torch import nn
 
 from pusa_fw.errors import CheckpointError, InputError
 
-from .lora_formats import LoraModuleWeights, LoraState, load_lora_state, parse_lora_state_dict
-from .lora_report import AppliedLora, LoraReport
-from .lora_runtime import (
+from pusa_fw_wan.lora.formats import LoraModuleWeights, LoraState, load_lora_state, parse_lora_state_dict
+from pusa_fw_wan.lora.report import AppliedLora, LoraReport
+from pusa_fw_wan.lora.runtime import (
     REGISTRY_ATTRIBUTE,
     AdapterRecord,
     activate_all,
@@ -47,7 +47,7 @@ from .lora_runtime import (
     require_registry,
     unmerge_all,
 )
-from .lora_targets import MatchedLora, match_lora
+from pusa_fw_wan.lora.targets import MatchedLora, match_lora
 
 __all__ = [
     "AppliedLora",

@@ -22,9 +22,9 @@ from torch.utils.checkpoint import checkpoint
 from pusa_fw.backbone import Backbone
 from pusa_fw.errors import InputError
 
-from .config import WanConfig
-from .dit_blocks import AttentionBlock, Head, timestep_sinusoid
-from .rope import rope_frequencies
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.blocks import AttentionBlock, Head, timestep_sinusoid
+from pusa_fw_wan.dit.rope import rope_frequencies
 
 __all__ = ["FP32_PARAMETER_PATTERNS", "WanDiT"]
 
@@ -98,7 +98,7 @@ class WanDiT(nn.Module, Backbone):
         Raises:
             CheckpointError: missing file, unknown layout, or missing / unexpected / mis-shaped keys.
         """
-        from .checkpoint import load_wan_dit
+        from pusa_fw_wan.dit.checkpoint import load_wan_dit
 
         return load_wan_dit(path, dtype=dtype, device=device, config=config)
 

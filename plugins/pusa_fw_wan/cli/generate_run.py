@@ -21,10 +21,10 @@ from pusa_fw.io.atomic import atomic_path, check_output_path
 from pusa_fw.registry_lookup import lookup
 from pusa_fw.task import Hold, Task
 
-from .conditioning_media import check_media, load_media
-from .generate_config import WAN_DEFAULT_NEGATIVE_PROMPT, GenerateConfig
-from .pipeline import GenerationResult, WanPipeline
-from .sidecar import describe_files, sidecar_bytes, sidecar_path
+from pusa_fw_wan.pipeline.media import check_media, load_media
+from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT, GenerateConfig
+from pusa_fw_wan.pipeline.wan import GenerationResult, WanPipeline
+from pusa_fw_wan.pipeline.sidecar import describe_files, sidecar_bytes, sidecar_path
 
 __all__ = ["GenerateOutcome", "build_task", "run_generate"]
 
@@ -126,7 +126,7 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     Raises:
         PusaError: any bad input (one-line messages naming the value and the fix).
     """
-    from .loading import load_models, resolve_device, resolve_dtype, resolve_model_paths
+    from pusa_fw_wan.pipeline.loading import load_models, resolve_device, resolve_dtype, resolve_model_paths
 
     started = time.perf_counter()
     task = build_task(config)
@@ -182,7 +182,7 @@ def _dit_files(path: Path) -> list[Path] | None:
     """The files the DiT loader reads (weights and config.json) when `path` is a directory."""
     if not path.is_dir():
         return None
-    from .checkpoint import find_checkpoint_files
+    from pusa_fw_wan.dit.checkpoint import find_checkpoint_files
 
     found = find_checkpoint_files(path)
     return found.weight_files + ([found.config_file] if found.config_file is not None else [])

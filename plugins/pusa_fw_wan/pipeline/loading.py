@@ -120,7 +120,7 @@ def umt5_overrides(path: Path) -> dict[str, int]:
     """
     if path.suffix != ".safetensors" or not path.is_file():
         return {}
-    from .safetensors_io import read_header
+    from pusa_fw_wan.weights.safetensors import read_header
 
     shapes = {name: info.shape for name, info in read_header(path).items()}
     try:
@@ -146,10 +146,10 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
     Raises:
         CheckpointError: unreadable checkpoints, or a LoRA that does not fit the DiT.
     """
-    from .dit import WanDiT
-    from .lora import LoraSpec, apply_loras
-    from .text_encoder import WanTextEncoder
-    from .vae import WanVAE
+    from pusa_fw_wan.dit.model import WanDiT
+    from pusa_fw_wan.lora.apply import LoraSpec, apply_loras
+    from pusa_fw_wan.text.encoder import WanTextEncoder
+    from pusa_fw_wan.vae.model import WanVAE
 
     home = device if offload == "none" else torch.device("cpu")
     for path, _strength in loras:

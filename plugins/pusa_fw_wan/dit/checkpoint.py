@@ -27,10 +27,10 @@ from torch import nn
 
 from pusa_fw.errors import CheckpointError
 
-from .config import WanConfig
-from .dit import WanDiT, _keeps_fp32
-from .key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
-from .safetensors_io import iter_tensors, read_header
+from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.model import WanDiT, _keeps_fp32
+from pusa_fw_wan.dit.key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
+from pusa_fw_wan.weights.safetensors import iter_tensors, read_header
 
 __all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit"]
 

@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 
 from pusa_fw.errors import CheckpointError
 
-from .vae_networks import VAEArchitecture
+from pusa_fw_wan.vae.networks import VAEArchitecture
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,

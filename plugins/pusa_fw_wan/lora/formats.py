@@ -31,8 +31,8 @@ import torch
 
 from pusa_fw.errors import CheckpointError
 
-from .lora_io import read_tensor_file
-from .lora_names import diffusers_to_original, is_diffusers_name, kohya_to_dotted, strip_prefix
+from pusa_fw_wan.weights.files import read_tensor_file
+from pusa_fw_wan.lora.names import diffusers_to_original, is_diffusers_name, kohya_to_dotted, strip_prefix
 
 _PAIR_KEY = re.compile(
     r"(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.(?P<param>weight|bias)"

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Mapping
 
 from pusa_fw.errors import CheckpointError
 
-from .config import WanConfig
+from pusa_fw_wan.dit.config import WanConfig
 
 __all__ = [
     "KNOWN_PREFIXES",

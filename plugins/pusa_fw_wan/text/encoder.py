@@ -22,15 +22,15 @@ import torch
 
 from pusa_fw.errors import CheckpointError, InputError
 
-from .prompt_cache import PromptCache, default_prompt_cache_dir, file_identity
-from .t5_checkpoint import (
+from pusa_fw_wan.text.prompt_cache import PromptCache, default_prompt_cache_dir, file_identity
+from pusa_fw_wan.text.checkpoint import (
     build_umt5_encoder,
     load_t5_file,
     load_umt5_directory,
     to_transformers_keys,
     umt5_config,
 )
-from .t5_tokenizer import clean_prompt, load_tokenizer, tokenizer_identity
+from pusa_fw_wan.text.tokenizer import clean_prompt, load_tokenizer, tokenizer_identity
 
 __all__ = ["DEFAULT_MAX_LENGTH", "WanTextEncoder", "clean_prompt"]
 

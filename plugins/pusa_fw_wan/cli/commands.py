@@ -34,7 +34,7 @@ _NOT_FLAGS = ("task_params",)
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> set[str]:
     """One flag per `GenerateConfig` field (default suppressed: unset flags leave the run file's value)."""
-    from .generate_config import GenerateConfig
+    from pusa_fw_wan.cli.generate_config import GenerateConfig
 
     taken = set()
     for name, info in GenerateConfig.model_fields.items():
@@ -95,7 +95,7 @@ def _task_values(task_name: str, given: dict[str, str], params: dict[str, Any]) 
 
 def config_from_args(args: argparse.Namespace) -> Any:
     """Merge ``--config`` (if any) with the flags given and validate them into a `GenerateConfig`."""
-    from .generate_config import GenerateConfig, load_run_file, validate_config
+    from pusa_fw_wan.cli.generate_config import GenerateConfig, load_run_file, validate_config
 
     values: dict[str, Any] = {}
     run_file = getattr(args, "config", None)
@@ -130,7 +130,7 @@ class GenerateCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Generate; print the written paths (and the time split with ``--profile``) on stdout."""
-        from .generate_run import run_generate
+        from pusa_fw_wan.cli.generate_run import run_generate
 
         config = config_from_args(args)
         progress = sys.stderr.isatty() if config.progress is None else config.progress

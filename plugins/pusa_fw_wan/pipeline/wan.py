@@ -35,9 +35,9 @@ from pusa_fw.sampling import StepInfo, sample
 from pusa_fw.seeding import draw_noise, make_generator
 from pusa_fw.task import Task
 
-from .conditioning_media import ConditioningMedia, KeyframeEncoding, encode_sources
-from .generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
-from .offload import Placement, make_placement
+from pusa_fw_wan.pipeline.media import ConditioningMedia, KeyframeEncoding, encode_sources
+from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
+from pusa_fw_wan.pipeline.offload import Placement, make_placement
 
 __all__ = ["GenerationResult", "WanPipeline", "clean_held_frames"]
 

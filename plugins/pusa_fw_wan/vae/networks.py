@@ -14,7 +14,7 @@ from itertools import pairwise
 import torch
 from torch import nn
 
-from .vae_blocks import AttentionBlock, CausalCache, CausalConv3d, Resample, ResidualBlock, RMSNorm
+from pusa_fw_wan.vae.blocks import AttentionBlock, CausalCache, CausalConv3d, Resample, ResidualBlock, RMSNorm
 
 
 @dataclass(frozen=True)

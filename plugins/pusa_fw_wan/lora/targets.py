@@ -14,7 +14,7 @@ from torch import nn
 
 from pusa_fw.errors import CheckpointError
 
-from .lora_formats import LoraModuleWeights, LoraState
+from pusa_fw_wan.lora.formats import LoraModuleWeights, LoraState
 
 # Layer types peft's LoRA can wrap, with the A/B shapes we check against.
 _LINEAR_TYPES = (nn.Linear,)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .rope import apply_rope
+from pusa_fw_wan.dit.rope import apply_rope
 
 __all__ = [
     "AttentionBlock",

@@ -29,7 +29,7 @@ from torch import nn
 from pusa_fw.errors import InputError
 from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
 
-from .config import WanConfig
+from pusa_fw_wan.dit.config import WanConfig
 
 __all__ = ["TINY_WORDS", "TinyWan", "build_tiny_wan", "randomise_parameters"]
 
@@ -105,7 +105,7 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def _write_dit(root: Path, config: WanConfig, generator: torch.Generator) -> None:
-    from .dit import WanDiT
+    from pusa_fw_wan.dit.model import WanDiT
 
     model = randomise_parameters(WanDiT(config), generator)
     _save_tensors(root / DIT_WEIGHTS_NAME, dict(model.state_dict()))
@@ -113,7 +113,7 @@ def _write_dit(root: Path, config: WanConfig, generator: torch.Generator) -> Non
 
 
 def _write_vae(path: Path, dim: int, generator: torch.Generator) -> None:
-    from .vae import WanVAE
+    from pusa_fw_wan.vae.model import WanVAE
 
     model = randomise_parameters(WanVAE(dim=dim, z_dim=16), generator)
     _save_tensors(path, dict(model.state_dict()))

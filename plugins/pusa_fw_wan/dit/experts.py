@@ -32,7 +32,7 @@ from torch import nn
 from pusa_fw.backbone import Backbone
 from pusa_fw.errors import InputError
 
-from .lora import LoraReport, LoraSpec, apply_loras
+from pusa_fw_wan.lora.apply import LoraReport, LoraSpec, apply_loras
 
 __all__ = ["WAN22_I2V_BOUNDARY", "WAN22_T2V_BOUNDARY", "WanExpertsBackbone"]
 
@@ -114,7 +114,7 @@ class WanExpertsBackbone(nn.Module, Backbone):
         Returns:
             The backbone; `lora_reports["high_noise"]` / `["low_noise"]` say what each LoRA set did.
         """
-        from .dit import WanDiT
+        from pusa_fw_wan.dit.model import WanDiT
 
         if Path(high_dir).resolve() == Path(low_dir).resolve():
             raise InputError(

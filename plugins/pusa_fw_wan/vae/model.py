@@ -24,17 +24,17 @@ from torch import nn
 
 from pusa_fw.errors import CheckpointError, InputError
 
-from .vae_blocks import CausalCache, CausalConv3d
-from .vae_checkpoint import (
+from pusa_fw_wan.vae.blocks import CausalCache, CausalConv3d
+from pusa_fw_wan.vae.checkpoint import (
     WAN21_LATENTS_MEAN,
     WAN21_LATENTS_STD,
     check_state_dict,
     infer_widths,
     read_vae_weights,
 )
-from .vae_inputs import SPATIAL_FACTOR, TEMPORAL_FACTOR, check_image, check_latents, check_video
-from .vae_networks import Decoder3d, Encoder3d, VAEArchitecture
-from .vae_tiling import TilePlan, choose_tile_size, plan_tiles, run_tiled
+from pusa_fw_wan.vae.inputs import SPATIAL_FACTOR, TEMPORAL_FACTOR, check_image, check_latents, check_video
+from pusa_fw_wan.vae.networks import Decoder3d, Encoder3d, VAEArchitecture
+from pusa_fw_wan.vae.tiling import TilePlan, choose_tile_size, plan_tiles, run_tiled
 
 DEFAULT_MEMORY_BUDGET_BYTES = 10 * 1024**3
 """Working memory one encode/decode pass may use before it is tiled (weights and the output not counted).

@@ -1,0 +1,1 @@
+"""The ``pusa-fw generate`` command: its config, flags and one run."""

@@ -1,0 +1,1 @@
+"""Generation: model loading, conditioning media, offload, the `WanPipeline` and its sidecar."""

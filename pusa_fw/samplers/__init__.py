@@ -1,0 +1,1 @@
+"""Sampler rules over a plan: Euler and per-frame UniPC."""
