@@ -20,11 +20,12 @@ settings.register_profile(
 settings.register_profile("thorough", deadline=None, max_examples=500, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "wan_reference"
+# The reference fixtures live inside the repository (tests/fixtures/), so a bare clone runs the suite.
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "wan_reference"
 
 
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
-    """The Wan reference fixtures (shared/ beside the repository)."""
-    assert FIXTURES.is_dir(), f"reference fixtures not found at {FIXTURES}; clone with shared/ beside the repo"
+    """The Wan reference fixtures (``tests/fixtures/wan_reference``; see its README and manifest)."""
+    assert FIXTURES.is_dir(), f"reference fixtures not found at {FIXTURES}; the checkout is incomplete"
     return FIXTURES

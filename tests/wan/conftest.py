@@ -2,21 +2,57 @@
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-# tests/wan/conftest.py -> parents[2] is the repo root; CI clones the repo with `shared/` beside it.
-WAN_REFERENCE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "wan_reference"
-DIT_DIR = WAN_REFERENCE_DIR / "dit"
+DIT_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 
 
 @pytest.fixture(scope="session")
-def wan_reference_dir() -> Path:
-    """The ``shared/fixtures/wan_reference`` directory (fails loudly when it is absent)."""
-    assert WAN_REFERENCE_DIR.is_dir(), f"reference fixtures not found at {WAN_REFERENCE_DIR}"
-    return WAN_REFERENCE_DIR
+def wan_reference_dir(fixtures_dir: Path) -> Path:
+    """The reference fixture directory (``tests/fixtures/wan_reference``)."""
+    return fixtures_dir
+
+
+def write_sharded_copy(single_dir: Path, target: Path, num_shards: int = 2) -> Path:
+    """Write the released sharded layout of a single-file DiT directory (index JSON + N shard files).
+
+    Keys go to shards in sorted order, cut where the running size passes each 1/N of the total, like
+    diffusers' ``save_pretrained(max_shard_size=...)``; the index is ``{"metadata": {"total_size"},
+    "weight_map"}`` with sorted keys, and ``config.json`` is copied beside it.
+    """
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(single_dir / DIT_WEIGHTS_NAME))
+    total_size = sum(tensor.numel() * tensor.element_size() for tensor in state.values())
+    shards: list[dict[str, torch.Tensor]] = [{} for _ in range(num_shards)]
+    running = 0
+    for name in sorted(state):
+        shard_index = min(num_shards - 1, running * num_shards // total_size)
+        shards[shard_index][name] = state[name]
+        running += state[name].numel() * state[name].element_size()
+    target.mkdir(parents=True, exist_ok=True)
+    weight_map = {}
+    for index, shard in enumerate(shards, start=1):
+        file_name = f"diffusion_pytorch_model-{index:05d}-of-{num_shards:05d}.safetensors"
+        save_file(shard, str(target / file_name), metadata={"format": "pt"})
+        weight_map.update(dict.fromkeys(shard, file_name))
+    index_json = {"metadata": {"total_size": total_size}, "weight_map": dict(sorted(weight_map.items()))}
+    (target / f"{DIT_WEIGHTS_NAME}.index.json").write_text(json.dumps(index_json, indent=2, sort_keys=True))
+    shutil.copyfile(single_dir / "config.json", target / "config.json")
+    return target
+
+
+@pytest.fixture(scope="session")
+def dit_layout_dirs(wan_reference_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The fixture DiT in both released layouts: ``single`` (stored) and ``sharded`` (made from it)."""
+    single = wan_reference_dir / "dit" / "single"
+    sharded = write_sharded_copy(single, tmp_path_factory.mktemp("dit_sharded"))
+    return {"single": single, "sharded": sharded}
 
 
 @pytest.fixture(scope="session")

@@ -38,8 +38,8 @@ def test_state_dict_keys_equal_the_official_keys(reference_state) -> None:
 
 
 @pytest.mark.parametrize("layout", ["single", "sharded"])
-def test_official_layouts_load_bit_exactly(wan_reference_dir: Path, reference_state, layout: str) -> None:
-    model = WanDiT.from_pretrained(wan_reference_dir / "dit" / layout)
+def test_official_layouts_load_bit_exactly(dit_layout_dirs: dict, reference_state, layout: str) -> None:
+    model = WanDiT.from_pretrained(dit_layout_dirs[layout])
     _assert_state_equal(model, reference_state)
     assert not model.training
 

@@ -32,8 +32,8 @@ def vector_case(wan_reference_dir: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module", params=["single", "sharded"])
-def layout_dit(request: pytest.FixtureRequest, wan_reference_dir: Path) -> WanDiT:
-    return WanDiT.from_pretrained(wan_reference_dir / "dit" / request.param)
+def layout_dit(request: pytest.FixtureRequest, dit_layout_dirs: dict[str, Path]) -> WanDiT:
+    return WanDiT.from_pretrained(dit_layout_dirs[request.param])
 
 
 def test_scalar_timesteps_match_wan21(layout_dit: WanDiT, scalar_case: dict[str, torch.Tensor]) -> None:

@@ -20,8 +20,8 @@ from pusa_fw.errors import CheckpointError, InputError
 from pusa_fw_wan import WanTextEncoder
 from pusa_fw_wan.text.encoder import clean_prompt
 
-# tests/wan/ -> the repo root is parents[2]; `shared/` lies beside the repo root.
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "wan_reference"
+# tests/wan/ -> the reference fixtures are in tests/fixtures/ (inside the repository).
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "wan_reference"
 T5_WEIGHTS = FIXTURES / "t5" / "umt5_tiny.safetensors"
 T5_IO = FIXTURES / "t5" / "t5_io.safetensors"
 TINY_CONFIG = {"vocab_size": 512, "d_model": 64, "d_kv": 32, "d_ff": 128, "num_layers": 2, "num_heads": 2}
