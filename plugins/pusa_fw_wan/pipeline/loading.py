@@ -5,6 +5,10 @@ the same directory: ``Wan2.1_VAE.pth`` (or ``.safetensors``) and ``models_t5_umt
 ``.safetensors``). The tokenizer defaults to a ``tokenizer/`` directory beside the encoder file, then to
 ``google/umt5-xxl/`` (the release layout). The umT5 size is read from the tensor shapes of a
 ``.safetensors`` encoder, so small test encoders load without extra settings.
+
+A directory holding a ``toy.json`` is a toy model of the ``pusa_fw_toy`` plugin (a `WanDiT` checkpoint
+with a pixel-unshuffle codec and a word-level text encoder); its codec and text encoder stand in for the
+VAE and umT5 and everything else runs the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ __all__ = [
     "umt5_overrides",
 ]
 
+TOY_MANIFEST = "toy.json"
 VAE_NAMES = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
 TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -96,6 +101,13 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
     if not model.exists():
         raise CheckpointError(f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V checkpoint folder")
     folder = model if model.is_dir() else model.parent
+    if (folder / TOY_MANIFEST).is_file():
+        if vae is not None or text_encoder is not None or tokenizer is not None:
+            raise InputError(
+                f"--model {str(model)!r} is a toy model (it has {TOY_MANIFEST}) with its own codec and text "
+                "encoder; drop --vae, --text-encoder and --tokenizer"
+            )
+        return ModelPaths(dit=folder, vae=folder / TOY_MANIFEST, text_encoder=folder / TOY_MANIFEST, tokenizer=None)
     vae = vae.expanduser() if vae is not None else _find(folder, VAE_NAMES, "VAE", "--vae")
     text_encoder = (text_encoder.expanduser() if text_encoder is not None
                     else _find(folder, TEXT_ENCODER_NAMES, "text encoder", "--text-encoder"))
@@ -155,11 +167,20 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
     for path, _strength in loras:
         if not path.expanduser().is_file():
             raise CheckpointError(f"--lora {str(path)!r} does not exist; check the path")
-    dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home).eval().requires_grad_(False)
+    toy = None
+    if paths.vae.name == TOY_MANIFEST:
+        from pusa_fw_toy.model_dir import load_toy_models
+
+        toy = load_toy_models(paths.dit, dtype=dtype, device=home)
+        dit = toy.dit
+    else:
+        dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home).eval().requires_grad_(False)
     report = None
     if loras:
         specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]
         report = apply_loras(dit, specs, merge=True)
+    if toy is not None:
+        return LoadedModels(dit=dit, vae=toy.codec, text_encoder=toy.text_encoder, lora_report=report, dtype=dtype)
     vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=home)
     cache: dict[str, Any] = {} if prompt_cache else {"cache_dir": None}
     text_encoder = WanTextEncoder.from_pretrained(
