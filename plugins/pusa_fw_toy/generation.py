@@ -112,7 +112,7 @@ def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: st
     geometry = codec.geometry
     num_frames = world.num_frames
     latents_shape = geometry.latent_shape(num_frames, world.size, world.size)
-    plan = task.plan(num_frames=num_frames, steps=steps, shift=shift)
+    plan = task.plan(num_frames, steps, shift)
     holds = task.holds(num_frames, steps)
     device = next(dit.parameters()).device
     with torch.no_grad():

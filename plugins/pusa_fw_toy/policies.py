@@ -26,6 +26,6 @@ class Replacement(ConditioningPolicy):
         return FramePath(torch.zeros_like(base), base[:-1].clone())
 
     @classmethod
-    def from_strength(cls, strength: float) -> Replacement:
-        """Replacement has no strength; any value gives the same policy."""
-        return cls()
+    def from_strength(cls, strength: float, **params: object) -> Replacement:
+        """Replacement has no strength and no parameters; any strength gives the same policy."""
+        return cls(**params)

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
@@ -147,7 +147,7 @@ class ToyTextEncoder:
                 metadata = handle.metadata() or {}
                 words_table, positions = handle.get_tensor("words"), handle.get_tensor("positions")
             words = json.loads(metadata["words"])
-        except (OSError, KeyError, ValueError, RuntimeError) as error:
+        except (OSError, KeyError, ValueError, RuntimeError, SafetensorError) as error:
             raise CheckpointError(f"{str(source)!r} is not a toy text encoder ({error}); rebuild the toy model") from error
         model = ToyTextModel(words_table.shape[0], words_table.shape[1], positions.shape[0])
         with torch.no_grad():
