@@ -145,5 +145,8 @@ class GenerateCommand:
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """Register ``generate``."""
+    """Register ``generate`` and ``export-lora``."""
+    from pusa_fw_wan.cli.export_lora import ExportLoraCommand
+
     register(GenerateCommand(), name="generate")
+    register(ExportLoraCommand(), name="export-lora")

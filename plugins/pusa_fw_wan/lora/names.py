@@ -111,6 +111,36 @@ def diffusers_to_original(name: str) -> str | None:
     return None
 
 
+
+_ORIGINAL_BLOCK = re.compile(r"blocks\.(\d+)\.(.+)")
+_ORIGINAL_TOP_LEVEL = {original: diffusers for diffusers, original in _DIFFUSERS_TOP_LEVEL.items()}
+_ORIGINAL_IN_BLOCK = {
+    **{f"self_attn.{original}": f"attn1.{diffusers}" for diffusers, original in _ATTENTION.items()},
+    **{f"cross_attn.{original}": f"attn2.{diffusers}" for diffusers, original in _ATTENTION.items()},
+    **{f"cross_attn.{original}": f"attn2.{diffusers}" for diffusers, original in _CROSS_EXTRA.items()},
+    "ffn.0": "ffn.net.0.proj",
+    "ffn.2": "ffn.net.2",
+}
+
+
+def original_to_diffusers(name: str) -> str | None:
+    """Translate an original Wan module path to its diffusers path (the inverse of `diffusers_to_original`).
+
+    Covers the modules a LoRA adapts: attention projections, FFN layers and the top-level Linears.
+
+    Args:
+        name: dotted original path, e.g. `blocks.0.self_attn.o`.
+
+    Returns:
+        The diffusers path (`blocks.0.attn1.to_out.0`), or None when there is no rule for it.
+    """
+    if name in _ORIGINAL_TOP_LEVEL:
+        return _ORIGINAL_TOP_LEVEL[name]
+    block = _ORIGINAL_BLOCK.fullmatch(name)
+    if block and block.group(2) in _ORIGINAL_IN_BLOCK:
+        return f"blocks.{block.group(1)}.{_ORIGINAL_IN_BLOCK[block.group(2)]}"
+    return None
+
 # Kohya names flatten every dot to "_"; these rules put the dots back for every Wan module that can
 # carry a LoRA or a diff, in original and in diffusers naming (the result is then a dotted name of that
 # style).

@@ -1,4 +1,4 @@
-"""Training for the Wan plugin: data sources, config, FAFM trainer, checkpoints.
+"""Training for the Wan plugin: data sources, dataset preparation, config, FAFM trainer, checkpoints, export.
 
 Heavy modules are imported on first attribute access, so importing the package stays cheap.
 """
@@ -12,6 +12,8 @@ _EXPORTS = {
     "TrainingSample": ".source",
     "TrainingSource": ".source",
     "InMemorySource": ".source",
+    "export_lora": ".export",
+    "ExportedLora": ".export",
 }
 
 __all__ = sorted(_EXPORTS)
