@@ -27,7 +27,7 @@ TARGET_MS = 10.0
 
 def measure(task: str, params: dict, sampler: str, steps: int, repeats: int) -> float:
     """Median milliseconds per step over `repeats` full runs (after one warm-up run)."""
-    plan = lookup("tasks", task)(**params).plan(num_frames=81, steps=steps)
+    plan = lookup("tasks", task)(**params).plan(num_frames=81, num_steps=steps)
     noise = draw_noise(SHAPE, 0)
     source = draw_noise(SHAPE, 1)
     backbone = NullBackbone()

@@ -123,7 +123,7 @@ class PlanCommand:
         """Add the task name; everything after it is parsed per task (see ``pusa-fw plan TASK --help``)."""
         parser.description = (
             "Compile TASK to its plan and print it. Options (run `pusa-fw plan TASK --help` for the task's "
-            "own ones): --num-frames N (pixel frames, 4n+1; default 81), --steps S (default 10), "
+            "own ones): --num-frames N (pixel frames, 4n+1; default 81), --num-steps S (alias --steps; default 10), "
             "--shift X (default 5.0), --png FILE, --json, and one --param-name VALUE per task parameter."
         )
         parser.add_argument("task", nargs="?", metavar="TASK", help="task name (see `pusa-fw tasks`)")
@@ -141,7 +141,8 @@ class PlanCommand:
             prog=f"pusa-fw plan {entry.name}", description=getattr(task_cls, "summary", None)
         )
         parser.add_argument("--num-frames", type=int, default=81, help="pixel frames, 4n+1 (default: 81)")
-        parser.add_argument("--steps", type=int, default=10, help="denoising steps (default: 10)")
+        parser.add_argument("--num-steps", "--steps", dest="num_steps", type=int, default=10,
+                            help="denoising steps (default: 10)")
         parser.add_argument("--shift", type=float, default=5.0, help="sigma shift (default: 5.0)")
         parser.add_argument("--png", type=Path, metavar="FILE", help="also write the plan as a PNG heatmap")
         parser.add_argument("--json", action="store_true", help="print the plan summary as JSON, not a table")
@@ -150,7 +151,7 @@ class PlanCommand:
         if options.png is not None:
             _check_png_path(options.png)
         task = task_from_options(task_cls, options)
-        plan = task.plan(num_frames=options.num_frames, steps=options.steps, shift=options.shift)
+        plan = task.plan(num_frames=options.num_frames, num_steps=options.num_steps, shift=options.shift)
         if options.json:
             _out(json.dumps(plan.summary(), indent=2))
         else:

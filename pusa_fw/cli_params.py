@@ -2,7 +2,8 @@
 
 Each field of a `Task` model becomes one ``--field-name VALUE`` option (dashes for underscores).
 List, tuple and set fields take comma-separated values (``--positions 0,40,80``), bool fields take
-``true``/``false``, dict and nested-model fields take JSON; everything else is handed to pydantic as
+``true``/``false``, dict and nested-model fields take JSON, a component field (``--policy``, ``--schedule``)
+takes a registered name or a JSON table ``{"name": ..., ...}``; everything else is handed to pydantic as
 the string typed, and pydantic does the converting and the validating, so a bad value gives an
 `InputError` naming the option.
 """
@@ -21,7 +22,7 @@ from pydantic.fields import FieldInfo
 
 from .errors import InputError, PluginError
 
-PLAN_OPTIONS: tuple[str, ...] = ("num_frames", "steps", "shift", "png", "json", "help")
+PLAN_OPTIONS: tuple[str, ...] = ("num_frames", "num_steps", "steps", "shift", "png", "json", "help")
 """Destinations used by the ``plan`` command itself; a task field may not take one of these names."""
 
 _LIST_ORIGINS = (list, tuple, set, frozenset)
@@ -81,6 +82,8 @@ def _non_none_members(annotation: Any) -> list[Any]:
 
 def _value_kind(annotation: Any) -> str:
     members = _non_none_members(annotation)
+    if str in members and any(_is_model(typing.get_args(m)[0] if typing.get_args(m) else m) for m in members):
+        return "spec"
     if len(members) != 1:
         return "text"
     member = members[0]
@@ -92,6 +95,10 @@ def _value_kind(annotation: Any) -> str:
     if origin is dict or member is dict or (isinstance(member, type) and issubclass(member, BaseModel)):
         return "json"
     return "text"
+
+
+def _is_model(member: Any) -> bool:
+    return isinstance(member, type) and issubclass(member, BaseModel)
 
 
 def _jsonable(value: Any) -> Any:
@@ -138,7 +145,7 @@ def task_parameters(task_cls: type[BaseModel]) -> list[TaskParameter]:
     return parameters
 
 
-_METAVARS = {"list": "V1,V2,...", "bool": "{true,false}", "json": "JSON", "text": "VALUE"}
+_METAVARS = {"list": "V1,V2,...", "bool": "{true,false}", "json": "JSON", "text": "VALUE", "spec": "NAME|JSON"}
 
 
 def add_task_options(parser: argparse.ArgumentParser, task_cls: type[BaseModel]) -> list[TaskParameter]:
@@ -171,7 +178,9 @@ def parse_option_text(parameter: TaskParameter, text: str) -> Any:
         if lowered not in ("true", "false"):
             raise InputError(f"{parameter.option} takes true or false, got {text!r}")
         return lowered == "true"
-    if parameter.value_kind == "json":
+    if parameter.value_kind == "spec" and not text.lstrip().startswith("{"):
+        return text
+    if parameter.value_kind in ("json", "spec"):
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:

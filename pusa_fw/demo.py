@@ -26,7 +26,7 @@ DEMO_PLANS = [
 def draw_plans(folder: Path) -> None:
     """Print each demo plan and write `plan_<task>.txt` and `plan_<task>.png` into `folder`."""
     for name, params, num_frames, steps in DEMO_PLANS:
-        plan = lookup("tasks", name)(**params).plan(num_frames=num_frames, steps=steps)
+        plan = lookup("tasks", name)(**params).plan(num_frames=num_frames, num_steps=steps)
         table = plan.table()
         print(table, end="\n\n")
         atomic_write_bytes(folder / f"plan_{name}.txt", (table + "\n").encode())

@@ -65,7 +65,7 @@ class Plan:
         object.__setattr__(self, "input_sigmas", self.input_sigmas.detach().to("cpu", _EXACT_DTYPE).contiguous())
         object.__setattr__(self, "windows", self.windows.detach().to("cpu", torch.int64).contiguous())
         object.__setattr__(self, "held", self.held.detach().to("cpu", torch.bool).contiguous())
-        steps, frames = self.num_steps, self.num_frames
+        steps, frames = self.num_steps, self.num_latent_frames
         _check_shape("input_sigmas", self.input_sigmas, (steps, frames))
         _check_shape("windows", self.windows, (steps, 2))
         _check_shape("held", self.held, (frames,))
@@ -78,7 +78,7 @@ class Plan:
         return self.sigmas.shape[0] - 1
 
     @property
-    def num_frames(self) -> int:
+    def num_latent_frames(self) -> int:
         """N, the number of latent frames on the timeline."""
         return self.sigmas.shape[1]
 
@@ -137,7 +137,7 @@ class Plan:
 
     def _validate_windows(self) -> None:
         start, stop = self.windows[:, 0], self.windows[:, 1]
-        n = self.num_frames
+        n = self.num_latent_frames
         length = stop - start
         limit_stop = torch.full_like(stop, n) if not self.ring else start + n
         bad = (start < 0) | (start >= n) | (length < 1) | (stop > limit_stop)
@@ -154,20 +154,20 @@ class Plan:
         """Frame indices `[W]` (int64, in forward-pass order) of the window of `step`."""
         start, stop = (int(v) for v in self.windows[step])
         frames = torch.arange(start, stop)
-        return frames % self.num_frames if self.ring else frames
+        return frames % self.num_latent_frames if self.ring else frames
 
     def window_slice(self, step: int) -> slice | None:
         """The window of `step` as a plain slice, or None when it wraps around a ring timeline."""
         start, stop = (int(v) for v in self.windows[step])
-        return slice(start, stop) if stop <= self.num_frames else None
+        return slice(start, stop) if stop <= self.num_latent_frames else None
 
     def window_mask(self) -> torch.Tensor:
         """`[S, N]` bool: frame f takes part in step i's forward pass."""
-        frames = torch.arange(self.num_frames)
+        frames = torch.arange(self.num_latent_frames)
         start, stop = self.windows[:, :1], self.windows[:, 1:]
         mask = (frames >= start) & (frames < stop)
         if self.ring:
-            mask |= frames + self.num_frames < stop
+            mask |= frames + self.num_latent_frames < stop
         return mask
 
     def update_mask(self) -> torch.Tensor:
@@ -195,7 +195,7 @@ class Plan:
         updates = self.update_mask().to(torch.int64)
         renoise = self.renoise_mask()
         remaining = torch.zeros_like(updates)
-        running = torch.zeros(self.num_frames, dtype=torch.int64)
+        running = torch.zeros(self.num_latent_frames, dtype=torch.int64)
         for step in range(self.num_steps - 1, -1, -1):
             running = torch.where(renoise[step], torch.zeros_like(running), running) + updates[step]
             remaining[step] = running
@@ -233,7 +233,7 @@ class Plan:
         """A JSON-able description: sizes, model calls, held frames, first/last windows, meta."""
         return {
             "num_steps": self.num_steps,
-            "num_frames": self.num_frames,
+            "num_latent_frames": self.num_latent_frames,
             "model_calls": self.model_calls(),
             "held_frames": self.held.nonzero().squeeze(1).tolist(),
             "ring": self.ring,

@@ -47,7 +47,7 @@ def render_table(plan: Plan, max_frames: int = 64) -> str:
     Returns:
         A multi-line string, one row per latent frame plus a header and the legend.
     """
-    steps, frames = plan.num_steps, plan.num_frames
+    steps, frames = plan.num_steps, plan.num_latent_frames
     inside = plan.window_mask()
     inside = torch.cat([inside, torch.ones(1, frames, dtype=torch.bool)])
     noised = torch.cat([plan.input_sigmas > plan.sigmas[:-1], torch.zeros(1, frames, dtype=torch.bool)])
@@ -81,13 +81,13 @@ def save_heatmap(plan: Plan, path: str | os.PathLike[str]) -> None:
 
     sig = plan.sigmas.T.numpy()
     fig_w = min(18.0, 2.5 + 0.18 * (plan.num_steps + 1))
-    fig_h = min(14.0, 1.8 + 0.22 * plan.num_frames)
+    fig_h = min(14.0, 1.8 + 0.22 * plan.num_latent_frames)
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
     image = ax.imshow(sig, aspect="auto", cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
     outside = (~plan.window_mask()).T.numpy()
     ax.imshow(
         outside, aspect="auto", cmap="Greys", alpha=0.25 * outside.astype(float), extent=(-0.5, plan.num_steps - 0.5,
-                                                                                         plan.num_frames - 0.5, -0.5),
+                                                                                         plan.num_latent_frames - 0.5, -0.5),
         interpolation="nearest",
     )
     for frame in plan.held.nonzero().squeeze(1).tolist():

@@ -47,6 +47,20 @@ class ConditioningPolicy(BaseModel, ABC):
         """
 
     @classmethod
-    def from_strength(cls, strength: float) -> ConditioningPolicy:
-        """Build the policy from one per-frame strength in [0, 1] (1 = hard). Override where it applies."""
-        raise NotImplementedError(f"policy {cls.name!r} has no single-strength form; construct it directly")
+    def strength_fields(cls, strength: float) -> dict[str, object]:
+        """The field values one per-frame strength in [0, 1] (1 = hard, 0 = free) stands for.
+
+        Default: a policy with a ``strength`` field takes it; a policy without a notion of strength (e.g.
+        ``clean``) returns ``{}`` and ignores it. Override where strength maps to other fields.
+        """
+        return {"strength": strength} if "strength" in cls.model_fields else {}
+
+    @classmethod
+    def from_strength(cls, strength: float, **params: object) -> ConditioningPolicy:
+        """Build the policy a task asks for by name: `strength_fields(strength)`, overridden by `params`.
+
+        Args:
+            strength: the held frame's strength in [0, 1] (1 = hard).
+            **params: explicit field values (a task's ``policy_params``); they win over the strength.
+        """
+        return cls(**{**cls.strength_fields(strength), **params})

@@ -70,8 +70,8 @@ def training_sigma_grid(num_train_steps: int, shift: float) -> torch.Tensor:
     return shift_sigmas(u, shift)
 
 
-def _check_sample_args(batch_size: int, num_frames: int, generator: torch.Generator) -> None:
-    for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
+def _check_sample_args(batch_size: int, num_latent_frames: int, generator: torch.Generator) -> None:
+    for name, value in (("batch_size", batch_size), ("num_latent_frames", num_latent_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be an int >= 1, got {value!r}.")
     if not isinstance(generator, torch.Generator):
@@ -117,21 +117,21 @@ class PTSS(BaseModel):
         None, ge=1, strict=True, description="None: continuous u; N: u on the official N-step training grid"
     )
 
-    def sample(self, batch_size: int, num_frames: int, generator: torch.Generator) -> torch.Tensor:
+    def sample(self, batch_size: int, num_latent_frames: int, generator: torch.Generator) -> torch.Tensor:
         """Draw per-frame sigmas.
 
         Args:
             batch_size: B, number of samples.
-            num_frames: F, latent frames per sample.
+            num_latent_frames: F, latent frames per sample.
             generator: CPU `torch.Generator`; the only source of randomness.
 
         Returns:
             `[B, F]` float32 sigmas on the CPU, in [0, 1].
         """
-        return self.sample_with_sync_mask(batch_size, num_frames, generator)[0]
+        return self.sample_with_sync_mask(batch_size, num_latent_frames, generator)[0]
 
     def sample_with_sync_mask(
-        self, batch_size: int, num_frames: int, generator: torch.Generator
+        self, batch_size: int, num_latent_frames: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Draw per-frame sigmas and say which samples were synchronous.
 
@@ -141,7 +141,7 @@ class PTSS(BaseModel):
 
         Args:
             batch_size: B, number of samples.
-            num_frames: F, latent frames per sample.
+            num_latent_frames: F, latent frames per sample.
             generator: CPU `torch.Generator`.
 
         Returns:
@@ -149,13 +149,13 @@ class PTSS(BaseModel):
             synchronous: `[B]` bool, True where all frames of the sample share one sigma by design
                 (with F = 1 a sample is trivially both; the coin flip still decides the flag).
         """
-        _check_sample_args(batch_size, num_frames, generator)
+        _check_sample_args(batch_size, num_latent_frames, generator)
         coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         synchronous = coin >= self.p_async  # P(async) = p_async exactly at 0 and 1
         shared = self._draw_levels((batch_size, 1), generator)
-        independent = self._draw_levels((batch_size, num_frames), generator)
-        shared = repeat(shared, "b 1 -> b f", f=num_frames)
-        sigmas = torch.where(repeat(synchronous, "b -> b f", f=num_frames), shared, independent)
+        independent = self._draw_levels((batch_size, num_latent_frames), generator)
+        shared = repeat(shared, "b 1 -> b f", f=num_latent_frames)
+        sigmas = torch.where(repeat(synchronous, "b -> b f", f=num_latent_frames), shared, independent)
         return sigmas.to(torch.float32), synchronous
 
     def _draw_levels(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:

@@ -69,9 +69,9 @@ def initial_latents(plan: Plan, noise: torch.Tensor, source: torch.Tensor | None
 
 def check_latents(plan: Plan, latents: torch.Tensor, name: str) -> None:
     """Raise unless `latents` is `[B, C, N, H, W]` with N the plan's frame count."""
-    if latents.dim() != 5 or latents.shape[2] != plan.num_frames:
+    if latents.dim() != 5 or latents.shape[2] != plan.num_latent_frames:
         raise PusaError(
-            f"{name} must be [B, C, N, H, W] with N={plan.num_frames} latent frames, got {tuple(latents.shape)}"
+            f"{name} must be [B, C, N, H, W] with N={plan.num_latent_frames} latent frames, got {tuple(latents.shape)}"
         )
 
 

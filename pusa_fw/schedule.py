@@ -1,7 +1,7 @@
 """`TimestepSchedule`: a base sigma grid over frames and steps, and the Wan/Pusa shifted sigma sequence.
 
 A schedule is a frozen pydantic model (its fields are its parameters) with one method,
-``grid(num_frames, num_steps) -> [S + 1, F]``: row 0 is the start, row S is all zeros, every column is
+``grid(num_latent_frames, num_steps) -> [S + 1, F]``: row 0 is the start, row S is all zeros, every column is
 non-increasing. Conditioning, windows and held frames are added later, when a task compiles a plan.
 """
 
@@ -37,7 +37,7 @@ def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -
     return shift_sigmas(base, shift).to(torch.float32)
 
 
-def check_grid(grid: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+def check_grid(grid: torch.Tensor, num_latent_frames: int | None = None) -> torch.Tensor:
     """Validate a base grid `[S + 1, F]`: finite, in [0, 1], non-increasing per frame, last row 0.
 
     Returns:
@@ -45,8 +45,8 @@ def check_grid(grid: torch.Tensor, num_frames: int | None = None) -> torch.Tenso
     """
     if grid.dim() != 2 or grid.shape[0] < 2:
         raise PlanError(f"a schedule grid must be [S+1, F] with S >= 1, got shape {tuple(grid.shape)}")
-    if num_frames is not None and grid.shape[1] != num_frames:
-        raise PlanError(f"grid has {grid.shape[1]} frames, expected {num_frames}")
+    if num_latent_frames is not None and grid.shape[1] != num_latent_frames:
+        raise PlanError(f"grid has {grid.shape[1]} frames, expected {num_latent_frames}")
     grid = grid.to(torch.float32).contiguous()
     bad = ~torch.isfinite(grid) | (grid < 0) | (grid > 1)
     if bad.any():
@@ -75,13 +75,13 @@ class TimestepSchedule(BaseModel, ABC):
     summary: ClassVar[str] = ""
 
     @abstractmethod
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        """Return the raw grid `[R + 1, num_frames]` (R may exceed `num_steps`, e.g. for staircases)."""
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        """Return the raw grid `[R + 1, num_latent_frames]` (R may exceed `num_steps`, e.g. for staircases)."""
 
-    def grid(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        """The validated grid `[R + 1, num_frames]` float32 for `num_steps` steps of the base sequence."""
-        if num_frames < 1:
-            raise PlanError(f"num_frames={num_frames} must be >= 1")
+    def grid(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        """The validated grid `[R + 1, num_latent_frames]` float32 for `num_steps` steps of the base sequence."""
+        if num_latent_frames < 1:
+            raise PlanError(f"num_latent_frames={num_latent_frames} must be >= 1")
         if num_steps < 1:
             raise PlanError(f"num_steps={num_steps} must be >= 1")
-        return check_grid(self.build(num_frames, num_steps), num_frames)
+        return check_grid(self.build(num_latent_frames, num_steps), num_latent_frames)

@@ -15,6 +15,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from .errors import PlanError
+from .geometry import WAN21_GEOMETRY, LatentGeometry
 from .plan import Plan
 from .policy import ConditioningPolicy
 from .schedule import check_grid
@@ -102,12 +103,21 @@ class Task(BaseModel, ABC):
     summary: ClassVar[str] = ""
 
     @abstractmethod
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
-        """Held frames for a video of `num_frames` pixel frames (4n + 1)."""
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
+        """Held frames for a video of `num_frames` pixel frames, mapped to latents by `geometry`."""
 
     @abstractmethod
-    def plan(self, num_frames: int = 81, steps: int = 10, shift: float = 5.0) -> Plan:
-        """Compile the plan for a video of `num_frames` pixel frames with `steps` steps and `shift`."""
+    def plan(
+        self, num_frames: int = 81, num_steps: int = 10, shift: float = 5.0, geometry: LatentGeometry = WAN21_GEOMETRY
+    ) -> Plan:
+        """Compile the plan for `num_frames` pixel frames, `num_steps` steps and `shift`.
+
+        Args:
+            num_frames: pixel frames (a count the codec's `geometry` accepts: 4n + 1 for Wan2.1).
+            num_steps: denoising steps of the base schedule.
+            shift: sigma shift, used by schedules given by name that have a ``shift`` field.
+            geometry: the codec's latent geometry (frame map); Wan2.1's by default.
+        """
 
     def describe(self) -> dict[str, Any]:
         """Name and parameters, for plan metadata and sidecar files."""

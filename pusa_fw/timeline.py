@@ -31,15 +31,15 @@ class WindowLayout:
     new: tuple[int, ...]
 
 
-def rolling_layout(num_frames: int, window: int, overlap: int, ring: bool = False) -> list[WindowLayout]:
-    """Place windows over a timeline of `num_frames` latent frames.
+def rolling_layout(num_latent_frames: int, window: int, overlap: int, ring: bool = False) -> list[WindowLayout]:
+    """Place windows over a timeline of `num_latent_frames` latent frames.
 
     Every window but the first keeps at least `overlap` generated frames as history. Windows are full length
     whenever the timeline allows it (a short last window takes more history instead). On a ring, the last
     window also sees at least `overlap` of the first frames after its new ones.
 
     Args:
-        num_frames: N, latent frames on the timeline.
+        num_latent_frames: N, latent frames on the timeline.
         window: W, latent frames per forward pass.
         overlap: O, history frames carried into each later window.
         ring: lay the windows out on a loop.
@@ -53,33 +53,33 @@ def rolling_layout(num_frames: int, window: int, overlap: int, ring: bool = Fals
             raise PlanError("a loop needs overlap >= 1 so the seam between end and start has context")
         if window <= 2 * overlap:
             raise PlanError(f"a loop needs window > 2*overlap (got window={window}, overlap={overlap})")
-        if num_frames <= window:
+        if num_latent_frames <= window:
             raise PlanError(
-                f"a loop of {num_frames} latent frames fits in one window of {window}; use a longer video or "
+                f"a loop of {num_latent_frames} latent frames fits in one window of {window}; use a longer video or "
                 "a smaller window so the seam can be generated with context on both sides"
             )
-    if num_frames <= window:
-        return [WindowLayout(0, num_frames, tuple(range(num_frames)))]
+    if num_latent_frames <= window:
+        return [WindowLayout(0, num_latent_frames, tuple(range(num_latent_frames)))]
     layouts = [WindowLayout(0, window, tuple(range(window)))]
     step = window - overlap
     if step < 1:
         raise PlanError(f"overlap={overlap} leaves no new frames per window of {window}")
     generated = window
-    last_new = min(window - 2 * overlap, num_frames - window) if ring else 0
-    while generated < num_frames - last_new:
-        count = min(step, num_frames - last_new - generated)
+    last_new = min(window - 2 * overlap, num_latent_frames - window) if ring else 0
+    while generated < num_latent_frames - last_new:
+        count = min(step, num_latent_frames - last_new - generated)
         start = generated + count - window
         layouts.append(WindowLayout(start, window, tuple(range(generated, generated + count))))
         generated += count
     if ring:
         left = (window - last_new) // 2
-        layouts.append(WindowLayout(generated - left, window, tuple(range(generated, num_frames))))
+        layouts.append(WindowLayout(generated - left, window, tuple(range(generated, num_latent_frames))))
     return layouts
 
 
 def compose_timeline(
     schedule: TimestepSchedule,
-    num_frames: int,
+    num_latent_frames: int,
     steps: int,
     layouts: Sequence[WindowLayout],
     holds: Sequence[Hold] = (),
@@ -92,7 +92,7 @@ def compose_timeline(
 
     Args:
         schedule: the per-window base schedule (synchronous, pyramid, ...).
-        num_frames: N, latent frames on the timeline.
+        num_latent_frames: N, latent frames on the timeline.
         steps: steps of the base sequence per window.
         layouts: the windows, e.g. from `rolling_layout`.
         holds: held frames at absolute timeline positions (keyframes, the first image, a given prefix).
@@ -104,11 +104,11 @@ def compose_timeline(
     if not 0 <= history_noise < 1:
         raise PlanError(f"history_noise={history_noise} must be in [0, 1)")
     covered = sorted(f for layout in layouts for f in layout.new)
-    if covered != list(range(num_frames)):
+    if covered != list(range(num_latent_frames)):
         raise PlanError("the windows must generate every latent frame of the timeline exactly once")
     blocks = [schedule.grid(len(layout.new), steps) for layout in layouts]
     total = sum(block.shape[0] - 1 for block in blocks)
-    grid = torch.ones(total + 1, num_frames)
+    grid = torch.ones(total + 1, num_latent_frames)
     windows = torch.zeros(total, 2, dtype=torch.int64)
     row = 0
     for layout, block in zip(layouts, blocks):
@@ -116,7 +116,7 @@ def compose_timeline(
         new = torch.tensor(layout.new)
         grid[row : row + rows + 1, new] = block
         grid[row + rows + 1 :, new] = 0.0
-        windows[row : row + rows] = torch.tensor([layout.start % num_frames, layout.start % num_frames + layout.length])
+        windows[row : row + rows] = torch.tensor([layout.start % num_latent_frames, layout.start % num_latent_frames + layout.length])
         row += rows
     sigmas = grid.clone()
     input_sigmas = grid[:-1].clone()

@@ -19,8 +19,8 @@ pytest_plugins = ["pusa_fw.testing.plugin"]
 class StandInPlan:
     """Records what it was built from; `table` and `summary` echo it, `save_heatmap` writes a marker."""
 
-    def __init__(self, task: BaseModel, num_frames: int, steps: int, shift: float) -> None:
-        self.record = {"params": task.model_dump(mode="json"), "num_frames": num_frames, "steps": steps,
+    def __init__(self, task: BaseModel, num_frames: int, num_steps: int, shift: float) -> None:
+        self.record = {"params": task.model_dump(mode="json"), "num_frames": num_frames, "num_steps": num_steps,
                        "shift": shift}
 
     def table(self) -> str:
@@ -46,10 +46,10 @@ class ToyTask(BaseModel):
     mode: Literal["soft", "hard"] = Field("soft", description="how frames are held")
     schedule_params: dict[str, Any] = Field(default_factory=dict, description="schedule parameters")
 
-    def plan(self, num_frames: int = 81, steps: int = 10, shift: float = 5.0) -> StandInPlan:
-        if steps > 50:
-            raise PlanError(f"steps={steps} is too many for the toy task; use <= 50")
-        return StandInPlan(self, num_frames, steps, shift)
+    def plan(self, num_frames: int = 81, num_steps: int = 10, shift: float = 5.0) -> StandInPlan:
+        if num_steps > 50:
+            raise PlanError(f"num_steps={num_steps} is too many for the toy task; use <= 50")
+        return StandInPlan(self, num_frames, num_steps, shift)
 
 
 class NeedsSeed(BaseModel):
@@ -154,14 +154,14 @@ def test_plan_converts_every_option_kind_and_passes_plan_options(toy_cli, capsys
     assert record == {
         "params": {"positions": [0, 40, 80], "strength": 0.25, "loop": True, "mode": "hard",
                    "schedule_params": {"rate": 2}},
-        "num_frames": 33, "steps": 4, "shift": 3.0,
+        "num_frames": 33, "num_steps": 4, "shift": 3.0,
     }
 
 
 def test_plan_defaults_json_output_and_png(toy_cli, capsys, tmp_path):
     target = tmp_path / "plan.png"
     status, out, err = run_cli(capsys, "plan", "toy", "--json", "--png", str(target))
-    assert status == 0 and json.loads(out)["num_frames"] == 81 and json.loads(out)["steps"] == 10
+    assert status == 0 and json.loads(out)["num_frames"] == 81 and json.loads(out)["num_steps"] == 10
     assert target.read_bytes().startswith(b"\x89PNG") and str(target) in err
 
 
@@ -269,7 +269,7 @@ def test_plan_i2v_prints_the_real_plan_table_and_heatmap(real_plugins, capsys, t
     status, out, err = run_cli(capsys, "plan", "i2v", "--num-frames", "17", "--steps", "5",
                                "--strength", "0.9", "--shift", "3", "--png", str(target))
     assert status == 0, err
-    expected = real_plugins.task("i2v")(strength=0.9).plan(num_frames=17, steps=5, shift=3.0)
+    expected = real_plugins.task("i2v")(strength=0.9).plan(num_frames=17, num_steps=5, shift=3.0)
     assert out == expected.table() + "\n"
     assert expected.held.tolist() == [True, False, False, False, False]
     with Image.open(target) as image:

@@ -28,8 +28,8 @@ def test_core_works_with_heavy_packages_blocked() -> None:
 
         registry = get_registry()
         assert "wan2.1-t2v" in registry.names("backbones")
-        plan = lookup("tasks", "keyframes")(positions=[0, 8]).plan(num_frames=9, steps=3)
-        x0 = torch.randn(1, 2, plan.num_frames, 2, 2)
+        plan = lookup("tasks", "keyframes")(positions=[0, 8]).plan(num_frames=9, num_steps=3)
+        x0 = torch.randn(1, 2, plan.num_latent_frames, 2, 2)
         out = pusa_fw.sample(ExactVelocityBackbone(), plan, torch.randn_like(x0), sampler="unipc",
                              source=x0, context=FrameTargets(x0))
         assert float((out - x0).abs().max()) < 1e-4

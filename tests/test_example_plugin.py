@@ -99,8 +99,8 @@ PYTHON_CHECK = textwrap.dedent(
     registry = get_registry()
     schedule_cls = registry.schedule("linear-grid")
     task_cls = registry.task("linear-t2v")
-    grid = schedule_cls(sigma_max=0.9).grid(num_frames=6, num_steps=8)
-    plan = task_cls(sigma_max=0.9).plan(num_frames=21, steps=8, shift=3.0)
+    grid = schedule_cls(sigma_max=0.9).grid(num_latent_frames=6, num_steps=8)
+    plan = task_cls(sigma_max=0.9).plan(num_frames=21, num_steps=8, shift=3.0)
     via_t2v = registry.task("t2v")(schedule="linear", schedule_params={"sigma_max": 0.9}).plan(21, 8)
     disabled = build_registry(make_plugin_manager(environ={DISABLE_ENV: "example"}))
     json.dump({

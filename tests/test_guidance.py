@@ -30,7 +30,7 @@ class Recorder(Backbone):
 
 
 def test_branches_are_skipped_at_scale_one() -> None:
-    plan = lookup("tasks", "i2v")().plan(num_frames=9, steps=3)
+    plan = lookup("tasks", "i2v")().plan(num_frames=9, num_steps=3)
     x0, noise = latents_for(plan, 0)
     for guidance, calls in [(Guidance(), 3), (Guidance(cfg_scale=3), 6), (Guidance(history_scale=2), 6),
                             (Guidance(cfg_scale=3, history_scale=2), 9)]:
@@ -70,7 +70,7 @@ def test_history_guidance_hides_context_frames_at_sigma_one() -> None:
 
 
 def test_exact_backbone_stays_exact_under_both_guidances() -> None:
-    plan = lookup("tasks", "keyframes")(positions=[0, 16]).plan(num_frames=17, steps=4)
+    plan = lookup("tasks", "keyframes")(positions=[0, 16]).plan(num_frames=17, num_steps=4)
     x0, noise = latents_for(plan, 5)
     targets = FrameTargets(x0)
     out = sample(ExactVelocityBackbone(), plan, noise, sampler="unipc", source=x0, context=targets,
@@ -79,7 +79,7 @@ def test_exact_backbone_stays_exact_under_both_guidances() -> None:
 
 
 def test_prompt_timeline_picks_the_context_of_the_window_middle() -> None:
-    plan = lookup("tasks", "rolling")(window=17, overlap=5).plan(num_frames=49, steps=2)
+    plan = lookup("tasks", "rolling")(window=17, overlap=5).plan(num_frames=49, num_steps=2)
     recorder = Recorder()
     timeline = PromptTimeline(starts=[0, 8], contexts=[1.0, 2.0])
     x0, noise = latents_for(plan, 0)
@@ -93,7 +93,7 @@ def test_prompt_timeline_picks_the_context_of_the_window_middle() -> None:
 
 
 def test_sampling_is_deterministic_for_a_seed_and_checks_shapes() -> None:
-    plan = lookup("tasks", "i2v")(policy="renoise", strength=0.9).plan(num_frames=9, steps=3)
+    plan = lookup("tasks", "i2v")(policy="renoise", strength=0.9).plan(num_frames=9, num_steps=3)
     x0, noise = latents_for(plan, 0)
     runs = [sample(Recorder(), plan, noise, source=x0, context=1.0,
                    generator=torch.Generator().manual_seed(3)) for _ in range(2)]

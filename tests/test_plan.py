@@ -22,7 +22,7 @@ def make(sigmas, inputs=None, windows=None, held=None, ring=False) -> Plan:
 
 def test_valid_plan_and_derived_masks() -> None:
     plan = make([[1.0, 0.2], [0.5, 0.2], [0.0, 0.0]], held=[False, True])
-    assert plan.num_steps == 2 and plan.num_frames == 2
+    assert plan.num_steps == 2 and plan.num_latent_frames == 2
     assert plan.update_mask().tolist() == [[True, False], [True, True]]
     assert plan.remaining_updates().tolist() == [[2, 1], [1, 1]]
     assert plan.context_mask().tolist() == [[False, True], [False, True]]
@@ -91,7 +91,7 @@ def test_summary_table_and_heatmap(tmp_path) -> None:
     table = plan.table()
     rows = table.splitlines()
     assert rows[-2].startswith("   0  |##") and rows[-1].startswith("   1* |20")
-    assert len(rows) == 3 + plan.num_frames
+    assert len(rows) == 3 + plan.num_latent_frames
     target = tmp_path / "plan.png"
     plan.save_heatmap(str(target))
     assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -27,8 +27,8 @@ def check_plan_invariants(plan: Plan) -> None:
     assert not (rising & ~plan.held).any(), "only held frames may be re-noised"
     assert (sig[-1] == 0).all(), "every frame ends at sigma 0"
     starts, stops = plan.windows[:, 0], plan.windows[:, 1]
-    assert ((starts >= 0) & (starts < plan.num_frames) & (stops > starts)).all()
-    assert (stops <= (starts + plan.num_frames if plan.ring else plan.num_frames)).all()
+    assert ((starts >= 0) & (starts < plan.num_latent_frames) & (stops > starts)).all()
+    assert (stops <= (starts + plan.num_latent_frames if plan.ring else plan.num_latent_frames)).all()
     assert not (plan.update_mask() & ~plan.window_mask()).any(), "updates happen inside windows only"
 
 
@@ -133,7 +133,7 @@ def test_clean_held_frames_stay_bit_exact_with_any_model(named: tuple[str, Plan]
 def test_timeline_frames_reach_zero_once_and_stay(named: tuple[str, Plan]) -> None:
     _, plan = named
     sig = plan.sigmas
-    for frame in range(plan.num_frames):
+    for frame in range(plan.num_latent_frames):
         column = sig[:, frame]
         zero_rows = (column == 0).nonzero().squeeze(1)
         first = int(zero_rows[0])

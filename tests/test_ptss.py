@@ -140,7 +140,7 @@ def test_config_is_frozen_and_forbids_extra_fields():
     ("batch", "frames", "generator", "match"),
     [
         (0, 4, torch.Generator(), "batch_size"),
-        (2, 0, torch.Generator(), "num_frames"),
+        (2, 0, torch.Generator(), "num_latent_frames"),
         (2.0, 4, torch.Generator(), "batch_size"),
         (2, 4, 1234, "torch.Generator"),
     ],

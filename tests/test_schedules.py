@@ -114,8 +114,11 @@ def test_policies_shape_paths_as_documented() -> None:
     ramp = policies.RampStrength(start=1.0, end=0.0).path(base).sigmas[:, 0]
     assert ramp[0] == 0 and ramp[-1] == 0 and (ramp[1:-1] > 0).all()
     assert policies.NoiseMultiplier.from_strength(0.8).multiplier == pytest.approx(0.2)
-    with pytest.raises(NotImplementedError, match="hold_then_release"):
-        policies.HoldThenRelease.from_strength(0.5)
+    assert policies.NoiseMultiplier.from_strength(0.8, multiplier=0.4).multiplier == 0.4  # params win
+    assert policies.HoldThenRelease.from_strength(0.5, release_steps=3) == policies.HoldThenRelease(
+        strength=0.5, release_steps=3
+    )
+    assert policies.Clean.from_strength(0.3) == policies.Clean()
 
 
 class TestShiftedContract(ScheduleContract):

@@ -7,6 +7,7 @@ import torch
 from pydantic import ValidationError
 
 from pusa_fw.errors import FrameMapError, PlanError
+from pusa_fw.geometry import LatentGeometry
 from pusa_fw.frames import latent_frame_count, latent_index, pixel_span
 from pusa_fw.plugins import get_registry
 from pusa_fw.registry_lookup import lookup
@@ -45,7 +46,6 @@ def test_every_params_field_rejects_bad_values_by_name(name: str) -> None:
         ("keyframes", {"positions": []}, "positions"),
         ("keyframes", {"strengths": [2.0]}, "strengths"),
         ("v2v", {"strength": 0.0}, "strength"),
-        ("rolling", {"window": 80}, "window"),
         ("rolling", {"overlap": 81, "window": 81}, "overlap"),
         ("rolling", {"history_noise": 1.0}, "history_noise"),
         ("extension", {"given_frames": 0}, "given_frames"),
@@ -68,7 +68,7 @@ def test_frame_map() -> None:
 
 def test_keyframes_map_pixel_positions_and_reject_collisions() -> None:
     task = lookup("tasks", "keyframes")(positions=[0, 17, 80], strengths=[1.0, 0.5, 0.8])
-    plan = task.plan(num_frames=81, steps=6)
+    plan = task.plan(num_frames=81, num_steps=6)
     assert plan.held.nonzero().squeeze(1).tolist() == [0, 5, 20]
     assert (plan.sigmas[:, 0] == 0).all()  # strength 1 with the multiplier policy is clean
     assert [h.source for h in task.holds(81)] == ["keyframe:0", "keyframe:1", "keyframe:2"]
@@ -81,7 +81,7 @@ def test_keyframes_map_pixel_positions_and_reject_collisions() -> None:
 
 
 def test_i2v_is_noised_once_with_the_samples_own_noise() -> None:
-    plan = lookup("tasks", "i2v")(strength=0.8).plan(num_frames=17, steps=5)
+    plan = lookup("tasks", "i2v")(strength=0.8).plan(num_frames=17, num_steps=5)
     x0, noise = latents_for(plan, 1)
     start = initial_latents(plan, noise, x0)
     m_sigma0 = float(plan.sigmas[0, 0])
@@ -91,13 +91,13 @@ def test_i2v_is_noised_once_with_the_samples_own_noise() -> None:
 
 
 def test_extension_transition_v2v_hold_the_right_frames() -> None:
-    ext = lookup("tasks", "extension")(given_frames=13).plan(num_frames=33, steps=4)
+    ext = lookup("tasks", "extension")(given_frames=13).plan(num_frames=33, num_steps=4)
     assert ext.held.nonzero().squeeze(1).tolist() == [0, 1, 2, 3]
     transition = lookup("tasks", "transition")(tail_frames=5, head_frames=9)
     holds = transition.holds(33)
     assert [(h.frame, h.source, h.source_frame) for h in holds] == [
         (0, "video", 0), (1, "video", 1), (6, "video_b", 0), (7, "video_b", 1), (8, "video_b", 2)]
-    v2v = lookup("tasks", "v2v")(strength=0.6).plan(num_frames=17, steps=10)
+    v2v = lookup("tasks", "v2v")(strength=0.6).plan(num_frames=17, num_steps=10)
     assert bool(v2v.held.all()) and torch.allclose(v2v.sigmas[0], torch.tensor(0.6))
     assert v2v.num_steps < 10  # frozen leading steps were pruned
     with pytest.raises(PlanError, match="leaves nothing to generate"):
@@ -108,9 +108,9 @@ def test_extension_transition_v2v_hold_the_right_frames() -> None:
 @pytest.mark.parametrize("schedule", ["shifted", "pyramid"])
 def test_long_plans_reach_zero_exactly_once(name: str, schedule: str) -> None:
     params = {"window": 21, "overlap": 5, "schedule": schedule}
-    plan = lookup("tasks", name)(**params).plan(num_frames=81, steps=4)
+    plan = lookup("tasks", name)(**params).plan(num_frames=81, num_steps=4)
     assert plan.ring is (name == "loop")
-    for frame in range(plan.num_frames):
+    for frame in range(plan.num_latent_frames):
         column = plan.sigmas[:, frame]
         first_zero = int((column == 0).nonzero()[0])
         assert (column[first_zero:] == 0).all()
@@ -123,7 +123,7 @@ def test_long_plans_reach_zero_exactly_once(name: str, schedule: str) -> None:
 
 
 def test_loop_last_window_wraps_with_context_on_both_sides() -> None:
-    plan = lookup("tasks", "loop")(window=21, overlap=5).plan(num_frames=81, steps=3)
+    plan = lookup("tasks", "loop")(window=21, overlap=5).plan(num_frames=81, num_steps=3)
     last = plan.window_frames(plan.num_steps - 1).tolist()
     moving = plan.update_mask()[-1].nonzero().squeeze(1).tolist()
     assert last[-1] < last[0], "the last window must wrap to the start"
@@ -133,7 +133,7 @@ def test_loop_last_window_wraps_with_context_on_both_sides() -> None:
 def test_rolling_history_noise_and_keyframes() -> None:
     task = lookup("tasks", "rolling")(window=21, overlap=9, history_noise=0.05, image=True,
                                       keyframes=[60], keyframe_strengths=[1.0], policy="multiplier")
-    plan = task.plan(num_frames=81, steps=3)
+    plan = task.plan(num_frames=81, num_steps=3)
     context = plan.context_mask()
     history = context & ~plan.held.unsqueeze(0) & (plan.sigmas[:-1] == 0)
     assert history.any()
@@ -153,3 +153,11 @@ def test_loop_rejects_layouts_without_a_seam() -> None:
         lookup("tasks", "loop")(window=81, overlap=5).plan(num_frames=81)
     with pytest.raises(PlanError, match="window > 2\\*overlap"):
         lookup("tasks", "loop")(window=17, overlap=9).plan(num_frames=81)
+
+
+def test_window_sizes_are_checked_against_the_codec_geometry() -> None:
+    with pytest.raises(PlanError, match="window=80 is not a pixel-frame count of this codec.*use 77 or 81"):
+        lookup("tasks", "rolling")(window=80).plan(num_frames=161)
+    grouped = LatentGeometry(temporal_stride=4, first_frame_alone=False)
+    plan = lookup("tasks", "rolling")(window=32, overlap=8).plan(num_frames=96, num_steps=2, geometry=grouped)
+    assert plan.num_latent_frames == 24 and int((plan.windows[:, 1] - plan.windows[:, 0]).max()) == 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
+from pusa_fw.geometry import WAN21_GEOMETRY
 from pusa_fw.hookspecs import Register, hookimpl
 
 from pusa_fw_wan.cli.commands import register_commands  # re-exported: the generate command is this plugin's hook too
@@ -23,6 +24,8 @@ class WanT2VBackboneFactory:
 
     name = "wan2.1-t2v"
     summary = "Wan2.1 T2V DiT (1.3B / 14B; Pusa V1.0 base) with one timestep per latent frame"
+    geometry = WAN21_GEOMETRY
+    """The latent geometry of the codec it is paired with (the Wan2.1 VAE)."""
 
     def load(
         self, path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu", **kwargs: Any
@@ -49,6 +52,8 @@ class Wan22ExpertsBackboneFactory:
 
     name = "wan2.2-a14b"
     summary = "Wan2.2 A14B: high-noise and low-noise experts switched by the step's sigma (boundary 0.875)"
+    geometry = WAN21_GEOMETRY
+    """A14B uses the Wan2.1 VAE."""
 
     def load(self, high_noise: str | os.PathLike[str], low_noise: str | os.PathLike[str], dtype: Any = None,
              device: Any = "cpu", **kwargs: Any) -> Any:

@@ -121,7 +121,7 @@ class UniPC(SamplerRule):
     summary = "UniPC bh2 order 2 (Wan's default), per-frame history"
 
     def start(self, plan: Plan, latents: torch.Tensor) -> UniPCState:
-        frames = plan.num_frames
+        frames = plan.num_latent_frames
         zeros = torch.zeros(frames, dtype=torch.float32, device=latents.device)
         return UniPCState(
             denoised=torch.zeros_like(latents),

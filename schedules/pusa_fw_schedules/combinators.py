@@ -1,12 +1,17 @@
-"""Schedules built from schedules: concatenation in time, resampling, overlay by min."""
+"""Schedules built from schedules: concatenation in time, resampling, overlay by min.
+
+Parts are `ScheduleRef` fields: a registered name, a ``{"name": ..., **params}`` table (TOML, JSON on the
+command line) or a schedule object, and they serialize back to the table form.
+"""
 
 from __future__ import annotations
 
 from typing import Literal
 
 import torch
-from pydantic import Field, SerializeAsAny, model_validator
+from pydantic import Field, model_validator
 
+from pusa_fw.components import ScheduleRef
 from pusa_fw.errors import PlanError
 from pusa_fw.grid_ops import concat_frames, overlay_min, resample_grid
 from pusa_fw.schedule import TimestepSchedule
@@ -18,7 +23,7 @@ class ConcatSchedule(TimestepSchedule):
     name = "concat"
     summary = "different schedules for consecutive frame ranges"
 
-    parts: list[SerializeAsAny[TimestepSchedule]] = Field(min_length=1)
+    parts: list[ScheduleRef] = Field(min_length=1)
     frames: list[int] = Field(default_factory=list, description="frames per part, all but the last")
     align: Literal["start", "end"] = "start"
 
@@ -30,10 +35,10 @@ class ConcatSchedule(TimestepSchedule):
             raise ValueError("frames counts must be >= 1")
         return self
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        rest = num_frames - sum(self.frames)
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        rest = num_latent_frames - sum(self.frames)
         if rest < 1:
-            raise PlanError(f"concat parts take {sum(self.frames)} frames, leaving none of {num_frames} for the last")
+            raise PlanError(f"concat parts take {sum(self.frames)} frames, leaving none of {num_latent_frames} for the last")
         counts = [*self.frames, rest]
         return concat_frames([p.grid(n, num_steps) for p, n in zip(self.parts, counts)], align=self.align)
 
@@ -44,11 +49,11 @@ class ResampledSchedule(TimestepSchedule):
     name = "resampled"
     summary = "another schedule resampled to a fixed number of steps"
 
-    inner: SerializeAsAny[TimestepSchedule]
+    inner: ScheduleRef
     steps: int = Field(ge=1, description="number of steps of the result")
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        return resample_grid(self.inner.grid(num_frames, num_steps), self.steps)
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        return resample_grid(self.inner.grid(num_latent_frames, num_steps), self.steps)
 
 
 class OverlaySchedule(TimestepSchedule):
@@ -57,8 +62,8 @@ class OverlaySchedule(TimestepSchedule):
     name = "overlay"
     summary = "elementwise min of two schedules"
 
-    first: SerializeAsAny[TimestepSchedule]
-    second: SerializeAsAny[TimestepSchedule]
+    first: ScheduleRef
+    second: ScheduleRef
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        return overlay_min(self.first.grid(num_frames, num_steps), self.second.grid(num_frames, num_steps))
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        return overlay_min(self.first.grid(num_latent_frames, num_steps), self.second.grid(num_latent_frames, num_steps))

@@ -50,8 +50,8 @@ class ShiftedGrid(_ShiftedSequence):
     name = "shifted"
     summary = "synchronous grid, every frame on the shifted Wan/Pusa sequence"
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        return self.sequence(num_steps).unsqueeze(1).repeat(1, num_frames)
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        return self.sequence(num_steps).unsqueeze(1).repeat(1, num_latent_frames)
 
 
 class _BlockStaircase(_ShiftedSequence, ABC):
@@ -67,8 +67,8 @@ class _BlockStaircase(_ShiftedSequence, ABC):
     def delay(self, blocks: torch.Tensor) -> torch.Tensor:
         """Delay units `[F]` (int64) of each frame's block `[F]`."""
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        blocks = torch.arange(num_frames) // self.causal_block_size
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        blocks = torch.arange(num_latent_frames) // self.causal_block_size
         return staircase(self.sequence(num_steps), self.delay(blocks) * self.ar_step)
 
 

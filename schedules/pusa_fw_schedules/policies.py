@@ -37,10 +37,6 @@ class Clean(ConditioningPolicy):
         zeros = torch.zeros_like(base)
         return FramePath(zeros, zeros[:-1].clone())
 
-    @classmethod
-    def from_strength(cls, strength: float) -> Clean:
-        return cls()
-
 
 class NoiseMultiplier(ConditioningPolicy):
     """Pusa's noise multiplier m: the frame's path is `m * base`; noised once at the start, then denoised.
@@ -58,8 +54,8 @@ class NoiseMultiplier(ConditioningPolicy):
         return _follow_state(base * self.multiplier)
 
     @classmethod
-    def from_strength(cls, strength: float) -> NoiseMultiplier:
-        return cls(multiplier=1.0 - strength)
+    def strength_fields(cls, strength: float) -> dict[str, object]:
+        return {"multiplier": 1.0 - strength}
 
 
 class FixedRenoise(ConditioningPolicy):
@@ -75,8 +71,8 @@ class FixedRenoise(ConditioningPolicy):
         return FramePath(zeros, torch.full_like(base[:-1], self.level))
 
     @classmethod
-    def from_strength(cls, strength: float) -> FixedRenoise:
-        return cls(level=min(1.0 - strength, 0.999))
+    def strength_fields(cls, strength: float) -> dict[str, object]:
+        return {"level": min(1.0 - strength, 0.999)}
 
 
 class LateRelease(ConditioningPolicy):
@@ -89,10 +85,6 @@ class LateRelease(ConditioningPolicy):
 
     def path(self, base: torch.Tensor) -> FramePath:
         return _follow_state(torch.clamp(base, max=1.0 - self.strength))
-
-    @classmethod
-    def from_strength(cls, strength: float) -> LateRelease:
-        return cls(strength=strength)
 
 
 class HoldThenRelease(ConditioningPolicy):
@@ -144,5 +136,5 @@ class RampStrength(ConditioningPolicy):
         return _follow_state(out)
 
     @classmethod
-    def from_strength(cls, strength: float) -> RampStrength:
-        return cls(start=strength, end=0.0)
+    def strength_fields(cls, strength: float) -> dict[str, object]:
+        return {"start": strength, "end": 0.0}

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 
 from pusa_fw.errors import PlanError
-from pusa_fw.frames import latent_frame_count, latent_index
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.task import Hold
 
-from .base import ScheduledTask, make_policy, spread_strengths
+from .base import ScheduledTask, spread_strengths
 
 
 class TextToVideo(ScheduledTask):
@@ -26,9 +26,9 @@ class ImageToVideo(ScheduledTask):
 
     strength: float = Field(0.8, ge=0, le=1, description="hold strength of the image (Pusa noise 0.2 = 0.8)")
 
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
-        latent_frame_count(num_frames)
-        return [Hold(0, make_policy(self.policy, self.strength), source="image")]
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
+        geometry.num_latent_frames(num_frames)
+        return [Hold(0, self.held_policy(self.strength), source="image")]
 
 
 class StartEnd(ScheduledTask):
@@ -48,14 +48,14 @@ class StartEnd(ScheduledTask):
             raise ValueError("strengths needs one or two values in [0, 1] (start, end)")
         return values
 
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
-        last = latent_frame_count(num_frames) - 1
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
+        last = geometry.num_latent_frames(num_frames) - 1
         if last == 0:
             raise PlanError("start-end needs num_frames >= 5 so that start and end are different latents")
         start, end = spread_strengths(self.strengths, 2, "strengths")
         return [
-            Hold(0, make_policy(self.policy, start), source="keyframe:0"),
-            Hold(last, make_policy(self.policy, end), source="keyframe:1"),
+            Hold(0, self.held_policy(start), source="keyframe:0"),
+            Hold(last, self.held_policy(end), source="keyframe:1"),
         ]
 
 
@@ -77,17 +77,18 @@ class Keyframes(ScheduledTask):
             raise ValueError("strengths must be non-empty values in [0, 1]")
         return values
 
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
         strengths = spread_strengths(self.strengths, len(self.positions), "strengths")
         seen: dict[int, int] = {}
         holds = []
         for k, (position, strength) in enumerate(zip(self.positions, strengths)):
-            latent = latent_index(position, num_frames)
+            latent = geometry.latent_index(position, num_frames)
             if latent in seen:
+                span = geometry.pixel_span(latent)
                 raise PlanError(
                     f"keyframes at pixel frames {seen[latent]} and {position} fall into the same latent frame "
-                    f"{latent} (pixel frames 4k-3..4k share a latent); move one of them"
+                    f"{latent} (pixel frames {span.start}..{span[-1]} share it); move one of them"
                 )
             seen[latent] = position
-            holds.append(Hold(latent, make_policy(self.policy, strength), source=f"keyframe:{k}"))
+            holds.append(Hold(latent, self.held_policy(strength), source=f"keyframe:{k}"))
         return holds

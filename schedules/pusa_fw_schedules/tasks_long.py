@@ -6,13 +6,13 @@ from typing import ClassVar
 
 from pydantic import Field, model_validator
 
-from pusa_fw.errors import PlanError
-from pusa_fw.frames import latent_frame_count, latent_index
+from pusa_fw.errors import FrameMapError, PlanError
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.plan import Plan
 from pusa_fw.task import Hold
 from pusa_fw.timeline import compose_timeline, rolling_layout
 
-from .base import ScheduledTask, make_policy, spread_strengths
+from .base import ScheduledTask, spread_strengths
 
 
 class Rolling(ScheduledTask):
@@ -26,8 +26,8 @@ class Rolling(ScheduledTask):
     summary = "long video by sliding windows with latent history (sync or pyramid per window)"
     ring: ClassVar[bool] = False
 
-    window: int = Field(81, ge=5, description="pixel frames per window (4n+1)")
-    overlap: int = Field(17, ge=1, description="pixel frames of history per window (4n+1)")
+    window: int = Field(81, ge=1, description="pixel frames per window (4n+1 for Wan2.1)")
+    overlap: int = Field(17, ge=1, description="pixel frames of history per window (4n+1 for Wan2.1)")
     image: bool = Field(False, description="hold an image as the first frame")
     image_strength: float = Field(0.8, ge=0, le=1, description="hold strength of the first image")
     keyframes: list[int] = Field(default_factory=list, description="pixel positions of keyframes on the timeline")
@@ -36,44 +36,49 @@ class Rolling(ScheduledTask):
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Rolling:
-        for field in ("window", "overlap"):
-            value = getattr(self, field)
-            if (value - 1) % 4:
-                raise ValueError(f"{field}={value} must be 4n+1 pixel frames")
         if self.overlap >= self.window:
             raise ValueError(f"overlap={self.overlap} must be smaller than window={self.window}")
         return self
 
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
-        latent_frame_count(num_frames)
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
+        geometry.num_latent_frames(num_frames)
         holds: list[Hold] = []
         taken: dict[int, str] = {}
         if self.image:
-            holds.append(Hold(0, make_policy(self.policy, self.image_strength), source="image"))
+            holds.append(Hold(0, self.held_policy(self.image_strength), source="image"))
             taken[0] = "the first image"
         strengths = spread_strengths(self.keyframe_strengths, len(self.keyframes), "keyframe_strengths")
         for k, (position, strength) in enumerate(zip(self.keyframes, strengths)):
-            latent = latent_index(position, num_frames)
+            latent = geometry.latent_index(position, num_frames)
             if latent in taken:
                 raise PlanError(
                     f"keyframe at pixel frame {position} falls into latent frame {latent}, already held by "
-                    f"{taken[latent]}; move it to another 4-frame group"
+                    f"{taken[latent]}; move it to another latent frame"
                 )
             taken[latent] = f"the keyframe at pixel frame {position}"
-            holds.append(Hold(latent, make_policy(self.policy, strength), source=f"keyframe:{k}"))
+            holds.append(Hold(latent, self.held_policy(strength), source=f"keyframe:{k}"))
         return holds
 
-    def plan(self, num_frames: int = 241, steps: int = 10, shift: float = 5.0) -> Plan:
-        total = latent_frame_count(num_frames)
-        window = latent_frame_count(self.window)
-        overlap = latent_frame_count(self.overlap)
+    def _latent_count(self, field: str, geometry: LatentGeometry) -> int:
+        value = getattr(self, field)
+        try:
+            return geometry.num_latent_frames(value)
+        except FrameMapError as error:
+            raise PlanError(f"{field}={value} is not a pixel-frame count of this codec: {error}") from None
+
+    def plan(
+        self, num_frames: int = 241, num_steps: int = 10, shift: float = 5.0, geometry: LatentGeometry = WAN21_GEOMETRY
+    ) -> Plan:
+        total = geometry.num_latent_frames(num_frames)
+        window = self._latent_count("window", geometry)
+        overlap = self._latent_count("overlap", geometry)
         layouts = rolling_layout(total, window, overlap, ring=self.ring)
         return compose_timeline(
             self.base_schedule(shift),
             total,
-            steps,
+            num_steps,
             layouts,
-            self.holds(num_frames, steps),
+            self.holds(num_frames, num_steps, geometry),
             ring=self.ring,
             history_noise=self.history_noise,
             meta=self.describe(),
@@ -87,10 +92,12 @@ class Loop(Rolling):
     summary = "looping video: a ring timeline, the end flows into the start"
     ring: ClassVar[bool] = True
 
-    window: int = Field(33, ge=5, description="pixel frames per window (4n+1)")
-    overlap: int = Field(5, ge=1, description="pixel frames of history on each side of the seam (4n+1)")
+    window: int = Field(33, ge=1, description="pixel frames per window (4n+1 for Wan2.1)")
+    overlap: int = Field(5, ge=1, description="pixel frames of history on each side of the seam (4n+1 for Wan2.1)")
 
-    def plan(self, num_frames: int = 81, steps: int = 10, shift: float = 5.0) -> Plan:
+    def plan(
+        self, num_frames: int = 81, num_steps: int = 10, shift: float = 5.0, geometry: LatentGeometry = WAN21_GEOMETRY
+    ) -> Plan:
         if num_frames <= 1:
             raise PlanError("a loop needs more than one frame")
-        return super().plan(num_frames, steps, shift)
+        return super().plan(num_frames, num_steps, shift, geometry)

@@ -87,7 +87,7 @@ def test_every_task_writes_a_playable_mp4_and_a_sidecar(
     assert sidecar["task"]["task"] == task_name
     assert sidecar["seed"] == 3
     assert sidecar["output"] == {"frames": num_frames, "height": 32, "width": 48, "fps": 16}
-    assert sidecar["plan"]["num_frames"] == (num_frames - 1) // 4 + 1
+    assert sidecar["plan"]["num_latent_frames"] == (num_frames - 1) // 4 + 1
     assert sidecar["versions"]["torch"] == metadata.version("torch")
     weights = tiny.root / "diffusion_pytorch_model.safetensors"
     listed = {item["name"]: item["sha256"] for item in sidecar["models"]["dit"]["files"]}

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pusa_fw.errors import InputError
+from pusa_fw.guidance import Guidance
 from pusa_fw.registry_lookup import lookup
 from pusa_fw_wan.pipeline.media import ConditioningMedia, clip_end
 from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
@@ -55,7 +56,7 @@ def test_clean_held_frames_decode_from_the_unchanged_source_latents(pipeline: Wa
     params, num_frames, media = HELD_CASES[task_name]
     task = lookup("tasks", task_name)(policy="clean", **params)
     result = pipeline.generate(task, prompt="a cat on the beach", media=media, num_frames=num_frames,
-                               height=HEIGHT, width=WIDTH, steps=2, cfg=1.0, seed=3)
+                               height=HEIGHT, width=WIDTH, num_steps=2, guidance=Guidance(cfg_scale=1.0), seed=3)
     held = sorted(hold.frame for hold in task.holds(num_frames, 2))
     assert result.clean_frames == held and held
     assert result.source_latents is not None
@@ -86,7 +87,7 @@ def test_held_sources_are_the_vae_encodings_of_the_inputs(pipeline: WanPipeline)
     for task_name, params, media, expected in cases:
         task = lookup("tasks", task_name)(**{"policy": "clean", **params})
         result = pipeline.generate(task, prompt="dog", media=media, num_frames=9, height=HEIGHT, width=WIDTH,
-                                   steps=1, cfg=1.0)
+                                   num_steps=1, guidance=Guidance(cfg_scale=1.0))
         for frame, latent in expected.items():
             assert torch.equal(result.source_latents[0, :, frame], latent), (task_name, frame)
 
@@ -105,9 +106,9 @@ def test_keyframe_encoding_video_changes_only_chunk_positions(pipeline: WanPipel
     media = ConditioningMedia(keyframes=[picture(15), picture(16)])
     task = lookup("tasks", "keyframes")(positions=[0, 8], policy="clean")
     as_image = pipeline.generate(task, prompt="x", media=media, num_frames=9, height=HEIGHT, width=WIDTH,
-                                 steps=1, cfg=1.0, keyframe_encoding="image")
+                                 num_steps=1, guidance=Guidance(cfg_scale=1.0), keyframe_encoding="image")
     as_video = pipeline.generate(task, prompt="x", media=media, num_frames=9, height=HEIGHT, width=WIDTH,
-                                 steps=1, cfg=1.0, keyframe_encoding="video")
+                                 num_steps=1, guidance=Guidance(cfg_scale=1.0), keyframe_encoding="video")
     assert torch.equal(as_image.source_latents[:, :, 0], as_video.source_latents[:, :, 0])
     assert not torch.allclose(as_image.source_latents[:, :, 2], as_video.source_latents[:, :, 2], atol=1e-3)
     still = picture(16)[None, :, None].expand(-1, -1, 5, -1, -1)
@@ -130,8 +131,8 @@ def test_rolling_keeps_latents_between_windows(pipeline: WanPipeline,
     monkeypatch.setattr(vae, "encode", counting("encode", original_encode))
     monkeypatch.setattr(vae, "decode", counting("decode", original_decode))
     task = lookup("tasks", "rolling")(window=9, overlap=5)
-    result = pipeline.generate(task, prompt="a red car", num_frames=21, height=HEIGHT, width=WIDTH, steps=2,
-                               cfg=1.0)
+    result = pipeline.generate(task, prompt="a red car", num_frames=21, height=HEIGHT, width=WIDTH, num_steps=2,
+                               guidance=Guidance(cfg_scale=1.0))
     assert len({tuple(window) for window in result.plan.windows.tolist()}) > 1
     assert calls == {"encode": 0, "decode": 1}
     assert result.video.shape[1] == 21
@@ -148,14 +149,16 @@ def test_guidance_uses_the_negative_prompt_and_wans_default(pipeline: WanPipelin
 
     monkeypatch.setattr(pipeline.text_encoder, "encode", spy)
     task = lookup("tasks", "t2v")()
-    settings = dict(num_frames=5, height=HEIGHT, width=WIDTH, steps=2, seed=1)
-    plain = pipeline.generate(task, prompt="a cat", cfg=1.0, **settings)
-    default_negative = pipeline.generate(task, prompt="a cat", cfg=3.0, **settings)
-    own_negative = pipeline.generate(task, prompt="a cat", cfg=3.0, negative_prompt="dark night", **settings)
+    settings = dict(num_frames=5, height=HEIGHT, width=WIDTH, num_steps=2, seed=1)
+    plain = pipeline.generate(task, prompt="a cat", guidance=Guidance(cfg_scale=1.0), **settings)
+    default_negative = pipeline.generate(task, prompt="a cat", guidance=Guidance(cfg_scale=3.0), **settings)
+    own_negative = pipeline.generate(task, prompt="a cat", guidance=Guidance(cfg_scale=3.0), negative_prompt="dark night",
+                                     **settings)
     assert seen == [["a cat"], ["a cat"], [WAN_DEFAULT_NEGATIVE_PROMPT], ["a cat"], ["dark night"]]
     assert not torch.equal(plain.latents, default_negative.latents)
     assert not torch.equal(default_negative.latents, own_negative.latents)
-    again = pipeline.generate(task, prompt="a cat", cfg=3.0, negative_prompt="dark night", **settings)
+    again = pipeline.generate(task, prompt="a cat", guidance=Guidance(cfg_scale=3.0), negative_prompt="dark night",
+                              **settings)
     assert torch.equal(own_negative.video, again.video)  # seeded: the same run twice is identical
 
 
@@ -163,17 +166,18 @@ def test_prompt_ranges_need_sliding_windows_and_a_first_prompt(pipeline: WanPipe
     t2v = lookup("tasks", "t2v")()
     with pytest.raises(InputError, match="sliding windows"):
         pipeline.generate(t2v, prompt="a", prompts_at=[(4, "b")], num_frames=9, height=HEIGHT, width=WIDTH,
-                          steps=1, cfg=1.0)
+                          num_steps=1, guidance=Guidance(cfg_scale=1.0))
     rolling = lookup("tasks", "rolling")(window=9, overlap=5)
     with pytest.raises(InputError, match="frame 0"):
         pipeline.generate(rolling, prompt=None, prompts_at=[(8, "b")], num_frames=13, height=HEIGHT,
-                          width=WIDTH, steps=1, cfg=1.0)
+                          width=WIDTH, num_steps=1, guidance=Guidance(cfg_scale=1.0))
     with pytest.raises(InputError, match="no prompt"):
-        pipeline.generate(t2v, prompt=None, num_frames=9, height=HEIGHT, width=WIDTH, steps=1, cfg=1.0)
+        pipeline.generate(t2v, prompt=None, num_frames=9, height=HEIGHT, width=WIDTH, num_steps=1,
+                          guidance=Guidance(cfg_scale=1.0))
     two = pipeline.generate(rolling, prompt="a cat", prompts_at=[(8, "a dog")], num_frames=13, height=HEIGHT,
-                            width=WIDTH, steps=1, cfg=1.0)
-    one = pipeline.generate(rolling, prompt="a cat", num_frames=13, height=HEIGHT, width=WIDTH, steps=1,
-                            cfg=1.0)
+                            width=WIDTH, num_steps=1, guidance=Guidance(cfg_scale=1.0))
+    one = pipeline.generate(rolling, prompt="a cat", num_frames=13, height=HEIGHT, width=WIDTH, num_steps=1,
+                            guidance=Guidance(cfg_scale=1.0))
     assert torch.equal(two.latents[:, :, :3], one.latents[:, :, :3])  # first window: same prompt
     assert not torch.equal(two.latents[:, :, 3:], one.latents[:, :, 3:])  # second window: the new prompt
 
@@ -181,4 +185,4 @@ def test_prompt_ranges_need_sliding_windows_and_a_first_prompt(pipeline: WanPipe
 def test_missing_media_is_an_input_error(pipeline: WanPipeline) -> None:
     with pytest.raises(InputError, match="not given"):
         pipeline.generate(lookup("tasks", "i2v")(), prompt="a", num_frames=5, height=HEIGHT, width=WIDTH,
-                          steps=1, cfg=1.0)
+                          num_steps=1, guidance=Guidance(cfg_scale=1.0))

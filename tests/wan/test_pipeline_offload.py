@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pusa_fw.guidance import Guidance
 from pusa_fw.registry_lookup import lookup
 from pusa_fw_wan.pipeline.media import ConditioningMedia
 from pusa_fw_wan.pipeline.loading import load_models, resolve_model_paths
@@ -39,7 +40,7 @@ def run(pipeline: WanPipeline):
     task = lookup("tasks", "i2v")()
     return pipeline.generate(task, prompt="a dog runs", negative_prompt="blur",
                              media=ConditioningMedia(image=image), num_frames=9, height=HEIGHT, width=WIDTH,
-                             steps=2, cfg=3.0, seed=7)
+                             num_steps=2, guidance=Guidance(cfg_scale=3.0), seed=7)
 
 
 def pointers(module: torch.nn.Module) -> dict[str, int]:

@@ -11,7 +11,7 @@ import torch
 from einops import repeat
 from pydantic import Field
 
-from pusa_fw.frames import latent_frame_count
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.plan import Plan
 from pusa_fw.schedule import TimestepSchedule
 from pusa_fw.task import Hold, Task, compose_plan
@@ -25,10 +25,10 @@ class LinearGrid(TimestepSchedule):
 
     sigma_max: float = Field(1.0, gt=0, le=1, description="sigma of the first row")
 
-    def build(self, num_frames: int, num_steps: int) -> torch.Tensor:
-        """The grid `[num_steps + 1, num_frames]`: row s is ``sigma_max * (1 - s / num_steps)``."""
+    def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
+        """The grid `[num_steps + 1, num_latent_frames]`: row s is ``sigma_max * (1 - s / num_steps)``."""
         sequence = torch.linspace(self.sigma_max, 0.0, num_steps + 1, dtype=torch.float64).to(torch.float32)
-        return repeat(sequence, "step -> step frame", frame=num_frames)
+        return repeat(sequence, "step -> step frame", frame=num_latent_frames)
 
 
 class LinearTextToVideo(Task):
@@ -39,23 +39,26 @@ class LinearTextToVideo(Task):
 
     sigma_max: float = Field(1.0, gt=0, le=1, description="sigma every frame starts from")
 
-    def holds(self, num_frames: int, steps: int = 10) -> list[Hold]:
-        """No held frames (checks that `num_frames` is 4n + 1)."""
-        latent_frame_count(num_frames)
+    def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
+        """No held frames (checks that the codec accepts `num_frames`)."""
+        geometry.num_latent_frames(num_frames)
         return []
 
-    def plan(self, num_frames: int = 81, steps: int = 10, shift: float = 5.0) -> Plan:
-        """The one-window plan over ``(num_frames - 1) / 4 + 1`` latent frames and `steps` steps.
+    def plan(
+        self, num_frames: int = 81, num_steps: int = 10, shift: float = 5.0, geometry: LatentGeometry = WAN21_GEOMETRY
+    ) -> Plan:
+        """The one-window plan over the codec's latent frames and `num_steps` steps.
 
         Args:
-            num_frames: pixel frames, 4n + 1.
-            steps: denoising steps S.
+            num_frames: pixel frames (4n + 1 for Wan2.1).
+            num_steps: denoising steps S.
             shift: not used (the linear grid is unshifted); accepted for the common task interface.
+            geometry: the codec's frame map.
 
         Returns:
-            A `Plan` whose ``sigmas`` are `[steps + 1, latent frames]`.
+            A `Plan` whose ``sigmas`` are `[num_steps + 1, latent frames]`.
         """
-        latents = latent_frame_count(num_frames)
-        grid = LinearGrid(sigma_max=self.sigma_max).grid(latents, steps)
+        latents = geometry.num_latent_frames(num_frames)
+        grid = LinearGrid(sigma_max=self.sigma_max).grid(latents, num_steps)
         meta = {**self.describe(), "schedule": "linear"}
-        return compose_plan(grid, self.holds(num_frames, steps), meta=meta)
+        return compose_plan(grid, self.holds(num_frames, num_steps, geometry), meta=meta)

@@ -34,7 +34,7 @@ _NOT_FLAGS = ("task_params",)
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> set[str]:
     """One flag per `GenerateConfig` field (default suppressed: unset flags leave the run file's value)."""
-    from pusa_fw_wan.cli.generate_config import GenerateConfig
+    from pusa_fw_wan.cli.generate_config import FIELD_ALIASES, GenerateConfig
 
     taken = set()
     for name, info in GenerateConfig.model_fields.items():
@@ -56,8 +56,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> set[str]:
             options.update(choices=list(typing.get_args(annotation)))
         else:
             options.update(metavar=_METAVARS.get(name, name.upper()))
-        parser.add_argument(flag, **options)
-        taken.add(flag)
+        aliases = [option_name(alias) for alias, field in FIELD_ALIASES.items() if field == name]
+        parser.add_argument(flag, *aliases, **options)
+        taken.update([flag, *aliases])
     return taken
 
 

@@ -34,6 +34,7 @@ from pydantic import (
 
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
+from pusa_fw.guidance import Guidance
 from pusa_fw.frames import check_spatial_size, latent_frame_count
 
 __all__ = [
@@ -55,6 +56,20 @@ WAN_DEFAULT_NEGATIVE_PROMPT = (
 """Wan2.1's ``sample_neg_prompt`` (``wan/configs/shared_config.py``); used when none is given."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+FIELD_ALIASES: dict[str, str] = {"steps": "num_steps"}
+"""Older spellings still accepted (as ``--steps`` and as run-file keys) -> the field they set."""
+
+
+def rename_aliases(values: dict[str, Any], where: str) -> dict[str, Any]:
+    """`values` with old spellings renamed to their field; both spellings at once is an `InputError`."""
+    renamed = dict(values)
+    for alias, name in FIELD_ALIASES.items():
+        if alias in renamed:
+            if name in renamed:
+                raise InputError(f"{where}: give {name} or its alias {alias}, not both")
+            renamed[name] = renamed.pop(alias)
+    return renamed
 
 
 def _strength_suffix(text: str) -> tuple[str, float | None]:
@@ -149,7 +164,7 @@ class GenerateConfig(BaseModel):
     num_frames: int = Field(81, description="pixel frames, 4n+1")
     height: int = Field(480, description="pixel height, a multiple of 16")
     width: int = Field(832, description="pixel width, a multiple of 16")
-    steps: int = Field(10, ge=1, description="denoising steps")
+    num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps)")
     shift: float = Field(5.0, gt=0, description="sigma shift of the schedule")
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
     history_guidance: float = Field(
@@ -181,6 +196,15 @@ class GenerateConfig(BaseModel):
     prompt_cache: bool = Field(True, description="cache prompt embeddings under $XDG_CACHE_HOME/pusa_fw")
     profile: bool = Field(False, description="print the time split (text, denoise, decode)")
     progress: bool | None = Field(None, description="progress bar (default: when stderr is a terminal)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_spellings(cls, values: Any) -> Any:
+        return rename_aliases(values, "run") if isinstance(values, dict) else values
+
+    def guidance(self) -> Guidance:
+        """The pipeline's `Guidance` from ``cfg`` and ``history_guidance``."""
+        return Guidance(cfg_scale=self.cfg, history_scale=self.history_guidance)
 
     @field_validator("num_frames")
     @classmethod
@@ -267,4 +291,4 @@ def load_run_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], Path]:
         if "task_params" in values:
             raise InputError(f"{str(file)!r}: give task parameters in [task] or in task_params, not both")
         values["task"], values["task_params"] = name, params
-    return values, file.parent
+    return rename_aliases(values, repr(str(file))), file.parent

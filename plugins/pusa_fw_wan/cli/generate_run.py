@@ -130,8 +130,8 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
 
     started = time.perf_counter()
     task = build_task(config)
-    task.plan(num_frames=config.num_frames, steps=config.steps, shift=config.shift)  # bad params fail here
-    holds = task.holds(config.num_frames, config.steps)
+    task.plan(num_frames=config.num_frames, num_steps=config.num_steps, shift=config.shift)  # bad params fail here
+    holds = task.holds(config.num_frames, config.num_steps)
     given = {"image": config.image is not None, "video": config.video is not None,
              "video_b": config.video_b is not None}
     given.update({f"keyframe:{k}": True for k in range(len(config.keyframe))})
@@ -157,8 +157,8 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     result = pipeline.generate(
         task, prompt=config.prompt, negative_prompt=config.negative_prompt,
         prompts_at=[(entry.frame, entry.text) for entry in config.prompt_at], media=media,
-        num_frames=config.num_frames, height=config.height, width=config.width, steps=config.steps,
-        shift=config.shift, cfg=config.cfg, history_guidance=config.history_guidance, sampler=config.sampler,
+        num_frames=config.num_frames, height=config.height, width=config.width, num_steps=config.num_steps,
+        shift=config.shift, guidance=config.guidance(), sampler=config.sampler,
         seed=config.seed, keyframe_encoding=config.keyframe_encoding, progress=progress,
     )
     timings.update(result.timings)
@@ -210,7 +210,7 @@ def _sidecar_record(config: GenerateConfig, task: Task, result: GenerationResult
         "prompt_at": [entry.model_dump() for entry in config.prompt_at],
         "negative_prompt": (config.negative_prompt if config.negative_prompt is not None
                             else WAN_DEFAULT_NEGATIVE_PROMPT) if config.cfg != 1 else None,
-        "sampling": {"sampler": config.sampler, "steps": config.steps, "shift": config.shift,
+        "sampling": {"sampler": config.sampler, "num_steps": config.num_steps, "shift": config.shift,
                      "cfg": config.cfg, "history_guidance": config.history_guidance},
         "inputs": inputs,
         "models": {

@@ -28,13 +28,12 @@ import numpy as np
 import torch
 
 from pusa_fw.errors import InputError
-from pusa_fw.frames import pixel_frame_count
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.task import Hold
 
 __all__ = ["ConditioningMedia", "check_media", "clip_end", "encode_sources", "load_media", "sources_of"]
 
 KeyframeEncoding = Literal["image", "video"]
-_STILL_CLIP_FRAMES = 5
 
 
 @dataclass
@@ -75,9 +74,9 @@ def clip_end(holds: Sequence[Hold], source: str) -> Literal["head", "tail"]:
     return ends.pop()
 
 
-def clip_pixel_frames(holds: Sequence[Hold], source: str) -> int:
-    """Pixel frames of clip `source` the task needs (4L - 3 for L latents of its encoding)."""
-    return pixel_frame_count(max(hold.source_frame for hold in holds if hold.source == source) + 1)
+def clip_pixel_frames(holds: Sequence[Hold], source: str, geometry: LatentGeometry = WAN21_GEOMETRY) -> int:
+    """Pixel frames of clip `source` the task needs (Wan2.1: 4L - 3 for L latents of its encoding)."""
+    return geometry.num_frames(max(hold.source_frame for hold in holds if hold.source == source) + 1)
 
 
 def check_media(holds: Sequence[Hold], given: dict[str, bool], task_name: str, flags: dict[str, str]) -> None:
@@ -142,6 +141,7 @@ def load_media(
     size: tuple[int, int],
     fps: int,
     policy: str = "center-crop",
+    geometry: LatentGeometry = WAN21_GEOMETRY,
 ) -> ConditioningMedia:
     """Read the inputs the holds need from files, fitted to `size` (only the frames that are used).
 
@@ -157,24 +157,27 @@ def load_media(
     for name, path in (("video", video), ("video_b", video_b)):
         if path is not None:
             end = clip_end(holds, name)
-            clip = _load_clip(path, clip_pixel_frames(holds, name), end, size, fps, policy)
+            clip = _load_clip(path, clip_pixel_frames(holds, name, geometry), end, size, fps, policy)
             setattr(media, name, clip)
     return media
 
 
 def _encode_keyframe(vae: torch.nn.Module, picture: torch.Tensor, latent_frame: int,
-                     encoding: KeyframeEncoding) -> torch.Tensor:
-    """`[16, h, w]` latent of one picture for latent frame `latent_frame`."""
+                     encoding: KeyframeEncoding, geometry: LatentGeometry) -> torch.Tensor:
+    """`[C, h, w]` latent of one picture for latent frame `latent_frame`.
+
+    ``"video"`` encodes a still clip of two latent frames and keeps the second (a full temporal group).
+    """
     batch = picture.unsqueeze(0)
     if encoding == "image" or latent_frame == 0:
         return vae.encode_image(batch)[0, :, 0]
-    still = batch.unsqueeze(2).expand(-1, -1, _STILL_CLIP_FRAMES, -1, -1)
+    still = batch.unsqueeze(2).expand(-1, -1, geometry.num_frames(2), -1, -1)
     return vae.encode(still)[0, :, 1]
 
 
-def _clip_part(clip: torch.Tensor, holds: Sequence[Hold], source: str) -> torch.Tensor:
+def _clip_part(clip: torch.Tensor, holds: Sequence[Hold], source: str, geometry: LatentGeometry) -> torch.Tensor:
     """The frames of a `[3, T, H, W]` clip the task uses: its first or last `clip_pixel_frames`."""
-    needed = clip_pixel_frames(holds, source)
+    needed = clip_pixel_frames(holds, source, geometry)
     if clip.ndim != 4 or clip.shape[1] < needed:
         raise InputError(
             f"{source} has shape {tuple(clip.shape)}; the task needs [3, T >= {needed}, H, W] (a longer clip)"
@@ -193,18 +196,20 @@ def encode_sources(
     num_latents: int,
     *,
     keyframe_encoding: KeyframeEncoding = "image",
+    geometry: LatentGeometry = WAN21_GEOMETRY,
 ) -> torch.Tensor | None:
     """Encode the held inputs into the source latents of the timeline.
 
     Args:
-        vae: a `WanVAE` (on its compute device).
+        vae: a `WanVAE` or another codec with ``encode``/``encode_image`` (on its compute device).
         holds: the task's holds.
         media: the pixels, at the output size.
         num_latents: N, latent frames on the timeline.
         keyframe_encoding: ``"image"`` (one-frame latents, Pusa) or ``"video"`` (still-chunk latents).
+        geometry: the codec's frame map (how many pixel frames a clip of L latents needs).
 
     Returns:
-        `[1, 16, N, h, w]` float32 on the VAE's device (zeros at frames that are not held), or None
+        `[1, C, N, h, w]` float32 on the VAE's device (zeros at frames that are not held), or None
         when nothing is held.
     """
     if not holds:
@@ -220,14 +225,14 @@ def encode_sources(
             if clip is None:
                 raise _not_given(hold)
             if hold.source not in encoded_clips:
-                used = _clip_part(clip, holds, hold.source)
+                used = _clip_part(clip, holds, hold.source, geometry)
                 encoded_clips[hold.source] = vae.encode(used.unsqueeze(0))[0]
             latent = encoded_clips[hold.source][:, hold.source_frame]
         else:
             picture = pictures.get(hold.source)
             if picture is None:
                 raise _not_given(hold)
-            latent = _encode_keyframe(vae, picture, hold.frame, keyframe_encoding)
+            latent = _encode_keyframe(vae, picture, hold.frame, keyframe_encoding, geometry)
         if source is None:
             source = latent.new_zeros(1, latent.shape[0], num_latents, *latent.shape[1:])
         source[0, :, hold.frame] = latent

@@ -28,7 +28,7 @@ from torch import nn
 
 from pusa_fw.context import PromptTimeline
 from pusa_fw.errors import InputError
-from pusa_fw.frames import check_spatial_size, latent_frame_count, latent_index
+from pusa_fw.geometry import LatentGeometry
 from pusa_fw.guidance import Guidance
 from pusa_fw.plan import Plan
 from pusa_fw.sampling import StepInfo, sample
@@ -39,10 +39,10 @@ from pusa_fw_wan.pipeline.media import ConditioningMedia, KeyframeEncoding, enco
 from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.offload import Placement, make_placement
 
-__all__ = ["GenerationResult", "WanPipeline", "clean_held_frames"]
+__all__ = ["DEFAULT_GUIDANCE", "GenerationResult", "WanPipeline", "clean_held_frames"]
 
-LATENT_CHANNELS = 16
-SPATIAL_FACTOR = 8
+DEFAULT_GUIDANCE = Guidance(cfg_scale=3.0)
+"""Text guidance 3 (the Pusa/Wan CLI range), no history guidance."""
 
 
 @dataclass
@@ -50,9 +50,9 @@ class GenerationResult:
     """What `WanPipeline.generate` returns (all tensors on the CPU).
 
     Attributes:
-        video: `[3, T, H, W]` float32 in [-1, 1], T = 4(N - 1) + 1.
-        latents: `[1, 16, N, H/8, W/8]` the final latents (every frame at sigma 0).
-        source_latents: `[1, 16, N, H/8, W/8]` the encoded held inputs (zeros elsewhere), or None.
+        video: `[3, T, H, W]` float32 in [-1, 1], T = `num_frames` (Wan2.1: 4(N - 1) + 1).
+        latents: `[1, C, N, h, w]` the final latents (every frame at sigma 0; Wan2.1: C = 16, h = H/8).
+        source_latents: `[1, C, N, h, w]` the encoded held inputs (zeros elsewhere), or None.
         plan: the plan that was run.
         clean_frames: latent frames held clean (sigma 0 at every step): there `latents == source_latents`
             bit for bit.
@@ -89,7 +89,8 @@ class WanPipeline:
 
     Args:
         dit: the DiT backbone (LoRAs already applied).
-        vae: the VAE.
+        vae: the VAE (or another codec with ``encode``, ``encode_image``, ``decode`` and ``.geometry``);
+            its `LatentGeometry` gives the frame map, the size checks and the latent shape.
         text_encoder: the umT5 text encoder (a `WanTextEncoder`).
         device: the compute device.
         offload: ``"none"``, ``"model"`` or ``"block"`` (see the module docstring).
@@ -101,6 +102,7 @@ class WanPipeline:
         self.offload = offload
         self.dit = dit
         self.vae = vae
+        self.geometry: LatentGeometry = vae.geometry
         self.text_encoder = text_encoder
         self.dit_placement: Placement = make_placement(dit, self.device, offload, blocks=True)
         self.vae_placement: Placement = make_placement(vae, self.device, offload)
@@ -131,17 +133,17 @@ class WanPipeline:
             )
         starts: dict[int, str] = {}
         for frame, _text in sorted(entries, key=lambda entry: entry[0]):
-            start = latent_index(frame, num_frames)
+            start = self.geometry.latent_index(frame, num_frames)
             if start in starts:
                 raise InputError(
                     f"prompts at pixel frames {starts[start]} and {frame} start in the same latent frame "
-                    f"{start}; give each prompt range its own 4-frame group, and only one prompt from frame 0"
+                    f"{start}; give each prompt range its own latent frame, and only one prompt from frame 0"
                 )
             starts[start] = str(frame)
         if 0 not in starts:
             raise InputError("the first prompt must start at frame 0: pass --prompt or --prompt-at 0:TEXT")
         ordered = sorted(entries, key=lambda entry: entry[0])
-        return [latent_index(frame, num_frames) for frame, _ in ordered], [text for _, text in ordered]
+        return [self.geometry.latent_index(frame, num_frames) for frame, _ in ordered], [text for _, text in ordered]
 
     # ------------------------------------------------------------------ generation
 
@@ -156,10 +158,9 @@ class WanPipeline:
         num_frames: int = 81,
         height: int = 480,
         width: int = 832,
-        steps: int = 10,
+        num_steps: int = 10,
         shift: float = 5.0,
-        cfg: float = 3.0,
-        history_guidance: float = 1.0,
+        guidance: Guidance = DEFAULT_GUIDANCE,
         sampler: str = "euler",
         seed: int = 0,
         keyframe_encoding: KeyframeEncoding = "image",
@@ -171,16 +172,15 @@ class WanPipeline:
         Args:
             task: a task instance (e.g. ``lookup("tasks", "i2v")(strength=0.8)``).
             prompt: the prompt (from pixel frame 0).
-            negative_prompt: used when ``cfg != 1``; None means Wan2.1's default negative prompt.
+            negative_prompt: used when ``guidance.cfg_scale != 1``; None means Wan2.1's default negative prompt.
             prompts_at: ``(pixel frame, text)`` prompt ranges for sliding-window tasks.
             media: the images and clips the task holds, at `height` x `width` (see `ConditioningMedia`).
-            num_frames: pixel frames, 4n + 1.
-            height: pixels, a multiple of 16.
-            width: pixels, a multiple of 16.
-            steps: denoising steps.
+            num_frames: pixel frames, a count the VAE's geometry accepts (Wan2.1: 4n + 1).
+            height: pixels, a multiple of the geometry's `spatial_multiple` (Wan2.1: 16).
+            width: pixels, likewise.
+            num_steps: denoising steps.
             shift: sigma shift of the schedule.
-            cfg: classifier-free guidance scale (1 skips the negative pass).
-            history_guidance: history guidance scale (1 skips the pass that hides held/history frames).
+            guidance: the `Guidance` scales (a scale of 1 skips that branch's forward pass).
             sampler: registered sampler name (``"euler"``, ``"unipc"``).
             seed: seed of the CPU generator for the noise (and any fresh noise the plan needs).
             keyframe_encoding: ``"image"`` or ``"video"`` (see `conditioning_media`).
@@ -193,13 +193,12 @@ class WanPipeline:
         Raises:
             InputError, FrameMapError, PlanError: bad sizes, frame counts, prompts or media.
         """
-        latents_count = latent_frame_count(num_frames)
-        check_spatial_size(height, width)
-        plan = task.plan(num_frames=num_frames, steps=steps, shift=shift)
-        holds = task.holds(num_frames, steps)
+        channels, latents_count, latent_height, latent_width = self.geometry.latent_shape(num_frames, height, width)
+        plan = task.plan(num_frames=num_frames, num_steps=num_steps, shift=shift, geometry=self.geometry)
+        holds = task.holds(num_frames, num_steps, self.geometry)
         starts, texts = self._prompt_contexts(prompt, prompts_at, plan, num_frames)
         timings: dict[str, float] = {}
-        use_cfg = cfg != 1.0
+        use_cfg = guidance.cfg_scale != 1.0
         with _timed(timings, "text"):
             negative = WAN_DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt
             contexts = self.encode_prompts(texts + ([negative] if use_cfg else []))
@@ -207,8 +206,8 @@ class WanPipeline:
         context: Any = contexts[0] if len(contexts) == 1 else PromptTimeline(starts=starts, contexts=contexts)
         with _timed(timings, "encode"), self.vae_placement.active(), torch.no_grad():
             source = encode_sources(self.vae, holds, media or ConditioningMedia(), latents_count,
-                                    keyframe_encoding=keyframe_encoding)
-        shape = (1, LATENT_CHANNELS, latents_count, height // SPATIAL_FACTOR, width // SPATIAL_FACTOR)
+                                    keyframe_encoding=keyframe_encoding, geometry=self.geometry)
+        shape = (1, channels, latents_count, latent_height, latent_width)
         if source is not None and tuple(source.shape) != shape:
             raise InputError(
                 f"encoded inputs have shape {tuple(source.shape)}, expected {shape}; resize the media"
@@ -216,7 +215,6 @@ class WanPipeline:
         generator = make_generator(seed)
         noise = draw_noise(shape, generator, device=self.device)
         with _timed(timings, "denoise"), self.dit_placement.active(), torch.no_grad():
-            guidance = Guidance(cfg_scale=cfg, history_scale=history_guidance)
             latents = self._sample(plan, noise, source, context, negative_context, guidance, sampler, generator,
                                    progress, callback)
         with _timed(timings, "decode"), self.vae_placement.active(), torch.no_grad():

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from pusa_fw.errors import CheckpointError, InputError
+from pusa_fw.geometry import LatentGeometry
 
 from pusa_fw_wan.vae.blocks import CausalCache, CausalConv3d
 from pusa_fw_wan.vae.checkpoint import (
@@ -104,6 +105,17 @@ class WanVAE(nn.Module):
         self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
         self.decoder = Decoder3d(self.arch)
         self.conv2 = CausalConv3d(z_dim, z_dim, 1)
+
+    @property
+    def geometry(self) -> LatentGeometry:
+        """The latent geometry: stride 4 with frame 0 alone, /8 spatial, patch 2 of the DiT, `z_dim` channels."""
+        return LatentGeometry(
+            temporal_stride=TEMPORAL_FACTOR,
+            first_frame_alone=True,
+            spatial_factor=SPATIAL_FACTOR,
+            patch_size=2,
+            channels=self.arch.z_dim,
+        )
 
     # ------------------------------------------------------------------ loading
 
