@@ -112,12 +112,12 @@ def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: st
     geometry = codec.geometry
     num_frames = world.num_frames
     latents_shape = geometry.latent_shape(num_frames, world.size, world.size)
-    plan = task.plan(num_frames, steps, shift)
-    holds = task.holds(num_frames, steps)
+    plan = task.plan(num_frames, steps, shift, geometry)
+    holds = task.holds(num_frames, steps, geometry)
     device = next(dit.parameters()).device
     with torch.no_grad():
-        sources = [encode_sources(codec, holds, media_for(name, clip, world, geometry), latents_shape[1])
-                   for clip in clips]
+        sources = [encode_sources(codec, holds, media_for(name, clip, world, geometry), latents_shape[1],
+                                  geometry=geometry) for clip in clips]
         source = None if sources[0] is None else torch.cat(sources).to(device)
         context = text_encoder.encode([clip.caption for clip in clips]).to(device)
         negative = text_encoder.encode([""] * len(clips)).to(device) if cfg != 1.0 else None
