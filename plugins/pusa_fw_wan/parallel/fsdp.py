@@ -1,0 +1,75 @@
+"""FSDP2 sharding of the Wan DiT: one `fully_shard` group per transformer block, then the root.
+
+Both training (team dist) and multi-GPU inference use `shard_dit`. Each block's weights are gathered just
+before the block runs and freed after it (``reshard_after_forward=True``), so a rank holds one full block
+plus its 1/N shard of the rest: a 14B model fits where one copy does not. The root group holds the
+patch and text embeddings, the time MLP and the head.
+
+Mixed precision follows PyTorch's `MixedPrecisionPolicy`: the sharded parameters keep their stored dtype,
+and with ``param_dtype`` set they are cast for compute when gathered (as the official Wan FSDP does with
+bf16); ``reduce_dtype`` is the gradient reduce-scatter dtype (training). Leave both None to compute in
+the stored dtypes (e.g. after `WanDiT.set_compute_dtype`, which keeps norms and time modules in float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from pusa_fw.errors import InputError
+
+__all__ = ["dit_blocks", "shard_dit"]
+
+
+def dit_blocks(model: nn.Module) -> list[nn.Module]:
+    """The transformer blocks of a Wan DiT (`model.blocks`), with a clear error for anything else."""
+    blocks = getattr(model, "blocks", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        raise InputError(
+            f"shard_dit needs a Wan DiT with a non-empty `blocks` ModuleList, got {type(model).__name__}; "
+            "pass a WanDiT (for Wan2.2 experts shard each expert)"
+        )
+    return list(blocks)
+
+
+def shard_dit(
+    model: nn.Module,
+    mesh: Any,
+    *,
+    param_dtype: torch.dtype | None = None,
+    reduce_dtype: torch.dtype | None = None,
+    reshard_after_forward: bool = True,
+) -> nn.Module:
+    """Shard a Wan DiT with FSDP2 over ``mesh``: `fully_shard` per block, then the root (in place).
+
+    Args:
+        model: a `WanDiT` (anything with a ``blocks`` ModuleList of transformer blocks).
+        mesh: a 1-D `torch.distributed.device_mesh.DeviceMesh` of the ranks that share the weights (2-D for
+            HSDP: replicate x shard).
+        param_dtype: dtype the gathered parameters are cast to for compute (None: keep stored dtypes).
+        reduce_dtype: dtype of gradient reduce-scatter (None: the parameter dtype).
+        reshard_after_forward: free each block's gathered weights after its forward (the memory saving of
+            inference); False keeps them gathered until the backward (faster training, more memory).
+
+    Returns:
+        The same module, now an `FSDPModule` (its forward gathers weights block by block).
+
+    Raises:
+        InputError: ``model`` has no blocks or ``mesh`` is not a DeviceMesh.
+    """
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    blocks = dit_blocks(model)
+    if not isinstance(mesh, DeviceMesh):
+        raise InputError(
+            f"shard_dit needs a torch DeviceMesh, got {type(mesh).__name__}; "
+            "build one with torch.distributed.device_mesh.init_device_mesh(device_type, (world_size,))"
+        )
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    return model
