@@ -1,4 +1,4 @@
-"""`pusa-fw export-lora`: a LoRA trained through peft, saved in the checkpoint contract, exported and loaded back.
+"""`pusa-fw export-lora`: a peft-trained LoRA, saved in the checkpoint contract, exported and loaded back.
 
 The LoRA'd model is built here with peft's `inject_adapter_in_model` (the trainer's own tool), its B
 matrices made non-zero so the LoRA changes the output; the exported file, applied with the public loader
@@ -17,7 +17,6 @@ from safetensors.torch import save_file
 
 from pusa_fw.cli import main as cli_main
 from pusa_fw.errors import CheckpointError
-
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.lora import LoraSpec, apply_loras, set_lora_strength
@@ -64,14 +63,25 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run = tmp_path_factory.mktemp("run")
     checkpoint = run / "checkpoints" / f"step-{STEP:07d}"
     checkpoint.mkdir(parents=True)
-    metadata = {"format": "pusa-fw-lora", "rank": str(RANK), "alpha": str(ALPHA), "targets": json.dumps(TARGETS)}
+    metadata = {
+        "format": "pusa-fw-lora",
+        "rank": str(RANK),
+        "alpha": str(ALPHA),
+        "targets": json.dumps(TARGETS),
+    }
     save_file(adapter, str(checkpoint / "adapter.safetensors"), metadata=metadata)
     save_file(ema, str(checkpoint / "ema.safetensors"), metadata=metadata)
     config = {"lora": {"rank": RANK, "alpha": ALPHA}, "ptss": {"p_async": 0.7, "shift": 5.0}, "steps": STEP}
     for folder in (run, checkpoint):
         (folder / "config.json").write_text(json.dumps(config))
     (run / "checkpoints" / "latest").write_text(f"step-{STEP:07d}\n")
-    return {"run": run, "checkpoint": checkpoint, "lora": lora_output, "base": base_output, "adapter": adapter}
+    return {
+        "run": run,
+        "checkpoint": checkpoint,
+        "lora": lora_output,
+        "base": base_output,
+        "adapter": adapter,
+    }
 
 
 def loaded_output(path: Path, strength: float = 1.0) -> tuple[torch.Tensor, WanDiT]:
@@ -104,7 +114,11 @@ def test_comfyui_keys_alphas_and_metadata(trained: dict, tmp_path: Path) -> None
     expected |= {f"diffusion_model.{key.rsplit('.lora_', 1)[0]}.alpha" for key in trained["adapter"]}
     assert keys == expected
     assert alpha.shape == () and float(alpha) == ALPHA
-    assert (metadata["rank"], float(metadata["alpha"]), json.loads(metadata["targets"])) == ("4", ALPHA, TARGETS)
+    assert (metadata["rank"], float(metadata["alpha"]), json.loads(metadata["targets"])) == (
+        "4",
+        ALPHA,
+        TARGETS,
+    )
     assert json.loads(metadata["ptss"]) == {"p_async": 0.7, "shift": 5.0}
     assert metadata["step"] == str(STEP) and float(metadata["recommended_strength"]) == 1.4
     assert json.loads(metadata["config"])["steps"] == STEP
@@ -119,7 +133,9 @@ def test_ema_export_uses_the_ema_weights(trained: dict, tmp_path: Path) -> None:
     assert out.metadata["ema"] == "true"
 
 
-def test_cli_exports_and_rejects_bad_sources(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+def test_cli_exports_and_rejects_bad_sources(
+    trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "cli.safetensors"
     assert cli_main(["export-lora", str(trained["run"]), "--out", str(out), "--layout", "diffusers"]) == 0
     assert out.is_file() and str(out) in capsys.readouterr().out
@@ -129,5 +145,7 @@ def test_cli_exports_and_rejects_bad_sources(trained: dict, tmp_path: Path, caps
     with pytest.raises(CheckpointError, match="no EMA"):
         broken = tmp_path / "no_ema"
         broken.mkdir()
-        (broken / "adapter.safetensors").write_bytes((trained["checkpoint"] / "adapter.safetensors").read_bytes())
+        (broken / "adapter.safetensors").write_bytes(
+            (trained["checkpoint"] / "adapter.safetensors").read_bytes()
+        )
         export_lora(broken, tmp_path / "y.safetensors", ema=True)

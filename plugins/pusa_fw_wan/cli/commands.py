@@ -146,8 +146,10 @@ class GenerateCommand:
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """Register ``generate`` and ``export-lora``."""
+    """Register ``generate``, ``prepare`` and ``export-lora``."""
     from pusa_fw_wan.cli.export_lora import ExportLoraCommand
+    from pusa_fw_wan.cli.prepare import PrepareCommand
 
     register(GenerateCommand(), name="generate")
+    register(PrepareCommand(), name="prepare")
     register(ExportLoraCommand(), name="export-lora")

@@ -12,6 +12,7 @@ _EXPORTS = {
     "TrainingSample": ".source",
     "TrainingSource": ".source",
     "InMemorySource": ".source",
+    "LatentCache": ".cache",
     "export_lora": ".export",
     "ExportedLora": ".export",
 }

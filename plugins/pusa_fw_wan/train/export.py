@@ -30,7 +30,6 @@ import torch
 
 from pusa_fw.errors import CheckpointError, InputError
 from pusa_fw.io.atomic import atomic_path
-
 from pusa_fw_wan.lora.names import original_to_diffusers
 from pusa_fw_wan.weights.files import read_tensor_file
 
@@ -106,7 +105,9 @@ def _read_config(checkpoint: Path) -> dict[str, Any]:
             try:
                 loaded = json.loads(candidate.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise CheckpointError(f"{str(candidate)!r} is not JSON ({error}); the checkpoint is damaged") from error
+                raise CheckpointError(
+                    f"{str(candidate)!r} is not JSON ({error}); the checkpoint is damaged"
+                ) from error
             return loaded if isinstance(loaded, dict) else {}
     return {}
 
@@ -139,10 +140,16 @@ def _pairs(tensors: dict[str, torch.Tensor], source: Path) -> dict[str, dict[str
             "it is not a pusa-fw adapter file"
         )
     for module, pair in pairs.items():
-        if set(pair) != {"lora_A", "lora_B"} or pair["lora_A"].ndim != 2 or pair["lora_B"].ndim != 2 \
-                or pair["lora_A"].shape[0] != pair["lora_B"].shape[1]:
+        if (
+            set(pair) != {"lora_A", "lora_B"}
+            or pair["lora_A"].ndim != 2
+            or pair["lora_B"].ndim != 2
+            or pair["lora_A"].shape[0] != pair["lora_B"].shape[1]
+        ):
             shapes = {half: list(value.shape) for half, value in pair.items()}
-            raise CheckpointError(f"{str(source)!r}: module {module!r} has an incomplete or mismatched pair {shapes}")
+            raise CheckpointError(
+                f"{str(source)!r}: module {module!r} has an incomplete or mismatched pair {shapes}"
+            )
     if not pairs:
         raise CheckpointError(f"{str(source)!r} holds no LoRA tensors")
     return pairs
@@ -155,13 +162,16 @@ def _adapter_file(checkpoint: Path, ema: bool) -> Path:
         return path
     if not (checkpoint / "adapter.safetensors").is_file() and (checkpoint / "model.safetensors").is_file():
         raise CheckpointError(
-            f"{str(checkpoint)!r} is a full fine-tune checkpoint (model.safetensors); there is no LoRA to export"
+            f"{str(checkpoint)!r} is a full fine-tune checkpoint (model.safetensors); "
+            "there is no LoRA to export"
         )
     hint = "; the run kept no EMA: drop --ema" if ema else ""
     raise CheckpointError(f"{str(path)!r} does not exist{hint}")
 
 
-def _output_tensors(pairs: dict[str, dict[str, torch.Tensor]], alpha: float, layout: str) -> dict[str, torch.Tensor]:
+def _output_tensors(
+    pairs: dict[str, dict[str, torch.Tensor]], alpha: float, layout: str
+) -> dict[str, torch.Tensor]:
     tensors: dict[str, torch.Tensor] = {}
     for module in sorted(pairs):
         down, up = (pairs[module][half].to(torch.float32).contiguous() for half in ("lora_A", "lora_B"))
@@ -171,7 +181,9 @@ def _output_tensors(pairs: dict[str, dict[str, torch.Tensor]], alpha: float, lay
         else:
             diffusers = original_to_diffusers(module)
             if diffusers is None:
-                raise CheckpointError(f"module {module!r} has no diffusers name; export with --layout comfyui")
+                raise CheckpointError(
+                    f"module {module!r} has no diffusers name; export with --layout comfyui"
+                )
             prefix = f"transformer.{diffusers}"
         tensors[f"{prefix}.lora_A.weight"] = down
         tensors[f"{prefix}.lora_B.weight"] = up
@@ -227,22 +239,35 @@ def export_lora(
         raise CheckpointError(f"{str(source)!r}: metadata rank {rank} but the tensors have ranks {ranks}")
     config = _read_config(checkpoint)
     step_match = _STEP_DIR.fullmatch(checkpoint.name)
-    step = int(metadata["step"]) if metadata.get("step", "").isdigit() else (
-        int(step_match.group(1)) if step_match else None)
+    step = (
+        int(metadata["step"])
+        if metadata.get("step", "").isdigit()
+        else (int(step_match.group(1)) if step_match else None)
+    )
     base_hash = metadata.get("base_model_hash") or _find_key(config, ("base_model_hash",))
     if base_model is not None:
         base_hash = base_model_hash(base_model)
     header = {
-        "format": EXPORT_FORMAT, "layout": layout, "rank": str(rank), "alpha": repr(alpha),
-        "targets": json.dumps(targets), "modules": str(len(pairs)),
-        "ptss": json.dumps(_find_key(config, ("ptss",))), "base_model_hash": str(base_hash or ""),
-        "step": "" if step is None else str(step), "recommended_strength": repr(float(strength)),
-        "ema": "true" if ema else "false", "config": json.dumps(config),
+        "format": EXPORT_FORMAT,
+        "layout": layout,
+        "rank": str(rank),
+        "alpha": repr(alpha),
+        "targets": json.dumps(targets),
+        "modules": str(len(pairs)),
+        "ptss": json.dumps(_find_key(config, ("ptss",))),
+        "base_model_hash": str(base_hash or ""),
+        "step": "" if step is None else str(step),
+        "recommended_strength": repr(float(strength)),
+        "ema": "true" if ema else "false",
+        "config": json.dumps(config),
     }
     if layout == "diffusers":
         header["lora_adapter_metadata"] = json.dumps(
-            {"r": rank, "lora_alpha": alpha,
-             "target_modules": sorted({str(original_to_diffusers(m)).split(".", 2)[-1] for m in pairs})}
+            {
+                "r": rank,
+                "lora_alpha": alpha,
+                "target_modules": sorted({str(original_to_diffusers(m)).split(".", 2)[-1] for m in pairs}),
+            }
         )
     from safetensors.torch import save_file
 
