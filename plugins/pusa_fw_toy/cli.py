@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pusa_fw.errors import InputError
 
-__all__ = ["EvalToyCommand", "ToyInitCommand"]
+__all__ = ["EvalToyCommand", "ToyInitCommand", "ToyPackCommand"]
 
 
 class ToyInitCommand:
@@ -55,6 +55,27 @@ class ToyInitCommand:
         spec = ToyModelSpec(codec=codec, world=world)
         root = build_toy_dir(args.directory, spec=spec, seed=args.seed, randomise=args.random, dim=args.dim,
                              num_heads=args.heads, num_layers=args.layers)
+        sys.stdout.write(f"{root}\n")
+        return 0
+
+
+class ToyPackCommand:
+    """``pusa-fw toy-pack CHECKPOINT --out DIR``: a full-training checkpoint as a toy model directory."""
+
+    name = "toy-pack"
+    help = "turn a toy base-training checkpoint (or run directory) into a toy model directory"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("checkpoint", type=Path, help="checkpoint directory, or a run directory (latest)")
+        parser.add_argument("--out", type=Path, required=True, help="toy model directory to write")
+        parser.add_argument("--init", type=Path, default=None,
+                            help="the toy directory the run started from (default: the run's model.path)")
+        parser.add_argument("--ema", action="store_true", help="use the EMA weights (ema.safetensors)")
+
+    def run(self, args: argparse.Namespace) -> int:
+        from pusa_fw_toy.pack import pack_checkpoint
+
+        root = pack_checkpoint(args.checkpoint, args.out, init_dir=args.init, ema=args.ema)
         sys.stdout.write(f"{root}\n")
         return 0
 

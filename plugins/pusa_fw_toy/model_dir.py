@@ -29,7 +29,7 @@ from pusa_fw_toy.codec import ToyCodec, ToyCodecConfig
 from pusa_fw_toy.text import ToyTextEncoder
 from pusa_fw_toy.world import WorldConfig
 
-__all__ = ["TOY_MANIFEST", "ToyModelSpec", "ToyModels", "build_toy_dir", "is_toy_dir", "load_toy_models",
+__all__ = ["TOY_MANIFEST", "ToyModelSpec", "ToyModels", "build_toy_dir", "is_toy_dir", "load_toy_models", "read_spec",
            "toy_wan_config"]
 
 TOY_MANIFEST = "toy.json"
@@ -160,3 +160,4 @@ def load_toy_models(directory: str | os.PathLike[str], *, dtype: torch.dtype = t
             f"{text_encoder.max_length} x {text_encoder.d_model}; rebuild the toy model"
         )
     return ToyModels(dit=dit, codec=codec, text_encoder=text_encoder, spec=spec)
+

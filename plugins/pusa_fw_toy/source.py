@@ -22,7 +22,7 @@ from pusa_fw_toy.model_dir import read_spec
 from pusa_fw_toy.text import ToyTextEncoder
 from pusa_fw_toy.world import HELD_OUT_SEED_BASE, WorldConfig, render_clip
 
-__all__ = ["WorldSource"]
+__all__ = ["WorldSource", "open_world"]
 
 
 def _dropped(seed: int, rate: float) -> bool:
@@ -98,3 +98,19 @@ class WorldSource:
         meta = {"seed": seed, "colour": clip.colour, "direction": clip.direction,
                 "start": [float(value) for value in clip.centres[0]]}
         return TrainingSample(latents=latents, context=self._context(caption).clone(), caption=caption, meta=meta)
+
+
+def open_world(model_dir: str, length: int = 100_000, seed_offset: int = 0,
+               caption_dropout: float = 0.0) -> WorldSource:
+    """Training-source factory (``data.source = "pusa_fw_toy.source:open_world"``, options as keywords).
+
+    Args:
+        model_dir: the toy model directory whose world, codec and text encoder make the samples.
+        length: samples per epoch.
+        seed_offset: first world seed.
+        caption_dropout: share of samples with an empty caption.
+    """
+    root = Path(model_dir).expanduser()
+    if not root.is_dir():
+        raise InputError(f"data.options.model_dir {str(root)!r} is not a directory; pass the toy model directory")
+    return WorldSource.from_model_dir(root, length=length, seed_offset=seed_offset, caption_dropout=caption_dropout)

@@ -1,0 +1,102 @@
+"""Packing a training checkpoint into a toy model directory.
+
+A full-training run of a toy model (``mode = "full"``, started from a ``pusa-fw toy-init`` directory)
+saves ``model.safetensors`` (and ``ema.safetensors``) in each checkpoint. `pack_checkpoint` combines those
+weights with the codec, world and text encoder of the directory the run started from, so the result
+loads through ``pusa-fw generate --model``, ``eval-toy --base`` and a VTA run's ``model.path``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from pusa_fw.errors import CheckpointError, InputError
+from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
+
+from pusa_fw_toy.model_dir import DIT_WEIGHTS, TOY_MANIFEST, read_spec
+
+__all__ = ["pack_checkpoint", "resolve_checkpoint"]
+
+DIT_FULL = "model.safetensors"
+DIT_EMA = "ema.safetensors"
+
+
+def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
+    """A checkpoint directory from a run directory (its ``checkpoints/latest``) or a checkpoint directory.
+
+    Raises:
+        CheckpointError: neither a run with a ``latest`` pointer nor a checkpoint directory.
+    """
+    root = Path(path).expanduser()
+    latest = root / "checkpoints" / "latest"
+    if latest.is_file():
+        named = latest.read_text().strip()
+        candidate = Path(named) if Path(named).is_absolute() else root / "checkpoints" / named
+        if candidate.is_dir():
+            return candidate
+        raise CheckpointError(f"{str(latest)!r} names {named!r}, which is not a directory; the run is damaged")
+    if (root / "config.json").is_file() and any((root / name).is_file() for name in (DIT_FULL, DIT_EMA)):
+        return root
+    raise CheckpointError(
+        f"{str(root)!r} is neither a training run (checkpoints/latest) nor a checkpoint directory with "
+        f"{DIT_FULL}; pass one of those"
+    )
+
+
+def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
+                    init_dir: str | os.PathLike[str] | None = None, ema: bool = False) -> Path:
+    """Turn a full-training checkpoint into a toy model directory (for generate, eval-toy and VTA training).
+
+    The codec, world and text encoder come from the toy directory the run started from (the training
+    config's ``model.path``, or `init_dir`); the DiT weights from the checkpoint's ``model.safetensors``
+    (``ema.safetensors`` with `ema`).
+
+    Args:
+        checkpoint: a checkpoint directory, or a run directory (its latest checkpoint is used).
+        out: the toy model directory to write (created; its parent must exist).
+        init_dir: the toy directory the run started from, when the config does not name it.
+        ema: use the EMA weights.
+
+    Returns:
+        The written directory.
+
+    Raises:
+        CheckpointError: missing files, or weights that do not fit the starting directory's DiT.
+    """
+    import shutil
+
+    from pusa_fw_wan.weights.safetensors import read_header
+
+    source = resolve_checkpoint(checkpoint)
+    weights = source / (DIT_EMA if ema else DIT_FULL)
+    if not weights.is_file():
+        raise CheckpointError(f"{str(source)!r} has no {weights.name}; it is not a full-training checkpoint"
+                              + (" with EMA (drop --ema)" if ema else ""))
+    if init_dir is None:
+        try:
+            init_dir = json.loads((source / "config.json").read_text())["model"]["path"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise CheckpointError(f"{str(source / 'config.json')!r} does not name model.path; pass --init DIR") from error
+    start = Path(str(init_dir)).expanduser()
+    spec = read_spec(start)
+    expected = {name: info.shape for name, info in read_header(start / DIT_WEIGHTS).items()}
+    found = {name: info.shape for name, info in read_header(weights).items()}
+    if expected != found:
+        different = sorted(set(expected) ^ set(found)) or sorted(k for k in expected if expected[k] != found[k])
+        raise CheckpointError(
+            f"{str(weights)!r} does not fit the DiT of {str(start)!r} (e.g. {different[:3]}); pass the toy "
+            "directory this run started from"
+        )
+    root = Path(out).expanduser()
+    if not root.parent.is_dir():
+        raise InputError(f"cannot create {str(root)!r}: {str(root.parent)!r} does not exist; create it first")
+    root.mkdir(exist_ok=True)
+    with atomic_path(root / DIT_WEIGHTS) as temp:
+        shutil.copyfile(weights, temp)
+    with atomic_path(root / spec.text_encoder) as temp:
+        shutil.copyfile(start / spec.text_encoder, temp)
+    atomic_write_bytes(root / "config.json", (start / "config.json").read_bytes())
+    atomic_write_bytes(root / TOY_MANIFEST, spec.model_dump_json(indent=2).encode())
+    return root
