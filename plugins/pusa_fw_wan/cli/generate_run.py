@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
-from pusa_fw.frames import latent_index
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.io.atomic import atomic_path, check_output_path
 from pusa_fw.registry_lookup import lookup
 from pusa_fw.task import Hold, Task
@@ -87,7 +87,8 @@ def build_task(config: GenerateConfig) -> Task:
         raise _task_error(config.task, error) from error
 
 
-def _check_keyframe_positions(config: GenerateConfig, holds: list[Hold]) -> None:
+def _check_keyframe_positions(config: GenerateConfig, holds: list[Hold],
+                              geometry: LatentGeometry = WAN21_GEOMETRY) -> None:
     """Every keyframe must land in the latent frame where the task holds it."""
     for hold in holds:
         if not hold.source.startswith("keyframe:"):
@@ -96,11 +97,11 @@ def _check_keyframe_positions(config: GenerateConfig, holds: list[Hold]) -> None
         if index >= len(config.keyframe):
             continue  # reported as a missing input by check_media
         keyframe = config.keyframe[index]
-        if latent_index(keyframe.frame, config.num_frames) != hold.frame:
+        if geometry.latent_index(keyframe.frame, config.num_frames) != hold.frame:
+            span = geometry.pixel_span(hold.frame)
             raise InputError(
                 f"--keyframe {keyframe.frame}:{keyframe.path} is keyframe {index}; task {config.task!r} "
-                f"holds it in latent frame {hold.frame} (pixel frames {max(0, 4 * hold.frame - 3)}.."
-                f"{4 * hold.frame}); "
+                f"holds it in latent frame {hold.frame} (pixel frames {span.start}..{span.stop - 1}); "
                 f"move it there (start-end: frames 0 and {config.num_frames - 1})"
             )
 
@@ -126,28 +127,31 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     Raises:
         PusaError: any bad input (one-line messages naming the value and the fix).
     """
-    from pusa_fw_wan.pipeline.loading import load_models, resolve_device, resolve_dtype, resolve_model_paths
+    from pusa_fw_wan.pipeline.loading import (
+        load_models, model_geometry, resolve_device, resolve_dtype, resolve_model_paths,
+    )
 
     started = time.perf_counter()
     task = build_task(config)
-    task.plan(num_frames=config.num_frames, num_steps=config.num_steps, shift=config.shift)  # bad params fail here
-    holds = task.holds(config.num_frames, config.num_steps)
+    paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
+    geometry = model_geometry(paths)  # the codec's frame map, before any weights are read
+    task.plan(config.num_frames, config.num_steps, config.shift, geometry)  # bad params fail here
+    holds = task.holds(config.num_frames, config.num_steps, geometry)
     given = {"image": config.image is not None, "video": config.video is not None,
              "video_b": config.video_b is not None}
     given.update({f"keyframe:{k}": True for k in range(len(config.keyframe))})
     check_media(holds, given, config.task, INPUT_FLAGS)
-    _check_keyframe_positions(config, holds)
+    _check_keyframe_positions(config, holds, geometry)
     _check_files(config)
     out = config.output_path()
     sidecar = _check_output(out)
     lookup("samplers", config.sampler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
-    paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
     media = load_media(
         holds, image=config.image, keyframes=[k.path for k in config.keyframe],
         video=config.video, video_b=config.video_b, size=(config.height, config.width), fps=config.fps,
-        policy=config.resize,
+        policy=config.resize, geometry=geometry,
     )
     loras = [(lora.path, lora.strength) for lora in config.lora]
     models = load_models(paths, loras=loras, dtype=dtype, device=device, offload=config.offload,

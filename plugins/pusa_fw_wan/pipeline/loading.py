@@ -22,7 +22,7 @@ import torch
 from pusa_fw.errors import CheckpointError, InputError
 
 __all__ = [
-    "LoadedModels", "ModelPaths", "load_models", "resolve_device", "resolve_dtype", "resolve_model_paths",
+    "LoadedModels", "ModelPaths", "load_models", "model_geometry", "resolve_device", "resolve_dtype", "resolve_model_paths",
     "umt5_overrides",
 ]
 
@@ -121,6 +121,20 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
     elif text_encoder.is_file() and (text_encoder.parent / "tokenizer").is_dir():
         tokenizer = text_encoder.parent / "tokenizer"
     return ModelPaths(dit=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
+
+
+def model_geometry(paths: ModelPaths) -> Any:
+    """The `LatentGeometry` of the models at `paths`, read without loading any weights.
+
+    A toy model's comes from its ``toy.json``; a Wan2.1 set has the Wan-VAE's (`WAN21_GEOMETRY`).
+    """
+    if paths.vae.name == TOY_MANIFEST:
+        from pusa_fw_toy.model_dir import read_spec
+
+        return read_spec(paths.dit).codec.geometry()
+    from pusa_fw.geometry import WAN21_GEOMETRY
+
+    return WAN21_GEOMETRY
 
 
 def umt5_overrides(path: Path) -> dict[str, int]:
