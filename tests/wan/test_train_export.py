@@ -7,6 +7,7 @@ to a fresh copy of the base model, must reproduce the LoRA'd output, and strengt
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.lora import LoraSpec, apply_loras, set_lora_strength
 from pusa_fw_wan.testing.tiny import randomise_parameters
-from pusa_fw_wan.train.export import export_lora
+from pusa_fw_wan.train.export import base_model_hash, export_lora
 
 TARGETS = ["q", "k", "v", "o", "ffn.0", "ffn.2"]
 RANK, ALPHA, STEP = 4, 8.0, 12
@@ -71,13 +72,21 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
     }
     save_file(adapter, str(checkpoint / "adapter.safetensors"), metadata=metadata)
     save_file(ema, str(checkpoint / "ema.safetensors"), metadata=metadata)
-    config = {"lora": {"rank": RANK, "alpha": ALPHA}, "ptss": {"p_async": 0.7, "shift": 5.0}, "steps": STEP}
+    base_file = run / "base.safetensors"
+    save_file(fresh_base().state_dict(), str(base_file))
+    config = {
+        "model": {"path": str(base_file)},
+        "lora": {"rank": RANK, "alpha": ALPHA},
+        "ptss": {"p_async": 0.7, "shift": 5.0},
+        "steps": STEP,
+    }
     for folder in (run, checkpoint):
         (folder / "config.json").write_text(json.dumps(config))
     (run / "checkpoints" / "latest").write_text(f"step-{STEP:07d}\n")
     return {
         "run": run,
         "checkpoint": checkpoint,
+        "base_file": base_file,
         "lora": lora_output,
         "base": base_output,
         "adapter": adapter,
@@ -96,6 +105,7 @@ def test_export_round_trip_reproduces_the_trained_model(trained: dict, tmp_path:
     assert (trained["lora"] - trained["base"]).abs().max() > 1e-2  # the LoRA really changes the output
     out = export_lora(trained["run"], tmp_path / "lora.safetensors", layout=layout)
     assert out.modules == 2 * 10 and out.rank == RANK and out.alpha == ALPHA and out.step == STEP
+    assert out.metadata["base_model_hash"] == base_model_hash(trained["base_file"])  # the config's model.path
     output, model = loaded_output(out.path)
     torch.testing.assert_close(output, trained["lora"], rtol=1e-5, atol=1e-5)
     set_lora_strength(model, "exported", 0.0)
@@ -122,7 +132,7 @@ def test_comfyui_keys_alphas_and_metadata(trained: dict, tmp_path: Path) -> None
     assert json.loads(metadata["ptss"]) == {"p_async": 0.7, "shift": 5.0}
     assert metadata["step"] == str(STEP) and float(metadata["recommended_strength"]) == 1.4
     assert json.loads(metadata["config"])["steps"] == STEP
-    assert metadata["base_model_hash"].startswith("sha256:") and len(metadata["base_model_hash"]) == 71
+    assert metadata["base_model_hash"] == "sha256:" + hashlib.sha256(base.read_bytes()).hexdigest()
 
 
 def test_ema_export_uses_the_ema_weights(trained: dict, tmp_path: Path) -> None:

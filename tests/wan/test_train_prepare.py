@@ -135,6 +135,7 @@ def test_cli_prepares_and_rejects_bad_frame_counts(
     (tmp_path / "metadata.jsonl").write_text(
         '{"file_name": "still.png", "text": "a dark room"}\n'
         '{"file_name": "broken.mp4", "text": "a bird"}\nnot json\n'
+        '{"file_name": "still.png", "text": "again"}\n'
     )
     args = [
         "prepare",
@@ -155,6 +156,31 @@ def test_cli_prepares_and_rejects_bad_frame_counts(
     printed = capsys.readouterr().out
     assert printed.startswith("1 clips") and "skipped broken.mp4: corrupt" in printed
     assert "skipped metadata.jsonl line 3: unreadable caption (line is not JSON" in printed
+    assert "skipped still.png: duplicate" in printed
     assert cli_main([*args, "8"]) == 2
     error = capsys.readouterr().err.strip()
     assert "num_frames=8" in error and len(error.splitlines()) == 1
+
+
+class InterruptingCodec:
+    """The tiny Wan codec, interrupted (Ctrl-C) at its first encode."""
+
+    def __init__(self, codec) -> None:
+        self.geometry, self.identity = codec.geometry, codec.identity
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_run_keeps_the_prepared_items_in_the_index(first_run: dict, encoders) -> None:
+    data, cache = first_run["data"], first_run["cache"]
+    write_video(data / "pan.mp4", moving_frames(30, 80, 24, phase=2.0), fps=24)  # pan must be re-encoded
+    config = PrepareConfig(
+        data=data, out=cache, height=32, width=32, num_frames=(5,), extraction="chunk", clips_per_video=2
+    )
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset(config, InterruptingCodec(encoders[0]), encoders[1])
+    listed = [entry["source"] for entry in json.loads((cache / "index.json").read_text())["clips"]]
+    assert sorted(listed) == ["still.png", "walk.mp4"]  # walk visited, still not yet: both kept; pan stale
+    resumed = prepare_dataset(config, *encoders)
+    assert resumed.encoded == ["pan.mp4"] and resumed.clips == 4

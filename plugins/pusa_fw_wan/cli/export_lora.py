@@ -52,7 +52,7 @@ class ExportLoraCommand:
             "--base-model",
             type=Path,
             metavar="DIR",
-            help="base model weights to hash into the metadata (when the checkpoint has no hash)",
+            help="base model weights to hash into the metadata (default: the training config's model.path)",
         )
 
     def run(self, args: argparse.Namespace) -> int:

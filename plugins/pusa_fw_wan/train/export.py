@@ -125,6 +125,13 @@ def _find_key(tree: Any, names: tuple[str, ...]) -> Any:
     return None
 
 
+def _config_model_path(config: dict[str, Any]) -> Path | None:
+    """The base checkpoint the run trained on (``model.path`` of the training config), when it exists here."""
+    model = config.get("model")
+    path = model.get("path") if isinstance(model, dict) else None
+    return Path(path) if isinstance(path, str) and Path(path).exists() else None
+
+
 def _pairs(tensors: dict[str, torch.Tensor], source: Path) -> dict[str, dict[str, torch.Tensor]]:
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     foreign = []
@@ -207,7 +214,8 @@ def export_lora(
         layout: ``comfyui`` or ``diffusers`` key names.
         ema: export the EMA weights (``ema.safetensors``) instead of the trained ones.
         strength: the recommended strength written into the metadata.
-        base_model: base model weights to hash into ``base_model_hash`` when the checkpoint has none.
+        base_model: base model weights to hash into ``base_model_hash``; default: the checkpoint's own hash,
+            else the training config's ``model.path`` when it exists here (reading every byte of it).
 
     Returns:
         An `ExportedLora`.
@@ -245,8 +253,10 @@ def export_lora(
         else (int(step_match.group(1)) if step_match else None)
     )
     base_hash = metadata.get("base_model_hash") or _find_key(config, ("base_model_hash",))
-    if base_model is not None:
-        base_hash = base_model_hash(base_model)
+    trained_on = _config_model_path(config)
+    if base_model is not None or (not base_hash and trained_on is not None):
+        base_hash = base_model_hash(base_model if base_model is not None else trained_on)
+    ptss = json.loads(metadata["ptss"]) if metadata.get("ptss") else _find_key(config, ("ptss",))
     header = {
         "format": EXPORT_FORMAT,
         "layout": layout,
@@ -254,7 +264,7 @@ def export_lora(
         "alpha": repr(alpha),
         "targets": json.dumps(targets),
         "modules": str(len(pairs)),
-        "ptss": json.dumps(_find_key(config, ("ptss",))),
+        "ptss": json.dumps(ptss),
         "base_model_hash": str(base_hash or ""),
         "step": "" if step is None else str(step),
         "recommended_strength": repr(float(strength)),

@@ -5,14 +5,15 @@ carries that hash, the caption and the same settings fingerprint (settings + cod
 identity), the item is reused untouched. Otherwise its clips are decoded, resized to their bucket,
 encoded and written atomically, and clip files left over from an earlier, longer cut are removed. An item
 that fails (missing, corrupt, too short, unreadable caption, an encoder error) is named in the summary and
-the run goes on; ``index.json`` is rewritten every ``index_every`` items and at the end.
+the run goes on. ``index.json`` is rewritten every ``index_every`` items, when the run is interrupted, and
+at the end; until the end it also keeps the earlier run's entries of the items not visited yet, so a
+stopped run never hides clips that were already prepared.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,17 +27,26 @@ from pusa_fw_wan.train.prepare.config import PrepareConfig
 from pusa_fw_wan.train.prepare.encoders import TextEmbedder, VideoCodec, identity_of
 from pusa_fw_wan.train.prepare.manifest import ManifestItem, read_manifest
 from pusa_fw_wan.train.prepare.media import MediaClip, MediaProblem, read_item_clips
+from pusa_fw_wan.train.prepare.stored import (
+    CLIPS_DIR,
+    clip_path,
+    file_sha256,
+    index_entry,
+    item_key,
+    previous_entries,
+    remove_stale_clips,
+    reusable_entries,
+)
 
 __all__ = ["CLIPS_DIR", "PrepareSummary", "SkippedItem", "prepare_dataset"]
 
-CLIPS_DIR = "clips"
 SUMMARY_NAME = "summary.json"
 
 
 @dataclass(frozen=True)
 class SkippedItem:
     """An item that produced no clips: `reason` is ``missing``, ``corrupt``, ``too short``,
-    ``unreadable caption`` or ``encode failed``; `detail` says what exactly."""
+    ``unreadable caption``, ``duplicate`` or ``encode failed``; `detail` says what exactly."""
 
     source: str
     reason: str
@@ -68,61 +78,6 @@ class PrepareSummary:
             f"{len(self.reused)} already prepared, {len(self.skipped)} skipped"
         )
         return [head] + [f"skipped {item.source}: {item.reason} ({item.detail})" for item in self.skipped]
-
-
-def _item_key(file_name: str) -> str:
-    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(file_name).stem)[:48] or "item"
-    return f"{stem}-{hashlib.sha256(file_name.encode()).hexdigest()[:10]}"
-
-
-def _clip_path(out: Path, key: str, index: int) -> Path:
-    return out / CLIPS_DIR / f"{key}_{index:03d}.safetensors"
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _entry(out: Path, path: Path, metadata: dict[str, str]) -> dict[str, Any]:
-    return {
-        "file": path.relative_to(out).as_posix(),
-        "source": metadata["source"],
-        "clip_index": int(metadata["clip_index"]),
-        "latents_shape": json.loads(metadata["latents_shape"]),
-        "context_shape": json.loads(metadata["context_shape"]),
-        "caption": metadata["caption"],
-    }
-
-
-def _reusable(out: Path, key: str, item: ManifestItem, source_hash: str, settings: str) -> list[dict] | None:
-    """Index entries of an item whose cached clips all match, else None."""
-    first = read_clip_metadata(_clip_path(out, key, 0))
-    if first is None or not first.get("item_clips", "").isdigit():
-        return None
-    entries = []
-    for index in range(int(first["item_clips"])):
-        path = _clip_path(out, key, index)
-        metadata = first if index == 0 else read_clip_metadata(path)
-        if metadata is None or (
-            metadata.get("source_sha256"),
-            metadata.get("settings"),
-            metadata.get("caption"),
-            metadata.get("source"),
-        ) != (source_hash, settings, item.caption, item.file_name):
-            return None
-        entries.append(_entry(out, path, metadata))
-    return entries
-
-
-def _remove_stale(out: Path, key: str, count: int) -> None:
-    for path in (out / CLIPS_DIR).glob(f"{key}_*.safetensors"):
-        suffix = path.stem.rsplit("_", 1)[-1]
-        if suffix.isdigit() and int(suffix) >= count:
-            path.unlink(missing_ok=True)
 
 
 def _encode_clip(codec: VideoCodec, clip: MediaClip) -> torch.Tensor:
@@ -202,11 +157,31 @@ class _Run:
                 "settings": self.settings,
                 "geometry": self.codec.geometry.model_dump(),
             }
-            path = _clip_path(self.out, key, index)
+            path = clip_path(self.out, key, index)
             write_clip(path, latents, context, metadata)
-            entries.append(_entry(self.out, path, read_clip_metadata(path) or {}))
-        _remove_stale(self.out, key, len(clips))
+            entries.append(index_entry(self.out, path, read_clip_metadata(path) or {}))
+        remove_stale_clips(self.out, key, len(clips))
         return entries
+
+
+def _prepare_item(run: _Run, item: ManifestItem, summary: PrepareSummary) -> list[dict[str, Any]]:
+    """Index entries of one item: reused when its cached clips match, else freshly encoded."""
+    if item.problem is not None:
+        raise MediaProblem("unreadable caption", item.problem)
+    if not item.path.is_file():
+        raise MediaProblem("missing", f"{str(item.path)!r} does not exist")
+    try:
+        source_hash = file_sha256(item.path)
+    except OSError as error:
+        raise MediaProblem("corrupt", f"cannot read the file: {error}") from error
+    key = item_key(item.file_name)
+    reused = reusable_entries(run.out, key, item, source_hash, run.settings)
+    if reused is not None:
+        summary.reused.append(item.file_name)
+        return reused
+    encoded = run.encode_item(item, key, source_hash)
+    summary.encoded.append(item.file_name)
+    return encoded
 
 
 def prepare_dataset(
@@ -232,30 +207,31 @@ def prepare_dataset(
     run = _Run(config, codec, text)
     items = read_manifest(config.data)
     (run.out / CLIPS_DIR).mkdir(parents=True, exist_ok=True)
+    previous = previous_entries(run.out)
     summary = PrepareSummary()
     entries: list[dict[str, Any]] = []
-    for done, item in enumerate(tqdm(items, desc="prepare", unit="item", disable=not progress), start=1):
-        try:
-            if item.problem is not None:
-                raise MediaProblem("unreadable caption", item.problem)
-            if not item.path.is_file():
-                raise MediaProblem("missing", f"{str(item.path)!r} does not exist")
+    seen: set[str] = set()
+
+    def partial_index() -> (
+        None
+    ):  # this run's entries so far, plus the earlier run's for items not yet visited
+        pending = [entry for source, listed in previous.items() if source not in seen for entry in listed]
+        write_index(run.out, entries + pending, run.index_extra())
+
+    try:
+        for done, item in enumerate(tqdm(items, desc="prepare", unit="item", disable=not progress), start=1):
             try:
-                source_hash = _file_sha256(item.path)
-            except OSError as error:
-                raise MediaProblem("corrupt", f"cannot read the file: {error}") from error
-            key = _item_key(item.file_name)
-            reused = _reusable(run.out, key, item, source_hash, run.settings)
-            if reused is not None:
-                entries.extend(reused)
-                summary.reused.append(item.file_name)
-            else:
-                entries.extend(run.encode_item(item, key, source_hash))
-                summary.encoded.append(item.file_name)
-        except MediaProblem as problem:
-            summary.skipped.append(SkippedItem(item.file_name, problem.reason, problem.detail))
-        if done % config.index_every == 0:
-            write_index(run.out, entries, run.index_extra())
+                if item.file_name in seen:
+                    raise MediaProblem("duplicate", "listed again in the manifest; the first row was used")
+                seen.add(item.file_name)
+                entries.extend(_prepare_item(run, item, summary))
+            except MediaProblem as problem:
+                summary.skipped.append(SkippedItem(item.file_name, problem.reason, problem.detail))
+            if done % config.index_every == 0:
+                partial_index()
+    except BaseException:
+        partial_index()
+        raise
     summary.index_path = write_index(run.out, entries, run.index_extra())
     summary.clips = len(entries)
     record = {**asdict(summary), "index_path": str(summary.index_path)}
