@@ -8,6 +8,7 @@ Sizes are tiny (32x32-area buckets, 5-frame clips): the tiny VAE still costs ~0.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -184,3 +185,11 @@ def test_an_interrupted_run_keeps_the_prepared_items_in_the_index(first_run: dic
     assert sorted(listed) == ["still.png", "walk.mp4"]  # walk visited, still not yet: both kept; pan stale
     resumed = prepare_dataset(config, *encoders)
     assert resumed.encoded == ["pan.mp4"] and resumed.clips == 4
+    # same size and mtime: trusted without reading the file; --rehash reads it and sees the change
+    pan = data / "pan.mp4"
+    status, raw = pan.stat(), bytearray(pan.read_bytes())
+    raw[-1] ^= 0xFF
+    pan.write_bytes(bytes(raw))
+    os.utime(pan, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert "pan.mp4" in prepare_dataset(config, *encoders).reused
+    assert "pan.mp4" not in prepare_dataset(config.model_copy(update={"rehash": True}), *encoders).reused

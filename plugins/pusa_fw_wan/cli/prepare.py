@@ -78,6 +78,7 @@ class PrepareCommand:
             default=fields["fps"].default,
             help="resample videos to this rate (default 16, Wan's); 0 keeps each file's rate",
         )
+        parser.add_argument("--rehash", action="store_true", help=fields["rehash"].description)
         parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
         parser.add_argument(
             "--dtype", default="auto", help="text-encoder dtype: auto, float32, bfloat16, float16"
@@ -104,6 +105,7 @@ class PrepareCommand:
             num_frames=tuple(args.num_frames or (81,)),
             extraction=args.extraction,
             clips_per_video=args.clips_per_video,
+            rehash=args.rehash,
             fps=args.fps or None,
         )
         codec, text = load_wan_encoders(

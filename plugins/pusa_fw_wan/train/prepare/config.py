@@ -57,6 +57,9 @@ class PrepareConfig(BaseModel):
     fps: float | None = Field(
         16.0, gt=0, description="resample videos to this rate (Wan: 16); None keeps the file's"
     )
+    rehash: bool = Field(
+        False, description="hash every source again, even one whose size and mtime match its cached clips"
+    )
     index_every: int = Field(
         25, ge=1, description="rewrite index.json after this many items (and at the end)"
     )

@@ -1,6 +1,7 @@
 """`prepare_dataset`: encode every item of a dataset folder into the latent cache, resumably.
 
-Per item: the caption is checked, the file hashed (SHA-256), and if every clip file of the item already
+Per item: the caption is checked, the file hashed (SHA-256; skipped when its size and modification time
+are those recorded with its clips, unless ``rehash``), and if every clip file of the item already
 carries that hash, the caption and the same settings fingerprint (settings + codec + text-encoder
 identity), the item is reused untouched. Otherwise its clips are decoded, resized to their bucket,
 encoded and written atomically, and clip files left over from an earlier, longer cut are removed. An item
@@ -34,8 +35,10 @@ from pusa_fw_wan.train.prepare.stored import (
     index_entry,
     item_key,
     previous_entries,
+    recorded_hash,
     remove_stale_clips,
     reusable_entries,
+    source_stamp,
 )
 
 __all__ = ["CLIPS_DIR", "PrepareSummary", "SkippedItem", "prepare_dataset"]
@@ -126,7 +129,7 @@ class _Run:
             self.contexts = {caption: self.text.encode([caption])[0].float().cpu()}
         return self.contexts[caption]
 
-    def encode_item(self, item: ManifestItem, key: str, source_hash: str) -> list[dict[str, Any]]:
+    def encode_item(self, item: ManifestItem, key: str, source_hash: str, stamp: str) -> list[dict[str, Any]]:
         clips = read_item_clips(item, self.config, self.buckets, self.codec.geometry, self.frame_counts)
         try:
             context = self.context(item.caption)
@@ -138,6 +141,7 @@ class _Run:
             metadata = {
                 "source": item.file_name,
                 "source_sha256": source_hash,
+                "source_stamp": stamp,
                 "kind": clip.kind,
                 "caption": item.caption,
                 "clip_index": str(index),
@@ -170,16 +174,18 @@ def _prepare_item(run: _Run, item: ManifestItem, summary: PrepareSummary) -> lis
         raise MediaProblem("unreadable caption", item.problem)
     if not item.path.is_file():
         raise MediaProblem("missing", f"{str(item.path)!r} does not exist")
+    key = item_key(item.file_name)
     try:
-        source_hash = file_sha256(item.path)
+        stamp = source_stamp(item.path)
+        source_hash = None if run.config.rehash else recorded_hash(run.out, key, stamp)
+        source_hash = source_hash or file_sha256(item.path)
     except OSError as error:
         raise MediaProblem("corrupt", f"cannot read the file: {error}") from error
-    key = item_key(item.file_name)
     reused = reusable_entries(run.out, key, item, source_hash, run.settings)
     if reused is not None:
         summary.reused.append(item.file_name)
         return reused
-    encoded = run.encode_item(item, key, source_hash)
+    encoded = run.encode_item(item, key, source_hash, stamp)
     summary.encoded.append(item.file_name)
     return encoded
 

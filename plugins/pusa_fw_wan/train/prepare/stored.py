@@ -2,6 +2,8 @@
 
 An item's clips are ``clips/<stem>-<hash of file name>_<NNN>.safetensors``; `reusable_entries` accepts them
 only when every clip of the item is present with the item's source hash, caption and settings fingerprint.
+A source whose size and modification time are those recorded with its clips is not read again (unless
+the run asks to rehash).
 """
 
 from __future__ import annotations
@@ -23,8 +25,10 @@ __all__ = [
     "index_entry",
     "item_key",
     "previous_entries",
+    "recorded_hash",
     "remove_stale_clips",
     "reusable_entries",
+    "source_stamp",
 ]
 
 CLIPS_DIR = "clips"
@@ -45,6 +49,20 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 22), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def source_stamp(path: Path) -> str:
+    """``size:mtime_ns`` of a source file; while it is unchanged, the hash recorded with its clips holds."""
+    status = path.stat()
+    return f"{status.st_size}:{status.st_mtime_ns}"
+
+
+def recorded_hash(out: Path, key: str, stamp: str) -> str | None:
+    """The source hash stored with an item's first clip if it recorded the same stamp, else None."""
+    metadata = read_clip_metadata(clip_path(out, key, 0))
+    if metadata is None or metadata.get("source_stamp") != stamp:
+        return None
+    return metadata.get("source_sha256") or None
 
 
 def index_entry(out: Path, path: Path, metadata: dict[str, str]) -> dict[str, Any]:
