@@ -24,7 +24,7 @@ from pusa_fw.errors import InputError
 
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.blocks import AttentionBlock, Head, timestep_sinusoid
-from pusa_fw_wan.dit.rope import rope_frequencies
+from pusa_fw_wan.dit.rope import cached_rope_frequencies
 
 __all__ = ["FP32_PARAMETER_PATTERNS", "WanDiT"]
 
@@ -43,6 +43,13 @@ class WanDiT(nn.Module, Backbone):
     Calling the module (``model(latents, sigmas, context)``) is the same as `velocity`; use
     `forward_timesteps` to feed Wan's 0..1000 network timesteps directly (as the official code does).
     The module tree and ``state_dict()`` keys equal the official checkpoint keys.
+
+    Inference checks the sigma values, embeds each distinct timestep once and applies RoPE in float64,
+    as the official code does. A training step (module in ``train()`` mode *and* gradients on; see
+    `is_training_step`) skips what it does not need: the value checks that read tensors back to the
+    host (its sigmas come from a validated sampler; shapes are still checked), the de-duplication of
+    timesteps (a sort and a sync), and the float64 RoPE round trip (it rotates in complex64 with the
+    same table, built once per grid).
 
     Args:
         config: the architecture; a randomly initialised model is built (on the default device, or under
@@ -115,6 +122,11 @@ class WanDiT(nn.Module, Backbone):
         """Dtype of the patch embedding, i.e. of the large linears."""
         return self.patch_embedding.weight.dtype
 
+    @property
+    def is_training_step(self) -> bool:
+        """True in ``train()`` mode with gradients on: the forward takes the lean training path."""
+        return self.training and torch.is_grad_enabled()
+
     def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
         """Recompute each block in the backward pass instead of storing its activations."""
         self.gradient_checkpointing = enabled
@@ -139,7 +151,7 @@ class WanDiT(nn.Module, Backbone):
         """Same as `velocity` (sigmas in [0, 1]; the network timestep ``1000 * sigma`` is formed here)."""
         if not isinstance(sigmas, torch.Tensor):
             raise InputError(f"sigmas must be a tensor of shape [B] or [B, F], got {type(sigmas).__name__}")
-        if sigmas.numel() > 0:
+        if sigmas.numel() > 0 and not self.is_training_step:
             low, high = (float(value) for value in torch.aminmax(sigmas.detach().to(torch.float64)))
             if not (math.isfinite(low) and math.isfinite(high)):
                 raise InputError("sigmas contain NaN or inf; every frame needs a sigma in [0, 1]")
@@ -178,7 +190,8 @@ class WanDiT(nn.Module, Backbone):
         x = rearrange(tokens, "b d f h w -> b (f h w) d").float().contiguous()
         time_embedding, time_projection = self._embed_time(timesteps, grid[0], x.device)
         text = self._embed_text(context)
-        rope = rope_frequencies(grid, config.head_dim, x.device, config.rope_max_positions)
+        rope_dtype = torch.complex64 if self.is_training_step else torch.complex128
+        rope = cached_rope_frequencies(grid, config.head_dim, x.device, config.rope_max_positions, rope_dtype)
 
         use_checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
@@ -208,8 +221,9 @@ class WanDiT(nn.Module, Backbone):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Time embedding and projection, once per distinct timestep, in float32.
 
-        The time MLP runs on the distinct timestep values only (so equal frames, or a `[B]` input, give
-        bit-identical embeddings), and the results are gathered per frame.
+        For inference the time MLP runs on the distinct timestep values only (so equal frames, or a `[B]`
+        input, give bit-identical embeddings), and the results are gathered per frame. In a training step
+        (`is_training_step`) it runs on every (sample, frame) value directly: no sort, no host sync.
 
         Args:
             timesteps: `[B]` or `[B, F]` network timesteps.
@@ -224,15 +238,20 @@ class WanDiT(nn.Module, Backbone):
         per_frame = rearrange(timesteps, "b -> b 1") if per_sample else timesteps
         batch, given_frames = per_frame.shape
         flat = rearrange(per_frame.to(device=device, dtype=torch.float64), "b f -> (b f)")
-        distinct, index = torch.unique(flat, return_inverse=True)
+        if self.is_training_step:
+            distinct, index = flat, None
+        else:
+            distinct, index = torch.unique(flat, return_inverse=True)
         sinusoid = timestep_sinusoid(distinct, self.config.freq_dim)
         with torch.autocast(device_type=device.type, enabled=False):
             first = self.time_embedding[0]
             embedding = self.time_embedding(sinusoid.to(first.weight.dtype)).float()
             projection_linear = self.time_projection[1]
             projection = self.time_projection(embedding.to(projection_linear.weight.dtype)).float()
-        time_embedding = rearrange(embedding[index], "(b f) d -> b f d", b=batch)
-        time_projection = rearrange(projection[index], "(b f) (six d) -> b f six d", b=batch, six=6)
+        if index is not None:
+            embedding, projection = embedding[index], projection[index]
+        time_embedding = rearrange(embedding, "(b f) d -> b f d", b=batch)
+        time_projection = rearrange(projection, "(b f) (six d) -> b f six d", b=batch, six=6)
         if given_frames != frames:
             time_embedding = time_embedding.expand(batch, frames, -1)
             time_projection = time_projection.expand(batch, frames, -1, -1)
@@ -265,7 +284,7 @@ class WanDiT(nn.Module, Backbone):
             raise InputError(
                 f"sigmas/timesteps must be [B]=[{batch}] or [B, F]=[{batch}, {frames}], got {shape}"
             )
-        if not bool(torch.isfinite(timesteps).all()):
+        if not self.is_training_step and not bool(torch.isfinite(timesteps).all()):
             raise InputError("sigmas/timesteps contain NaN or inf")
         if not isinstance(context, torch.Tensor) or context.ndim != 3:
             shape = tuple(context.shape) if isinstance(context, torch.Tensor) else type(context).__name__

@@ -7,14 +7,21 @@ width; 22/21/21 for head_dim 128), each axis with its own frequency ladder
 position (f, h, w) is rotated by ``f * theta_frame``, ``h * theta_height`` and ``w * theta_width``. Angles
 are float64 and the rotation is a complex128 multiplication (as in the official code); the result is
 returned in float32. Nothing here is a module parameter or a state-dict key.
+
+Training uses the same table rounded to complex64 and rotates in float32 (`apply_rope` picks the
+precision from the table's dtype): the float64 round trip of every query and key is an inference
+nicety that a gradient step does not need. `cached_rope_frequencies` keeps the last few tables, so a
+forward pass does not rebuild the table of a grid it has seen.
 """
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import torch
 from einops import rearrange
 
-__all__ = ["apply_rope", "rope_axis_pairs", "rope_frequencies"]
+__all__ = ["apply_rope", "cached_rope_frequencies", "rope_axis_pairs", "rope_frequencies"]
 
 _THETA = 10000.0
 
@@ -75,16 +82,48 @@ def rope_frequencies(
     return torch.polar(torch.ones_like(angles), angles)
 
 
+@lru_cache(maxsize=8)
+def _cached_table(
+    grid: tuple[int, int, int], head_dim: int, device: torch.device, max_positions: int, dtype: torch.dtype
+) -> torch.Tensor:
+    # Built outside any inference_mode / no_grad region, so a training step may save it for backward.
+    with torch.inference_mode(False), torch.no_grad():
+        return rope_frequencies(grid, head_dim, device, max_positions).to(dtype)
+
+
+def cached_rope_frequencies(
+    grid: tuple[int, int, int],
+    head_dim: int,
+    device: torch.device | str = "cpu",
+    max_positions: int = 1024,
+    dtype: torch.dtype = torch.complex128,
+) -> torch.Tensor:
+    """`rope_frequencies` in ``dtype`` (complex128, or complex64 for training), from a small cache.
+
+    The returned tensor is shared between calls: never modify it in place.
+    """
+    if dtype not in (torch.complex128, torch.complex64):
+        raise ValueError(f"RoPE tables are complex128 or complex64, got {dtype}")
+    return _cached_table(tuple(grid), head_dim, torch.device(device), max_positions, dtype)
+
+
 def apply_rope(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs of every head by complex multiplication in complex128.
+    """Rotate adjacent channel pairs of every head by complex multiplication.
+
+    A complex128 table rotates in complex128 (the official precision, used for inference); a complex64
+    table rotates in complex64 (training), without converting the queries and keys to float64.
 
     Args:
         x: `[B, L, heads, head_dim]` queries or keys (any float dtype).
-        frequencies: `[L, head_dim / 2]` complex128 from `rope_frequencies`.
+        frequencies: `[L, head_dim / 2]` complex128 or complex64 from `cached_rope_frequencies`.
 
     Returns:
         `[B, L, heads, head_dim]` float32.
     """
+    if frequencies.dtype == torch.complex64:
+        pairs = rearrange(x.float(), "b l h (p two) -> b l h p two", two=2).contiguous()
+        rotated = torch.view_as_complex(pairs) * rearrange(frequencies, "l p -> 1 l 1 p")
+        return rearrange(torch.view_as_real(rotated), "b l h p two -> b l h (p two)")
     pairs = rearrange(x.to(torch.float64), "b l h (p two) -> b l h p two", two=2).contiguous()
     rotated = torch.view_as_complex(pairs).mul_(rearrange(frequencies, "l p -> 1 l 1 p"))
     return rearrange(torch.view_as_real(rotated), "b l h p two -> b l h (p two)").to(torch.float32)
