@@ -46,7 +46,8 @@ def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
 def two_rank_results(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("two_ranks")
     result = torchrun(str(out))
-    assert result.returncode == 0, result.stderr[-3000:]
+    progress = {path.name: path.read_text() for path in sorted(out.glob("progress.rank*.txt"))}
+    assert result.returncode == 0, f"{progress}\n{result.stderr[-3000:]}"
     return out
 
 

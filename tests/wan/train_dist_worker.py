@@ -177,9 +177,16 @@ def main(argv: list[str]) -> int:
     torch.set_num_threads(1)
     out = Path(argv[0])
     with init_distributed("ddp") as ctx:
+        progress = out / f"progress.rank{ctx.rank}.txt"
         for scenario in SCENARIOS:
             distributed_run(scenario, ctx, out)
+            with progress.open("a") as file:
+                file.write(f"{scenario} done\n")
         record_bad_layouts(ctx, out)
+        with progress.open("a") as file:
+            file.write("bad layouts done\n")
+    with progress.open("a") as file:
+        file.write("process group closed\n")
     return 0
 
 
