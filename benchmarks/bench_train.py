@@ -39,10 +39,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_backbone import TensorMemoryTracker, peak_rss_mb  # noqa: E402
+from bench_backbone import TensorMemoryTracker, peak_rss_mb
 
-from pusa_fw.fafm import fafm_loss, noise_latents  # noqa: E402
-from pusa_fw_wan import WanConfig, WanDiT  # noqa: E402
+from pusa_fw.fafm import fafm_loss, noise_latents
+from pusa_fw_wan import WanConfig, WanDiT
 
 OURS_TARGETS = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2"]

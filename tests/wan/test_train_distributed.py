@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 import train_dist_worker as worker
+from safetensors.torch import load_file
 
 WORKER = Path(worker.__file__)
 LAUNCH_TIMEOUT_S = 240
