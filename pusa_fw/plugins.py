@@ -193,7 +193,8 @@ def make_plugin_manager(
     """Build a plugin manager with the pusa-fw hookspecs and load plugins into it.
 
     Args:
-        entrypoints: Load the ``pusa_fw`` entry points (subject to ``PUSA_FW_LOAD_PLUGINS``).
+        entrypoints: Load the ``pusa_fw`` entry points (subject to ``PUSA_FW_LOAD_PLUGINS``). The core's
+            own plugin (``core``: the Euler and UniPC samplers) is registered in every case.
         plugins: Further plugins to register, name -> plugin object (after the entry points).
         environ: Where the switches are read; ``os.environ`` when None.
 
@@ -206,7 +207,15 @@ def make_plugin_manager(
     environ = os.environ if environ is None else environ
     manager = pluggy.PluginManager(ENTRYPOINT_GROUP)
     manager.add_hookspecs(hookspecs)
+    from .samplers import hooks as core_hooks
+
+    manager.register(core_hooks, name=core_hooks.CORE_PLUGIN_NAME)
     for blocked in _names_from_env(environ, DISABLE_ENV) or []:
+        if blocked == core_hooks.CORE_PLUGIN_NAME:
+            raise PluginError(
+                f"{DISABLE_ENV} names {blocked!r}, the core's own plugin (its samplers), which cannot be "
+                "disabled; remove it from the list"
+            )
         manager.set_blocked(blocked)
     if entrypoints:
         _load_entry_points(manager, environ)

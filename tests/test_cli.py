@@ -119,13 +119,15 @@ def assert_one_line_error(status: int, err: str, *fragments: str) -> None:
 def test_plugins_lists_each_plugin_and_what_it_registered(toy_cli, capsys):
     status, out, _ = run_cli(capsys, "plugins")
     assert status == 0
-    assert out.splitlines()[0].startswith("toys  (")
-    listed = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in out.splitlines()[1:]}
+    lines = out.splitlines()
+    assert lines[0].startswith("core  (") and lines[1].split() == ["samplers:", "euler,", "unipc"]
+    assert lines[2].startswith("toys  (")
+    listed = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in lines[3:]}
     assert listed == {"schedules": "toy-grid", "tasks": "seeded, toy", "commands": "echo"}
     status, out, _ = run_cli(capsys, "plugins", "--json")
     listing = json.loads(out)
-    assert listing["plugins"][0]["name"] == "toys"
-    assert listing["plugins"][0]["registered"] == {
+    assert [plugin["name"] for plugin in listing["plugins"]] == ["core", "toys"]
+    assert listing["plugins"][1]["registered"] == {
         "schedules": ["toy-grid"], "tasks": ["seeded", "toy"], "commands": ["echo"]}
 
 

@@ -194,9 +194,9 @@ def test_disable_switch_blocks_named_plugins():
 
 def test_load_switch_empty_loads_no_entry_points_and_a_list_loads_only_those():
     nothing = plugins.make_plugin_manager(environ={plugins.LOAD_ENV: ""})
-    assert nothing.list_name_plugin() == []
+    assert [name for name, _ in nothing.list_name_plugin()] == ["core"]  # the core's samplers, always
     only = plugins.make_plugin_manager(environ={plugins.LOAD_ENV: "schedules"})
-    assert [name for name, _ in only.list_name_plugin()] == ["schedules"]
+    assert [name for name, _ in only.list_name_plugin()] == ["core", "schedules"]
     assert installed_plugin_names() > {"schedules"}  # there was something to leave out
 
 
@@ -252,9 +252,31 @@ def test_default_registry_is_built_once_and_reset_forgets_it():
 
 
 def test_testing_fixtures_give_an_isolated_manager_installed_as_default(plugin_manager, register_plugin):
-    assert plugin_manager.list_name_plugin() == []
+    assert [name for name, _ in plugin_manager.list_name_plugin()] == ["core"]
     registry = register_plugin(GridPlugin(), name="mine")
     assert registry.entry("tasks", "toy").plugin == "mine"
     assert plugins.get_registry() is registry and plugins.load_plugins() is plugin_manager
     with pytest.raises(PluginError, match="'late-typo'"):
         register_plugin(SimpleNamespace(register_task=hookimpl(lambda register: None)), name="late-typo")
+
+
+def test_the_core_samples_with_its_default_sampler_when_every_plugin_is_off():
+    import torch
+
+    from pusa_fw import sample
+    from pusa_fw.task import compose_plan
+    from pusa_fw.testing.fakes import ExactVelocityBackbone, FrameTargets
+
+    manager = plugins.make_plugin_manager(environ={plugins.LOAD_ENV: ""})
+    registry = plugins.build_registry(manager)
+    assert registry.by_plugin("core") == {"samplers": ["euler", "unipc"]}
+    plugins.install_plugin_manager(manager)
+    try:
+        grid = torch.tensor([[1.0, 1.0], [0.5, 0.2], [0.0, 0.0]])
+        x0 = torch.randn(1, 2, 2, 2, 2)
+        out = sample(ExactVelocityBackbone(), compose_plan(grid), torch.randn_like(x0), context=FrameTargets(x0))
+        assert float((out - x0).abs().max()) < 1e-5
+    finally:
+        plugins.reset_plugins()
+    with pytest.raises(PluginError, match="'core', the core's own plugin"):
+        plugins.make_plugin_manager(environ={plugins.DISABLE_ENV: "core"})

@@ -1,10 +1,11 @@
-"""Registers the built-in schedules, policies, tasks and samplers, exactly as a third-party plugin would."""
+"""Registers the built-in schedules, policies and tasks, exactly as a third-party plugin would.
+
+The samplers (Euler, UniPC) belong to the core and are registered by its own plugin, `pusa_fw.samplers.hooks`.
+"""
 
 from __future__ import annotations
 
 from pusa_fw.hookspecs import Register, hookimpl
-from pusa_fw.samplers.euler import Euler
-from pusa_fw.samplers.unipc import UniPC
 
 from . import combinators, grids, policies, tasks_clips, tasks_frames, tasks_long
 
@@ -36,8 +37,3 @@ def register_tasks(register: Register) -> None:
     ):
         register(task)
 
-
-@hookimpl
-def register_samplers(register: Register) -> None:
-    register(Euler())
-    register(UniPC())

@@ -4,7 +4,7 @@ Without downloadable weights the generation runs on a tiny random-weight Wan2.1 
 (`pusa_fw_wan.testing.tiny`), through exactly the path real checkpoints take: ``pusa-fw generate``. With real
 weights, pass ``--model`` (and the other generate flags) to ``pusa-fw generate`` yourself.
 
-    python -m pusa_fw.demo outputs
+    python -m pusa_fw_wan.demo outputs
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from .io.atomic import atomic_write_bytes
-from .registry_lookup import lookup
+from pusa_fw import get_task
+from pusa_fw.io.atomic import atomic_write_bytes
 
 DEMO_PLANS = [
     ("i2v", {"strength": 0.8}, 81, 10),
@@ -26,7 +26,7 @@ DEMO_PLANS = [
 def draw_plans(folder: Path) -> None:
     """Print each demo plan and write `plan_<task>.txt` and `plan_<task>.png` into `folder`."""
     for name, params, num_frames, steps in DEMO_PLANS:
-        plan = lookup("tasks", name)(**params).plan(num_frames=num_frames, num_steps=steps)
+        plan = get_task(name, **params).plan(num_frames=num_frames, num_steps=steps)
         table = plan.table()
         print(table, end="\n\n")
         atomic_write_bytes(folder / f"plan_{name}.txt", (table + "\n").encode())
@@ -38,7 +38,7 @@ def write_demo_image(path: Path, height: int, width: int) -> None:
     """A synthetic colour-gradient image to condition on (no assets needed)."""
     import torch
 
-    from .io.image import save_image
+    from pusa_fw.io.image import save_image
 
     rows = torch.linspace(-1, 1, height).view(height, 1).expand(height, width)
     cols = torch.linspace(-1, 1, width).view(1, width).expand(height, width)
@@ -50,15 +50,15 @@ def generate_videos(folder: Path) -> None:
     """Build the tiny Wan set and run `pusa-fw generate` for i2v and a rolling loop."""
     from pusa_fw_wan.testing.tiny import build_tiny_wan
 
-    from .cli import main as cli
-    from .io import read_video
-    from .io.image import save_contact_sheet
-    from .io.pixels import uint8_to_video
+    from pusa_fw.cli import main as cli
+    from pusa_fw.io import read_video
+    from pusa_fw.io.image import save_contact_sheet
+    from pusa_fw.io.pixels import uint8_to_video
 
     tiny = build_tiny_wan(folder / "tiny_wan")
     image = folder / "demo_image.png"
     write_demo_image(image, 64, 96)
-    size = ["--height", "64", "--width", "96", "--steps", "4", "--seed", "0", "--profile"]
+    size = ["--height", "64", "--width", "96", "--num-steps", "4", "--seed", "0", "--profile"]
     runs = [
         ["--task", "i2v", "--prompt", "a red car on a street at night", "--image", str(image),
          "--num-frames", "17", "--sampler", "unipc", "--cfg", "3", "--out", str(folder / "demo_i2v.mp4")],
