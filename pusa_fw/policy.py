@@ -56,7 +56,7 @@ class ConditioningPolicy(BaseModel, ABC):
         return {"strength": strength} if "strength" in cls.model_fields else {}
 
     @classmethod
-    def from_strength(cls, strength: float, **params: object) -> ConditioningPolicy:
+    def from_strength(cls, strength: float, /, **params: object) -> ConditioningPolicy:
         """Build the policy a task asks for by name: `strength_fields(strength)`, overridden by `params`.
 
         Args:

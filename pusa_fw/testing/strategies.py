@@ -210,6 +210,7 @@ def task_plans(
             (default: the task's own default policy).
         geometry: the codec's frame map.
     """
+    from ..api import get_task
     from ..components import lookup_class
     from ..plugins import get_registry
 
@@ -221,7 +222,7 @@ def task_plans(
         policy = draw(st.sampled_from(list(policy_names)))
         params["policy"] = policy
         params["policy_params"] = draw(model_params(lookup_class("conditioning_policies", policy)))
-    task = cls(**params)
+    task = get_task(name, **params)
     steps = draw(st.integers(1, 6))
     shift = draw(st.floats(1.0, 8.0))
     return name, task.plan(num_frames=num_frames, num_steps=steps, shift=shift, geometry=geometry)
