@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from pusa_fw.registry_lookup import lookup
+from pusa_fw import get_task
 from pusa_fw.sampling import sample
 from pusa_fw.seeding import draw_noise
 from pusa_fw.testing.fakes import NullBackbone
@@ -25,9 +25,9 @@ SHAPE = (1, 16, 21, 60, 104)
 TARGET_MS = 10.0
 
 
-def measure(task: str, params: dict, sampler: str, steps: int, repeats: int) -> float:
+def measure(task: str, params: dict, sampler: str, num_steps: int, repeats: int) -> float:
     """Median milliseconds per step over `repeats` full runs (after one warm-up run)."""
-    plan = lookup("tasks", task)(**params).plan(num_frames=81, num_steps=steps)
+    plan = get_task(task, **params).plan(num_frames=81, num_steps=num_steps)
     noise = draw_noise(SHAPE, 0)
     source = draw_noise(SHAPE, 1)
     backbone = NullBackbone()
@@ -42,7 +42,7 @@ def measure(task: str, params: dict, sampler: str, steps: int, repeats: int) -> 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--num-steps", "--steps", dest="num_steps", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for task, params, sampler in cases:
         label = task if not params else f"{task}+{params['schedule']}"
-        ms = measure(task, params, sampler, args.steps, args.repeats)
+        ms = measure(task, params, sampler, args.num_steps, args.repeats)
         rows.append({"plan": label, "sampler": sampler, "ms_per_step": round(ms, 3), "target_ms": TARGET_MS,
                      "ok": ms < TARGET_MS})
     if args.json:
