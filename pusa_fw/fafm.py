@@ -30,6 +30,7 @@ __all__ = [
     "fafm_loss",
     "fafm_step",
     "frame_losses",
+    "masked_frame_mean",
     "noise_latents",
     "velocity_target",
 ]
@@ -185,6 +186,30 @@ def fafm_loss(
     return losses.sum() / counted.sum().to(torch.float32)
 
 
+def masked_frame_mean(
+    losses: torch.Tensor, frame_weights: torch.Tensor | None, frame_mask: torch.Tensor | None
+) -> torch.Tensor:
+    """`sum(w * l * m) / max(sum(m), 1)` with no checks and no host synchronisation (the training hot path).
+
+    `fafm_loss` validates its inputs and then computes the same value; a trainer whose weights and masks
+    come from its own sampler can call this directly.
+
+    Args:
+        losses: `[B, F]` per-frame losses (`frame_losses`).
+        frame_weights: `[B, F]` weights >= 0, or None for 1.
+        frame_mask: `[B, F]` bool, True where a frame counts, or None for all.
+
+    Returns:
+        float32 scalar (0 when no frame counts).
+    """
+    if frame_weights is not None:
+        losses = losses * frame_weights.to(losses.dtype)
+    if frame_mask is None:
+        return losses.mean()
+    counted = frame_mask.to(losses.dtype)
+    return (losses * counted).sum() / counted.sum().clamp_min(1.0)
+
+
 def bsmntw_weights(sigmas: torch.Tensor, *, num_train_steps: int = 1000, shift: float = 5.0) -> torch.Tensor:
     """The official "BSMNTW" timestep weight, evaluated per frame.
 
@@ -227,9 +252,10 @@ def fafm_step(
 ) -> torch.Tensor:
     """One FAFM training loss: draw sigmas and noise, noise the latents, predict, compare.
 
-    Randomness comes only from `generator` (a CPU generator), in this order: the sigmas (`ptss`), then
-    the noise `eps` (standard normal, fp32), both moved to `x0`'s device afterwards, so a seed gives the
-    same draw on every device.
+    Randomness comes only from `generator` (a CPU generator), in this order: the sigmas (`ptss.draw`),
+    then the noise `eps` (standard normal, fp32), both moved to `x0`'s device afterwards, so a seed gives
+    the same draw on every device. Frames held clean by the PTSS held-frames law are left out of the loss
+    (on top of `frame_mask`).
 
     Args:
         backbone: the velocity model; called as `backbone.velocity(x_sigma, sigmas, context)`.
@@ -246,7 +272,8 @@ def fafm_step(
     """
     _check_latents("x0", x0)
     batch, channels, frames, height, width = x0.shape
-    sigmas_cpu = ptss.sample(batch, frames, generator)
+    drawn = ptss.draw(batch, frames, generator)
+    sigmas_cpu = drawn.sigmas
     eps_cpu = torch.randn((batch, channels, frames, height, width), generator=generator, dtype=torch.float32)
     sigmas = sigmas_cpu.to(x0.device)
     eps = eps_cpu.to(device=x0.device, dtype=x0.dtype)
@@ -260,5 +287,11 @@ def fafm_step(
         )
         raise InputError(f"backbone.velocity returned {got}, expected the latents' shape {tuple(x0.shape)}.")
     weights = frame_weights(sigmas) if callable(frame_weights) else frame_weights
+    if ptss.held_probability > 0:
+        held_mask = drawn.loss_mask.to(x0.device)
+        if frame_mask is not None:
+            frame_mask = _broadcast_frame_tensor("frame_mask", frame_mask, batch, frames).to(x0.device)
+            held_mask = held_mask & frame_mask
+        frame_mask = held_mask
     return fafm_loss(velocity_pred, x0, eps, frame_weights=weights, frame_mask=frame_mask)
 

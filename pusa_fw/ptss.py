@@ -17,17 +17,29 @@ P(sigma > 0.5) = 0.834 and P(sigma > 0.8) = 0.556, so most frames are mostly noi
 Whatever `p_async` is, the marginal law of every single frame's sigma is the shifted law above: the
 shared and the independent draws have the same distribution. Its CDF (continuous case) is
 `P(sigma <= s) = s / (shift - (shift - 1) * s)`.
+
+Other laws of `u` (before the shift): `marginal="logit_normal"` draws `u = sigmoid(logit_mean + logit_std *
+z)`, `z ~ N(0, 1)` (SD3's choice), and `uniform_fraction` mixes in `U(0, 1)` draws (e.g. 0.2 for 80 %
+logit-normal + 20 % uniform). `PTSS.cdf` gives the resulting marginal CDF of sigma.
+
+The held-frames law (`held_probability`, `held_frames`): with probability p a sample gets k distinct random
+latent frames held clean at sigma 0, the way i2v / keyframe inference holds its conditioning frames;
+`PTSS.draw` reports them so the loss can leave them out.
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+from typing import Literal
+
 import torch
 from einops import repeat
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
 
-__all__ = ["PTSS", "shift_sigmas", "training_sigma_grid"]
+__all__ = ["PTSS", "PTSSDraw", "shift_sigmas", "training_sigma_grid", "unshift_sigmas"]
 
 
 def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
@@ -46,6 +58,19 @@ def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
         Tensor of the shape and dtype of `u`.
     """
     return u / (u + (1.0 - u) / shift)
+
+
+def unshift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
+    """Inverse of `shift_sigmas`: `u = sigma / (shift - (shift - 1) * sigma)`.
+
+    Args:
+        sigmas: tensor of any shape with values in [0, 1].
+        shift: the shift, > 0.
+
+    Returns:
+        Tensor of the shape and dtype of `sigmas`.
+    """
+    return sigmas / (shift - (shift - 1.0) * sigmas)
 
 
 def training_sigma_grid(num_train_steps: int, shift: float) -> torch.Tensor:
@@ -86,6 +111,26 @@ def _check_sample_args(batch_size: int, num_latent_frames: int, generator: torch
         )
 
 
+@dataclass(frozen=True)
+class PTSSDraw:
+    """One PTSS draw for a batch.
+
+    Attributes:
+        sigmas: `[B, F]` float32 on the CPU, in [0, 1] (0 at held frames).
+        synchronous: `[B]` bool, True where the sample's frames share one drawn level (held frames aside).
+        held: `[B, F]` bool, True at frames held clean by the held-frames law.
+    """
+
+    sigmas: torch.Tensor
+    synchronous: torch.Tensor
+    held: torch.Tensor
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """`[B, F]` bool, True for the frames that count in the loss (every frame that is not held)."""
+        return ~self.held
+
+
 class PTSS(BaseModel):
     """Per-frame sigma sampler with a real asynchrony knob.
 
@@ -95,6 +140,13 @@ class PTSS(BaseModel):
         shift: the flow-matching shift applied to every draw (official Pusa training: 5).
         num_train_steps: None to draw `u ~ U(0, 1)`; an int N to draw `u` uniformly from the N-point
             training grid of the official trainer (`training_sigma_grid`; official: 1000).
+        marginal: law of `u` before the shift: "uniform" or "logit_normal".
+        logit_mean: mean of the normal under the sigmoid (logit-normal marginal).
+        logit_std: standard deviation of that normal, > 0.
+        uniform_fraction: with the logit-normal marginal, the fraction of levels drawn from U(0, 1)
+            instead (a mixture; 0.2 = 80 % logit-normal + 20 % uniform).
+        held_probability: probability that a sample has `held_frames` frames held clean (sigma 0).
+        held_frames: k, how many distinct latent frames a held sample holds (must be < F at draw time).
 
     Example:
         >>> ptss = PTSS(p_async=0.5, shift=5.0)
@@ -116,6 +168,32 @@ class PTSS(BaseModel):
     num_train_steps: int | None = Field(
         None, ge=1, strict=True, description="None: continuous u; N: u on the official N-step training grid"
     )
+    marginal: Literal["uniform", "logit_normal"] = Field(
+        "uniform", description="law of u before the shift: uniform or logit_normal"
+    )
+    logit_mean: float = Field(0.0, allow_inf_nan=False, description="logit-normal: mean of the normal")
+    logit_std: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="logit-normal: std of the normal")
+    uniform_fraction: float = Field(
+        0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="logit-normal: fraction of uniform draws mixed in"
+    )
+    held_probability: float = Field(
+        0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="probability that a sample holds frames clean"
+    )
+    held_frames: int = Field(1, ge=1, strict=True, description="frames held at sigma 0 in a held sample")
+
+    @model_validator(mode="after")
+    def _check_law(self) -> "PTSS":
+        if self.num_train_steps is not None and self.marginal != "uniform":
+            raise ValueError(
+                f"num_train_steps={self.num_train_steps} needs marginal='uniform' (the official grid is "
+                f"uniform), got marginal={self.marginal!r}; drop num_train_steps or use the uniform marginal"
+            )
+        if self.uniform_fraction > 0 and self.marginal != "logit_normal":
+            raise ValueError(
+                f"uniform_fraction={self.uniform_fraction} mixes uniform draws into the logit-normal "
+                "marginal; set marginal='logit_normal' or uniform_fraction=0"
+            )
+        return self
 
     def sample(self, batch_size: int, num_latent_frames: int, generator: torch.Generator) -> torch.Tensor:
         """Draw per-frame sigmas.
@@ -128,16 +206,12 @@ class PTSS(BaseModel):
         Returns:
             `[B, F]` float32 sigmas on the CPU, in [0, 1].
         """
-        return self.sample_with_sync_mask(batch_size, num_latent_frames, generator)[0]
+        return self.draw(batch_size, num_latent_frames, generator).sigmas
 
     def sample_with_sync_mask(
         self, batch_size: int, num_latent_frames: int, generator: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Draw per-frame sigmas and say which samples were synchronous.
-
-        Draw order from `generator` (fixed, so a seed reproduces a draw): the B async coin flips, then
-        B shared levels, then B*F independent levels. All three are always drawn, so the stream does not
-        depend on the coin flips.
+        """Draw per-frame sigmas and say which samples were synchronous (see `draw`).
 
         Args:
             batch_size: B, number of samples.
@@ -149,19 +223,84 @@ class PTSS(BaseModel):
             synchronous: `[B]` bool, True where all frames of the sample share one sigma by design
                 (with F = 1 a sample is trivially both; the coin flip still decides the flag).
         """
+        result = self.draw(batch_size, num_latent_frames, generator)
+        return result.sigmas, result.synchronous
+
+    def draw(self, batch_size: int, num_latent_frames: int, generator: torch.Generator) -> PTSSDraw:
+        """Draw per-frame sigmas, the synchronous flags and the held frames.
+
+        Draw order from `generator` (fixed, so a seed reproduces a draw): the B async coin flips, then
+        B shared levels, then B*F independent levels (each level draw takes its normal or uniform
+        variates, then, with a uniform mixture, its mixture coins and uniforms), then, only when
+        `held_probability > 0`, B held coins and B*F frame keys. Every part is always drawn, so the
+        stream depends on the configuration only, never on the outcomes.
+
+        Args:
+            batch_size: B, number of samples.
+            num_latent_frames: F, latent frames per sample.
+            generator: CPU `torch.Generator`.
+
+        Returns:
+            A `PTSSDraw`. Held frames have sigma exactly 0.
+
+        Raises:
+            InputError: bad arguments, or a held-frames law that would hold every frame (k >= F).
+        """
         _check_sample_args(batch_size, num_latent_frames, generator)
+        if self.held_probability > 0 and self.held_frames >= num_latent_frames:
+            raise InputError(
+                f"held_frames={self.held_frames} would hold all {num_latent_frames} latent frames, leaving nothing "
+                f"to learn; use held_frames <= {num_latent_frames - 1} or clips with more latent frames"
+            )
         coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         synchronous = coin >= self.p_async  # P(async) = p_async exactly at 0 and 1
         shared = self._draw_levels((batch_size, 1), generator)
         independent = self._draw_levels((batch_size, num_latent_frames), generator)
         shared = repeat(shared, "b 1 -> b f", f=num_latent_frames)
         sigmas = torch.where(repeat(synchronous, "b -> b f", f=num_latent_frames), shared, independent)
-        return sigmas.to(torch.float32), synchronous
+        held = torch.zeros((batch_size, num_latent_frames), dtype=torch.bool)
+        if self.held_probability > 0:
+            held_coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+            keys = torch.rand((batch_size, num_latent_frames), generator=generator, dtype=torch.float64)
+            # The k frames with the smallest keys: a uniformly random k-subset (continuous keys, no ties).
+            ranks = keys.argsort(dim=1).argsort(dim=1)
+            held = (ranks < self.held_frames) & repeat(held_coin < self.held_probability, "b -> b f", f=num_latent_frames)
+            sigmas = torch.where(held, torch.zeros_like(sigmas), sigmas)
+        return PTSSDraw(sigmas=sigmas.to(torch.float32), synchronous=synchronous, held=held)
+
+    def cdf(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Marginal CDF `P(sigma <= s)` of a frame that is not held (continuous laws).
+
+        Args:
+            sigmas: levels `s` in [0, 1], any shape.
+
+        Returns:
+            float64 tensor of the same shape.
+
+        Raises:
+            InputError: for the discrete official grid (`num_train_steps` set), whose CDF is a step function.
+        """
+        if self.num_train_steps is not None:
+            raise InputError("cdf is for continuous laws; with num_train_steps use training_sigma_grid instead")
+        u = unshift_sigmas(sigmas.to(torch.float64), self.shift)
+        if self.marginal == "uniform":
+            return u
+        logits = torch.logit(u)
+        normal = 0.5 * (1.0 + torch.erf((logits - self.logit_mean) / (self.logit_std * math.sqrt(2.0))))
+        return self.uniform_fraction * u + (1.0 - self.uniform_fraction) * normal
 
     def _draw_levels(self, shape: tuple[int, int], generator: torch.Generator) -> torch.Tensor:
         """Draw shifted sigmas of the given shape, float64 on the CPU."""
         if self.num_train_steps is None:
-            u = torch.rand(shape, generator=generator, dtype=torch.float64)
+            if self.marginal == "uniform":
+                u = torch.rand(shape, generator=generator, dtype=torch.float64)
+            else:
+                normal = torch.randn(shape, generator=generator, dtype=torch.float64)
+                u = torch.sigmoid(self.logit_mean + self.logit_std * normal)
+                if self.uniform_fraction > 0:
+                    mixture_coin = torch.rand(shape, generator=generator, dtype=torch.float64)
+                    uniform = torch.rand(shape, generator=generator, dtype=torch.float64)
+                    u = torch.where(mixture_coin < self.uniform_fraction, uniform, u)
             return shift_sigmas(u, self.shift)
         grid = training_sigma_grid(self.num_train_steps, self.shift)
         index = torch.randint(0, self.num_train_steps, shape, generator=generator)
