@@ -1,0 +1,208 @@
+"""Checkpoint directories: written atomically, verified on load, pruned to the newest N.
+
+Layout of ``<run>/checkpoints/step-XXXXXXX/`` (contract 3):
+
+- ``adapter.safetensors`` (LoRA: fp32 ``<wan module>.lora_A.weight`` / ``.lora_B.weight``, metadata
+  ``format = pusa-fw-lora``, ``rank``, ``alpha``, ``targets``, ``step``) or ``model.safetensors`` (full);
+- ``ema.safetensors`` (optional, same keys);
+- ``optimizer.safetensors`` + ``optimizer.json`` (AdamW moments by parameter name; groups and names as
+  JSON: no pickle anywhere);
+- ``rng.safetensors`` (every rank's torch RNG states), ``trainer_state.json`` (step, epoch, position in
+  the data order, ...), ``config.json`` (the validated run config);
+- ``manifest.json``, written last: every file with its size. A directory without it, or whose files do
+  not match it, is incomplete.
+
+A save writes everything into a hidden temporary directory beside the final one, fsyncs every file and
+the directory, renames it into place, then replaces the ``latest`` pointer (a text file naming the
+directory) atomically. A crash at any point leaves the previous checkpoint and pointer intact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from pusa_fw.errors import CheckpointError
+from pusa_fw.io.atomic import atomic_write_bytes
+
+__all__ = [
+    "CheckpointFiles",
+    "checkpoint_dir_name",
+    "latest_checkpoint",
+    "read_checkpoint",
+    "write_checkpoint",
+]
+
+_STEP_DIR = re.compile(r"^step-(\d{7,})$")
+MANIFEST = "manifest.json"
+
+
+def checkpoint_dir_name(step: int) -> str:
+    """``step-0000042`` for step 42."""
+    return f"step-{step:07d}"
+
+
+@dataclass
+class CheckpointFiles:
+    """The content of one checkpoint, in memory.
+
+    Attributes:
+        weights: contract names -> fp32 tensors (LoRA factors or full model weights).
+        weights_kind: "adapter" or "model" (the file name stem).
+        weights_metadata: safetensors metadata of the weights file (strings).
+        ema: EMA weights with the same keys, or None.
+        optimizer_tensors: ``<param name>.<state key>`` -> tensor.
+        optimizer_json: param groups and parameter names.
+        rng: ``rank<r>.<stream>`` -> uint8 RNG state tensors.
+        trainer_state: step, epoch, batch position, ... (JSON-able).
+        config: the validated run config as a JSON-able dict.
+    """
+
+    weights: dict[str, torch.Tensor]
+    weights_kind: str
+    weights_metadata: dict[str, str]
+    ema: dict[str, torch.Tensor] | None
+    optimizer_tensors: dict[str, torch.Tensor]
+    optimizer_json: dict[str, Any]
+    rng: dict[str, torch.Tensor]
+    trainer_state: dict[str, Any]
+    config: dict[str, Any]
+
+
+def _fsync_path(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+
+
+def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
+    save_file(contiguous, str(path), metadata=metadata)
+
+
+def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | None) -> Path:
+    """Write `files` as ``<run_dir>/checkpoints/step-XXXXXXX`` atomically, move ``latest``, prune.
+
+    Returns:
+        The final checkpoint directory.
+    """
+    step = int(files.trainer_state["step"])
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    final = checkpoints / checkpoint_dir_name(step)
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=checkpoints))
+    try:
+        _save_tensors(temp / f"{files.weights_kind}.safetensors", files.weights, files.weights_metadata)
+        if files.ema is not None:
+            _save_tensors(temp / "ema.safetensors", files.ema, files.weights_metadata)
+        _save_tensors(temp / "optimizer.safetensors", files.optimizer_tensors)
+        _save_tensors(temp / "rng.safetensors", files.rng)
+        for name, value in (("optimizer.json", files.optimizer_json), ("trainer_state.json", files.trainer_state),
+                            ("config.json", files.config)):
+            (temp / name).write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
+        manifest = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
+        (temp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2), encoding="utf-8")
+        for path in temp.iterdir():
+            _fsync_path(path)
+        os.chmod(temp, 0o755)
+        _fsync_path(temp)
+        if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
+            stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".stale", dir=checkpoints))
+            os.replace(final, stale / final.name)
+            shutil.rmtree(stale)
+        os.replace(temp, final)
+        _fsync_path(checkpoints)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise
+    atomic_write_bytes(checkpoints / "latest", (final.name + "\n").encode())
+    _prune(checkpoints, keep_last, keep=final)
+    return final
+
+
+def _prune(checkpoints: Path, keep_last: int | None, keep: Path) -> None:
+    if keep_last is None:
+        return
+    steps = sorted(path for path in checkpoints.iterdir() if _STEP_DIR.match(path.name) and path.is_dir())
+    for path in steps[: max(len(steps) - keep_last, 0)]:
+        if path != keep:
+            shutil.rmtree(path)
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint named by ``<run_dir>/checkpoints/latest``.
+
+    Raises:
+        CheckpointError: no pointer, or a pointer to a missing directory.
+    """
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.is_file():
+        raise CheckpointError(f"{str(run_dir)!r} has no checkpoints/latest pointer; it holds no finished checkpoint")
+    name = pointer.read_text(encoding="utf-8").strip()
+    target = pointer.parent / name
+    if not target.is_dir():
+        raise CheckpointError(f"{str(pointer)!r} names {name!r}, which does not exist; pass a step-XXXXXXX directory")
+    return target
+
+
+def _verify(directory: Path) -> dict[str, int]:
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(
+            f"checkpoint {str(directory)!r} is incomplete (no {MANIFEST}: the save was interrupted); "
+            "resume from an earlier step-XXXXXXX directory or the run's latest pointer"
+        )
+    files = json.loads(manifest_path.read_text(encoding="utf-8"))["files"]
+    for name, size in files.items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {str(directory)!r} is incomplete: {name} is missing")
+        if path.stat().st_size != size:
+            raise CheckpointError(
+                f"checkpoint {str(directory)!r} is damaged: {name} has {path.stat().st_size} bytes, "
+                f"the manifest says {size}"
+            )
+    return files
+
+
+def _metadata(path: Path) -> dict[str, str]:
+    with safe_open(str(path), framework="pt") as handle:
+        return dict(handle.metadata() or {})
+
+
+def read_checkpoint(directory: Path) -> CheckpointFiles:
+    """Load and verify a checkpoint directory (no pickle: safetensors and JSON only).
+
+    Raises:
+        CheckpointError: an incomplete or damaged directory.
+    """
+    files = _verify(directory)
+    kind = "adapter" if "adapter.safetensors" in files else "model"
+    weights_path = directory / f"{kind}.safetensors"
+
+    def read_json(name: str) -> Any:
+        return json.loads((directory / name).read_text(encoding="utf-8"))
+
+    return CheckpointFiles(
+        weights=load_file(str(weights_path)),
+        weights_kind=kind,
+        weights_metadata=_metadata(weights_path),
+        ema=load_file(str(directory / "ema.safetensors")) if "ema.safetensors" in files else None,
+        optimizer_tensors=load_file(str(directory / "optimizer.safetensors")),
+        optimizer_json=read_json("optimizer.json"),
+        rng=load_file(str(directory / "rng.safetensors")),
+        trainer_state=read_json("trainer_state.json"),
+        config=read_json("config.json"),
+    )

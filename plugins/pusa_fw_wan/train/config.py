@@ -1,0 +1,247 @@
+"""`TrainConfig`: one validated description of a training run (a TOML file, flags, or Python).
+
+A TOML run file uses the field names, with one table per section::
+
+    output_dir = "runs/pusa-lora"
+    max_steps = 1200
+    mode = "lora"                       # or "full"
+    [model]
+    path = "Wan2.1-T2V-14B"
+    [data]
+    source = "cache/"                   # a registered source name, a cache directory, or "module:factory"
+    batch_size = 1
+    [ptss]
+    p_async = 0.5
+    held_probability = 0.2
+    [optimizer]
+    lr = 1e-5
+    schedule = "cosine"
+    warmup_steps = 50
+
+Relative paths in a run file are relative to the file's directory. The validated config is saved as
+``config.json`` at the run root and in every checkpoint; resuming compares against it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pusa_fw.cli_params import one_line_validation_error
+from pusa_fw.errors import InputError
+from pusa_fw.ptss import PTSS
+
+__all__ = [
+    "PUSA_LORA_TARGETS",
+    "TrainConfig",
+    "config_differences",
+    "load_train_config",
+    "validate_train_config",
+]
+
+PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+"""Pusa's LoRA targets: q, k, v, o of self- and cross-attention and both FFN linears, in every block."""
+
+RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging")
+"""Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
+
+_SECTION = ConfigDict(frozen=True, extra="forbid")
+
+
+class ModelSection(BaseModel):
+    """The base DiT: a checkpoint `path`, or an `architecture` (WanConfig fields) initialised randomly."""
+
+    model_config = _SECTION
+    path: str | None = Field(None, description="Wan checkpoint directory or file")
+    architecture: dict[str, Any] | None = Field(None, description="WanConfig fields of a random-init model")
+    init_seed: int = Field(0, description="seed of the random init (architecture only)")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "ModelSection":
+        if (self.path is None) == (self.architecture is None):
+            raise ValueError("give exactly one of model.path (a checkpoint) or model.architecture (random init)")
+        return self
+
+
+class LoraSection(BaseModel):
+    """LoRA adapters injected through peft (mode = "lora")."""
+
+    model_config = _SECTION
+    rank: int = Field(512, ge=1, description="LoRA rank r")
+    alpha: float = Field(512.0, gt=0, description="LoRA alpha (scale alpha / r)")
+    targets: tuple[str, ...] = Field(PUSA_LORA_TARGETS, min_length=1, description="module name suffixes")
+    init_from: str | None = Field(None, description="continue from this LoRA file (any format the loader reads)")
+
+
+class DataSection(BaseModel):
+    """Where samples come from and how they are batched."""
+
+    model_config = _SECTION
+    source: str = Field(description="registered source name, cache directory, or 'module:factory'")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
+    batch_size: int = Field(1, ge=1, description="samples per rank per micro-batch")
+
+
+class LossSection(BaseModel):
+    """FAFM loss options."""
+
+    model_config = _SECTION
+    frame_weighting: Literal["none", "bsmntw"] = Field("none", description="per-frame weight of each error")
+
+
+class OptimizerSection(BaseModel):
+    """AdamW and its learning-rate schedule."""
+
+    model_config = _SECTION
+    lr: float = Field(1e-5, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = Field(1e-8, gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0)
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm; None: no clipping")
+    grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")
+
+
+class ValidationSection(BaseModel):
+    """Held-out FAFM loss at fixed per-frame sigmas taken from task plans."""
+
+    model_config = _SECTION
+    every: int = Field(0, ge=0, description="validate every N steps (0: never)")
+    plans: tuple[str, ...] = ("t2v", "i2v", "start-end", "extension")
+    num_samples: int = Field(2, ge=1, description="held-out samples (the last ones of the source)")
+    sigma_bins: int = Field(5, ge=1, description="equal-width sigma bins of the per-bin loss")
+    seed: int = 1234
+
+
+class CheckpointSection(BaseModel):
+    """When to save and how many checkpoints to keep."""
+
+    model_config = _SECTION
+    every: int = Field(0, ge=0, description="save every N steps (0: only at the end)")
+    keep_last: int | None = Field(3, ge=1, description="keep the newest N checkpoints; None: keep all")
+
+
+class LoggingSection(BaseModel):
+    """Metrics logs (JSONL always; TensorBoard when installed)."""
+
+    model_config = _SECTION
+    every: int = Field(1, ge=1, description="log every N optimizer steps")
+    tensorboard: bool = True
+
+
+class TrainConfig(BaseModel):
+    """Everything that defines a training run. See the module docstring for the TOML layout."""
+
+    model_config = _SECTION
+    output_dir: str = Field(description="run directory (config.json, log.jsonl, checkpoints/)")
+    max_steps: int = Field(ge=1, description="optimizer steps of the whole run")
+    seed: int = 0
+    mode: Literal["lora", "full"] = "lora"
+    model: ModelSection
+    lora: LoraSection = LoraSection()
+    data: DataSection
+    ptss: PTSS = PTSS()
+    loss: LossSection = LossSection()
+    optimizer: OptimizerSection = OptimizerSection()
+    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast with fp32 master weights")
+    gradient_checkpointing: bool = False
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the trained weights; None: off")
+    validation: ValidationSection = ValidationSection()
+    checkpoint: CheckpointSection = CheckpointSection()
+    logging: LoggingSection = LoggingSection()
+    distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
+    device: str = Field("cpu", description="torch device of this rank (cuda: the local rank's GPU)")
+
+
+def validate_train_config(values: dict[str, Any]) -> TrainConfig:
+    """Validate `values` into a `TrainConfig`; errors become one `InputError` line naming each field."""
+    try:
+        return TrainConfig.model_validate(values)
+    except ValidationError as error:
+        raise InputError(f"invalid training config: {one_line_validation_error(error)}") from None
+
+
+def _resolve(base: Path, value: Any) -> Any:
+    if not isinstance(value, str) or Path(value).expanduser().is_absolute():
+        return value
+    return str(base / value)
+
+
+def load_train_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read a TOML (or config.json) run file, apply dotted `overrides`, and validate.
+
+    Args:
+        path: the run file; relative paths inside it are relative to its directory.
+        overrides: ``{"optimizer.lr": 1e-4, ...}`` applied on top (command-line flags).
+
+    Raises:
+        InputError: a missing or unreadable file, or an invalid config.
+    """
+    import tomllib
+
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise InputError(f"training config {str(file)!r} does not exist; check the --config path")
+    try:
+        text = file.read_text(encoding="utf-8")
+        values = json.loads(text) if file.suffix == ".json" else tomllib.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise InputError(f"cannot read training config {str(file)!r}: {error}") from None
+    base = file.resolve().parent
+    if "output_dir" in values:
+        values["output_dir"] = _resolve(base, values["output_dir"])
+    for section, key in (("model", "path"), ("lora", "init_from")):
+        table = values.get(section)
+        if isinstance(table, dict) and table.get(key) is not None:
+            table[key] = _resolve(base, table[key])
+    data = values.get("data")
+    if isinstance(data, dict) and isinstance(data.get("source"), str) and (base / data["source"]).exists():
+        data["source"] = _resolve(base, data["source"])
+    return validate_train_config(apply_overrides(values, overrides or {}))
+
+
+def apply_overrides(values: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    """Set dotted keys (``"optimizer.lr"``) in a nested dict; returns a new dict."""
+    result = json.loads(json.dumps(values))
+    for dotted, value in overrides.items():
+        *sections, key = dotted.split(".")
+        table = result
+        for section in sections:
+            nested = table.setdefault(section, {})
+            if not isinstance(nested, dict):
+                raise InputError(f"cannot set {dotted!r}: {section!r} is not a table")
+            table = nested
+        table[key] = value
+    return result
+
+
+def _flatten(values: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(values, dict):
+        flat: dict[str, Any] = {}
+        for key, value in values.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat
+    return {prefix[:-1]: values}
+
+
+def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
+    """The settings that differ between a run's saved config and a new one, ignoring `RESUMABLE_CHANGES`.
+
+    Returns:
+        ``"optimizer.lr: run has 1e-05, given 0.0001"`` strings, sorted by field.
+    """
+    old = _flatten(saved.model_dump(mode="json"))
+    new = _flatten(given.model_dump(mode="json"))
+    differences = []
+    for key in sorted(set(old) | set(new)):
+        if key.split(".")[0] in RESUMABLE_CHANGES:
+            continue
+        if old.get(key) != new.get(key):
+            differences.append(f"{key}: run has {old.get(key)!r}, given {new.get(key)!r}")
+    return differences

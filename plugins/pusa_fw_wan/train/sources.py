@@ -1,0 +1,85 @@
+"""Choosing a `TrainingSource` by name: registered factories, a cache directory, or ``module:factory``.
+
+A factory is called as ``factory(**options)`` (``options`` from the config's ``data.options``) and
+returns a `TrainingSource`. Built in: ``"random"`` (`InMemorySource.random`, for tests and smoke runs).
+Other teams' sources register themselves with `register_source` (the latent cache registers ``"cache"``;
+a config whose ``data.source`` is an existing directory uses it with ``path=<directory>``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Callable
+
+from pusa_fw.errors import InputError
+
+from .source import InMemorySource, TrainingSource
+
+__all__ = ["open_source", "register_source", "registered_sources"]
+
+SourceFactory = Callable[..., TrainingSource]
+
+_FACTORIES: dict[str, SourceFactory] = {}
+_LAZY: dict[str, str] = {"cache": "pusa_fw_wan.train.cache:open_cache", "synthetic": "pusa_fw_wan.toy:open_world"}
+
+
+def _random_source(
+    count: int = 4,
+    latent_shape: tuple[int, int, int, int] = (16, 3, 4, 4),
+    context_shape: tuple[int, int] = (8, 64),
+    seed: int = 0,
+) -> InMemorySource:
+    return InMemorySource.random(count, tuple(latent_shape), tuple(context_shape), seed=seed)
+
+
+_FACTORIES["random"] = _random_source
+
+
+def register_source(name: str, factory: SourceFactory) -> None:
+    """Make `factory` available as ``data.source = name``; a second registration of a name is an error."""
+    if name in _FACTORIES and _FACTORIES[name] is not factory:
+        raise InputError(f"training source {name!r} is already registered; choose another name")
+    _FACTORIES[name] = factory
+
+
+def registered_sources() -> list[str]:
+    """Names usable as ``data.source``."""
+    return sorted(set(_FACTORIES) | set(_LAZY))
+
+
+def _import_factory(spec: str) -> SourceFactory:
+    module_name, _, attribute = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise InputError(f"cannot import training source factory {spec!r}: {error}") from None
+
+
+def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
+    """The `TrainingSource` named by a config's ``data.source`` and ``data.options``.
+
+    Raises:
+        InputError: an unknown name, a factory that cannot be imported, or options it does not take.
+    """
+    if source in _FACTORIES:
+        factory = _FACTORIES[source]
+    elif source in _LAZY:
+        factory = _import_factory(_LAZY[source])
+    elif ":" in source and not Path(source).exists():
+        factory = _import_factory(source)
+    elif Path(source).expanduser().is_dir():
+        factory = _import_factory(_LAZY["cache"])
+        options = {"path": str(Path(source).expanduser()), **options}
+    else:
+        raise InputError(
+            f"unknown training source {source!r}; use one of {registered_sources()}, a cache directory, "
+            "or 'module:factory'"
+        )
+    try:
+        opened = factory(**options)
+    except TypeError as error:
+        raise InputError(f"training source {source!r} rejected data.options {options}: {error}") from None
+    if not isinstance(opened, TrainingSource):
+        raise InputError(f"training source {source!r} returned a {type(opened).__name__}, not a TrainingSource")
+    return opened

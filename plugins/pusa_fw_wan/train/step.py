@@ -1,0 +1,124 @@
+"""The FAFM training step: per-sample draws, one forward through the (wrapped) model, per-frame loss.
+
+The model is called as a plain callable, ``model(noised, sigmas, context)``, so a DDP or FSDP2 wrapper's
+forward (and with it the gradient synchronisation) is never bypassed. The sigmas and the noise of a
+sample are drawn from a generator keyed by ``(seed, step, micro-step, sample index)``: a sample gets the
+same draw whichever rank holds it and however the global batch is split, and a resumed run needs no
+generator state to continue exactly. Nothing here synchronises with the host.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from einops import rearrange
+
+from pusa_fw.fafm import bsmntw_weights, frame_losses
+from pusa_fw.ptss import PTSS
+
+from .source import TrainingSample
+
+__all__ = ["Batch", "StepDraws", "collate", "draw_for_batch", "draw_seed", "frame_loss_terms"]
+
+
+def draw_seed(seed: int, step: int, micro_step: int, sample_index: int) -> int:
+    """A 63-bit seed for one sample's draws at one (micro-)step of a run."""
+    text = f"pusa-fw-train:{seed}:{step}:{micro_step}:{sample_index}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big") >> 1
+
+
+@dataclass
+class Batch:
+    """Stacked samples: `latents` `[B, C, F, H, W]`, `context` `[B, L, D]` (zero-padded rows), captions."""
+
+    latents: torch.Tensor
+    context: torch.Tensor
+    indices: tuple[int, ...]
+    captions: tuple[str, ...]
+
+
+def collate(samples: Sequence[TrainingSample], indices: Sequence[int], device: torch.device) -> Batch:
+    """Stack samples of one bucket; contexts of different lengths are zero-padded to the longest."""
+    length = max(sample.context.shape[0] for sample in samples)
+    contexts = [
+        torch.nn.functional.pad(sample.context.float(), (0, 0, 0, length - sample.context.shape[0]))
+        for sample in samples
+    ]
+    return Batch(
+        latents=torch.stack([sample.latents.float() for sample in samples]).to(device),
+        context=torch.stack(contexts).to(device),
+        indices=tuple(int(index) for index in indices),
+        captions=tuple(sample.caption for sample in samples),
+    )
+
+
+@dataclass
+class StepDraws:
+    """`sigmas` `[B, F]`, noise `eps` `[B, C, F, H, W]` and `loss_mask` `[B, F]` (False at held frames)."""
+
+    sigmas: torch.Tensor
+    eps: torch.Tensor
+    loss_mask: torch.Tensor
+
+
+def draw_for_batch(
+    ptss: PTSS, latents_shape: torch.Size, indices: Sequence[int], seed: int, step: int, micro_step: int,
+    device: torch.device,
+) -> StepDraws:
+    """Each sample's PTSS draw then its standard-normal noise, from its own keyed CPU generator."""
+    _, channels, frames, height, width = latents_shape
+    sigmas, eps, held = [], [], []
+    for index in indices:
+        generator = torch.Generator().manual_seed(draw_seed(seed, step, micro_step, index))
+        drawn = ptss.draw(1, frames, generator)
+        sigmas.append(drawn.sigmas)
+        held.append(drawn.held)
+        eps.append(torch.randn((1, channels, frames, height, width), generator=generator))
+    return StepDraws(
+        sigmas=torch.cat(sigmas).to(device),
+        eps=torch.cat(eps).to(device),
+        loss_mask=~torch.cat(held).to(device),
+    )
+
+
+FrameWeighting = Callable[[torch.Tensor], torch.Tensor] | None
+
+
+def frame_weighting(name: str) -> FrameWeighting:
+    """The per-frame weight function of a config's ``loss.frame_weighting``."""
+    return bsmntw_weights if name == "bsmntw" else None
+
+
+def frame_loss_terms(
+    model: Callable[..., torch.Tensor],
+    batch: Batch,
+    draws: StepDraws,
+    *,
+    weighting: FrameWeighting = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Noise, predict, compare: per-frame loss terms `[B, F]` (weighted, zero where masked) and raw losses.
+
+    Args:
+        model: the (possibly wrapped) DiT, called as ``model(noised, sigmas, context)``.
+        batch: the clean latents and contexts.
+        draws: the sigmas, noise and loss mask of this batch.
+        weighting: per-frame weights as a function of the sigmas (e.g. BSMNTW), or None.
+        autocast_dtype: run the forward under autocast to this dtype (bf16), weights staying fp32.
+
+    Returns:
+        ``terms`` `[B, F]` float32 (differentiable) and ``losses`` `[B, F]` float32, the unweighted
+        per-frame MSE (detached, for logging).
+    """
+    x0 = batch.latents
+    sigma = rearrange(draws.sigmas, "b f -> b 1 f 1 1")
+    noised = (1.0 - sigma) * x0 + sigma * draws.eps
+    with torch.autocast(x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+        prediction = model(noised, draws.sigmas, batch.context)
+    losses = frame_losses(prediction.float(), x0, draws.eps)
+    terms = losses if weighting is None else losses * weighting(draws.sigmas)
+    terms = terms * draws.loss_mask.to(terms.dtype)
+    return terms, losses.detach()

@@ -1,0 +1,122 @@
+"""Plan-aware validation: held-out FAFM loss at the per-frame sigmas that task plans actually use.
+
+For each configured task (t2v, i2v, start-end, extension, ...) the task's plan is compiled for the clip
+length and every step's per-frame input sigmas become one fixed sigma vector; the frames the plan holds
+(conditioning) are left out of the loss, exactly as at inference. With fixed noise per held-out sample
+(seeded), the loss is comparable across steps and runs. Results: the mean loss per plan and per sigma bin
+(equal-width bins of [0, 1] over the counted frames).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from einops import rearrange
+
+from pusa_fw.errors import InputError
+from pusa_fw.fafm import frame_losses
+
+from .step import Batch, draw_seed
+
+__all__ = ["ValidationPlan", "plan_sigma_vectors", "validation_losses"]
+
+_PLAN_STEPS = 4
+
+
+@dataclass(frozen=True)
+class ValidationPlan:
+    """Fixed per-frame sigmas `[S, F]` of one task's plan and the frames that count `[F]`."""
+
+    name: str
+    sigmas: torch.Tensor
+    counted: torch.Tensor
+
+
+def _task_params(name: str, num_latent_frames: int) -> dict[str, Any]:
+    if name == "extension":  # hold the first half of the latents (at least one), clean
+        given = max(num_latent_frames // 2, 1)
+        return {"given_frames": 4 * (given - 1) + 1, "strengths": [1.0]}
+    return {}
+
+
+def plan_sigma_vectors(names: Sequence[str], num_latent_frames: int, steps: int = _PLAN_STEPS) -> list[ValidationPlan]:
+    """Compile each named task for `num_latent_frames` latents and take its per-step input sigmas.
+
+    Raises:
+        InputError: an unknown task, or a clip too short for it.
+    """
+    from pusa_fw.plugins import get_registry
+
+    registry = get_registry()
+    num_frames = 4 * (num_latent_frames - 1) + 1
+    plans = []
+    for name in names:
+        try:
+            component = registry.entry("tasks", name).component
+            task = component(**_task_params(name, num_latent_frames)) if isinstance(component, type) else component
+            plan = task.plan(num_frames=num_frames, steps=steps)
+        except (KeyError, ValueError) as error:
+            raise InputError(f"validation plan {name!r} cannot be built for {num_latent_frames} latent frames: {error}") from None
+        plans.append(ValidationPlan(name, plan.input_sigmas.float().clamp(0, 1), ~plan.held))
+    return plans
+
+
+@torch.no_grad()
+def validation_losses(
+    model: Callable[..., torch.Tensor],
+    batches: Sequence[Batch],
+    plans: Sequence[ValidationPlan],
+    *,
+    seed: int,
+    sigma_bins: int,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Held-out FAFM loss per plan and per sigma bin.
+
+    Args:
+        model: the DiT (called as ``model(noised, sigmas, context)``).
+        batches: held-out batches (one sample each is fine).
+        plans: from `plan_sigma_vectors`.
+        seed: seed of the fixed noise (keyed by sample index, like training draws).
+        sigma_bins: number of equal-width bins of [0, 1].
+
+    Returns:
+        ``{"val/<plan>": loss, "val/sigma_<lo>-<hi>": loss, "val/all": loss}`` (bins without frames
+        are left out).
+    """
+    bin_sums = torch.zeros(sigma_bins, dtype=torch.float64)
+    bin_counts = torch.zeros(sigma_bins, dtype=torch.float64)
+    results: dict[str, float] = {}
+    total, count = 0.0, 0.0
+    for plan in plans:
+        plan_sum, plan_count = 0.0, 0.0
+        for batch in batches:
+            x0 = batch.latents
+            eps = torch.stack([
+                torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(draw_seed(seed, -1, 0, index)))
+                for index in batch.indices
+            ]).to(x0.device)
+            for row in plan.sigmas:
+                sigmas = row.to(x0.device).expand(x0.shape[0], -1)
+                sigma = rearrange(sigmas, "b f -> b 1 f 1 1")
+                noised = (1.0 - sigma) * x0 + sigma * eps
+                with torch.autocast(x0.device.type, dtype=autocast_dtype or torch.bfloat16,
+                                    enabled=autocast_dtype is not None):
+                    prediction = model(noised, sigmas, batch.context)
+                losses = frame_losses(prediction.float(), x0, eps).double().cpu()
+                counted = plan.counted.expand_as(losses)
+                plan_sum += float(losses[counted].sum())
+                plan_count += float(counted.sum())
+                bins = (sigmas.cpu().double() * sigma_bins).long().clamp(max=sigma_bins - 1)
+                bin_sums.index_add_(0, bins[counted], losses[counted])
+                bin_counts.index_add_(0, bins[counted], torch.ones_like(losses[counted]))
+        results[f"val/{plan.name}"] = plan_sum / max(plan_count, 1.0)
+        total, count = total + plan_sum, count + plan_count
+    for index in range(sigma_bins):
+        if bin_counts[index] > 0:
+            low, high = index / sigma_bins, (index + 1) / sigma_bins
+            results[f"val/sigma_{low:.2f}-{high:.2f}"] = float(bin_sums[index] / bin_counts[index])
+    results["val/all"] = total / max(count, 1.0)
+    return results
