@@ -83,7 +83,7 @@ class DataSection(BaseModel):
     model_config = _SECTION
     source: str = Field(description="registered source name, cache directory, or 'module:factory'")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
-    batch_size: int = Field(1, ge=1, description="samples per rank per micro-batch")
+    batch_size: int = Field(1, ge=1, description="samples per global micro-batch (all ranks together)")
 
 
 class LossSection(BaseModel):

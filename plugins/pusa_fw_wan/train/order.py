@@ -1,12 +1,12 @@
-"""The sample order of a run: a seeded permutation per epoch, bucketed batches, per-rank shards.
+"""The sample order of a run: a seeded permutation per epoch cut into bucketed global batches.
 
 Epoch `e` shuffles the indices with a generator seeded by `(seed, e)`, walks the permutation and fills
-one pending batch per bucket; a bucket whose pending batch reaches the global batch size
-(`batch_size * world_size`) emits it. Leftovers that never fill a batch are dropped for that epoch (the
-next epoch's permutation differs, so no sample is always dropped). Rank `r` takes the r-th slice of every
-global batch, so every rank runs the same number of steps whatever the sample count: nothing can hang on
-an uneven split. The order of epoch `e` is a pure function of `(seed, e, source buckets)`, so a position
-`(epoch, batch)` saved in a checkpoint resumes exactly.
+one pending batch per bucket; a bucket whose pending batch reaches the global batch size emits it.
+Leftovers that never fill a batch are dropped for that epoch (the next epoch's permutation differs, so no
+sample is always dropped). The order is identical on every rank; each rank then takes its share of every
+global batch (`pusa_fw_wan.train.sharding.shard_global_batch`), so every rank runs the same number of
+steps whatever the sample count. The order of epoch `e` is a pure function of `(seed, e, source
+buckets)`, so a position `(epoch, batch)` saved in a checkpoint resumes exactly.
 """
 
 from __future__ import annotations
@@ -31,14 +31,12 @@ class OrderPosition:
 
 
 class DataOrder:
-    """Deterministic bucketed batches of source indices for one rank.
+    """Deterministic bucketed global batches of source indices.
 
     Args:
         source: the training source (only `len` and `bucket` are used).
-        batch_size: samples per rank per batch.
+        batch_size: samples per global batch (all ranks together).
         seed: seed of the per-epoch permutations.
-        rank: this rank, in [0, world_size).
-        world_size: number of ranks sharing every global batch.
         exclude: indices never used for training (e.g. held out for validation).
     """
 
@@ -48,42 +46,33 @@ class DataOrder:
         batch_size: int,
         seed: int,
         *,
-        rank: int = 0,
-        world_size: int = 1,
         exclude: frozenset[int] = frozenset(),
     ) -> None:
-        if not 0 <= rank < world_size:
-            raise InputError(f"rank {rank} is outside [0, world_size={world_size})")
         self.batch_size = batch_size
         self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
         self._indices = [index for index in range(len(source)) if index not in exclude]
         self._buckets = {index: source.bucket(index) for index in self._indices}
         self._epoch_cache: tuple[int, list[list[int]]] | None = None
         if not self.batches(0):
             raise InputError(
-                f"no bucket holds a full global batch of {batch_size * world_size} samples "
-                f"(batch_size {batch_size} x world size {world_size}) among {len(self._indices)} training "
-                "samples; lower data.batch_size or add samples"
+                f"no bucket holds a full batch of data.batch_size={batch_size} samples among the "
+                f"{len(self._indices)} training samples; lower data.batch_size or add samples"
             )
 
     def batches(self, epoch: int) -> list[list[int]]:
-        """This rank's batches of `epoch`, each a list of `batch_size` source indices."""
+        """The global batches of `epoch`, each a list of `batch_size` source indices."""
         if self._epoch_cache is not None and self._epoch_cache[0] == epoch:
             return self._epoch_cache[1]
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         permutation = torch.randperm(len(self._indices), generator=generator).tolist()
-        global_size = self.batch_size * self.world_size
         pending: dict[tuple, list[int]] = {}
         batches = []
         for position in permutation:
             index = self._indices[position]
             bucket = pending.setdefault(self._buckets[index], [])
             bucket.append(index)
-            if len(bucket) == global_size:
-                start = self.rank * self.batch_size
-                batches.append(bucket[start : start + self.batch_size])
+            if len(bucket) == self.batch_size:
+                batches.append(list(bucket))
                 bucket.clear()
         self._epoch_cache = (epoch, batches)
         return batches
