@@ -13,6 +13,12 @@ _EXPORTS = {
     "TrainingSource": ".source",
     "InMemorySource": ".source",
     "LatentCache": ".cache",
+    "TrainConfig": ".config",
+    "load_train_config": ".config",
+    "validate_train_config": ".config",
+    "Trainer": ".trainer",
+    "TrainResult": ".trainer",
+    "register_source": ".sources",
     "export_lora": ".export",
     "ExportedLora": ".export",
 }
