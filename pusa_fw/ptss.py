@@ -38,61 +38,9 @@ from einops import repeat
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .errors import InputError
+from .sigma_shift import shift_sigmas, training_sigma_grid, unshift_sigmas
 
 __all__ = ["PTSS", "PTSSDraw", "shift_sigmas", "training_sigma_grid", "unshift_sigmas"]
-
-
-def shift_sigmas(u: torch.Tensor, shift: float) -> torch.Tensor:
-    """Map unshifted levels `u` in [0, 1] through the flow-matching shift.
-
-    `sigma = shift * u / (1 + (shift - 1) * u)`; shift 1 is the identity, shift > 1 pushes sigmas
-    towards 1 (more noise). The map is increasing and fixes 0 and 1. It is evaluated as the equal
-    `u / (u + (1 - u) / shift)`, whose rounding can never leave [0, 1] (the textbook form gives
-    1 + 2e-16 at u = 1 for some shifts).
-
-    Args:
-        u: tensor of any shape with values in [0, 1].
-        shift: the shift, > 0.
-
-    Returns:
-        Tensor of the shape and dtype of `u`.
-    """
-    return u / (u + (1.0 - u) / shift)
-
-
-def unshift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
-    """Inverse of `shift_sigmas`: `u = sigma / (shift - (shift - 1) * sigma)`.
-
-    Args:
-        sigmas: tensor of any shape with values in [0, 1].
-        shift: the shift, > 0.
-
-    Returns:
-        Tensor of the shape and dtype of `sigmas`.
-    """
-    return sigmas / (shift - (shift - 1.0) * sigmas)
-
-
-def training_sigma_grid(num_train_steps: int, shift: float) -> torch.Tensor:
-    """The discrete training grid of the official trainer, as sigmas.
-
-    `u = linspace(1, 0, N + 1)[:-1]` (i.e. `u_k = 1 - k / N`, k = 0..N-1), shifted. Index 0 is pure
-    noise (sigma 1); sigma 0 is never part of the grid.
-
-    Args:
-        num_train_steps: N, the number of grid points (the official trainer uses 1000).
-        shift: the shift, > 0 (the official trainer uses 5).
-
-    Returns:
-        `[N]` float64 sigmas, strictly decreasing from 1.
-    """
-    if isinstance(num_train_steps, bool) or not isinstance(num_train_steps, int) or num_train_steps < 1:
-        raise InputError(f"num_train_steps must be an int >= 1, got {num_train_steps!r}; use e.g. 1000.")
-    if not shift > 0:
-        raise InputError(f"shift must be > 0, got {shift!r}; use e.g. 5.0.")
-    steps = torch.arange(num_train_steps, dtype=torch.float64)
-    u = 1.0 - steps / num_train_steps
-    return shift_sigmas(u, shift)
 
 
 def _check_sample_args(batch_size: int, num_latent_frames: int, generator: torch.Generator) -> None:
@@ -174,7 +122,11 @@ class PTSS(BaseModel):
     logit_mean: float = Field(0.0, allow_inf_nan=False, description="logit-normal: mean of the normal")
     logit_std: float = Field(1.0, gt=0.0, allow_inf_nan=False, description="logit-normal: std of the normal")
     uniform_fraction: float = Field(
-        0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="logit-normal: fraction of uniform draws mixed in"
+        0.0,
+        ge=0.0,
+        le=1.0,
+        allow_inf_nan=False,
+        description="logit-normal: fraction of uniform draws mixed in",
     )
     held_probability: float = Field(
         0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="probability that a sample holds frames clean"
@@ -182,7 +134,7 @@ class PTSS(BaseModel):
     held_frames: int = Field(1, ge=1, strict=True, description="frames held at sigma 0 in a held sample")
 
     @model_validator(mode="after")
-    def _check_law(self) -> "PTSS":
+    def _check_law(self) -> PTSS:
         if self.num_train_steps is not None and self.marginal != "uniform":
             raise ValueError(
                 f"num_train_steps={self.num_train_steps} needs marginal='uniform' (the official grid is "
@@ -249,8 +201,8 @@ class PTSS(BaseModel):
         _check_sample_args(batch_size, num_latent_frames, generator)
         if self.held_probability > 0 and self.held_frames >= num_latent_frames:
             raise InputError(
-                f"held_frames={self.held_frames} would hold all {num_latent_frames} latent frames, leaving nothing "
-                f"to learn; use held_frames <= {num_latent_frames - 1} or clips with more latent frames"
+                f"held_frames={self.held_frames} would hold all {num_latent_frames} latent frames, leaving "
+                f"nothing to learn; use held_frames <= {num_latent_frames - 1} or clips with more latent frames"
             )
         coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         synchronous = coin >= self.p_async  # P(async) = p_async exactly at 0 and 1
@@ -264,7 +216,9 @@ class PTSS(BaseModel):
             keys = torch.rand((batch_size, num_latent_frames), generator=generator, dtype=torch.float64)
             # The k frames with the smallest keys: a uniformly random k-subset (continuous keys, no ties).
             ranks = keys.argsort(dim=1).argsort(dim=1)
-            held = (ranks < self.held_frames) & repeat(held_coin < self.held_probability, "b -> b f", f=num_latent_frames)
+            held = (ranks < self.held_frames) & repeat(
+                held_coin < self.held_probability, "b -> b f", f=num_latent_frames
+            )
             sigmas = torch.where(held, torch.zeros_like(sigmas), sigmas)
         return PTSSDraw(sigmas=sigmas.to(torch.float32), synchronous=synchronous, held=held)
 
@@ -281,7 +235,9 @@ class PTSS(BaseModel):
             InputError: for the discrete official grid (`num_train_steps` set), whose CDF is a step function.
         """
         if self.num_train_steps is not None:
-            raise InputError("cdf is for continuous laws; with num_train_steps use training_sigma_grid instead")
+            raise InputError(
+                "cdf is for continuous laws; with num_train_steps use training_sigma_grid instead"
+            )
         u = unshift_sigmas(sigmas.to(torch.float64), self.shift)
         if self.marginal == "uniform":
             return u

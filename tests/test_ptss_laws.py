@@ -62,8 +62,12 @@ def test_marginal_checks_have_power_against_the_nearest_wrong_law():
 
 
 @settings(deadline=None, max_examples=30)
-@given(batch=st.integers(1, 6), frames=st.integers(2, 12), seed=st.integers(0, 2**31 - 1),
-       fraction=st.sampled_from([0.0, 0.2, 1.0]))
+@given(
+    batch=st.integers(1, 6),
+    frames=st.integers(2, 12),
+    seed=st.integers(0, 2**31 - 1),
+    fraction=st.sampled_from([0.0, 0.2, 1.0]),
+)
 def test_p_async_zero_and_one_with_the_logit_normal_law(batch, frames, seed, fraction):
     synchronous = PTSS(p_async=0.0, marginal="logit_normal", uniform_fraction=fraction)
     sigmas = synchronous.sample(batch, frames, torch.Generator().manual_seed(seed))
@@ -82,8 +86,13 @@ def test_p_async_one_frames_are_uncorrelated_and_zero_fully_correlated():
 
 
 @settings(deadline=None, max_examples=40)
-@given(batch=st.integers(1, 8), frames=st.integers(2, 12), held=st.integers(1, 11),
-       p_async=st.sampled_from([0.0, 0.5, 1.0]), seed=st.integers(0, 2**31 - 1))
+@given(
+    batch=st.integers(1, 8),
+    frames=st.integers(2, 12),
+    held=st.integers(1, 11),
+    p_async=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 2**31 - 1),
+)
 def test_held_samples_hold_exactly_k_frames_at_zero(batch, frames, held, p_async, seed):
     held = min(held, frames - 1)
     law = PTSS(p_async=p_async, held_probability=1.0, held_frames=held)

@@ -29,6 +29,7 @@ p_async = 0.5
 held_probability = 0.5
 [logging]
 tensorboard = false
+every = 1
 """
 
 
@@ -54,7 +55,12 @@ def test_train_errors_are_one_line_with_status_2(tmp_path, capsys):
     assert "\n" not in error and "ptss[p_async]" in error and "1.5" in error
     assert main(["train", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "does not exist" in capsys.readouterr().err
-    assert main(["train", "--config", str(run_file), "--set", "lora.rank=4", "--max-steps", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            ["train", "--config", str(run_file), "--set", "lora.rank=4", "--max-steps", "1", "--no-progress"]
+        )
+        == 0
+    )
     capsys.readouterr()
     assert main(["train", "--resume", str(tmp_path / "run"), "--set", "lora.rank=8"]) == 2
     error = capsys.readouterr().err.strip()

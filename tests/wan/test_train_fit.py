@@ -8,12 +8,11 @@ import torch
 
 from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.ptss import PTSS
+from pusa_fw_wan.testing.train import tiny_config
 from pusa_fw_wan.train.adapters import trainable_tensors
 from pusa_fw_wan.train.build import build_model, build_optimizer
 from pusa_fw_wan.train.source import InMemorySource
 from pusa_fw_wan.train.step import collate, draw_for_batch, frame_loss_terms
-
-from pusa_fw_wan.testing.train import tiny_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -21,8 +20,15 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _fixed_batch(config):
     source = InMemorySource.random(2, (16, 3, 4, 4), (4, 16), seed=7)
     batch = collate([source.load(0), source.load(1)], [0, 1], torch.device("cpu"))
-    draws = draw_for_batch(PTSS(p_async=1.0, held_probability=0.5, held_frames=1), batch.latents.shape,
-                           batch.indices, seed=0, step=0, micro_step=0, device=torch.device("cpu"))
+    draws = draw_for_batch(
+        PTSS(p_async=1.0, held_probability=0.5, held_frames=1),
+        batch.latents.shape,
+        batch.indices,
+        seed=0,
+        step=0,
+        micro_step=0,
+        device=torch.device("cpu"),
+    )
     return batch, draws
 
 
@@ -32,9 +38,15 @@ def _fixed_batch(config):
 @pytest.mark.parametrize(("mode", "lr"), [("lora", 2e-2), ("full", 1e-2)])
 def test_tiny_wan_overfits_one_fixed_batch(tmp_path, mode, lr):
     config = tiny_config(
-        tmp_path, mode=mode,
-        **{"lora.rank": 8, "lora.alpha": 8.0, "lora.targets": ["q", "k", "v", "o", "ffn.0", "ffn.2", "head.head"],
-           "model.architecture.dim": 64, "model.architecture.ffn_dim": 128},
+        tmp_path,
+        mode=mode,
+        **{
+            "lora.rank": 8,
+            "lora.alpha": 8.0,
+            "lora.targets": ["q", "k", "v", "o", "ffn.0", "ffn.2", "head.head"],
+            "model.architecture.dim": 64,
+            "model.architecture.ffn_dim": 128,
+        },
     )
     model, _ = build_model(config)
     optimizer, _ = build_optimizer(model, config.optimizer)
@@ -60,7 +72,9 @@ def test_lora_starts_as_the_base_and_trains_only_the_factors(tmp_path):
     tensors = trainable_tensors(model)
     assert set(tensors) == {f"{t}.lora_{half}.weight" for t in targets for half in "AB"}
     assert all(t.dtype == torch.float32 for t in tensors.values())
-    assert all(float(tensors[f"{t}.lora_B.weight"].detach().abs().max()) == 0 for t in targets)  # B = 0: base model
+    assert all(
+        float(tensors[f"{t}.lora_B.weight"].detach().abs().max()) == 0 for t in targets
+    )  # B = 0: base model
 
 
 def _gradients(config, checkpointing: bool) -> dict[str, torch.Tensor]:

@@ -18,15 +18,23 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 # Every stateful feature at once: accumulation, EMA, held frames, logit-normal mixture, cosine warmup,
 # BSMNTW weights, validation in the middle, an epoch boundary (4 training samples, global batch 2).
 RICH = {
-    "max_steps": 6, "optimizer.grad_accumulation": 2, "ema_decay": 0.9, "loss.frame_weighting": "bsmntw",
+    "max_steps": 6,
+    "optimizer.grad_accumulation": 2,
+    "ema_decay": 0.9,
+    "loss.frame_weighting": "bsmntw",
     "ptss": {"p_async": 0.5, "marginal": "logit_normal", "uniform_fraction": 0.2, "held_probability": 0.5},
-    "validation.every": 2, "validation.num_samples": 1, "checkpoint.every": 2, "checkpoint.keep_last": 2,
+    "validation.every": 2,
+    "validation.num_samples": 1,
+    "checkpoint.every": 2,
+    "checkpoint.keep_last": 2,
 }
 
 
 def _files(directory):
-    return {name: load_file(str(directory / name)) for name in
-            ("adapter.safetensors", "ema.safetensors", "optimizer.safetensors")}
+    return {
+        name: load_file(str(directory / name))
+        for name in ("adapter.safetensors", "ema.safetensors", "optimizer.safetensors")
+    }
 
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
@@ -44,13 +52,20 @@ def test_stop_and_resume_ends_bit_identical(tmp_path, mode):
         for key, tensor in expected.items():
             assert torch.equal(tensor, got[key]), f"{name}:{key} differs after resume"
     assert json.loads((resumed.checkpoint / "optimizer.json").read_text()) == json.loads(
-        (straight.checkpoint / "optimizer.json").read_text())
+        (straight.checkpoint / "optimizer.json").read_text()
+    )
     state = json.loads((resumed.checkpoint / "trainer_state.json").read_text())
     assert state == json.loads((straight.checkpoint / "trainer_state.json").read_text())
     assert state["epoch"] >= 1  # the run crossed an epoch boundary
+
     # The logs agree too (the resumed run appended the steps after 3).
     def losses(run):
-        return {r["step"]: r["loss"] for r in map(json.loads, (run / "log.jsonl").read_text().splitlines()) if "loss" in r}
+        return {
+            r["step"]: r["loss"]
+            for r in map(json.loads, (run / "log.jsonl").read_text().splitlines())
+            if "loss" in r
+        }
+
     assert losses(tmp_path / "paused") == losses(tmp_path / "straight")
 
 
@@ -62,9 +77,13 @@ def test_checkpoint_contract_pointer_and_pruning(tmp_path):
     with safe_open(str(result.checkpoint / "adapter.safetensors"), framework="pt") as handle:
         metadata = handle.metadata()
         keys = set(handle.keys())
-    assert metadata["format"] == "pusa-fw-lora" and metadata["rank"] == "4" and float(metadata["alpha"]) == 8.0
+    assert (
+        metadata["format"] == "pusa-fw-lora" and metadata["rank"] == "4" and float(metadata["alpha"]) == 8.0
+    )
     targets = json.loads(metadata["targets"])
-    assert "blocks.0.self_attn.q" in targets and keys == {f"{t}.lora_{h}.weight" for t in targets for h in "AB"}
+    assert "blocks.0.self_attn.q" in targets and keys == {
+        f"{t}.lora_{h}.weight" for t in targets for h in "AB"
+    }
     tensors = load_file(str(result.checkpoint / "adapter.safetensors"))
     assert tensors["blocks.0.self_attn.q.lora_A.weight"].shape == (4, 32)
     assert tensors["blocks.0.self_attn.q.lora_B.weight"].shape == (32, 4)

@@ -42,18 +42,36 @@ class TrainCommand:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Run file, resume directory, the common overrides and ``--set KEY=VALUE`` for any field."""
         parser.description = (
-            "Train with Frame-Aware Flow Matching. The run file holds TrainConfig fields (see the README's Train "
-            "section); flags override it. Checkpoints, config.json and log.jsonl go to output_dir."
+            "Train with Frame-Aware Flow Matching. The run file holds TrainConfig fields (see the README's "
+            "Train section); flags override it. Checkpoints, config.json and log.jsonl go to output_dir."
         )
-        parser.add_argument("--config", type=Path, metavar="RUN.toml", help="TOML run file with TrainConfig fields")
-        parser.add_argument("--resume", type=Path, metavar="RUN_DIR",
-                            help="continue the run in RUN_DIR (or a step-XXXXXXX checkpoint) from its newest checkpoint")
+        parser.add_argument(
+            "--config", type=Path, metavar="RUN.toml", help="TOML run file with TrainConfig fields"
+        )
+        parser.add_argument(
+            "--resume",
+            type=Path,
+            metavar="RUN_DIR",
+            help="continue the run in RUN_DIR (or a step-XXXXXXX checkpoint) from its newest checkpoint",
+        )
         parser.add_argument("--output-dir", metavar="DIR", help="run directory (overrides output_dir)")
-        parser.add_argument("--max-steps", type=int, metavar="N", help="optimizer steps of the run (overrides max_steps)")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="set_values",
-                            help="set any config field, dotted (e.g. optimizer.lr=2e-5, ptss.p_async=0.5); repeatable")
-        parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                            help="show a progress bar (default: when stderr is a terminal)")
+        parser.add_argument(
+            "--max-steps", type=int, metavar="N", help="optimizer steps of the run (overrides max_steps)"
+        )
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            dest="set_values",
+            help="set any config field, dotted (e.g. optimizer.lr=2e-5, ptss.p_async=0.5); repeatable",
+        )
+        parser.add_argument(
+            "--progress",
+            action=argparse.BooleanOptionalAction,
+            default=None,
+            help="show a progress bar (default: when stderr is a terminal)",
+        )
 
     def run(self, args: argparse.Namespace) -> int:
         """Train; print the last checkpoint directory on stdout."""
@@ -68,7 +86,9 @@ class TrainCommand:
         if args.resume is not None:
             config_file = args.config
             if config_file is None:
-                run_dir = args.resume if (args.resume / "config.json").is_file() else args.resume.parent.parent
+                run_dir = (
+                    args.resume if (args.resume / "config.json").is_file() else args.resume.parent.parent
+                )
                 config_file = run_dir / "config.json"
             config = load_train_config(config_file, overrides) if (args.config or overrides) else None
             trainer = Trainer.resume(args.resume, config)
@@ -88,6 +108,7 @@ class TrainCommand:
         from tqdm import tqdm
 
         with tqdm(total=trainer.config.max_steps, initial=trainer.step, desc="train", unit="step") as bar:
+
             def progress(record: dict[str, Any]) -> None:
                 bar.update(record["step"] - bar.n)
                 if "loss" in record:

@@ -22,7 +22,7 @@ _PEFT_KEY = re.compile(rf"\.(lora_[AB])\.{ADAPTER_NAME}\.weight$")
 
 
 def resolve_targets(model: nn.Module, suffixes: tuple[str, ...]) -> list[str]:
-    """Paths of the Linear modules whose names end with one of `suffixes` (``"q"``, ``"ffn.0"``, ``"head.head"``).
+    """Paths of the Linear modules whose names end with one of `suffixes` (``"q"``, ``"ffn.0"``, ...).
 
     Raises:
         InputError: a suffix that matches no Linear.
@@ -52,8 +52,9 @@ def inject_lora(model: nn.Module, suffixes: tuple[str, ...], rank: int, alpha: f
 
     targets = resolve_targets(model, suffixes)
     model.requires_grad_(False)
-    config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
-                        init_lora_weights=True)
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0, init_lora_weights=True
+    )
     inject_adapter_in_model(config, model, adapter_name=ADAPTER_NAME)
     for name, parameter in model.named_parameters():
         if f".{ADAPTER_NAME}." in name:
@@ -99,7 +100,9 @@ def load_lora_into(model: nn.Module, path: str, rank: int, alpha: float) -> int:
                 f"{path}: LoRA module {module!r} is not a target of this run; add it to lora.targets"
             )
         if weights.rank != rank:
-            raise CheckpointError(f"{path}: module {module!r} has rank {weights.rank}, the run has lora.rank={rank}")
+            raise CheckpointError(
+                f"{path}: module {module!r} has rank {weights.rank}, the run has lora.rank={rank}"
+            )
         factor = weights.scale / (alpha / rank)
         if not math.isfinite(factor):
             raise CheckpointError(f"{path}: module {module!r} has a non-finite scale")

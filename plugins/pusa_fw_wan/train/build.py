@@ -46,7 +46,10 @@ def build_optimizer(model: nn.Module, section: OptimizerSection) -> tuple[torch.
     tensors = trainable_tensors(model)
     names = list(tensors)
     optimizer = torch.optim.AdamW(
-        list(tensors.values()), lr=section.lr, betas=section.betas, eps=section.eps,
+        list(tensors.values()),
+        lr=section.lr,
+        betas=section.betas,
+        eps=section.eps,
         weight_decay=section.weight_decay,
     )
     return optimizer, names

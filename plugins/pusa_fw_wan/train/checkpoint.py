@@ -87,7 +87,9 @@ def _fsync_path(path: Path) -> None:
         os.close(descriptor)
 
 
-def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def _save_tensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
     save_file(contiguous, str(path), metadata=metadata)
 
@@ -109,11 +111,16 @@ def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | 
             _save_tensors(temp / "ema.safetensors", files.ema, files.weights_metadata)
         _save_tensors(temp / "optimizer.safetensors", files.optimizer_tensors)
         _save_tensors(temp / "rng.safetensors", files.rng)
-        for name, value in (("optimizer.json", files.optimizer_json), ("trainer_state.json", files.trainer_state),
-                            ("config.json", files.config)):
+        for name, value in (
+            ("optimizer.json", files.optimizer_json),
+            ("trainer_state.json", files.trainer_state),
+            ("config.json", files.config),
+        ):
             (temp / name).write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
         manifest = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
-        (temp / MANIFEST).write_text(json.dumps({"step": step, "files": manifest}, indent=2), encoding="utf-8")
+        (temp / MANIFEST).write_text(
+            json.dumps({"step": step, "files": manifest}, indent=2), encoding="utf-8"
+        )
         for path in temp.iterdir():
             _fsync_path(path)
         os.chmod(temp, 0o755)
@@ -149,11 +156,15 @@ def latest_checkpoint(run_dir: Path) -> Path:
     """
     pointer = run_dir / "checkpoints" / "latest"
     if not pointer.is_file():
-        raise CheckpointError(f"{str(run_dir)!r} has no checkpoints/latest pointer; it holds no finished checkpoint")
+        raise CheckpointError(
+            f"{str(run_dir)!r} has no checkpoints/latest pointer; it holds no finished checkpoint"
+        )
     name = pointer.read_text(encoding="utf-8").strip()
     target = pointer.parent / name
     if not target.is_dir():
-        raise CheckpointError(f"{str(pointer)!r} names {name!r}, which does not exist; pass a step-XXXXXXX directory")
+        raise CheckpointError(
+            f"{str(pointer)!r} names {name!r}, which does not exist; pass a step-XXXXXXX directory"
+        )
     return target
 
 

@@ -61,9 +61,11 @@ class ModelSection(BaseModel):
     init_seed: int = Field(0, description="seed of the random init (architecture only)")
 
     @model_validator(mode="after")
-    def _one_source(self) -> "ModelSection":
+    def _one_source(self) -> ModelSection:
         if (self.path is None) == (self.architecture is None):
-            raise ValueError("give exactly one of model.path (a checkpoint) or model.architecture (random init)")
+            raise ValueError(
+                "give exactly one of model.path (a checkpoint) or model.architecture (random init)"
+            )
         return self
 
 
@@ -74,7 +76,9 @@ class LoraSection(BaseModel):
     rank: int = Field(512, ge=1, description="LoRA rank r")
     alpha: float = Field(512.0, gt=0, description="LoRA alpha (scale alpha / r)")
     targets: tuple[str, ...] = Field(PUSA_LORA_TARGETS, min_length=1, description="module name suffixes")
-    init_from: str | None = Field(None, description="continue from this LoRA file (any format the loader reads)")
+    init_from: str | None = Field(
+        None, description="continue from this LoRA file (any format the loader reads)"
+    )
 
 
 class DataSection(BaseModel):
@@ -131,7 +135,7 @@ class LoggingSection(BaseModel):
     """Metrics logs (JSONL always; TensorBoard when installed)."""
 
     model_config = _SECTION
-    every: int = Field(1, ge=1, description="log every N optimizer steps")
+    every: int = Field(10, ge=1, description="log every N optimizer steps (each log waits for the device)")
     tensorboard: bool = True
 
 

@@ -11,14 +11,18 @@ __all__ = ["MetricsLog", "sigma_bin_losses"]
 import torch
 
 
-def sigma_bin_losses(sigmas: torch.Tensor, losses: torch.Tensor, mask: torch.Tensor, bins: int) -> dict[str, float]:
+def sigma_bin_losses(
+    sigmas: torch.Tensor, losses: torch.Tensor, mask: torch.Tensor, bins: int
+) -> dict[str, float]:
     """Mean per-frame loss per equal-width sigma bin over the counted frames (``"sigma_0.00-0.20"``...)."""
     sigmas, losses, mask = sigmas.detach().cpu().double(), losses.detach().cpu().double(), mask.detach().cpu()
     index = (sigmas * bins).long().clamp(max=bins - 1)[mask]
     sums = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, losses[mask])
     counts = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, torch.ones_like(losses[mask]))
     return {
-        f"sigma_{b / bins:.2f}-{(b + 1) / bins:.2f}": float(sums[b] / counts[b]) for b in range(bins) if counts[b] > 0
+        f"sigma_{b / bins:.2f}-{(b + 1) / bins:.2f}": float(sums[b] / counts[b])
+        for b in range(bins)
+        if counts[b] > 0
     }
 
 

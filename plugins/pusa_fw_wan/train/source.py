@@ -12,8 +12,9 @@ Implementations: the latent cache written by `pusa-fw prepare`, a synthetic worl
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Protocol, Sequence, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
@@ -89,7 +90,7 @@ class InMemorySource:
         context_shape: tuple[int, int],
         *,
         seed: int = 0,
-    ) -> "InMemorySource":
+    ) -> InMemorySource:
         """`count` samples of standard-normal latents and contexts, reproducible from `seed`.
 
         Args:

@@ -9,8 +9,9 @@ a config whose ``data.source`` is an existing directory uses it with ``path=<dir
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pusa_fw.errors import InputError
 
@@ -21,7 +22,10 @@ __all__ = ["open_source", "register_source", "registered_sources"]
 SourceFactory = Callable[..., TrainingSource]
 
 _FACTORIES: dict[str, SourceFactory] = {}
-_LAZY: dict[str, str] = {"cache": "pusa_fw_wan.train.cache:open_cache", "synthetic": "pusa_fw_wan.toy:open_world"}
+_LAZY: dict[str, str] = {
+    "cache": "pusa_fw_wan.train.cache:open_cache",
+    "synthetic": "pusa_fw_wan.toy:open_world",
+}
 
 
 def _random_source(
@@ -81,5 +85,7 @@ def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
     except TypeError as error:
         raise InputError(f"training source {source!r} rejected data.options {options}: {error}") from None
     if not isinstance(opened, TrainingSource):
-        raise InputError(f"training source {source!r} returned a {type(opened).__name__}, not a TrainingSource")
+        raise InputError(
+            f"training source {source!r} returned a {type(opened).__name__}, not a TrainingSource"
+        )
     return opened

@@ -8,7 +8,8 @@ restored bit for bit.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -32,14 +33,19 @@ def optimizer_state_tensors(
     for index, entries in state["state"].items():
         for key, value in entries.items():
             tensors[f"{names[index]}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
-    groups = [{key: value for key, value in group.items() if key != "params"} for group in state["param_groups"]]
+    groups = [
+        {key: value for key, value in group.items() if key != "params"} for group in state["param_groups"]
+    ]
     for group in groups:
         group["betas"] = list(group.get("betas", ()))
     return tensors, {"param_names": list(names), "param_groups": groups}
 
 
 def load_optimizer_state(
-    optimizer: torch.optim.Optimizer, names: Sequence[str], tensors: dict[str, torch.Tensor], saved: dict[str, Any]
+    optimizer: torch.optim.Optimizer,
+    names: Sequence[str],
+    tensors: dict[str, torch.Tensor],
+    saved: dict[str, Any],
 ) -> None:
     """Restore what `optimizer_state_tensors` saved.
 

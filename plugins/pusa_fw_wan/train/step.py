@@ -10,8 +10,8 @@ generator state to continue exactly. Nothing here synchronises with the host.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from einops import rearrange
@@ -65,7 +65,12 @@ class StepDraws:
 
 
 def draw_for_batch(
-    ptss: PTSS, latents_shape: torch.Size, indices: Sequence[int], seed: int, step: int, micro_step: int,
+    ptss: PTSS,
+    latents_shape: torch.Size,
+    indices: Sequence[int],
+    seed: int,
+    step: int,
+    micro_step: int,
     device: torch.device,
 ) -> StepDraws:
     """Each sample's PTSS draw then its standard-normal noise, from its own keyed CPU generator."""
@@ -116,7 +121,9 @@ def frame_loss_terms(
     x0 = batch.latents
     sigma = rearrange(draws.sigmas, "b f -> b 1 f 1 1")
     noised = (1.0 - sigma) * x0 + sigma * draws.eps
-    with torch.autocast(x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None):
+    with torch.autocast(
+        x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+    ):
         prediction = model(noised, draws.sigmas, batch.context)
     losses = frame_losses(prediction.float(), x0, draws.eps)
     terms = losses if weighting is None else losses * weighting(draws.sigmas)

@@ -13,31 +13,32 @@ restored, and the sigma/noise draws are keyed by (seed, step, sample).
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
-from pusa_fw.errors import CheckpointError, InputError
+from pusa_fw.errors import InputError
 from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.io.atomic import atomic_write_bytes
 
 from .build import build_model, build_optimizer, learning_rate
-from .checkpoint import CheckpointFiles, latest_checkpoint, read_checkpoint, write_checkpoint
-from .config import TrainConfig, config_differences, validate_train_config
+from .checkpoint import write_checkpoint
+from .config import TrainConfig
 from .metrics import MetricsLog, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel_seam import local_context, start_distributed
+from .resume import check_resume_config, find_checkpoint, restore, snapshot
 from .source import TrainingSource
 from .sources import open_source
-from .state_io import EMA, load_optimizer_state, optimizer_state_tensors, rng_state, set_rng_state
+from .state_io import EMA
 from .step import collate, draw_for_batch, frame_loss_terms, frame_weighting
 from .validation import plan_sigma_vectors, validation_losses
 
-__all__ = ["Trainer", "TrainResult"]
+__all__ = ["TrainResult", "Trainer"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 
@@ -60,8 +61,9 @@ class Trainer:
         resume_from: a checkpoint directory to restore (use `Trainer.resume`).
     """
 
-    def __init__(self, config: TrainConfig, *, source: TrainingSource | None = None,
-                 resume_from: Path | None = None) -> None:
+    def __init__(
+        self, config: TrainConfig, *, source: TrainingSource | None = None, resume_from: Path | None = None
+    ) -> None:
         self.config = config
         self.run_dir = Path(config.output_dir).expanduser()
         self.context = start_distributed(config) if config.distributed != "none" else local_context(config)
@@ -73,24 +75,29 @@ class Trainer:
         self.model, self.targets = build_model(config)
         self.wrapped = self.context.wrap(self.model)
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
-        self.tensors = dict(zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True))
+        self.tensors = dict(
+            zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)
+        )
         self.ema = EMA(self.tensors, config.ema_decay) if config.ema_decay is not None else None
         self.weighting = frame_weighting(config.loss.frame_weighting)
         self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
         self._validation_indices = held_out
         self._validation_plans: list[Any] | None = None
         if resume_from is not None:
-            self._restore(resume_from)
+            restore(self, resume_from)
         else:
             torch.manual_seed(config.seed + 1_000_003 * (self.context.rank + 1))  # this rank's own stream
             self._start_run_dir()
-        self.log = MetricsLog(self.run_dir, tensorboard=config.logging.tensorboard) if self.context.is_main else None
+        self.log = (
+            MetricsLog(self.run_dir, tensorboard=config.logging.tensorboard) if self.context.is_main else None
+        )
 
     # ------------------------------------------------------------------ setup
 
     @classmethod
-    def resume(cls, run_dir: str | Path, config: TrainConfig | None = None, *,
-               source: TrainingSource | None = None) -> Trainer:
+    def resume(
+        cls, run_dir: str | Path, config: TrainConfig | None = None, *, source: TrainingSource | None = None
+    ) -> Trainer:
         """Continue the run in `run_dir` (or a ``step-XXXXXXX`` directory) from its newest checkpoint.
 
         Args:
@@ -102,14 +109,8 @@ class Trainer:
             CheckpointError: no finished checkpoint, an incomplete one, or a config that differs (the
                 message lists every difference).
         """
-        given = Path(run_dir).expanduser()
-        directory = given if (given / "manifest.json").exists() or given.name.startswith("step-") else latest_checkpoint(given)
-        saved_config = validate_train_config(json.loads((directory / "config.json").read_text(encoding="utf-8")))
-        if config is None:
-            config = saved_config
-        differences = config_differences(saved_config, config)
-        if differences:
-            raise CheckpointError(f"the config differs from the run's in {directory}: " + "; ".join(differences))
+        directory = find_checkpoint(Path(run_dir).expanduser())
+        config = check_resume_config(directory, config)
         return cls(config, source=source, resume_from=directory)
 
     def _held_out_indices(self) -> list[int]:
@@ -119,39 +120,20 @@ class Trainer:
         count = len(self.source)
         if section.num_samples >= count:
             raise InputError(
-                f"validation.num_samples={section.num_samples} leaves no training sample out of {count}; lower it"
+                f"validation.num_samples={section.num_samples} leaves no training sample out of {count}; "
+                "lower it"
             )
         return list(range(count - section.num_samples, count))
 
     def _start_run_dir(self) -> None:
         if (self.run_dir / "checkpoints" / "latest").exists():
             raise InputError(
-                f"{str(self.run_dir)!r} already holds a run; resume it (pusa-fw train --resume {self.run_dir}) "
-                "or choose another output_dir"
+                f"{str(self.run_dir)!r} already holds a run; resume it (pusa-fw train --resume "
+                f"{self.run_dir}) or choose another output_dir"
             )
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.json", self.config.model_dump_json(indent=2).encode())
-
-    def _restore(self, directory: Path) -> None:
-        saved = read_checkpoint(directory)
-        state = saved.trainer_state
-        if state.get("world_size", 1) != self.context.world_size:
-            raise CheckpointError(
-                f"checkpoint {directory} was written by {state.get('world_size')} ranks, this run has "
-                f"{self.context.world_size}; resume with the same number of processes"
-            )
-        with torch.no_grad():
-            for name, tensor in self.tensors.items():
-                if name not in saved.weights:
-                    raise CheckpointError(f"checkpoint {directory} has no tensor {name!r}; it is from another run")
-                self.context.load_tensor(tensor, saved.weights[name])
-        load_optimizer_state(self.optimizer, self.names, saved.optimizer_tensors, saved.optimizer_json)
-        if self.ema is not None and saved.ema is not None:
-            self.ema.load(saved.ema)
-        set_rng_state(saved.rng, self.context.rank)
-        self.step = int(state["step"])
-        self.position = OrderPosition(epoch=int(state["epoch"]), batch=int(state["batch"]))
 
     # ------------------------------------------------------------------ loop
 
@@ -180,9 +162,15 @@ class Trainer:
             self.step += 1
             if self.step % config.logging.every == 0 or self.step == target:
                 elapsed = time.perf_counter() - started
-                metrics = {"step": self.step, "loss": float(loss_sum), "lr": lr, "grad_norm": float(grad_norm),
-                           "step_time_s": elapsed, "tokens_per_s": tokens / max(elapsed, 1e-9),
-                           "epoch": self.position.epoch}
+                metrics = {
+                    "step": self.step,
+                    "loss": float(loss_sum),
+                    "lr": lr,
+                    "grad_norm": float(grad_norm),
+                    "step_time_s": elapsed,
+                    "tokens_per_s": tokens / max(elapsed, 1e-9),
+                    "epoch": self.position.epoch,
+                }
                 metrics.update(sigma_bin_losses(*last, bins=config.validation.sigma_bins))
                 self._write(metrics)
             if config.validation.every and self.step % config.validation.every == 0:
@@ -199,21 +187,33 @@ class Trainer:
         """Forward and backward every micro-batch of one optimizer step; returns the summed loss."""
         config = self.config
         accumulation = config.optimizer.grad_accumulation
-        loss_sum = torch.zeros(())
+        loss_sum = torch.zeros((), device=self.context.device)
         tokens = 0
         last: tuple[torch.Tensor, ...] = ()
         for micro_step in range(accumulation):
             global_indices = self.order.next_batch(self.position)
             indices, weight_fn = self.context.shard(global_indices)
             batch = collate([self.source.load(index) for index in indices], indices, self.context.device)
-            draws = draw_for_batch(config.ptss, batch.latents.shape, indices, config.seed, self.step, micro_step,
-                                   self.context.device)
+            draws = draw_for_batch(
+                config.ptss,
+                batch.latents.shape,
+                indices,
+                config.seed,
+                self.step,
+                micro_step,
+                self.context.device,
+            )
             with self.context.gradient_sync(self.wrapped, micro_step == accumulation - 1):
-                terms, losses = frame_loss_terms(self.wrapped, batch, draws, weighting=self.weighting,
-                                                 autocast_dtype=self.autocast_dtype)
-                loss = weight_fn(terms, draws.loss_mask) if weight_fn else masked_frame_mean(terms, None, draws.loss_mask)
+                terms, losses = frame_loss_terms(
+                    self.wrapped, batch, draws, weighting=self.weighting, autocast_dtype=self.autocast_dtype
+                )
+                loss = (
+                    weight_fn(terms, draws.loss_mask)
+                    if weight_fn
+                    else masked_frame_mean(terms, None, draws.loss_mask)
+                )
                 (loss / accumulation).backward()
-            loss_sum = loss_sum + loss.detach().cpu() / accumulation
+            loss_sum = loss_sum + loss.detach() / accumulation  # stays on the device: no host sync
             tokens += batch.latents[:, 0].numel() // 4 * self.context.world_size  # 2x2 patches
             last = (draws.sigmas, losses, draws.loss_mask)
         return loss_sum, tokens, last
@@ -223,7 +223,11 @@ class Trainer:
         max_norm = self.config.optimizer.max_grad_norm
         if max_norm is None:
             grads = [p.grad for p in parameters if p.grad is not None]
-            return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])) if grads else torch.zeros(())
+            return (
+                torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+                if grads
+                else torch.zeros(())
+            )
         return torch.nn.utils.clip_grad_norm_(parameters, max_norm)
 
     def _write(self, record: dict[str, Any]) -> None:
@@ -238,8 +242,14 @@ class Trainer:
             self._validation_plans = plan_sigma_vectors(section.plans, batches[0].latents.shape[2])
         self.model.eval()
         try:
-            return validation_losses(self.wrapped, batches, self._validation_plans, seed=section.seed,
-                                     sigma_bins=section.sigma_bins, autocast_dtype=self.autocast_dtype)
+            return validation_losses(
+                self.wrapped,
+                batches,
+                self._validation_plans,
+                seed=section.seed,
+                sigma_bins=section.sigma_bins,
+                autocast_dtype=self.autocast_dtype,
+            )
         finally:
             self.model.train()
 
@@ -247,24 +257,7 @@ class Trainer:
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0 writes; every rank must call it)."""
-        weights = {name: self.context.full_tensor(tensor) for name, tensor in self.tensors.items()}
-        optimizer_tensors, optimizer_json = optimizer_state_tensors(self.optimizer, self.names)
-        optimizer_tensors = {key: self.context.full_tensor(value) for key, value in optimizer_tensors.items()}
-        rng = self.context.gather_rng(rng_state(self.context.rank))
-        if not self.context.is_main:
+        files = snapshot(self)
+        if files is None:
             return None
-        config = self.config.model_dump(mode="json")
-        kind = "adapter" if self.config.mode == "lora" else "model"
-        metadata = {"format": "pusa-fw-lora" if kind == "adapter" else "pusa-fw-model", "step": str(self.step)}
-        if kind == "adapter":
-            metadata.update(rank=str(self.config.lora.rank), alpha=str(self.config.lora.alpha),
-                            targets=json.dumps(self.targets), ptss=json.dumps(config["ptss"]))
-        files = CheckpointFiles(
-            weights=weights, weights_kind=kind, weights_metadata=metadata,
-            ema=dict(self.ema.shadow) if self.ema is not None else None,
-            optimizer_tensors=optimizer_tensors, optimizer_json=optimizer_json, rng=rng,
-            trainer_state={"step": self.step, "epoch": self.position.epoch, "batch": self.position.batch,
-                           "world_size": self.context.world_size, "seed": self.config.seed},
-            config=config,
-        )
         return write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last)

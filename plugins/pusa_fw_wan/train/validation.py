@@ -9,14 +9,17 @@ length and every step's per-frame input sigmas become one fixed sigma vector; th
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
 
+from pusa_fw.api import get_task
 from pusa_fw.errors import InputError
 from pusa_fw.fafm import frame_losses
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 
 from .step import Batch, draw_seed
 
@@ -37,28 +40,31 @@ class ValidationPlan:
 def _task_params(name: str, num_latent_frames: int) -> dict[str, Any]:
     if name == "extension":  # hold the first half of the latents (at least one), clean
         given = max(num_latent_frames // 2, 1)
-        return {"given_frames": 4 * (given - 1) + 1, "strengths": [1.0]}
+        return {"given_frames": WAN21_GEOMETRY.num_frames(given), "strengths": [1.0]}
     return {}
 
 
-def plan_sigma_vectors(names: Sequence[str], num_latent_frames: int, steps: int = _PLAN_STEPS) -> list[ValidationPlan]:
+def plan_sigma_vectors(
+    names: Sequence[str],
+    num_latent_frames: int,
+    num_steps: int = _PLAN_STEPS,
+    geometry: LatentGeometry = WAN21_GEOMETRY,
+) -> list[ValidationPlan]:
     """Compile each named task for `num_latent_frames` latents and take its per-step input sigmas.
 
     Raises:
         InputError: an unknown task, or a clip too short for it.
     """
-    from pusa_fw.plugins import get_registry
-
-    registry = get_registry()
-    num_frames = 4 * (num_latent_frames - 1) + 1
+    num_frames = geometry.num_frames(num_latent_frames)
     plans = []
     for name in names:
         try:
-            component = registry.entry("tasks", name).component
-            task = component(**_task_params(name, num_latent_frames)) if isinstance(component, type) else component
-            plan = task.plan(num_frames=num_frames, steps=steps)
+            task = get_task(name, **_task_params(name, num_latent_frames))
+            plan = task.plan(num_frames=num_frames, num_steps=num_steps, geometry=geometry)
         except (KeyError, ValueError) as error:
-            raise InputError(f"validation plan {name!r} cannot be built for {num_latent_frames} latent frames: {error}") from None
+            raise InputError(
+                f"validation plan {name!r} cannot be built for {num_latent_frames} latent frames: {error}"
+            ) from None
         plans.append(ValidationPlan(name, plan.input_sigmas.float().clamp(0, 1), ~plan.held))
     return plans
 
@@ -94,16 +100,21 @@ def validation_losses(
         plan_sum, plan_count = 0.0, 0.0
         for batch in batches:
             x0 = batch.latents
-            eps = torch.stack([
-                torch.randn(x0.shape[1:], generator=torch.Generator().manual_seed(draw_seed(seed, -1, 0, index)))
-                for index in batch.indices
-            ]).to(x0.device)
+            eps = torch.stack(
+                [
+                    torch.randn(
+                        x0.shape[1:], generator=torch.Generator().manual_seed(draw_seed(seed, -1, 0, index))
+                    )
+                    for index in batch.indices
+                ]
+            ).to(x0.device)
             for row in plan.sigmas:
                 sigmas = row.to(x0.device).expand(x0.shape[0], -1)
                 sigma = rearrange(sigmas, "b f -> b 1 f 1 1")
                 noised = (1.0 - sigma) * x0 + sigma * eps
-                with torch.autocast(x0.device.type, dtype=autocast_dtype or torch.bfloat16,
-                                    enabled=autocast_dtype is not None):
+                with torch.autocast(
+                    x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+                ):
                     prediction = model(noised, sigmas, batch.context)
                 losses = frame_losses(prediction.float(), x0, eps).double().cpu()
                 counted = plan.counted.expand_as(losses)
