@@ -59,3 +59,33 @@ def test_data_order_is_bucketed_seeded_and_resumable():
     assert order.next_batch(resumed) == walked[5]
     with pytest.raises(InputError, match="no bucket holds a full batch of data.batch_size=6"):
         DataOrder(source, batch_size=6, seed=0)
+
+
+def test_sources_by_name_factory_path_and_errors(tmp_path):
+    from pusa_fw_wan.train.sources import open_source, register_source
+
+    source = open_source("random", {"count": 3, "latent_shape": [16, 2, 4, 4], "context_shape": [2, 8]})
+    assert len(source) == 3 and source.bucket(0) == (16, 2, 4, 4, 2, 8)
+    register_source("two-samples", lambda: InMemorySource.random(2, (1, 1, 1, 1), (1, 1)))
+    assert len(open_source("two-samples", {})) == 2
+    with pytest.raises(InputError, match="unknown training source 'nope'"):
+        open_source("nope", {})
+    with pytest.raises(InputError, match="rejected data.options"):
+        open_source("random", {"colour": "red"})
+    with pytest.raises(InputError, match="cannot import training source factory"):
+        open_source("no_such_module:factory", {})
+
+
+def test_readme_train_run_file_is_a_valid_config():
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    from pusa_fw_wan.train.config import validate_train_config
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("### Train") :]
+    run_file = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
+    config = validate_train_config(tomllib.loads(run_file))
+    assert config.ptss.p_async == 0.5 and config.optimizer.schedule == "cosine" and config.mode == "lora"

@@ -2,8 +2,9 @@
 
 A factory is called as ``factory(**options)`` (``options`` from the config's ``data.options``) and
 returns a `TrainingSource`. Built in: ``"random"`` (`InMemorySource.random`, for tests and smoke runs).
-Other teams' sources register themselves with `register_source` (the latent cache registers ``"cache"``;
-a config whose ``data.source`` is an existing directory uses it with ``path=<directory>``).
+Known by name without registration: ``"cache"`` (the latent cache of ``pusa-fw prepare``,
+`pusa_fw_wan.train.cache.LatentCache`; a ``data.source`` that is an existing directory opens it as the
+cache) and ``"toy-world"`` (the toy plugin's on-the-fly world). Others register with `register_source`.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ SourceFactory = Callable[..., TrainingSource]
 
 _FACTORIES: dict[str, SourceFactory] = {}
 _LAZY: dict[str, str] = {
-    "cache": "pusa_fw_wan.train.cache:open_cache",
-    "synthetic": "pusa_fw_wan.toy:open_world",
+    "cache": "pusa_fw_wan.train.cache:LatentCache",  # options: directory, context_length, expect_codec
+    "toy-world": "pusa_fw_toy.source:open_world",  # options: model_dir, length, seed_offset, caption_dropout
 }
 
 
@@ -74,7 +75,7 @@ def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
         factory = _import_factory(source)
     elif Path(source).expanduser().is_dir():
         factory = _import_factory(_LAZY["cache"])
-        options = {"path": str(Path(source).expanduser()), **options}
+        options = {"directory": str(Path(source).expanduser()), **options}
     else:
         raise InputError(
             f"unknown training source {source!r}; use one of {registered_sources()}, a cache directory, "
