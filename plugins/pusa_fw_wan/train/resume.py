@@ -59,6 +59,9 @@ def snapshot(trainer: Trainer) -> CheckpointFiles | None:
     weights = {name: context.full_tensor(tensor) for name, tensor in trainer.tensors.items()}
     optimizer_tensors, optimizer_json = optimizer_state_tensors(trainer.optimizer, trainer.names)
     optimizer_tensors = {key: context.full_tensor(value) for key, value in optimizer_tensors.items()}
+    ema = None
+    if trainer.ema is not None:
+        ema = {name: context.full_tensor(value) for name, value in trainer.ema.shadow.items()}
     rng = context.gather_rng(rng_state(context.rank))
     if not context.is_main:
         return None
@@ -76,7 +79,7 @@ def snapshot(trainer: Trainer) -> CheckpointFiles | None:
         weights=weights,
         weights_kind=kind,
         weights_metadata=metadata,
-        ema=dict(trainer.ema.shadow) if trainer.ema is not None else None,
+        ema=ema,
         optimizer_tensors=optimizer_tensors,
         optimizer_json=optimizer_json,
         rng=rng,
