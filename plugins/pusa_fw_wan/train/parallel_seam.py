@@ -64,6 +64,12 @@ class TrainContext:
 
         return gradient_sync(model, enabled)
 
+    def mean_over_ranks(self, value: torch.Tensor) -> float:
+        """The mean of a scalar over ranks, as a float (every rank must call it; syncs with the host)."""
+        if self.inner is None:
+            return float(value)
+        return self.inner.mean_over_ranks(value)
+
     def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
         """The whole tensor on the CPU (gathers an FSDP2 shard; every rank must call it)."""
         full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor

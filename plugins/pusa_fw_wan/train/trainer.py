@@ -164,7 +164,7 @@ class Trainer:
                 elapsed = time.perf_counter() - started
                 metrics = {
                     "step": self.step,
-                    "loss": float(loss_sum),
+                    "loss": self.context.mean_over_ranks(loss_sum),
                     "lr": lr,
                     "grad_norm": float(grad_norm),
                     "step_time_s": elapsed,

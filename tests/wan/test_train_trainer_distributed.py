@@ -1,0 +1,56 @@
+"""The `Trainer` itself under ``torchrun --nproc_per_node 2`` (gloo, CPU): DDP for a LoRA and FSDP2 for a
+full fine-tune end, after 3 steps on uneven global batches, where one process ends (weights, EMA, AdamW
+state), to float tolerance."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import train_trainer_worker as worker
+from safetensors.torch import load_file
+
+LAUNCH_TIMEOUT_S = 240
+
+
+def _torchrun(out: Path) -> subprocess.CompletedProcess[str]:
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        str(Path(worker.__file__)),
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        pytest.fail(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s (a hang)")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+@pytest.mark.slow  # ~35 s: one 2-process torchrun launch plus two reference runs
+def test_trainer_under_torchrun_matches_one_process(tmp_path, one_thread):
+    launched = _torchrun(tmp_path)
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    for name, (strategy, mode) in worker.SCENARIOS.items():
+        reference = worker.run_scenario(tmp_path, name, "none")
+        distributed = tmp_path / f"{name}-{strategy}" / "checkpoints" / reference.name
+        kind = "adapter" if mode == "lora" else "model"
+        for file in (f"{kind}.safetensors", "ema.safetensors", "optimizer.safetensors"):
+            expected, got = load_file(str(reference / file)), load_file(str(distributed / file))
+            assert expected.keys() == got.keys(), f"{name}/{file}: different tensors"
+            for key, tensor in expected.items():
+                torch.testing.assert_close(got[key], tensor, rtol=1e-5, atol=1e-6, msg=f"{name}/{file}:{key}")

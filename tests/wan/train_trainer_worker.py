@@ -1,0 +1,47 @@
+"""`Trainer` runs under torchrun: a DDP LoRA run and an FSDP2 full run of a tiny Wan, one launch.
+
+Usage (what `test_train_trainer_distributed.py` runs):
+    python -m torch.distributed.run --standalone --nproc_per_node 2 tests/wan/train_trainer_worker.py OUT
+
+Each scenario trains 3 steps on global batches of 3 samples (split 2 + 1 over two ranks, so one rank gets
+a zero-weight padding copy), with held frames and an EMA, and rank 0 writes its checkpoint under OUT.
+`run_scenario(OUT, name, "none")` is the single-process reference on the same config.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+SCENARIOS = {"ddp_lora": ("ddp", "lora"), "fsdp_full": ("fsdp", "full")}
+
+
+def run_scenario(out: Path, name: str, strategy: str | None = None) -> Path | None:
+    """Train scenario `name` (with `strategy` instead of its own, e.g. "none"); the last checkpoint."""
+    from pusa_fw_wan.testing.train import tiny_config
+    from pusa_fw_wan.train import Trainer
+
+    own_strategy, mode = SCENARIOS[name]
+    strategy = strategy or own_strategy
+    overrides = {
+        "distributed": strategy,
+        "max_steps": 3,
+        "data.batch_size": 3,
+        "data.options.count": 5,
+        "ema_decay": 0.9,
+        "ptss.held_probability": 0.5,
+    }
+    trainer = Trainer(tiny_config(out / f"{name}-{strategy}", mode=mode, **overrides))
+    return trainer.run().checkpoint
+
+
+def main(out: Path) -> None:
+    torch.set_num_threads(1)
+    for name in SCENARIOS:
+        run_scenario(out, name)
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))
