@@ -39,3 +39,19 @@ def test_factories_load_by_name(tmp_path: Path) -> None:
     noisy, clean = torch.tensor([[0.95, 0.9]]), torch.tensor([[0.5, 0.0]])
     torch.testing.assert_close(experts.velocity(latents, noisy, context), high.velocity(latents, noisy, context))
     torch.testing.assert_close(experts.velocity(latents, clean, context), low.velocity(latents, clean, context))
+
+
+def test_load_backbone_is_the_public_way_to_a_registered_factory(tmp_path: Path) -> None:
+    import pytest
+
+    import pusa_fw
+    from pusa_fw.errors import UnknownComponentError
+    from pusa_fw.geometry import WAN21_GEOMETRY
+
+    saved = save_tiny(tmp_path / "dit", 3)
+    loaded = pusa_fw.load_backbone("wan2.1-t2v", tmp_path / "dit", dtype=torch.float32)
+    assert isinstance(loaded, WanDiT)
+    assert all(torch.equal(value, saved.state_dict()[key]) for key, value in loaded.state_dict().items())
+    assert get_registry().get("backbones", "wan2.1-t2v").geometry == WAN21_GEOMETRY
+    with pytest.raises(UnknownComponentError, match="unknown backbone 'wan2.1-t2x'.*'wan2.1-t2v'"):
+        pusa_fw.load_backbone("wan2.1-t2x", tmp_path / "dit")

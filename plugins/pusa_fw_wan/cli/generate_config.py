@@ -27,15 +27,12 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    ValidationInfo,
-    field_validator,
     model_validator,
 )
 
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
 from pusa_fw.guidance import Guidance
-from pusa_fw.frames import check_spatial_size, latent_frame_count
 
 __all__ = [
     "GenerateConfig",
@@ -161,9 +158,9 @@ class GenerateConfig(BaseModel):
     keyframe_encoding: Literal["image", "video"] = Field(
         "image", description="encode keyframes as one-frame latents (Pusa) or as a still 4-frame chunk"
     )
-    num_frames: int = Field(81, description="pixel frames, 4n+1")
-    height: int = Field(480, description="pixel height, a multiple of 16")
-    width: int = Field(832, description="pixel width, a multiple of 16")
+    num_frames: int = Field(81, ge=1, description="pixel frames (4n+1 for Wan2.1; checked against the codec)")
+    height: int = Field(480, ge=1, description="pixel height (a multiple of 16 for Wan2.1; checked against the codec)")
+    width: int = Field(832, ge=1, description="pixel width (a multiple of 16 for Wan2.1; checked against the codec)")
     num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps)")
     shift: float = Field(5.0, gt=0, description="sigma shift of the schedule")
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
@@ -205,21 +202,6 @@ class GenerateConfig(BaseModel):
     def guidance(self) -> Guidance:
         """The pipeline's `Guidance` from ``cfg`` and ``history_guidance``."""
         return Guidance(cfg_scale=self.cfg, history_scale=self.history_guidance)
-
-    @field_validator("num_frames")
-    @classmethod
-    def _frame_count(cls, value: int) -> int:
-        latent_frame_count(value)
-        return value
-
-    @field_validator("height", "width")
-    @classmethod
-    def _multiple_of_16(cls, value: int, info: ValidationInfo) -> int:
-        if info.field_name == "height":
-            check_spatial_size(value, 16)
-        else:
-            check_spatial_size(16, value)
-        return value
 
     def output_path(self) -> Path:
         """The output video path (``--out``, or ``<task>_seed<seed>.mp4`` in the current directory)."""

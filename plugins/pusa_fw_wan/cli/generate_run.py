@@ -135,6 +135,8 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     task = build_task(config)
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
     geometry = model_geometry(paths)  # the codec's frame map, before any weights are read
+    geometry.num_latent_frames(config.num_frames)
+    geometry.check_spatial_size(config.height, config.width)
     task.plan(config.num_frames, config.num_steps, config.shift, geometry)  # bad params fail here
     holds = task.holds(config.num_frames, config.num_steps, geometry)
     given = {"image": config.image is not None, "video": config.video is not None,
