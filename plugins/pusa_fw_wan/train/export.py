@@ -40,7 +40,6 @@ LAYOUTS = ("comfyui", "diffusers")
 _ADAPTER_FORMAT = "pusa-fw-lora"
 _KEY = re.compile(r"(?P<module>.+)\.(?P<half>lora_A|lora_B)\.weight")
 _STEP_DIR = re.compile(r"step-(\d+)")
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin")
 
 
 @dataclass(frozen=True)
@@ -83,14 +82,16 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 
 def base_model_hash(path: str | os.PathLike[str]) -> str:
-    """SHA-256 over the weight files of a base model (a file, or a directory's top-level weight files in
-    name order), prefixed ``sha256:``. Reads every byte: about a minute for a 14B checkpoint."""
+    """SHA-256 over the DiT weight files of a base model (a file, or a checkpoint directory's weight files as
+    the DiT loader finds them, in order), prefixed ``sha256:``. Reads every byte: about a minute at 14B."""
     import hashlib
 
-    root = Path(path).expanduser()
-    files = [root] if root.is_file() else sorted(p for p in root.glob("*") if p.suffix in _WEIGHT_SUFFIXES)
-    if not files:
-        raise InputError(f"--base-model {str(root)!r} holds no weight files ({', '.join(_WEIGHT_SUFFIXES)})")
+    from pusa_fw_wan.dit.checkpoint import find_checkpoint_files
+
+    try:
+        files = find_checkpoint_files(Path(path).expanduser()).weight_files
+    except CheckpointError as error:
+        raise InputError(f"--base-model {str(path)!r}: {error}") from error
     digest = hashlib.sha256()
     for file in files:
         with open(file, "rb") as handle:
