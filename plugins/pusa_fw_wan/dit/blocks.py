@@ -12,6 +12,8 @@ their weights; RoPE runs in float64 (see `rope.py`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -126,7 +128,7 @@ class _Attention(nn.Module):
         self.norm_k: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
 
     def _attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Softmax attention through SDPA in the dtype of the value projection.
+        """Softmax attention through SDPA in the dtype of the value projection, then ``o``.
 
         Args:
             queries: `[B, Lq, heads, head_dim]`.
@@ -136,17 +138,34 @@ class _Attention(nn.Module):
         Returns:
             `[B, Lq, D]` after the output projection ``o`` (dtype of ``o``'s weight).
         """
+        return self._project_out(self._scaled_dot_product(queries, keys, values))
+
+    def _scaled_dot_product(
+        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
+    ) -> torch.Tensor:
+        """SDPA per head in the dtype of the value projection: `[B, Lq, heads, head_dim]` out."""
         compute_dtype = self.v.weight.dtype
         attended = F.scaled_dot_product_attention(
             rearrange(queries.to(compute_dtype), "b l h d -> b h l d"),
             rearrange(keys.to(compute_dtype), "b l h d -> b h l d"),
             rearrange(values.to(compute_dtype), "b l h d -> b h l d"),
         )
-        return _linear_in_weight_dtype(self.o, rearrange(attended, "b h l d -> b l (h d)"))
+        return rearrange(attended, "b h l d -> b l h d")
+
+    def _project_out(self, attended: torch.Tensor) -> torch.Tensor:
+        """The output projection ``o`` of `[B, L, heads, head_dim]` heads: `[B, L, D]`."""
+        return _linear_in_weight_dtype(self.o, rearrange(attended, "b l h d -> b l (h d)"))
 
 
 class SelfAttention(_Attention):
-    """Self-attention over all tokens with RMS-normed q/k and 3D RoPE."""
+    """Self-attention over all tokens with RMS-normed q/k and 3D RoPE.
+
+    ``sequence_parallel`` (None unless `pusa_fw_wan.parallel.enable_sequence_parallel` set it) holds
+    this rank's frame shard: x then carries only the local tokens and the attention runs over the whole
+    sequence through a Ulysses all-to-all.
+    """
+
+    sequence_parallel: Any = None
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128. Returns `[B, L, D]`."""
@@ -156,7 +175,10 @@ class SelfAttention(_Attention):
         split = "b l (h d) -> b l h d"
         queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope)
         keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope)
-        return self._attend(queries, keys, rearrange(values, split, h=self.num_heads))
+        values = rearrange(values, split, h=self.num_heads)
+        if self.sequence_parallel is not None:
+            return self.sequence_parallel.attention(self, queries, keys, values)
+        return self._attend(queries, keys, values)
 
 
 class CrossAttention(_Attention):

@@ -80,6 +80,8 @@ class WanDiT(nn.Module, Backbone):
         )
         self.head = Head(dim, config.out_dim * config.patch_volume, config.eps)
         self.gradient_checkpointing = False
+        # Set by pusa_fw_wan.parallel.enable_sequence_parallel; None runs on one process.
+        self.sequence_parallel: Any = None
 
     # ------------------------------------------------------------------ construction and loading
 
@@ -183,15 +185,29 @@ class WanDiT(nn.Module, Backbone):
             latents.shape[3] // patch_height,
             latents.shape[4] // patch_width,
         )
+        # Sequence parallel (see pusa_fw_wan.parallel.sequence): this rank keeps its own whole frames,
+        # with their time embedding and modulation; the velocity frames are gathered at the end.
+        shard = self.sequence_parallel
+        first_frame = 0
+        if shard is not None:
+            shard.begin(grid[0], grid[1] * grid[2], config.num_heads)
+            latents_in, first_frame = shard.local_frames(latents, dim=2), shard.first_frame
+        else:
+            latents_in = latents
+        local_frames = latents_in.shape[2] // patch_frames
 
-        tokens = self.patch_embedding(latents.to(self.patch_embedding.weight.dtype))
+        tokens = self.patch_embedding(latents_in.to(self.patch_embedding.weight.dtype))
         # contiguous: elementwise ops keep their inputs' strides, so a channels-first view would propagate
         # through the whole residual stream and make every norm copy its input.
         x = rearrange(tokens, "b d f h w -> b (f h w) d").float().contiguous()
         time_embedding, time_projection = self._embed_time(timesteps, grid[0], x.device)
+        if shard is not None:
+            time_embedding = shard.local_frames(time_embedding, dim=1)
+            time_projection = shard.local_frames(time_projection, dim=1)
         text = self._embed_text(context)
         rope_dtype = torch.complex64 if self.is_training_step else torch.complex128
-        rope = cached_rope_frequencies(grid, config.head_dim, x.device, config.rope_max_positions, rope_dtype)
+        rope = cached_rope_frequencies((local_frames, grid[1], grid[2]), config.head_dim, x.device,
+                                       config.rope_max_positions, rope_dtype, first_frame)
 
         use_checkpointing = self.gradient_checkpointing and torch.is_grad_enabled()
         for block in self.blocks:
@@ -205,13 +221,15 @@ class WanDiT(nn.Module, Backbone):
         velocity = rearrange(
             out,
             "b (f h w) (pf ph pw c) -> b c (f pf) (h ph) (w pw)",
-            f=grid[0],
+            f=local_frames,
             h=grid[1],
             w=grid[2],
             pf=patch_frames,
             ph=patch_height,
             pw=patch_width,
         )
+        if shard is not None:
+            velocity = shard.gather_frames(velocity, dim=2)
         return velocity.to(latents.dtype)
 
     # ------------------------------------------------------------------ pieces

@@ -46,7 +46,11 @@ def _axis_angles(num_positions: int, num_pairs: int, device: torch.device) -> to
 
 
 def rope_frequencies(
-    grid: tuple[int, int, int], head_dim: int, device: torch.device | str = "cpu", max_positions: int = 1024
+    grid: tuple[int, int, int],
+    head_dim: int,
+    device: torch.device | str = "cpu",
+    max_positions: int = 1024,
+    first_frame: int = 0,
 ) -> torch.Tensor:
     """Unit complex rotation of every token and channel pair.
 
@@ -55,6 +59,8 @@ def rope_frequencies(
         head_dim: width of one attention head (even).
         device: where to build the table.
         max_positions: largest extent per axis the official table covers (1024).
+        first_frame: global frame position of the grid's first frame (a sequence-parallel rank builds
+            the rows of its own frames only: positions ``first_frame .. first_frame + F - 1``).
 
     Returns:
         `[F * H * W, head_dim / 2]` complex128, ``exp(i * angle)``.
@@ -63,11 +69,11 @@ def rope_frequencies(
         ValueError: an axis is longer than ``max_positions``.
     """
     frames, height, width = grid
-    if max(grid) > max_positions:
+    if max(first_frame + frames, height, width) > max_positions:
         raise ValueError(f"token grid {grid} exceeds the RoPE table of {max_positions} positions per axis")
     device = torch.device(device)
     frame_pairs, height_pairs, width_pairs = rope_axis_pairs(head_dim)
-    frame_angles = _axis_angles(frames, frame_pairs, device)
+    frame_angles = _axis_angles(first_frame + frames, frame_pairs, device)[first_frame:]
     height_angles = _axis_angles(height, height_pairs, device)
     width_angles = _axis_angles(width, width_pairs, device)
     angles = torch.cat(
@@ -84,11 +90,12 @@ def rope_frequencies(
 
 @lru_cache(maxsize=8)
 def _cached_table(
-    grid: tuple[int, int, int], head_dim: int, device: torch.device, max_positions: int, dtype: torch.dtype
+    grid: tuple[int, int, int], head_dim: int, device: torch.device, max_positions: int, dtype: torch.dtype,
+    first_frame: int,
 ) -> torch.Tensor:
     # Built outside any inference_mode / no_grad region, so a training step may save it for backward.
     with torch.inference_mode(False), torch.no_grad():
-        return rope_frequencies(grid, head_dim, device, max_positions).to(dtype)
+        return rope_frequencies(grid, head_dim, device, max_positions, first_frame).to(dtype)
 
 
 def cached_rope_frequencies(
@@ -97,14 +104,16 @@ def cached_rope_frequencies(
     device: torch.device | str = "cpu",
     max_positions: int = 1024,
     dtype: torch.dtype = torch.complex128,
+    first_frame: int = 0,
 ) -> torch.Tensor:
     """`rope_frequencies` in ``dtype`` (complex128, or complex64 for training), from a small cache.
 
-    The returned tensor is shared between calls: never modify it in place.
+    ``first_frame`` is the global position of the grid's first frame (a sequence-parallel rank's
+    frames). The returned tensor is shared between calls: never modify it in place.
     """
     if dtype not in (torch.complex128, torch.complex64):
         raise ValueError(f"RoPE tables are complex128 or complex64, got {dtype}")
-    return _cached_table(tuple(grid), head_dim, torch.device(device), max_positions, dtype)
+    return _cached_table(tuple(grid), head_dim, torch.device(device), max_positions, dtype, first_frame)
 
 
 def apply_rope(x: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
