@@ -8,6 +8,7 @@ test backbone needs), and returns the flow-matching velocity `v = eps - x0`.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -32,6 +33,17 @@ class Backbone(ABC):
         Returns:
             `[B, C, F, H, W]` velocity `eps - x0`, same dtype and device as `latents`.
         """
+
+    def velocities(self, latents: torch.Tensor, sigmas: torch.Tensor, contexts: Sequence[Any]) -> list[torch.Tensor]:
+        """The velocity under each of several contexts (the guidance branches), same latents and sigmas.
+
+        The default calls `velocity` once per context, in order; a parallel backbone may evaluate the
+        branches on different devices at once (CFG parallel).
+
+        Returns:
+            One `[B, C, F, H, W]` velocity per context, in the order of ``contexts``.
+        """
+        return [self.velocity(latents, sigmas, context) for context in contexts]
 
     def __call__(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self.velocity(latents, sigmas, context)

@@ -56,19 +56,25 @@ def guided_velocity(
     Returns:
         `[B, C, W, H, W']` velocity.
     """
-    conditional = backbone.velocity(latents, sigmas, context)
     use_text = guidance.cfg_scale != 1.0
     use_history = guidance.history_scale != 1.0 and bool(context_frames.any())
+    if use_text and negative_context is None:
+        raise PusaError(
+            f"cfg_scale={guidance.cfg_scale} needs a negative context (the negative prompt's embedding); "
+            "pass negative_context or set cfg_scale=1"
+        )
+    negative = None
+    if use_text:  # both branches in one request, so a CFG-parallel backbone can run them side by side
+        branches = getattr(backbone, "velocities", None)
+        if branches is None:
+            conditional = backbone.velocity(latents, sigmas, context)
+            negative = backbone.velocity(latents, sigmas, negative_context)
+        else:
+            conditional, negative = branches(latents, sigmas, [context, negative_context])
+    else:
+        conditional = backbone.velocity(latents, sigmas, context)
     if not use_text and not use_history:
         return conditional
-    negative = None
-    if use_text:
-        if negative_context is None:
-            raise PusaError(
-                f"cfg_scale={guidance.cfg_scale} needs a negative context (the negative prompt's embedding); "
-                "pass negative_context or set cfg_scale=1"
-            )
-        negative = backbone.velocity(latents, sigmas, negative_context)
     if not use_history:
         assert negative is not None
         return negative + guidance.cfg_scale * (conditional - negative)
