@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -14,27 +13,11 @@ from pusa_fw.errors import InputError
 
 from pusa_fw_wan.parallel import shard_dit
 from pusa_fw_wan.parallel.launch import run_torchrun
-from pusa_fw_wan.testing.tiny import randomise_parameters
-
-
-def write_dit(directory: Path, **overrides) -> "torch.nn.Module":
-    """A random tiny WanDiT saved as an official-layout checkpoint in ``directory``; returns the model."""
-    from pusa_fw_wan import WanConfig, WanDiT
-
-    fields = {"dim": 64, "num_heads": 4, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "text_dim": 32,
-              "text_len": 16}
-    fields.update(overrides)
-    config = WanConfig(**fields)
-    model = randomise_parameters(WanDiT(config), torch.Generator().manual_seed(3)).eval()
-    directory.mkdir(parents=True, exist_ok=True)
-    save_file({key: value.contiguous() for key, value in model.state_dict().items()},
-              str(directory / "diffusion_pytorch_model.safetensors"))
-    (directory / "config.json").write_text(json.dumps(config.to_official_json()))
-    return model
+from pusa_fw_wan.testing.parallel_worker import write_random_dit
 
 
 def test_fsdp_forward_equals_unsharded(tmp_path: Path) -> None:
-    model = write_dit(tmp_path / "dit")
+    model = write_random_dit(tmp_path / "dit")
     generator = torch.Generator().manual_seed(0)
     frames = 5
     cases = {
@@ -62,4 +45,4 @@ def test_shard_dit_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="blocks"):
         shard_dit(nn.Linear(2, 2), mesh=None)
     with pytest.raises(InputError, match="DeviceMesh"):
-        shard_dit(write_dit(tmp_path / "dit"), mesh="cpu")
+        shard_dit(write_random_dit(tmp_path / "dit"), mesh="cpu")

@@ -32,7 +32,7 @@ from pusa_fw_wan.dit.model import WanDiT, _keeps_fp32
 from pusa_fw_wan.dit.key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
 from pusa_fw_wan.weights.safetensors import iter_tensors, read_header
 
-__all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit"]
+__all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit", "read_wan_config"]
 
 _WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 _INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
@@ -187,6 +187,24 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module._parameters[attribute] = nn.Parameter(
         tensor, requires_grad=old.requires_grad if old is not None else True
     )
+
+
+def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
+    """The architecture of a checkpoint from its ``config.json`` or tensor shapes, without loading weights.
+
+    Raises:
+        CheckpointError: unreadable files or unknown layout.
+    """
+    files = find_checkpoint_files(path)
+    raw_shapes = _read_shapes(files.weight_files)
+    prefix = strip_prefix(raw_shapes)
+    unprefixed = [key[len(prefix) :] for key in raw_shapes]
+    diffusers = is_diffusers_naming(unprefixed)
+    official_shapes = {
+        diffusers_to_official(key) if diffusers else key: shape
+        for key, (shape, _) in zip(unprefixed, raw_shapes.values())
+    }
+    return _resolve_config(files, official_shapes, None)
 
 
 def load_wan_dit(

@@ -5,10 +5,12 @@ Used by the multi-process tests and `benchmarks/bench_parallel.py`::
     torchrun --nproc_per_node 2 -m pusa_fw_wan.testing.parallel_worker \\
         --model DIR --cases cases.safetensors --out out.safetensors --fsdp
 
-``cases.safetensors`` holds ``latents`` `[B, C, F, H, W]`, ``context`` `[B, L, text_dim]` and any number of
-``sigmas.<name>`` (`[B]` or `[B, F]`); the output holds ``velocity.<name>`` for each, written by rank 0
-only (atomically). Every rank computes the same thing, so the single-process reference is the plain
-model on the same inputs.
+``cases.safetensors`` holds ``latents`` `[B, C, F, H, W]`, ``context`` `[B, L, text_dim]`, optionally
+``negative_context``, and any number of ``sigmas.<name>`` (`[B]` or `[B, F]`); the output holds
+``velocity.<name>`` for each (and ``negative.<name>``, the velocity under the negative context, when it
+is given: both branches in one `velocities` request, which CFG parallel splits), written by rank 0 only
+(atomically), plus ``stats`` = [all-to-all bytes sent by rank 0, seconds in collectives, forward seconds].
+The single-process reference is the plain model on the same inputs.
 """
 
 from __future__ import annotations
@@ -21,7 +23,37 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.io.atomic import atomic_path
 
-__all__ = ["main"]
+__all__ = ["main", "write_random_dit"]
+
+
+def write_random_dit(directory: Path, seed: int = 3, **overrides: int) -> torch.nn.Module:
+    """Save a random small `WanDiT` (dim 64, 4 heads, 2 layers) as an official-layout checkpoint.
+
+    Args:
+        directory: created if missing; gets ``config.json`` and ``diffusion_pytorch_model.safetensors``.
+        seed: weight seed.
+        **overrides: `WanConfig` fields to change.
+
+    Returns:
+        The model (eval mode), equal to what `WanDiT.from_pretrained(directory)` loads.
+    """
+    import json
+
+    from pusa_fw.io.atomic import atomic_write_bytes
+
+    from pusa_fw_wan.dit.config import WanConfig
+    from pusa_fw_wan.dit.model import WanDiT
+    from pusa_fw_wan.testing.tiny import randomise_parameters
+
+    fields = {"dim": 64, "num_heads": 4, "num_layers": 2, "ffn_dim": 128, "freq_dim": 32, "text_dim": 32,
+              "text_len": 16, **overrides}
+    config = WanConfig(**fields)
+    model = randomise_parameters(WanDiT(config), torch.Generator().manual_seed(seed)).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    with atomic_path(directory / "diffusion_pytorch_model.safetensors") as temp:
+        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(temp))
+    atomic_write_bytes(directory / "config.json", json.dumps(config.to_official_json()).encode())
+    return model
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -30,37 +62,58 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", type=Path, required=True, help="inputs (.safetensors)")
     parser.add_argument("--out", type=Path, required=True, help="rank 0 writes the velocities here")
     parser.add_argument("--fsdp", action="store_true", help="shard the DiT with FSDP2 over all ranks")
+    parser.add_argument("--ulysses", type=int, default=1, help="sequence-parallel ranks")
+    parser.add_argument("--cfg-parallel", action="store_true", help="branches on two rank groups")
+    parser.add_argument("--repeat", type=int, default=1, help="forward passes per case (timing)")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> None:
     """Run every case of ``--cases`` through the parallel DiT and save the velocities (rank 0)."""
+    import time
+
     import torch.distributed as dist
-    from torch.distributed.device_mesh import init_device_mesh
 
     from pusa_fw_wan.dit.model import WanDiT
-    from pusa_fw_wan.parallel.fsdp import shard_dit
+    from pusa_fw_wan.parallel.layout import ParallelLayout
+    from pusa_fw_wan.parallel.runtime import init_parallel, parallelize_backbone
 
     args = _parse(argv)
     torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    layout = ParallelLayout(ulysses=args.ulysses, fsdp=args.fsdp, cfg_parallel=args.cfg_parallel)
+    runtime = init_parallel(layout, timeout_s=120)
     try:
-        model = WanDiT.from_pretrained(args.model).eval().requires_grad_(False)
-        if args.fsdp:
-            shard_dit(model, init_device_mesh("cpu", (dist.get_world_size(),)))
+        backbone = parallelize_backbone(WanDiT.from_pretrained(args.model).eval().requires_grad_(False), runtime)
         cases = load_file(str(args.cases))
+        latents, context = cases["latents"], cases["context"]
+        negative = cases.get("negative_context")
         outputs = {}
+        forward_seconds = 0.0
         with torch.no_grad():
             for key, sigmas in cases.items():
-                if key.startswith("sigmas."):
-                    name = key.removeprefix("sigmas.")
-                    outputs[f"velocity.{name}"] = model(cases["latents"], sigmas, cases["context"]).contiguous()
-        if dist.get_rank() == 0:
+                if not key.startswith("sigmas."):
+                    continue
+                name = key.removeprefix("sigmas.")
+                for _ in range(args.repeat):
+                    runtime.stats.reset()
+                    started = time.perf_counter()
+                    if negative is None:
+                        results = [backbone.velocity(latents, sigmas, context)]
+                    else:
+                        results = backbone.velocities(latents, sigmas, [context, negative])
+                    forward_seconds = time.perf_counter() - started
+                outputs[f"velocity.{name}"] = results[0].contiguous()
+                if negative is not None:
+                    outputs[f"negative.{name}"] = results[1].contiguous()
+        stats = runtime.stats
+        outputs["stats"] = torch.tensor([float(stats.sent_bytes), stats.seconds, forward_seconds],
+                                        dtype=torch.float64)
+        if runtime.is_main:
             with atomic_path(args.out) as temp:
                 save_file(outputs, str(temp))
         dist.barrier()
     finally:
-        dist.destroy_process_group()
+        runtime.close()
 
 
 if __name__ == "__main__":
