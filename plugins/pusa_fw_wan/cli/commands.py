@@ -136,6 +136,8 @@ class GenerateCommand:
         config = config_from_args(args)
         progress = sys.stderr.isatty() if config.progress is None else config.progress
         outcome = run_generate(config, progress=progress)
+        if outcome.video_path is None:  # a torchrun rank other than 0: rank 0 writes and reports
+            return 0
         sys.stdout.write(f"{outcome.video_path}\n{outcome.sidecar_path}\n")
         if config.profile:
             total = sum(outcome.timings.values())

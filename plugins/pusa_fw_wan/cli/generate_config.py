@@ -185,6 +185,11 @@ class GenerateConfig(BaseModel):
     offload: Literal["none", "model", "block"] = Field(
         "none", description="keep weights on the CPU: per model while in use, or per DiT block"
     )
+    ulysses: int = Field(
+        1, ge=1, description="sequence-parallel ranks under torchrun (divides the DiT heads: 14B 40, 1.3B 12)"
+    )
+    fsdp: bool = Field(False, description="shard the DiT weights per block over all torchrun ranks (FSDP2)")
+    cfg_parallel: bool = Field(False, description="prompt and negative-prompt branches on two rank groups")
     out: Path | None = Field(
         None, description="output .mp4 (default: <task>_seed<seed>.mp4); a .json sidecar beside it"
     )

@@ -23,6 +23,7 @@ from pusa_fw.task import Hold, Task
 
 from pusa_fw_wan.pipeline.media import check_media, load_media
 from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT, GenerateConfig
+from pusa_fw_wan.cli.generate_parallel import check_parallel_run, parallel_layout
 from pusa_fw_wan.pipeline.wan import GenerationResult, WanPipeline
 from pusa_fw_wan.pipeline.sidecar import describe_files, sidecar_bytes, sidecar_path
 
@@ -36,10 +37,13 @@ _STRENGTH_FIELDS = ("keyframe_strengths", "strengths")
 
 @dataclass
 class GenerateOutcome:
-    """A finished run: where the files are, the pipeline result and the time split (seconds)."""
+    """A finished run: where the files are, the pipeline result and the time split (seconds).
 
-    video_path: Path
-    sidecar_path: Path
+    Under torchrun only rank 0 writes; on the other ranks the paths are None.
+    """
+
+    video_path: Path | None
+    sidecar_path: Path | None
     result: GenerationResult
     timings: dict[str, float]
 
@@ -128,16 +132,17 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
         PusaError: any bad input (one-line messages naming the value and the fix).
     """
     from pusa_fw_wan.pipeline.loading import (
-        load_models, model_geometry, resolve_device, resolve_dtype, resolve_model_paths,
+        model_geometry, resolve_device, resolve_dtype, resolve_model_paths,
     )
 
     started = time.perf_counter()
+    layout = parallel_layout(config)
     task = build_task(config)
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
     geometry = model_geometry(paths)  # the codec's frame map, before any weights are read
     geometry.num_latent_frames(config.num_frames)
     geometry.check_spatial_size(config.height, config.width)
-    task.plan(config.num_frames, config.num_steps, config.shift, geometry)  # bad params fail here
+    plan = task.plan(config.num_frames, config.num_steps, config.shift, geometry)  # bad params fail here
     holds = task.holds(config.num_frames, config.num_steps, geometry)
     given = {"image": config.image is not None, "video": config.video is not None,
              "video_b": config.video_b is not None}
@@ -150,26 +155,60 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     lookup("samplers", config.sampler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
+    if layout is not None:
+        check_parallel_run(layout, config, plan, paths.dit)
     media = load_media(
         holds, image=config.image, keyframes=[k.path for k in config.keyframe],
         video=config.video, video_b=config.video_b, size=(config.height, config.width), fps=config.fps,
         policy=config.resize, geometry=geometry,
     )
     loras = [(lora.path, lora.strength) for lora in config.lora]
-    models = load_models(paths, loras=loras, dtype=dtype, device=device, offload=config.offload,
-                         prompt_cache=config.prompt_cache)
-    pipeline = WanPipeline(models.dit, models.vae, models.text_encoder, device=device, offload=config.offload)
+    if layout is None:
+        return _generate(config, task, media, paths, loras, device, dtype, out, sidecar, None, started,
+                         progress)
+    from pusa_fw_wan.parallel.runtime import init_parallel
+
+    runtime = init_parallel(layout, device)
+    try:
+        return _generate(config, task, media, paths, loras, runtime.device, dtype, out, sidecar, runtime,
+                         started, progress and runtime.is_main)
+    finally:
+        runtime.close()
+
+
+def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras: list[tuple[Path, float]],
+              device: Any, dtype: Any, out: Path, sidecar: Path, runtime: Any, started: float,
+              progress: bool) -> GenerateOutcome:
+    """Load, (parallelise,) generate and write; with a runtime only its rank 0 decodes and writes."""
+    import torch
+
+    from pusa_fw_wan.pipeline.loading import load_models
+
+    sharded = runtime is not None and runtime.layout.fsdp
+    models = load_models(paths, loras=loras, dtype=dtype, device=torch.device("cpu") if sharded else device,
+                         offload=config.offload, prompt_cache=config.prompt_cache)
+    dit = models.dit
+    if runtime is not None:
+        from pusa_fw_wan.parallel.runtime import parallelize_backbone
+
+        dit = parallelize_backbone(dit.requires_grad_(False), runtime)
+    writes = runtime is None or runtime.is_main
+    pipeline = WanPipeline(dit, models.vae, models.text_encoder, device=device, offload=config.offload)
     timings = {"load": time.perf_counter() - started}
     result = pipeline.generate(
         task, prompt=config.prompt, negative_prompt=config.negative_prompt,
         prompts_at=[(entry.frame, entry.text) for entry in config.prompt_at], media=media,
         num_frames=config.num_frames, height=config.height, width=config.width, num_steps=config.num_steps,
         shift=config.shift, guidance=config.guidance(), sampler=config.sampler,
-        seed=config.seed, keyframe_encoding=config.keyframe_encoding, progress=progress,
+        seed=config.seed, keyframe_encoding=config.keyframe_encoding, progress=progress, decode=writes,
     )
     timings.update(result.timings)
+    if not writes:
+        return GenerateOutcome(video_path=None, sidecar_path=None, result=result, timings=timings)
     write_started = time.perf_counter()
     record = _sidecar_record(config, task, result, paths, models, str(device))
+    if runtime is not None:
+        record["parallel"] = runtime.layout.describe(runtime.world_size)
     _write_outputs(out, sidecar, result, config.fps, record, timings)
     timings["write"] = time.perf_counter() - write_started
     return GenerateOutcome(video_path=out, sidecar_path=sidecar, result=result, timings=timings)

@@ -50,7 +50,8 @@ class GenerationResult:
     """What `WanPipeline.generate` returns (all tensors on the CPU).
 
     Attributes:
-        video: `[3, T, H, W]` float32 in [-1, 1], T = `num_frames` (Wan2.1: 4(N - 1) + 1).
+        video: `[3, T, H, W]` float32 in [-1, 1], T = `num_frames` (Wan2.1: 4(N - 1) + 1); None when not
+            decoded.
         latents: `[1, C, N, h, w]` the final latents (every frame at sigma 0; Wan2.1: C = 16, h = H/8).
         source_latents: `[1, C, N, h, w]` the encoded held inputs (zeros elsewhere), or None.
         plan: the plan that was run.
@@ -60,7 +61,7 @@ class GenerationResult:
         seed: the noise seed.
     """
 
-    video: torch.Tensor
+    video: torch.Tensor | None
     latents: torch.Tensor
     source_latents: torch.Tensor | None
     plan: Plan
@@ -166,6 +167,7 @@ class WanPipeline:
         keyframe_encoding: KeyframeEncoding = "image",
         progress: bool = False,
         callback: Callable[[StepInfo], None] | None = None,
+        decode: bool = True,
     ) -> GenerationResult:
         """Generate one video.
 
@@ -186,6 +188,8 @@ class WanPipeline:
             keyframe_encoding: ``"image"`` or ``"video"`` (see `conditioning_media`).
             progress: show a tqdm bar over the steps (on stderr).
             callback: called after every step with a `StepInfo`.
+            decode: VAE-decode the latents; False leaves ``video`` None (the ranks of a parallel run
+                other than 0).
 
         Returns:
             A `GenerationResult`.
@@ -217,8 +221,10 @@ class WanPipeline:
         with _timed(timings, "denoise"), self.dit_placement.active(), torch.no_grad():
             latents = self._sample(plan, noise, source, context, negative_context, guidance, sampler, generator,
                                    progress, callback)
-        with _timed(timings, "decode"), self.vae_placement.active(), torch.no_grad():
-            video = self.vae.decode(latents)[0].cpu()
+        video = None
+        if decode:
+            with _timed(timings, "decode"), self.vae_placement.active(), torch.no_grad():
+                video = self.vae.decode(latents)[0].cpu()
         return GenerationResult(
             video=video,
             latents=latents.cpu(),

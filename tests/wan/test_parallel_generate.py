@@ -1,0 +1,91 @@
+"""``torchrun -m pusa_fw generate`` with a parallel layout: the same video as one process, rank 0 writes,
+and bad layouts fail on every rank with one line (exit 2), never a hang."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from pusa_fw.cli import main
+
+from pusa_fw_wan.parallel.launch import run_torchrun
+from pusa_fw_wan.testing.tiny import TinyWan, build_tiny_wan
+
+SMALL = ["--height", "32", "--width", "48", "--num-steps", "2", "--seed", "3", "--device", "cpu",
+         "--prompt", "a cat on the beach"]
+TASKS = {
+    "i2v": ["--task", "i2v", "--num-frames", "9", "--cfg", "3"],
+    "rolling": ["--task", "rolling", "--num-frames", "13", "--window", "9", "--overlap", "5", "--cfg", "3"],
+}
+
+
+@pytest.fixture(scope="module")
+def picture(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path = tmp_path_factory.mktemp("parallel_media") / "first.png"
+    pixels = (np.random.default_rng(0).random((32, 48, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(path)
+    return str(path)
+
+
+def frames_of(path: Path) -> np.ndarray:
+    """Decoded RGB frames `[T, H, W, 3]` uint8."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def torchrun_generate(tiny: TinyWan, nproc: int, *args: str) -> tuple[int, str]:
+    result = run_torchrun(["-m", "pusa_fw", "generate", *tiny.cli_args(), *SMALL, *args], nproc=nproc,
+                          timeout=300)
+    return result.returncode, result.stderr
+
+
+@pytest.mark.parametrize(("task", "layout"), [("i2v", ["--ulysses", "2", "--fsdp"]),
+                                              ("rolling", ["--ulysses", "2"])], ids=["i2v", "rolling"])
+def test_torchrun_generation_equals_one_process(tiny: TinyWan, picture: str, tmp_path: Path, task: str,
+                                                layout: list[str]) -> None:
+    single, parallel = tmp_path / "single.mp4", tmp_path / "parallel.mp4"
+    args = [*TASKS[task], "--image", picture]
+    assert main(["generate", *tiny.cli_args(), *SMALL, *args, "--out", str(single)]) == 0
+    returncode, stderr = torchrun_generate(tiny, 2, *args, *layout, "--out", str(parallel))
+    assert returncode == 0, stderr[-3000:]
+    expected, got = frames_of(single), frames_of(parallel)
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= 1
+    record = json.loads(parallel.with_suffix(".json").read_text())
+    assert record["parallel"] == {"world_size": 2, "ulysses": 2, "fsdp": "--fsdp" in layout,
+                                  "cfg_parallel": False}
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "parallel.json", "parallel.mp4", "single.json", "single.mp4"]  # rank 1 wrote nothing
+
+
+@pytest.fixture(scope="module")
+def three_heads(tmp_path_factory: pytest.TempPathFactory) -> TinyWan:
+    return build_tiny_wan(tmp_path_factory.mktemp("tiny_wan_3_heads"), dim=48, num_heads=3)
+
+
+@pytest.mark.parametrize(("model", "args", "message"), [
+    ("tiny", ["--task", "t2v", "--num-frames", "9", "--ulysses", "4"],
+     "layout --ulysses 4 needs 4 processes but the job has 2"),
+    ("three_heads", ["--task", "t2v", "--num-frames", "9", "--ulysses", "2"],
+     "--ulysses 2 does not divide the model's 3 attention heads; use one of [1, 3]"),
+    ("tiny", ["--task", "t2v", "--num-frames", "1", "--ulysses", "2"],
+     "--ulysses 2 is more ranks than the 1 latent frames"),
+], ids=["world", "heads", "frames"])
+def test_bad_layout_fails_on_every_rank_with_one_line(request: pytest.FixtureRequest, tmp_path: Path,
+                                                      model: str, args: list[str], message: str) -> None:
+    out = tmp_path / "never.mp4"
+    returncode, stderr = torchrun_generate(request.getfixturevalue(model), 2, *args, "--cfg", "1",
+                                           "--out", str(out))
+    assert returncode != 0
+    errors = [line for line in stderr.splitlines() if line.startswith("pusa-fw: error:")]
+    assert len(errors) == 2, stderr[-3000:]  # one line from each rank
+    assert all(message in line for line in errors), errors
+    assert "InputError" not in stderr, stderr[-3000:]  # no rank printed a traceback of the error
+    assert len(re.findall(r"exitcode\s*:\s*2\b", stderr)) == 2, stderr[-3000:]  # torchrun's report per rank
+    assert not out.exists()
