@@ -33,6 +33,7 @@ def run_torchrun(
     timeout: float,
     env: dict[str, str] | None = None,
     cwd: str | None = None,
+    monitor_interval: float | None = None,
 ) -> TorchrunResult:
     """Run ``torchrun --standalone --nproc_per_node nproc *arguments`` and wait at most ``timeout`` s.
 
@@ -44,12 +45,15 @@ def run_torchrun(
             `subprocess.TimeoutExpired` is raised).
         env: extra environment variables.
         cwd: working directory.
+        monitor_interval: seconds between the launcher's checks of its workers (torchrun's
+            ``--monitor-interval``); once one rank fails, the launcher stops the others at its next check.
 
     Returns:
         The `TorchrunResult`.
     """
+    monitor = [] if monitor_interval is None else [f"--monitor-interval={monitor_interval}"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               *arguments]
+               *monitor, *arguments]
     environment = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env=environment, cwd=cwd, start_new_session=True)
