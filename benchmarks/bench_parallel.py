@@ -2,8 +2,9 @@
 projection to 8 GPUs at Wan2.1-14B 720p.
 
 1. Runs a small random WanDiT (dim 256, 4 heads, 2 blocks; latents 1x16x8x16x16 = 512 tokens) under
-   ``torchrun --nproc_per_node N`` with ``--ulysses N`` for N = 1, 2, 4 (`pusa_fw_wan.testing.parallel_worker`),
-   and reports per forward: the bytes rank 0 sent through all-to-all next to the analytic Ulysses figure
+   ``torchrun --nproc_per_node N`` with ``--ulysses N`` for N = 1, 2, 4
+   (`pusa_fw_wan.testing.parallel_worker`), and reports per forward: the bytes rank 0 sent through
+   all-to-all next to the analytic Ulysses figure
    ``blocks * 4 * B * ceil(F / N) * S * D * bytes * (N - 1) / N`` (q, k, v out and the attention result
    back; S tokens per frame, padded frames included), the forward time, the time inside the all-to-all
    calls, and the rest (compute). The CPU numbers are from processes sharing the machine's cores.
@@ -98,30 +99,32 @@ def main() -> None:
         rows = [measure(ranks, directory, args.repeat) for ranks in args.ranks]
     tokens_per_frame = (height // 2) * (width // 2)
     for row in rows:
-        row["analytic_bytes"] = ulysses_bytes(SMALL["num_layers"], batch, frames, tokens_per_frame, SMALL["dim"],
-                                              4, int(row["ranks"]))
+        row["analytic_bytes"] = ulysses_bytes(SMALL["num_layers"], batch, frames, tokens_per_frame,
+                                              SMALL["dim"], 4, int(row["ranks"]))
     ratios = [row["sent_bytes"] / row["analytic_bytes"] for row in rows if row["analytic_bytes"]]
     projected = projection(ratios[0] if ratios else 1.0)
     if args.json:
         json.dump({"cpu": rows, "projection_14b_720p_8gpu": projected}, sys.stdout, indent=2)
         return
     base = rows[0]["forward_s"] if rows[0]["ranks"] == 1 else float("nan")
-    print(f"CPU gloo, dim {SMALL['dim']}, {SMALL['num_layers']} blocks, {frames} frames x {tokens_per_frame} tokens,"
-          " fp32, per forward (rank 0):")
-    print("| ranks | all-to-all bytes | analytic bytes | forward ms | all-to-all ms | compute ms | efficiency |")
+    print(f"CPU gloo, dim {SMALL['dim']}, {SMALL['num_layers']} blocks, {frames} frames x {tokens_per_frame} "
+          "tokens, fp32, per forward (rank 0, median):")
+    print("| ranks | all-to-all bytes | analytic bytes | forward ms | all-to-all ms | compute ms |"
+          " efficiency |")
     print("|---|---|---|---|---|---|---|")
     for row in rows:
         efficiency = base / (row["ranks"] * row["forward_s"])
         print(f"| {row['ranks']:.0f} | {row['sent_bytes']:,.0f} | {row['analytic_bytes']:,.0f} | "
               f"{1e3 * row['forward_s']:.1f} | {1e3 * row['comm_s']:.1f} | {1e3 * row['compute_s']:.1f} | "
               f"{100 * efficiency:.0f} % |")
-    print("\nPROJECTION (not measured): Wan2.1-14B 720p, 8 ranks Ulysses, bf16, NVLink 450 GB/s per direction,"
-          f" {100 * ASSUMED_MFU:.0f} % MFU, no comm/compute overlap")
+    print("\nPROJECTION (not measured): Wan2.1-14B 720p, 8 ranks Ulysses, bf16, NVLink 450 GB/s per "
+          f"direction, {100 * ASSUMED_MFU:.0f} % MFU, no comm/compute overlap")
     print("| all-to-all per rank per forward | 1-GPU forward | 8-GPU compute | 8-GPU all-to-all | padding |"
           " projected efficiency | official Wan2.1 |")
     print("|---|---|---|---|---|---|---|")
     print(f"| {projected['bytes_per_rank'] / 1e9:.2f} GB | {projected['one_gpu_s']:.2f} s | "
-          f"{projected['compute_s']:.3f} s | {1e3 * projected['comm_s']:.1f} ms | {projected['padding']:.3f}x | "
+          f"{projected['compute_s']:.3f} s | {1e3 * projected['comm_s']:.1f} ms | "
+          f"{projected['padding']:.3f}x | "
           f"{100 * projected['efficiency']:.0f} % | {100 * OFFICIAL_8_GPU_EFFICIENCY:.0f} % |")
 
 

@@ -34,7 +34,9 @@ class Backbone(ABC):
             `[B, C, F, H, W]` velocity `eps - x0`, same dtype and device as `latents`.
         """
 
-    def velocities(self, latents: torch.Tensor, sigmas: torch.Tensor, contexts: Sequence[Any]) -> list[torch.Tensor]:
+    def velocities(
+        self, latents: torch.Tensor, sigmas: torch.Tensor, contexts: Sequence[Any]
+    ) -> list[torch.Tensor]:
         """The velocity under each of several contexts (the guidance branches), same latents and sigmas.
 
         The default calls `velocity` once per context, in order; a parallel backbone may evaluate the

@@ -29,7 +29,8 @@ def test_fsdp_forward_equals_unsharded(tmp_path: Path) -> None:
     save_file(cases, str(tmp_path / "cases.safetensors"))
     result = run_torchrun(
         ["-m", "pusa_fw_wan.testing.parallel_worker", "--model", str(tmp_path / "dit"),
-         "--cases", str(tmp_path / "cases.safetensors"), "--out", str(tmp_path / "out.safetensors"), "--fsdp"],
+         "--cases", str(tmp_path / "cases.safetensors"), "--out", str(tmp_path / "out.safetensors"),
+         "--fsdp"],
         nproc=2, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -185,16 +185,13 @@ class WanDiT(nn.Module, Backbone):
             latents.shape[3] // patch_height,
             latents.shape[4] // patch_width,
         )
-        # Sequence parallel (see pusa_fw_wan.parallel.sequence): this rank keeps its own whole frames,
-        # with their time embedding and modulation; the velocity frames are gathered at the end.
+        # Sequence parallel (pusa_fw_wan.parallel.sequence): this rank keeps its own whole frames with
+        # their time embedding and modulation; the velocity frames are gathered at the end.
         shard = self.sequence_parallel
-        first_frame = 0
         if shard is not None:
             shard.begin(grid[0], grid[1] * grid[2], config.num_heads)
-            latents_in, first_frame = shard.local_frames(latents, dim=2), shard.first_frame
-        else:
-            latents_in = latents
-        local_frames = latents_in.shape[2] // patch_frames
+        latents_in = latents if shard is None else shard.local_frames(latents, dim=2)
+        local_frames, first_frame = latents_in.shape[2], 0 if shard is None else shard.first_frame
 
         tokens = self.patch_embedding(latents_in.to(self.patch_embedding.weight.dtype))
         # contiguous: elementwise ops keep their inputs' strides, so a channels-first view would propagate

@@ -50,7 +50,9 @@ class CfgParallelBackbone(nn.Module, Backbone):
         """Same as `velocity`."""
         return self.velocity(latents, sigmas, context)
 
-    def velocities(self, latents: torch.Tensor, sigmas: torch.Tensor, contexts: Sequence[Any]) -> list[torch.Tensor]:
+    def velocities(
+        self, latents: torch.Tensor, sigmas: torch.Tensor, contexts: Sequence[Any]
+    ) -> list[torch.Tensor]:
         """One velocity per context; two contexts are split between the branch groups.
 
         Args:

@@ -71,8 +71,9 @@ class ParallelLayout(BaseModel):
             branches = " x 2 (--cfg-parallel)" if self.cfg_parallel else ""
             multiple = " or a multiple of it (with --fsdp)" if self.fsdp else ""
             raise InputError(
-                f"layout --ulysses {self.ulysses}{branches} needs {self.world_size} processes{multiple} but the "
-                f"job has {world_size}; use torchrun --nproc_per_node {self.world_size} or change --ulysses"
+                f"layout --ulysses {self.ulysses}{branches} needs {self.world_size} processes{multiple} but "
+                f"the job has {world_size}; use torchrun --nproc_per_node {self.world_size} or change "
+                "--ulysses"
             )
 
     def check_model(self, num_heads: int, window_frames: int, cfg: float | None = None) -> None:

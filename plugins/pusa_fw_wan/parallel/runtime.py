@@ -2,10 +2,10 @@
 
 `init_parallel` reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``), checks the layout
 against the world size *before* any collective (so a bad layout fails on every rank at once, no hang),
-and builds the ``(replica, cfg, ulysses)`` `DeviceMesh`. `parallelize_backbone` then applies, to every `WanDiT` in
-the backbone (one, or both Wan2.2 experts), sequence parallelism over the ``ulysses`` dimension and FSDP2
-over all ranks, and wraps the result for CFG parallel. The sampler is untouched: every rank runs the same
-plan on the same noise and gets the same full velocity.
+and builds the ``(replica, cfg, ulysses)`` `DeviceMesh`. `parallelize_backbone` then applies, to every
+`WanDiT` in the backbone (one, or both Wan2.2 experts), sequence parallelism over the ``ulysses``
+dimension and FSDP2 over all ranks, and wraps the result for CFG parallel. The sampler is untouched:
+every rank runs the same plan on the same noise and gets the same full velocity.
 """
 
 from __future__ import annotations
