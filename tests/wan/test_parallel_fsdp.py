@@ -11,7 +11,7 @@ from torch import nn
 
 from pusa_fw.errors import InputError
 
-from pusa_fw_wan.parallel import shard_dit
+from pusa_fw_wan.parallel import shard_dit, shard_text_encoder
 from pusa_fw_wan.parallel.launch import run_torchrun
 from pusa_fw_wan.testing.parallel_worker import write_random_dit
 
@@ -47,3 +47,5 @@ def test_shard_dit_rejects_bad_arguments(tmp_path: Path) -> None:
         shard_dit(nn.Linear(2, 2), mesh=None)
     with pytest.raises(InputError, match="DeviceMesh"):
         shard_dit(write_random_dit(tmp_path / "dit"), mesh="cpu")
+    with pytest.raises(InputError, match="encoder.block"):
+        shard_text_encoder(nn.Linear(2, 2), mesh=None)

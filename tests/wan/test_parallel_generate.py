@@ -61,12 +61,13 @@ def check_same_video(tiny: TinyWan, picture: str, tmp_path: Path, task: str, npr
     record = json.loads(parallel.with_suffix(".json").read_text())
     ulysses = int(layout[layout.index("--ulysses") + 1]) if "--ulysses" in layout else 1
     assert record["parallel"] == {"world_size": nproc, "ulysses": ulysses, "fsdp": "--fsdp" in layout,
-                                  "cfg_parallel": "--cfg-parallel" in layout}
+                                  "cfg_parallel": "--cfg-parallel" in layout,
+                                  "fsdp_text": "--fsdp-text" in layout}
     assert sorted(path.name for path in tmp_path.iterdir()) == [
         "parallel.json", "parallel.mp4", "single.json", "single.mp4"]  # the other ranks wrote nothing
 
 
-@pytest.mark.parametrize(("task", "layout"), [("i2v", ["--ulysses", "2", "--fsdp"]),
+@pytest.mark.parametrize(("task", "layout"), [("i2v", ["--ulysses", "2", "--fsdp", "--fsdp-text"]),
                                               ("rolling", ["--ulysses", "2"])], ids=["i2v", "rolling"])
 def test_torchrun_generation_equals_one_process(tiny: TinyWan, picture: str, tmp_path: Path, task: str,
                                                 layout: list[str]) -> None:

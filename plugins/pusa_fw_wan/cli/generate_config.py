@@ -190,6 +190,7 @@ class GenerateConfig(BaseModel):
     )
     fsdp: bool = Field(False, description="shard the DiT weights per block over all torchrun ranks (FSDP2)")
     cfg_parallel: bool = Field(False, description="prompt and negative-prompt branches on two rank groups")
+    fsdp_text: bool = Field(False, description="shard the umT5 text encoder per block over all ranks (FSDP2)")
     out: Path | None = Field(
         None, description="output .mp4 (default: <task>_seed<seed>.mp4); a .json sidecar beside it"
     )

@@ -25,7 +25,8 @@ def parallel_layout(config: Any) -> ParallelLayout | None:
     Raises:
         InputError: the layout does not multiply to the world size.
     """
-    layout = ParallelLayout(ulysses=config.ulysses, fsdp=config.fsdp, cfg_parallel=config.cfg_parallel)
+    layout = ParallelLayout(ulysses=config.ulysses, fsdp=config.fsdp, cfg_parallel=config.cfg_parallel,
+                            fsdp_text=config.fsdp_text)
     world_size = environment_world_size()
     if not layout.is_parallel and world_size == 1:
         return None

@@ -184,14 +184,18 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
 
     from pusa_fw_wan.pipeline.loading import load_models
 
-    sharded = runtime is not None and runtime.layout.fsdp
+    layout = None if runtime is None else runtime.layout
+    sharded = layout is not None and (layout.fsdp or layout.fsdp_text)
+    # A sharded text encoder gathers its weights with collectives: no rank may skip it on a cache hit.
     models = load_models(paths, loras=loras, dtype=dtype, device=torch.device("cpu") if sharded else device,
-                         offload=config.offload, prompt_cache=config.prompt_cache)
+                         offload=config.offload,
+                         prompt_cache=config.prompt_cache and not (layout is not None and layout.fsdp_text))
     dit = models.dit
     if runtime is not None:
-        from pusa_fw_wan.parallel.runtime import parallelize_backbone
+        from pusa_fw_wan.parallel.runtime import parallelize_backbone, parallelize_text_encoder
 
         dit = parallelize_backbone(dit.requires_grad_(False), runtime)
+        parallelize_text_encoder(models.text_encoder, runtime)
     writes = runtime is None or runtime.is_main
     pipeline = WanPipeline(dit, models.vae, models.text_encoder, device=device, offload=config.offload)
     timings = {"load": time.perf_counter() - started}

@@ -5,7 +5,7 @@ and is importable without a process group; the collectives only run inside a lau
 """
 
 from pusa_fw_wan.parallel.cfg import CfgParallelBackbone
-from pusa_fw_wan.parallel.fsdp import dit_blocks, shard_dit
+from pusa_fw_wan.parallel.fsdp import dit_blocks, shard_dit, shard_text_encoder
 from pusa_fw_wan.parallel.layout import ParallelLayout
 from pusa_fw_wan.parallel.runtime import ParallelRuntime, init_parallel, parallelize_backbone
 from pusa_fw_wan.parallel.sequence import (
@@ -31,5 +31,6 @@ __all__ = [
     "parallelize_backbone",
     "sequence_to_heads",
     "shard_dit",
+    "shard_text_encoder",
     "valid_sizes",
 ]

@@ -20,7 +20,7 @@ from torch import nn
 
 from pusa_fw.errors import InputError
 
-__all__ = ["dit_blocks", "shard_dit"]
+__all__ = ["dit_blocks", "shard_dit", "shard_text_encoder"]
 
 
 def dit_blocks(model: nn.Module) -> list[nn.Module]:
@@ -69,6 +69,42 @@ def shard_dit(
             "build one with torch.distributed.device_mesh.init_device_mesh(device_type, (world_size,))"
         )
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=reduce_dtype)
+    for block in blocks:
+        fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
+    return model
+
+
+def shard_text_encoder(model: nn.Module, mesh: Any, *, param_dtype: torch.dtype | None = None,
+                       reshard_after_forward: bool = True) -> nn.Module:
+    """Shard a umT5 encoder (``WanTextEncoder.model``, a `UMT5EncoderModel`) per block, then the root.
+
+    The official ``--t5_fsdp``. Every rank must then run the same encoder calls in the same order (no
+    per-rank prompt cache hits), since each call gathers the weights with a collective.
+
+    Args:
+        model: the encoder module; its blocks are ``model.encoder.block``.
+        mesh: 1-D `DeviceMesh` of the ranks that share the weights.
+        param_dtype: compute dtype of the gathered weights (None: as stored).
+        reshard_after_forward: free each block's gathered weights after its forward.
+
+    Returns:
+        The same module, sharded in place.
+
+    Raises:
+        InputError: no ``encoder.block`` ModuleList, or ``mesh`` is not a DeviceMesh.
+    """
+    from torch.distributed.device_mesh import DeviceMesh
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    blocks = getattr(getattr(model, "encoder", None), "block", None)
+    if not isinstance(blocks, nn.ModuleList) or len(blocks) == 0:
+        raise InputError(
+            f"shard_text_encoder needs a umT5 encoder with encoder.block, got {type(model).__name__}"
+        )
+    if not isinstance(mesh, DeviceMesh):
+        raise InputError(f"shard_text_encoder needs a torch DeviceMesh, got {type(mesh).__name__}")
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype)
     for block in blocks:
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)

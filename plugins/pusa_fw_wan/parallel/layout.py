@@ -30,6 +30,7 @@ class ParallelLayout(BaseModel):
             must divide the DiT's attention heads (14B: 40, 1.3B: 12) and be <= the window's frames.
         fsdp: shard the DiT weights per block over all ranks (FSDP2).
         cfg_parallel: run the prompt and negative-prompt branches on two rank groups.
+        fsdp_text: shard the text encoder per block over all ranks too (the official ``--t5_fsdp``).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -37,6 +38,7 @@ class ParallelLayout(BaseModel):
     ulysses: int = Field(1, ge=1, description="sequence-parallel ranks per branch")
     fsdp: bool = Field(False, description="shard the DiT weights per block over all ranks")
     cfg_parallel: bool = Field(False, description="prompt and negative prompt on two rank groups")
+    fsdp_text: bool = Field(False, description="shard the umT5 text encoder per block over all ranks")
 
     @property
     def branches(self) -> int:
@@ -51,7 +53,7 @@ class ParallelLayout(BaseModel):
     @property
     def is_parallel(self) -> bool:
         """Whether the layout needs more than one process or shards anything."""
-        return self.world_size > 1 or self.fsdp
+        return self.world_size > 1 or self.fsdp or self.fsdp_text
 
     def replicas(self, world_size: int) -> int:
         """Rank groups that compute the same thing: ``world_size / (ulysses * branches)``.
@@ -66,10 +68,11 @@ class ParallelLayout(BaseModel):
 
     def check_world(self, world_size: int) -> None:
         """Raise `InputError` unless the layout multiplies to ``world_size`` (a multiple with fsdp)."""
-        fits = world_size == self.world_size or (self.fsdp and world_size % self.world_size == 0)
+        sharded = self.fsdp or self.fsdp_text
+        fits = world_size == self.world_size or (sharded and world_size % self.world_size == 0)
         if not fits:
             branches = " x 2 (--cfg-parallel)" if self.cfg_parallel else ""
-            multiple = " or a multiple of it (with --fsdp)" if self.fsdp else ""
+            multiple = " or a multiple of it (with --fsdp)" if sharded else ""
             raise InputError(
                 f"layout --ulysses {self.ulysses}{branches} needs {self.world_size} processes{multiple} but "
                 f"the job has {world_size}; use torchrun --nproc_per_node {self.world_size} or change "
@@ -92,4 +95,4 @@ class ParallelLayout(BaseModel):
     def describe(self, world_size: int) -> dict[str, Any]:
         """JSON-able record for the sidecar."""
         return {"world_size": world_size, "ulysses": self.ulysses, "fsdp": self.fsdp,
-                "cfg_parallel": self.cfg_parallel}
+                "cfg_parallel": self.cfg_parallel, "fsdp_text": self.fsdp_text}

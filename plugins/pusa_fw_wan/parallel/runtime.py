@@ -22,12 +22,18 @@ from torch import nn
 from pusa_fw.backbone import Backbone
 
 from pusa_fw_wan.parallel.cfg import CfgParallelBackbone
-from pusa_fw_wan.parallel.fsdp import shard_dit
+from pusa_fw_wan.parallel.fsdp import shard_dit, shard_text_encoder
 from pusa_fw_wan.parallel.layout import ParallelLayout
 from pusa_fw_wan.parallel.sequence import enable_sequence_parallel
 from pusa_fw_wan.parallel.ulysses import CommStats
 
-__all__ = ["ParallelRuntime", "environment_world_size", "init_parallel", "parallelize_backbone"]
+__all__ = [
+    "ParallelRuntime",
+    "environment_world_size",
+    "init_parallel",
+    "parallelize_backbone",
+    "parallelize_text_encoder",
+]
 
 
 def environment_world_size() -> int:
@@ -128,3 +134,12 @@ def parallelize_backbone(backbone: Backbone, runtime: ParallelRuntime, *,
     if layout.cfg_parallel:
         return CfgParallelBackbone(backbone, runtime.mesh.get_group("cfg"))
     return backbone
+
+
+def parallelize_text_encoder(text_encoder: Any, runtime: ParallelRuntime) -> None:
+    """Shard ``text_encoder.model`` (umT5) over all ranks when the layout asks for it (``fsdp_text``).
+
+    The shards live on the mesh's device type (FSDP2 moves them there); nothing happens otherwise.
+    """
+    if runtime.layout.fsdp_text:
+        shard_text_encoder(text_encoder.model.requires_grad_(False), runtime.shard_mesh)
