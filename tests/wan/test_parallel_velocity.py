@@ -1,7 +1,8 @@
 """Sequence-parallel, FSDP2 and CFG-parallel velocities under torchrun equal the single-process model.
 
 5 latent frames on 2 (and 4) ranks, so the last rank holds padding; scalar `[B]` and per-frame `[B, F]`
-sigmas; both guidance branches requested at once (what CFG parallel splits).
+sigmas; both guidance branches requested at once (what CFG parallel splits). All layouts of one rank
+count run in one torchrun job (one start-up).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from pusa_fw_wan.testing.parallel_worker import write_random_dit
 FRAMES = 5
 
 
-def run_layout(tmp_path: Path, nproc: int, layout: list[str]) -> None:
-    """Run the worker under ``layout`` and assert every velocity equals the plain model's (<= 1e-5)."""
+def run_layouts(tmp_path: Path, nproc: int, layouts: list[str]) -> None:
+    """Run the worker under each layout spec and assert every velocity equals the plain model's (<= 1e-5)."""
     model = write_random_dit(tmp_path / "dit")
     generator = torch.Generator().manual_seed(1)
     cases = {
@@ -38,31 +39,33 @@ def run_layout(tmp_path: Path, nproc: int, layout: list[str]) -> None:
     save_file(cases, str(tmp_path / "cases.safetensors"))
     result = run_torchrun(
         ["-m", "pusa_fw_wan.testing.parallel_worker", "--model", str(tmp_path / "dit"),
-         "--cases", str(tmp_path / "cases.safetensors"), "--out", str(tmp_path / "out.safetensors"), *layout],
+         "--cases", str(tmp_path / "cases.safetensors"), "--out", str(tmp_path / "out.safetensors"),
+         *[option for spec in layouts for option in ("--layout", spec)]],
         nproc=nproc, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     outputs = load_file(str(tmp_path / "out.safetensors"))
     with torch.no_grad():
-        for name in ("scalar", "frames"):
-            for branch, context in (("velocity", "context"), ("negative", "negative_context")):
-                expected = model(cases["latents"], cases[f"sigmas.{name}"], cases[context])
-                error = (outputs[f"{branch}.{name}"] - expected).abs().max().item()
-                assert error <= 1e-5, f"{layout} {branch} {name}: max error {error}"
-    if "--ulysses" in layout:
-        assert outputs["stats"][0] > 0, "sequence parallel sent nothing: the all-to-all did not run"
+        expected = {
+            (branch, name): model(cases["latents"], cases[f"sigmas.{name}"], cases[context])
+            for name in ("scalar", "frames")
+            for branch, context in (("velocity", "context"), ("negative", "negative_context"))
+        }
+    for spec in layouts:
+        for (branch, name), reference in expected.items():
+            error = (outputs[f"{spec}/{branch}.{name}"] - reference).abs().max().item()
+            assert error <= 1e-5, f"{spec} {branch} {name}: max error {error}"
+        sent = outputs[f"{spec}/stats"][0]
+        assert (sent > 0) == ("ulysses" in spec), f"{spec}: all-to-all sent {sent} bytes"
 
 
-@pytest.mark.parametrize("layout", [["--ulysses", "2", "--fsdp"], ["--cfg-parallel"]], ids=" ".join)
-def test_two_processes_equal_one(tmp_path: Path, layout: list[str]) -> None:
-    run_layout(tmp_path, 2, layout)
+def test_two_processes_equal_one(tmp_path: Path) -> None:
+    run_layouts(tmp_path, 2, ["fsdp", "ulysses=2", "ulysses=2,fsdp", "cfg_parallel", "cfg_parallel,fsdp"])
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("layout", [["--ulysses", "4"], ["--ulysses", "2", "--cfg-parallel", "--fsdp"]],
-                         ids=" ".join)
-def test_four_processes_equal_one(tmp_path: Path, layout: list[str]) -> None:
-    run_layout(tmp_path, 4, layout)
+def test_four_processes_equal_one(tmp_path: Path) -> None:
+    run_layouts(tmp_path, 4, ["ulysses=4", "ulysses=2,cfg_parallel,fsdp", "ulysses=2,fsdp"])
 
 
 @given(frames=st.integers(1, 40), size=st.integers(1, 16))

@@ -4,6 +4,7 @@ Used by the multi-process tests and `benchmarks/bench_parallel.py`::
 
     torchrun --nproc_per_node 2 -m pusa_fw_wan.testing.parallel_worker \\
         --model DIR --cases cases.safetensors --out out.safetensors --fsdp
+    ... --layout fsdp --layout ulysses=2 --layout cfg_parallel   # several layouts in one job
 
 ``cases.safetensors`` holds ``latents`` `[B, C, F, H, W]`, ``context`` `[B, L, text_dim]`, optionally
 ``negative_context``, and any number of ``sigmas.<name>`` (`[B]` or `[B, F]`); the output holds
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -65,14 +67,56 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fsdp", action="store_true", help="shard the DiT with FSDP2 over all ranks")
     parser.add_argument("--ulysses", type=int, default=1, help="sequence-parallel ranks")
     parser.add_argument("--cfg-parallel", action="store_true", help="branches on two rank groups")
+    parser.add_argument("--layout", action="append", default=[], metavar="SPEC",
+                        help="run several layouts in one job, e.g. 'ulysses=2,fsdp' (outputs prefixed SPEC/)")
     parser.add_argument("--repeat", type=int, default=1, help="forward passes per case (timing)")
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Run every case of ``--cases`` through the parallel DiT and save the velocities (rank 0)."""
+def _layout(spec: str) -> Any:
+    """``"ulysses=2,fsdp,cfg_parallel"`` -> `ParallelLayout`."""
+    from pusa_fw_wan.parallel.layout import ParallelLayout
+
+    fields: dict[str, Any] = {}
+    for part in filter(None, spec.split(",")):
+        name, _, value = part.partition("=")
+        fields[name] = int(value) if value else True
+    return ParallelLayout(**fields)
+
+
+def _run_cases(backbone: Any, runtime: Any, cases: dict[str, torch.Tensor], repeat: int,
+               prefix: str) -> dict[str, torch.Tensor]:
+    """Velocities of every ``sigmas.<name>`` case, and the bytes/seconds of the median forward."""
     import time
 
+    latents, context = cases["latents"], cases["context"]
+    negative = cases.get("negative_context")
+    outputs = {}
+    forward_seconds = comm_seconds = 0.0
+    for key, sigmas in cases.items():
+        if not key.startswith("sigmas."):
+            continue
+        name = key.removeprefix("sigmas.")
+        timings = []
+        for _ in range(repeat):
+            runtime.stats.reset()
+            started = time.perf_counter()
+            if negative is None:
+                results = [backbone.velocity(latents, sigmas, context)]
+            else:
+                results = backbone.velocities(latents, sigmas, [context, negative])
+            timings.append((time.perf_counter() - started, runtime.stats.seconds))
+        forward_seconds, comm_seconds = sorted(timings)[len(timings) // 2]  # the median forward
+        outputs[f"{prefix}velocity.{name}"] = results[0].contiguous()
+        if negative is not None:
+            outputs[f"{prefix}negative.{name}"] = results[1].contiguous()
+    outputs[f"{prefix}stats"] = torch.tensor([float(runtime.stats.sent_bytes), comm_seconds, forward_seconds],
+                                             dtype=torch.float64)
+    return outputs
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run every case of ``--cases`` through the parallel DiT and save the velocities (rank 0)."""
     import torch.distributed as dist
 
     from pusa_fw_wan.dit.model import WanDiT
@@ -81,41 +125,26 @@ def main(argv: list[str] | None = None) -> None:
 
     args = _parse(argv)
     torch.set_num_threads(1)
-    layout = ParallelLayout(ulysses=args.ulysses, fsdp=args.fsdp, cfg_parallel=args.cfg_parallel)
-    runtime = init_parallel(layout, timeout_s=120)
+    specs = args.layout or [""]
+    layouts = ([_layout(spec) for spec in args.layout] if args.layout else
+               [ParallelLayout(ulysses=args.ulysses, fsdp=args.fsdp, cfg_parallel=args.cfg_parallel)])
+    runtime = None
     try:
-        backbone = parallelize_backbone(WanDiT.from_pretrained(args.model).eval().requires_grad_(False), runtime)
         cases = load_file(str(args.cases))
-        latents, context = cases["latents"], cases["context"]
-        negative = cases.get("negative_context")
         outputs = {}
-        forward_seconds = comm_seconds = 0.0
-        with torch.no_grad():
-            for key, sigmas in cases.items():
-                if not key.startswith("sigmas."):
-                    continue
-                name = key.removeprefix("sigmas.")
-                timings = []
-                for _ in range(args.repeat):
-                    runtime.stats.reset()
-                    started = time.perf_counter()
-                    if negative is None:
-                        results = [backbone.velocity(latents, sigmas, context)]
-                    else:
-                        results = backbone.velocities(latents, sigmas, [context, negative])
-                    timings.append((time.perf_counter() - started, runtime.stats.seconds))
-                forward_seconds, comm_seconds = sorted(timings)[len(timings) // 2]  # the median forward
-                outputs[f"velocity.{name}"] = results[0].contiguous()
-                if negative is not None:
-                    outputs[f"negative.{name}"] = results[1].contiguous()
-        outputs["stats"] = torch.tensor([float(runtime.stats.sent_bytes), comm_seconds, forward_seconds],
-                                        dtype=torch.float64)
-        if runtime.is_main:
+        for spec, layout in zip(specs, layouts):
+            runtime = init_parallel(layout, timeout_s=120)  # the process group once, new meshes per layout
+            model = WanDiT.from_pretrained(args.model).eval().requires_grad_(False)
+            backbone = parallelize_backbone(model, runtime)
+            with torch.no_grad():
+                outputs.update(_run_cases(backbone, runtime, cases, args.repeat, f"{spec}/" if spec else ""))
+        if runtime is not None and runtime.is_main:
             with atomic_path(args.out) as temp:
                 save_file(outputs, str(temp))
         dist.barrier()
     finally:
-        runtime.close()
+        if runtime is not None:
+            runtime.close()
 
 
 if __name__ == "__main__":
