@@ -67,7 +67,7 @@ def check_same_video(tiny: TinyWan, picture: str, tmp_path: Path, task: str, npr
         "parallel.json", "parallel.mp4", "single.json", "single.mp4"]  # the other ranks wrote nothing
 
 
-@pytest.mark.parametrize(("task", "layout"), [("i2v", ["--ulysses", "2", "--fsdp", "--fsdp-text"]),
+@pytest.mark.parametrize(("task", "layout"), [("i2v", ["--ulysses", "2", "--fsdp"]),
                                               ("rolling", ["--ulysses", "2"])], ids=["i2v", "rolling"])
 def test_torchrun_generation_equals_one_process(tiny: TinyWan, picture: str, tmp_path: Path, task: str,
                                                 layout: list[str]) -> None:

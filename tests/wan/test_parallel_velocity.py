@@ -17,15 +17,17 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.errors import InputError
 
+from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.parallel import ParallelLayout, frame_ranges, valid_sizes
 from pusa_fw_wan.parallel.launch import run_torchrun
 from pusa_fw_wan.parallel.ulysses import check_heads
 from pusa_fw_wan.testing.parallel_worker import write_random_dit
+from pusa_fw_wan.testing.tiny import TinyWan
 
 FRAMES = 5
 
 
-def run_layouts(tmp_path: Path, nproc: int, layouts: list[str]) -> None:
+def run_layouts(tmp_path: Path, nproc: int, layouts: list[str], extra: tuple[str, ...] = ()) -> dict:
     """Run the worker under each layout spec and assert every velocity equals the plain model's (<= 1e-5)."""
     model = write_random_dit(tmp_path / "dit")
     generator = torch.Generator().manual_seed(1)
@@ -40,7 +42,7 @@ def run_layouts(tmp_path: Path, nproc: int, layouts: list[str]) -> None:
     result = run_torchrun(
         ["-m", "pusa_fw_wan.testing.parallel_worker", "--model", str(tmp_path / "dit"),
          "--cases", str(tmp_path / "cases.safetensors"), "--out", str(tmp_path / "out.safetensors"),
-         *[option for spec in layouts for option in ("--layout", spec)]],
+         *[option for spec in layouts for option in ("--layout", spec)], *extra],
         nproc=nproc, timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -57,10 +59,18 @@ def run_layouts(tmp_path: Path, nproc: int, layouts: list[str]) -> None:
             assert error <= 1e-5, f"{spec} {branch} {name}: max error {error}"
         sent = outputs[f"{spec}/stats"][0]
         assert (sent > 0) == ("ulysses" in spec), f"{spec}: all-to-all sent {sent} bytes"
+    return outputs
 
 
-def test_two_processes_equal_one(tmp_path: Path) -> None:
-    run_layouts(tmp_path, 2, ["fsdp", "ulysses=2", "ulysses=2,fsdp", "cfg_parallel", "cfg_parallel,fsdp"])
+def test_two_processes_equal_one(tmp_path: Path, tiny: TinyWan) -> None:
+    prompts = ("a cat on the beach", WAN_DEFAULT_NEGATIVE_PROMPT)
+    text = ("--text-encoder", str(tiny.text_encoder), "--tokenizer", str(tiny.tokenizer),
+            *[option for prompt in prompts for option in ("--prompt", prompt)])
+    outputs = run_layouts(tmp_path, 2, ["fsdp", "ulysses=2", "ulysses=2,fsdp", "cfg_parallel",
+                                        "cfg_parallel,fsdp"], text)
+    for index in range(len(prompts)):  # the umT5 encoder sharded over both ranks (--fsdp-text)
+        error = (outputs[f"text.sharded.{index}"] - outputs[f"text.plain.{index}"]).abs().max().item()
+        assert error <= 1e-5, f"prompt {index}: sharded text encoder differs by {error}"
 
 
 @pytest.mark.slow

@@ -70,6 +70,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--layout", action="append", default=[], metavar="SPEC",
                         help="run several layouts in one job, e.g. 'ulysses=2,fsdp' (outputs prefixed SPEC/)")
     parser.add_argument("--repeat", type=int, default=1, help="forward passes per case (timing)")
+    parser.add_argument("--text-encoder", type=Path, default=None,
+                        help="also encode --prompt with this umT5 file, plain and FSDP-sharded")
+    parser.add_argument("--tokenizer", type=Path, default=None, help="tokenizer directory of --text-encoder")
+    parser.add_argument("--prompt", action="append", default=[], help="prompts for --text-encoder")
     return parser.parse_args(argv)
 
 
@@ -115,6 +119,24 @@ def _run_cases(backbone: Any, runtime: Any, cases: dict[str, torch.Tensor], repe
     return outputs
 
 
+def _text_embeddings(args: argparse.Namespace, mesh: Any) -> dict[str, torch.Tensor]:
+    """``text.plain.<i>`` and ``text.sharded.<i>``: each prompt encoded alone, before and after sharding."""
+    from pusa_fw_wan.parallel.fsdp import shard_text_encoder
+    from pusa_fw_wan.pipeline.loading import umt5_overrides
+    from pusa_fw_wan.text.encoder import WanTextEncoder
+
+    encoder = WanTextEncoder.from_pretrained(args.text_encoder, tokenizer=args.tokenizer, cache_dir=None,
+                                             **umt5_overrides(args.text_encoder))
+    outputs = {}
+    with torch.no_grad():
+        for index, prompt in enumerate(args.prompt):
+            outputs[f"text.plain.{index}"] = encoder.encode([prompt])[0].contiguous()
+        shard_text_encoder(encoder.model.requires_grad_(False), mesh)
+        for index, prompt in enumerate(args.prompt):
+            outputs[f"text.sharded.{index}"] = encoder.encode([prompt])[0].contiguous()
+    return outputs
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run every case of ``--cases`` through the parallel DiT and save the velocities (rank 0)."""
     import torch.distributed as dist
@@ -138,6 +160,8 @@ def main(argv: list[str] | None = None) -> None:
             backbone = parallelize_backbone(model, runtime)
             with torch.no_grad():
                 outputs.update(_run_cases(backbone, runtime, cases, args.repeat, f"{spec}/" if spec else ""))
+        if args.text_encoder is not None and runtime is not None:
+            outputs.update(_text_embeddings(args, runtime.shard_mesh))
         if runtime is not None and runtime.is_main:
             with atomic_path(args.out) as temp:
                 save_file(outputs, str(temp))
