@@ -20,9 +20,10 @@ import torch
 SAMPLE_SHAPE = (16, 3, 4, 4)  # [C, F, H, W] latents: 3 frames of 2x2 tokens
 CONTEXT_ROWS = 5
 SCENARIOS = {
-    # name: (strategy, lora, number of samples, global batch size)
+    # name: (strategy, lora, number of samples, global batch size); "_gc": gradient checkpointing
     "ddp_lora": ("ddp", True, 8, 4),
     "fsdp_full": ("fsdp", False, 8, 4),
+    "fsdp_full_gc": ("fsdp", False, 8, 4),
     "fsdp_lora": ("fsdp", True, 8, 4),
     "ddp_lora_uneven": ("ddp", True, 5, 3),  # batches of 3, 2: rank 1 pads the first one
 }
@@ -117,7 +118,9 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
     from pusa_fw_wan.train.sharding import global_mean_loss, shard_global_batch
 
     strategy, lora, num_samples, batch_size = SCENARIOS[scenario]
-    model = wrap_model(tiny_model(lora), ctx, strategy)
+    model = tiny_model(lora)
+    model.enable_gradient_checkpointing(scenario.endswith("_gc"))
+    model = wrap_model(model, ctx, strategy)
     optimizer = make_optimizer(model)
     steps = global_batches(num_samples, batch_size)
 
@@ -135,7 +138,9 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
     # Resume: every rank gets rank 0's checkpoint (as if read from disk) into a fresh wrapped model.
     shared = [weights, optimizer_state]
     torch.distributed.broadcast_object_list(shared, src=0)
-    resumed = wrap_model(tiny_model(lora), ctx, strategy)
+    fresh = tiny_model(lora)
+    fresh.enable_gradient_checkpointing(scenario.endswith("_gc"))
+    resumed = wrap_model(fresh, ctx, strategy)
     resumed_optimizer = make_optimizer(resumed)
     load_full_state_dict(resumed, shared[0], ctx, trainable_only=True)
     load_full_optimizer_state(resumed, resumed_optimizer, shared[1], ctx)
