@@ -80,7 +80,7 @@ def rolling_layout(num_latent_frames: int, window: int, overlap: int, ring: bool
 def compose_timeline(
     schedule: TimestepSchedule,
     num_latent_frames: int,
-    steps: int,
+    num_steps: int,
     layouts: Sequence[WindowLayout],
     holds: Sequence[Hold] = (),
     *,
@@ -93,7 +93,7 @@ def compose_timeline(
     Args:
         schedule: the per-window base schedule (synchronous, pyramid, ...).
         num_latent_frames: N, latent frames on the timeline.
-        steps: steps of the base sequence per window.
+        num_steps: steps of the base sequence per window.
         layouts: the windows, e.g. from `rolling_layout`.
         holds: held frames at absolute timeline positions (keyframes, the first image, a given prefix).
         ring: the timeline is a loop.
@@ -106,7 +106,7 @@ def compose_timeline(
     covered = sorted(f for layout in layouts for f in layout.new)
     if covered != list(range(num_latent_frames)):
         raise PlanError("the windows must generate every latent frame of the timeline exactly once")
-    blocks = [schedule.grid(len(layout.new), steps) for layout in layouts]
+    blocks = [schedule.grid(len(layout.new), num_steps) for layout in layouts]
     total = sum(block.shape[0] - 1 for block in blocks)
     grid = torch.ones(total + 1, num_latent_frames)
     windows = torch.zeros(total, 2, dtype=torch.int64)

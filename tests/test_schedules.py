@@ -95,7 +95,8 @@ def test_combinators() -> None:
     assert grid.shape == (4 + 2 + 1, 5) and torch.equal(grid[:5, 0], ShiftedGrid().grid(1, 4)[:, 0])
     with pytest.raises(ValidationError, match="frames needs 1"):
         ConcatSchedule(parts=[ShiftedGrid(), ShiftedGrid()])
-    assert ResampledSchedule(inner=PyramidGrid(ar_step=2), steps=5).grid(4, 4).shape == (6, 4)
+    assert ResampledSchedule(inner=PyramidGrid(ar_step=2), num_steps=5).grid(4, 4).shape == (6, 4)
+    assert ResampledSchedule(inner="pyramid", steps=5) == ResampledSchedule(inner=PyramidGrid(), num_steps=5)
     over = OverlaySchedule(first=ShiftedGrid(), second=TrapezoidGrid(ar_step=1)).grid(5, 4)
     assert (over <= ShiftedGrid().grid(5, 4)).all()
 

@@ -110,8 +110,8 @@ class UniPCState:
     spare: list[torch.Tensor]
 
 
-def _covers_all(frames: torch.Tensor | slice, num_frames: int) -> bool:
-    return isinstance(frames, slice) and frames.start == 0 and frames.stop == num_frames
+def _covers_all(frames: torch.Tensor | slice, num_latent_frames: int) -> bool:
+    return isinstance(frames, slice) and frames.start == 0 and frames.stop == num_latent_frames
 
 
 class UniPC(SamplerRule):

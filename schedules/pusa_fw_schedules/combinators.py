@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from pusa_fw.components import ScheduleRef
 from pusa_fw.errors import PlanError
@@ -44,16 +44,18 @@ class ConcatSchedule(TimestepSchedule):
 
 
 class ResampledSchedule(TimestepSchedule):
-    """`inner` resampled to exactly `steps` rows (e.g. a staircase squeezed into a fixed budget)."""
+    """`inner` resampled to exactly `num_steps` rows (e.g. a staircase squeezed into a fixed budget)."""
 
     name = "resampled"
     summary = "another schedule resampled to a fixed number of steps"
 
     inner: ScheduleRef
-    steps: int = Field(ge=1, description="number of steps of the result")
+    num_steps: int = Field(
+        ge=1, validation_alias=AliasChoices("num_steps", "steps"), description="number of steps of the result"
+    )
 
     def build(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
-        return resample_grid(self.inner.grid(num_latent_frames, num_steps), self.steps)
+        return resample_grid(self.inner.grid(num_latent_frames, num_steps), self.num_steps)
 
 
 class OverlaySchedule(TimestepSchedule):
