@@ -62,7 +62,8 @@ class WorldSource:
         self.length = length
         self.seed_offset = seed_offset
         self.caption_dropout = caption_dropout
-        self._shape = tuple(codec.geometry.latent_shape(world.num_frames, world.size, world.size))
+        shape = tuple(codec.geometry.latent_shape(world.num_frames, world.size, world.size))
+        self._bucket = shape + (text_encoder.max_length, text_encoder.d_model)
         self._contexts: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -77,8 +78,8 @@ class WorldSource:
         return self.length
 
     def bucket(self, index: int) -> tuple:
-        """Every sample has the same shapes: ``(C, F, h, w, L, D)``."""
-        return self._shape + (self.text_encoder.max_length, self.text_encoder.d_model)
+        """Every sample has the same shapes: ``(C, F, h, w, L, D)`` (one shared tuple)."""
+        return self._bucket
 
     def _context(self, caption: str) -> torch.Tensor:
         if caption not in self._contexts:
