@@ -278,3 +278,21 @@ def test_name_rules_avoid_substring_pitfalls():
     assert kohya_to_dotted("blocks_12_cross_attn_k_img") == "blocks.12.cross_attn.k_img"
     assert kohya_to_dotted("blocks_12_attn1_to_out_0") == "blocks.12.attn1.to_out.0"
     assert kohya_to_dotted("blocks_12_mystery") is None
+
+
+def test_pusa_fw_training_adapter_scales_by_its_metadata_alpha(tmp_path):
+    """A trained checkpoint's adapter.safetensors (format pusa-fw-lora) applies with scale alpha / rank."""
+    model, generator = tiny_dit(), torch.Generator().manual_seed(4)
+    reference, base = copy.deepcopy(model), output(model)
+    tensors, alpha = {}, 6.0
+    for name in ("blocks.0.self_attn.k", "blocks.1.ffn.0"):
+        down, up = random_pair(model.get_submodule(name), generator)
+        tensors[f"{name}.lora_A.weight"], tensors[f"{name}.lora_B.weight"] = down, up
+        add_pair_by_hand(reference, name, down, up, alpha / RANK)
+    metadata = {"format": "pusa-fw-lora", "rank": str(RANK), "alpha": str(alpha), "targets": '["k", "ffn.0"]'}
+    save_file(tensors, tmp_path / "adapter.safetensors", metadata=metadata)
+    apply_loras(model, [LoraSpec(tmp_path / "adapter.safetensors")])
+    check_against(model, reference, base)
+    save_file(tensors, tmp_path / "bad.safetensors", metadata={**metadata, "alpha": "six"})
+    with pytest.raises(CheckpointError, match="alpha 'six' is not a number"):
+        load_lora_state(tmp_path / "bad.safetensors")

@@ -6,6 +6,8 @@ delta is `strength * scale * B @ A`.
 
 - PEFT / DiffSynth / Pusa V1: `blocks.0.self_attn.q.lora_A.default.weight` (or without `.default`).
   No alpha: scale 1 (Pusa and DiffSynth train with alpha = rank).
+- pusa-fw training checkpoints (`adapter.safetensors`): PEFT names without `.default`; alpha from the
+  safetensors metadata (`format = "pusa-fw-lora"`, `alpha`).
 - diffusers: `transformer.blocks.0.attn1.to_q.lora_A.weight`, optional `...lora_B.bias`. Alpha from the
   safetensors metadata `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`), else scale 1.
 - ComfyUI / lightx2v / CausVid: `diffusion_model.blocks.0.self_attn.q.lora_down.weight` (or
@@ -100,8 +102,16 @@ class LoraState:
 
 
 def _metadata_alphas(metadata: dict[str, str], path: Path) -> tuple[float | None, dict[str, float]]:
-    """Global `lora_alpha` and `alpha_pattern` from diffusers' `lora_adapter_metadata`, if present."""
+    """Global `lora_alpha` and `alpha_pattern` from diffusers' `lora_adapter_metadata`, if present, or the
+    ``alpha`` of a pusa-fw training checkpoint's adapter (metadata ``format = "pusa-fw-lora"``)."""
     raw = metadata.get(_METADATA_KEY)
+    if raw is None and metadata.get("format") == "pusa-fw-lora" and "alpha" in metadata:
+        try:
+            return float(metadata["alpha"]), {}
+        except ValueError as error:
+            raise CheckpointError(
+                f"LoRA file {str(path)!r}: metadata alpha {metadata['alpha']!r} is not a number"
+            ) from error
     if raw is None:
         return None, {}
     try:
