@@ -9,7 +9,7 @@ from pusa_fw.errors import InputError
 from pusa_fw.guidance import Guidance
 from pusa_fw.registry_lookup import lookup
 from pusa_fw_wan.pipeline.media import ConditioningMedia, clip_end
-from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
+from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.loading import load_models, resolve_model_paths
 from pusa_fw_wan.pipeline.wan import WanPipeline
 from pusa_fw_wan.testing.tiny import build_tiny_wan

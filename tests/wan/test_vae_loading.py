@@ -123,8 +123,8 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path: Path, tiny_state: dict
     with pytest.raises(CheckpointError) as error:
         WanVAE.from_pretrained(path, dim=8)
     message = str(error.value)
-    assert "1 missing keys: decoder.head.2.bias" in message
-    assert "1 unexpected keys: decoder.head.9.weight" in message
+    assert "missing keys (1): decoder.head.2.bias" in message
+    assert "unexpected keys (1): decoder.head.9.weight" in message
 
 
 def test_a_dit_file_is_not_a_vae(wan_reference_dir: Path) -> None:
@@ -142,7 +142,7 @@ def test_wrong_shape_is_reported(tmp_path: Path, tiny_state: dict) -> None:
     state["decoder.head.2.bias"] = torch.zeros(4)
     path = tmp_path / "shape.safetensors"
     save_file(state, str(path))
-    with pytest.raises(CheckpointError, match=r"decoder.head.2.bias \[4\] \(expected \[3\]\)"):
+    with pytest.raises(CheckpointError, match=r"decoder.head.2.bias \(checkpoint \[4\], model \[3\]\)"):
         WanVAE.from_pretrained(path, dim=8)
 
 

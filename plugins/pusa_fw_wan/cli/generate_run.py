@@ -22,8 +22,9 @@ from pusa_fw.registry_lookup import lookup
 from pusa_fw.task import Hold, Task
 
 from pusa_fw_wan.pipeline.media import check_media, load_media
-from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT, GenerateConfig
+from pusa_fw_wan.cli.generate_config import GenerateConfig
 from pusa_fw_wan.cli.generate_parallel import check_parallel_run, parallel_layout
+from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.wan import GenerationResult, WanPipeline
 from pusa_fw_wan.pipeline.sidecar import describe_files, sidecar_bytes, sidecar_path
 

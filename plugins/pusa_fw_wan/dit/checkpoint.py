@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -30,14 +29,21 @@ from pusa_fw.errors import CheckpointError
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT, _keeps_fp32
 from pusa_fw_wan.dit.key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
-from pusa_fw_wan.weights.safetensors import iter_tensors, read_header
+from pusa_fw_wan.weights import (
+    INDEX_SUFFIX,
+    compare_keys,
+    format_key_list,
+    iter_file_tensors,
+    read_shapes,
+    shard_files,
+)
 
 __all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit", "read_wan_config"]
 
 _WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-_INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
-_TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
-_MAX_LISTED = 20
+_INDEX_NAME = _WEIGHTS_NAME + INDEX_SUFFIX
+_MAX_LISTED = 20  # directory entries shown when no weights are found
+_WHAT = "Wan DiT checkpoint"
 
 
 class CheckpointFiles:
@@ -69,15 +75,7 @@ def find_checkpoint_files(path: str | os.PathLike[str]) -> CheckpointFiles:
     config_file = path / "config.json" if (path / "config.json").is_file() else None
     index_file = path / _INDEX_NAME
     if index_file.is_file():
-        try:
-            weight_map = json.loads(index_file.read_text())["weight_map"]
-        except (OSError, ValueError, KeyError) as error:
-            raise CheckpointError(f"{index_file} is not a valid shard index: {error}") from error
-        shards = sorted(set(weight_map.values()))
-        absent = [name for name in shards if not (path / name).is_file()]
-        if absent:
-            raise CheckpointError(f"{index_file} lists shards that are missing: {absent}")
-        return CheckpointFiles([path / name for name in shards], config_file)
+        return CheckpointFiles(shard_files(index_file), config_file)
     if (path / _WEIGHTS_NAME).is_file():
         return CheckpointFiles([path / _WEIGHTS_NAME], config_file)
     candidates = sorted(path.glob("*.safetensors"))
@@ -88,35 +86,6 @@ def find_checkpoint_files(path: str | os.PathLike[str]) -> CheckpointFiles:
         f"no Wan DiT weights found in {path}: expected {_WEIGHTS_NAME}, {_INDEX_NAME} with shards, "
         f"a transformer/ directory, or exactly one .safetensors file; the directory holds {listing}"
     )
-
-
-def _read_shapes(files: list[Path]) -> dict[str, tuple[tuple[int, ...], Path]]:
-    """Key -> (shape, file) from the safetensors headers (or from a loaded torch state dict)."""
-    shapes: dict[str, tuple[tuple[int, ...], Path]] = {}
-    for file in files:
-        if file.suffix in _TORCH_SUFFIXES:
-            for name, tensor in _load_torch_file(file).items():
-                shapes[name] = (tuple(tensor.shape), file)
-            continue
-        for name, info in read_header(file).items():
-            if name in shapes:
-                raise CheckpointError(
-                    f"tensor {name!r} appears in both {shapes[name][1].name} and {file.name}"
-                )
-            shapes[name] = (info.shape, file)
-    return shapes
-
-
-def _load_torch_file(file: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as error:
-        raise CheckpointError(f"cannot load {file} as a weights-only torch state dict: {error}") from error
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{file} does not hold a flat state dict of tensors")
-    return state
 
 
 def _resolve_config(
@@ -137,47 +106,16 @@ def _resolve_config(
     return infer_config(official_shapes)
 
 
-def _format_keys(keys: list[str]) -> str:
-    shown = ", ".join(keys[:_MAX_LISTED])
-    return shown + (f", ... ({len(keys) - _MAX_LISTED} more)" if len(keys) > _MAX_LISTED else "")
-
-
 def _check_keys(model: nn.Module, official_shapes: dict[str, tuple[int, ...]], source: Path) -> None:
     expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    missing = sorted(set(expected) - set(official_shapes))
-    unexpected = sorted(set(official_shapes) - set(expected))
-    mismatched = sorted(
-        f"{name} (checkpoint {list(official_shapes[name])}, model {list(expected[name])})"
-        for name in set(expected) & set(official_shapes)
-        if official_shapes[name] != expected[name]
+    report = compare_keys(official_shapes, expected)
+    image_keys = any("img" in key or "image" in key for key in report.unexpected)
+    report.raise_if_bad(
+        source,
+        "the Wan DiT config",
+        "Pass the matching config=WanConfig(...) or the right checkpoint.",
+        unexpected_hint=" (image-conditioned i2v/flf2v keys are not supported)" if image_keys else "",
     )
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {_format_keys(missing)}")
-        if unexpected:
-            hint = (
-                " (image-conditioned i2v/flf2v keys are not supported)"
-                if any("img" in key or "image" in key for key in unexpected)
-                else ""
-            )
-            parts.append(f"unexpected keys ({len(unexpected)}){hint}: {_format_keys(unexpected)}")
-        if mismatched:
-            parts.append(f"shape mismatches ({len(mismatched)}): {_format_keys(mismatched)}")
-        raise CheckpointError(
-            f"checkpoint {source} does not fit the Wan DiT config; "
-            + "; ".join(parts)
-            + ". Pass the matching config=WanConfig(...) or the right checkpoint."
-        )
-
-
-def _iter_file(file: Path) -> Iterator[tuple[str, torch.Tensor]]:
-    if file.suffix in _TORCH_SUFFIXES:
-        state = _load_torch_file(file)
-        for name in list(state):
-            yield name, state.pop(name)
-    else:
-        yield from iter_tensors(file)
 
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -228,7 +166,7 @@ def load_wan_dit(
         CheckpointError: unreadable files, unknown layout, or keys that do not fit (all listed).
     """
     files = find_checkpoint_files(path)
-    raw_shapes = _read_shapes(files.weight_files)
+    raw_shapes = read_shapes(files.weight_files, what=_WHAT)
     prefix = strip_prefix(raw_shapes)
     unprefixed = [key[len(prefix) :] for key in raw_shapes]
     diffusers = is_diffusers_naming(unprefixed)
@@ -245,12 +183,12 @@ def load_wan_dit(
 
     device = torch.device(device)
     for file in files.weight_files:
-        for raw_key, tensor in _iter_file(file):
+        for raw_key, tensor in iter_file_tensors(file, what=_WHAT):
             name = official_name(raw_key)
             target = torch.float32 if _keeps_fp32(name) else dtype
             _assign(model, name, tensor.to(device=device, dtype=target))
             del tensor
     still_meta = [name for name, parameter in model.named_parameters() if parameter.is_meta]
     if still_meta:
-        raise CheckpointError(f"checkpoint {path} left parameters unfilled: {_format_keys(still_meta)}")
+        raise CheckpointError(f"checkpoint {path} left parameters unfilled: {format_key_list(still_meta)}")
     return model.eval()

@@ -273,7 +273,7 @@ def load_lora_state(path: str | Path) -> LoraState:
     Returns:
         The normalised `LoraState`; see the module docstring for the formats and their alpha rules.
     """
-    tensors, metadata = read_tensor_file(Path(path))
+    tensors, metadata = read_tensor_file(path, what="LoRA file")
     if not tensors:
         raise CheckpointError(f"LoRA file {str(path)!r} holds no tensors")
     return parse_lora_state_dict(tensors, metadata, path)

@@ -19,6 +19,8 @@ from typing import Any
 
 from pusa_fw.io.atomic import atomic_write_bytes
 
+from pusa_fw_wan.weights import CHECKPOINT_FILE_SUFFIXES
+
 __all__ = [
     "PACKAGES", "describe_files", "file_sha256", "package_versions", "sidecar_bytes", "sidecar_path",
     "write_sidecar",
@@ -30,7 +32,6 @@ PACKAGES = (
     "Pillow", "numpy", "tqdm",
 )
 _CHUNK_BYTES = 8 * 1024 * 1024
-_WEIGHT_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".json", ".model")
 
 
 def sidecar_path(video_path: Path) -> Path:
@@ -98,7 +99,9 @@ def describe_files(path: Path | None, files: list[Path] | None = None, *,
     if files is not None:
         files = sorted(files)
     elif root.is_dir():
-        files = sorted(item for item in root.rglob("*") if item.is_file() and item.suffix in _WEIGHT_SUFFIXES)
+        files = sorted(
+            item for item in root.rglob("*") if item.is_file() and item.suffix in CHECKPOINT_FILE_SUFFIXES
+        )
     else:
         files = [root]
     return {

@@ -36,7 +36,7 @@ from pusa_fw.seeding import draw_noise, make_generator
 from pusa_fw.task import Task
 
 from pusa_fw_wan.pipeline.media import ConditioningMedia, KeyframeEncoding, encode_sources
-from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
+from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.offload import Placement, make_placement
 
 __all__ = ["DEFAULT_GUIDANCE", "GenerationResult", "WanPipeline", "clean_held_frames"]

@@ -23,13 +23,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 from torch import nn
 
 from pusa_fw.errors import InputError
-from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
+from pusa_fw.io.atomic import atomic_write_bytes
 
 from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.weights import write_tensor_file
 
 __all__ = ["TINY_WORDS", "TinyWan", "build_tiny_wan", "randomise_parameters"]
 
@@ -99,9 +99,7 @@ def randomise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Mod
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    with atomic_path(path) as temp_path:
-        save_file({key: value.contiguous() for key, value in tensors.items()}, str(temp_path),
-                  metadata={"format": "pt"})
+    write_tensor_file(path, tensors, metadata={"format": "pt"})
 
 
 def _write_dit(root: Path, config: WanConfig, generator: torch.Generator) -> None:

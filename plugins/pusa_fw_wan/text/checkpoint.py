@@ -27,6 +27,8 @@ from transformers import UMT5Config, UMT5EncoderModel
 
 from pusa_fw.errors import CheckpointError, InputError
 
+from pusa_fw_wan.weights import compare_keys, read_tensor_file
+
 __all__ = [
     "UMT5_XXL_DEFAULTS",
     "build_umt5_encoder",
@@ -147,44 +149,17 @@ def to_transformers_keys(
 
 
 def load_t5_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read a `.pth` / `.pt` / `.bin` (without pickle) or `.safetensors` state dict on the CPU.
+    """Read a `.pth` / `.pt` / `.bin` (without pickle, memory-mapped) or `.safetensors` state dict on the CPU.
 
     Raises:
         CheckpointError: missing file, unknown suffix, or a file that is not a plain tensor dict.
     """
-    file = Path(path).expanduser()
-    if not file.is_file():
-        raise CheckpointError(f"text-encoder checkpoint {str(file)!r} does not exist; check the path")
-    suffix = file.suffix.lower()
-    try:
-        if suffix == ".safetensors":
-            from safetensors import safe_open
-
-            with safe_open(str(file), framework="pt", device="cpu") as reader:
-                return {key: reader.get_tensor(key) for key in reader.keys()}  # noqa: SIM118
-        if suffix in (".pth", ".pt", ".bin"):
-            try:
-                loaded = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
-            except RuntimeError:  # files in the legacy (pre-zip) format cannot be memory-mapped
-                loaded = torch.load(file, map_location="cpu", weights_only=True)
-        else:
-            raise CheckpointError(
-                f"cannot read {str(file)!r}: unknown suffix {suffix!r}; use .pth or .safetensors"
-            )
-    except CheckpointError:
-        raise
-    except Exception as error:  # unpickling refusals, truncated zips, bad headers
-        raise CheckpointError(
-            f"cannot load {str(file)!r} as a plain state dict without pickle ({error}); "
-            "re-save it as safetensors or as a state dict of tensors"
-        ) from error
-    if not isinstance(loaded, dict) or not all(isinstance(value, torch.Tensor) for value in loaded.values()):
-        raise CheckpointError(f"{str(file)!r} does not hold a flat dict of tensors; save model.state_dict()")
-    return loaded
+    tensors, _ = read_tensor_file(path, what="text-encoder checkpoint")
+    return tensors
 
 
 def _shape_hint(shapes: dict[str, tuple[int, ...]]) -> str:
-    """UMT5Config values read back from checkpoint shapes, as a hint for the `**config` overrides."""
+    """UMT5Config values read back from checkpoint shapes: the fix to name when the config does not fit."""
     try:
         vocab_size, d_model = shapes["shared.weight"]
         num_layers = len({key.split(".")[2] for key in shapes if key.startswith("encoder.block.")})
@@ -192,9 +167,9 @@ def _shape_hint(shapes: dict[str, tuple[int, ...]]) -> str:
         inner = shapes["encoder.block.0.layer.0.SelfAttention.q.weight"][0]
         d_ff = shapes["encoder.block.0.layer.1.DenseReluDense.wi_0.weight"][0]
     except (KeyError, ValueError):
-        return ""
+        return "Pass the models_t5_umt5-xxl-enc file or the matching config overrides."
     return (
-        f"; the checkpoint has vocab_size={vocab_size}, d_model={d_model}, d_kv={inner // num_heads}, "
+        f"The checkpoint has vocab_size={vocab_size}, d_model={d_model}, d_kv={inner // num_heads}, "
         f"d_ff={d_ff}, num_layers={num_layers}, num_heads={num_heads}, "
         f"relative_attention_num_buckets={buckets}: pass these as config overrides"
     )
@@ -227,24 +202,7 @@ def build_umt5_encoder(
         key: tuple(value.shape) for key, value in model.state_dict().items() if key != _TIED_EMBEDDING
     }
     shapes = {key: tuple(value.shape) for key, value in state_dict.items()}
-    missing = sorted(set(expected) - set(shapes))
-    unexpected = sorted(set(shapes) - set(expected))
-    wrong = [
-        f"{key}: {shapes[key]} vs {expected[key]}"
-        for key in sorted(expected)
-        if key in shapes and shapes[key] != expected[key]
-    ]
-    if missing or unexpected or wrong:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)} tensor(s), e.g. {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)} tensor(s), e.g. {unexpected[:3]}")
-        if wrong:
-            parts.append(f"{len(wrong)} shape mismatch(es) (checkpoint vs config), e.g. {wrong[:2]}")
-        raise CheckpointError(
-            f"{source} does not fit the umT5 config: {'; '.join(parts)}{_shape_hint(shapes)}"
-        )
+    compare_keys(shapes, expected).raise_if_bad(source, "the umT5 config", _shape_hint(shapes))
     tensors = {}
     for key in list(state_dict):
         tensor = state_dict.pop(key)

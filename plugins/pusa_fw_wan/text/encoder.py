@@ -31,12 +31,12 @@ from pusa_fw_wan.text.checkpoint import (
     umt5_config,
 )
 from pusa_fw_wan.text.tokenizer import clean_prompt, load_tokenizer, tokenizer_identity
+from pusa_fw_wan.weights import CHECKPOINT_FILE_SUFFIXES
 
 __all__ = ["DEFAULT_MAX_LENGTH", "WanTextEncoder", "clean_prompt"]
 
 DEFAULT_MAX_LENGTH = 512
 _USE_DEFAULT_CACHE: Any = object()
-_WEIGHT_SUFFIXES = (".json", ".safetensors", ".bin", ".pth")
 
 
 class WanTextEncoder:
@@ -122,7 +122,7 @@ class WanTextEncoder:
             tokenizer = load_tokenizer(tokenizer)
         if source.is_dir():
             model = load_umt5_directory(source, dtype=dtype, **config)
-            identity_files = file_identity(source, _WEIGHT_SUFFIXES)
+            identity_files = file_identity(source, CHECKPOINT_FILE_SUFFIXES)
         else:
             umt5 = umt5_config(**config)  # checks the keys before the weights are read
             state_dict = to_transformers_keys(load_t5_file(source), source=str(source))

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from pusa_fw.errors import CheckpointError, InputError
-from pusa_fw.io.atomic import atomic_write_bytes
+
+from pusa_fw_wan.weights import read_tensor_file, write_tensor_file
 
 __all__ = ["PromptCache", "default_prompt_cache_dir", "file_identity"]
 
@@ -86,15 +87,10 @@ class PromptCache:
         path = self.path_for(key)
         if not path.is_file():
             return None
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         try:
-            tensors = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(
-                f"prompt cache entry {str(path)!r} is unreadable ({error}); delete it and run again"
-            ) from error
+            tensors, _ = read_tensor_file(path, what="prompt cache entry")
+        except CheckpointError as error:
+            raise CheckpointError(f"{error}; delete the entry and run again") from error
         embedding = tensors.get(_TENSOR_NAME)
         if embedding is None or embedding.ndim != 2:
             raise CheckpointError(
@@ -106,12 +102,7 @@ class PromptCache:
         """Write the embedding `[n, d_model]` of `key` atomically and return its file."""
         if embedding.ndim != 2:
             raise InputError(f"embedding must be [n, d_model], got shape {tuple(embedding.shape)}")
-        from safetensors.torch import save
-
         path = self.path_for(key)
         path.parent.mkdir(parents=True, exist_ok=True)
-        data = save(
-            {_TENSOR_NAME: embedding.detach().to("cpu").contiguous()},
-            metadata={"format": _FORMAT_VERSION, "prompt": prompt},
-        )
-        return atomic_write_bytes(path, data)
+        metadata = {"format": _FORMAT_VERSION, "prompt": prompt}
+        return write_tensor_file(path, {_TENSOR_NAME: embedding}, metadata)

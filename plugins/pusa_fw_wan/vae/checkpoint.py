@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
-
 from pusa_fw.errors import CheckpointError
 
 from pusa_fw_wan.vae.networks import VAEArchitecture
+from pusa_fw_wan.weights import compare_keys, format_key_list, read_tensor_file
 
 WAN21_LATENTS_MEAN = (
     -0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
@@ -34,7 +32,7 @@ WAN21_LATENTS_STD = (
 """Per-channel latent standard deviations hard-coded in the official ``WanVAE`` wrapper."""
 
 DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
-_WRAPPER_KEYS = ("model_state", "state_dict")
+_WHAT = "VAE checkpoint"
 _RESIDUAL_TO_DIFFUSERS = {
     "residual.0": "norm1",
     "residual.2": "conv1",
@@ -139,39 +137,8 @@ def read_vae_weights(path: str | Path, arch: VAEArchitecture, official_keys: lis
         )
     if path.is_dir():
         return _read_diffusers_dir(path, arch, official_keys)
-    tensors = _read_tensor_file(path)
+    tensors, _ = read_tensor_file(path, what=_WHAT)
     return LoadedVAEWeights(tensors, WAN21_LATENTS_MEAN, WAN21_LATENTS_STD, str(path))
-
-
-def _read_tensor_file(path: Path) -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` or a pickle-free ``.pth``/``.pt``/``.bin`` state dict."""
-    suffix = path.suffix.lower()
-    if suffix == ".safetensors":
-        try:
-            return load_file(str(path), device="cpu")
-        except (SafetensorError, OSError, ValueError) as error:
-            raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {error}") from error
-    if suffix not in (".pth", ".pt", ".bin", ".ckpt"):
-        raise CheckpointError(
-            f"VAE checkpoint {str(path)!r} has an unknown extension {suffix!r}; use .pth or .safetensors"
-        )
-    try:
-        loaded = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types here (UnpicklingError, RuntimeError, EOFError)
-        raise CheckpointError(
-            f"cannot read {str(path)!r} as a plain tensor state dict (loaded with weights_only=True): "
-            f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        ) from error
-    if isinstance(loaded, dict):
-        for wrapper in _WRAPPER_KEYS:
-            if set(loaded) == {wrapper} and isinstance(loaded[wrapper], dict):
-                loaded = loaded[wrapper]
-    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
-        raise CheckpointError(
-            f"{str(path)!r} does not hold a state dict of tensors (got {type(loaded).__name__}); "
-            "save it with torch.save(model.state_dict(), path)"
-        )
-    return dict(loaded)
 
 
 def _read_diffusers_dir(path: Path, arch: VAEArchitecture, official_keys: list[str]) -> LoadedVAEWeights:
@@ -192,13 +159,13 @@ def _read_diffusers_dir(path: Path, arch: VAEArchitecture, official_keys: list[s
     weights = next((path / name for name in DIFFUSERS_WEIGHT_FILES if (path / name).is_file()), None)
     if weights is None:
         raise CheckpointError(f"directory {str(path)!r} holds none of {list(DIFFUSERS_WEIGHT_FILES)}")
-    raw = _read_tensor_file(weights)
+    raw, _ = read_tensor_file(weights, what=_WHAT)
     by_diffusers_name = {diffusers_key(key, arch): key for key in official_keys}
     unexpected = sorted(name for name in raw if name not in by_diffusers_name)
     if unexpected:
         raise CheckpointError(
             f"{str(weights)!r} has {len(unexpected)} tensors that are not part of a Wan2.1 AutoencoderKLWan: "
-            f"{_preview(unexpected)}"
+            f"{format_key_list(unexpected)}"
         )
     state = {by_diffusers_name[name]: tensor for name, tensor in raw.items()}
     mean = tuple(float(v) for v in config.get("latents_mean", WAN21_LATENTS_MEAN))
@@ -233,40 +200,18 @@ def _check_diffusers_config(config: dict, arch: VAEArchitecture, config_path: Pa
         )
 
 
-def _preview(names: list[str], limit: int = 12) -> str:
-    """The first `limit` names, and how many more there are."""
-    shown = ", ".join(names[:limit])
-    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
-
-
 def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str) -> None:
-    """Raise a `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
+    """Raise one `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
 
     Args:
         state: the tensors read from the checkpoint (official names).
         expected: official name -> shape of every tensor the model has.
         source: checkpoint description for the message.
     """
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing keys: {_preview(missing)}")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys: {_preview(unexpected)}")
-    if problems:
-        raise CheckpointError(
-            f"{source} does not match the Wan2.1 VAE: "
-            + "; ".join(problems)
-            + ". Is it a Wan2.1 VAE checkpoint (not a DiT / Wan2.2 VAE file)?"
-        )
-    wrong = [
-        f"{key} {list(state[key].shape)} (expected {list(shape)})"
-        for key, shape in expected.items()
-        if state[key].shape != shape
-    ]
-    if wrong:
-        raise CheckpointError(f"{source} has tensors of the wrong shape: {_preview(wrong)}")
+    found = {key: tuple(tensor.shape) for key, tensor in state.items()}
+    compare_keys(found, expected).raise_if_bad(
+        source, "the Wan2.1 VAE", "Is it a Wan2.1 VAE checkpoint (not a DiT / Wan2.2 VAE file)?"
+    )
 
 
 def infer_widths(state: dict[str, torch.Tensor]) -> tuple[int | None, int | None]:

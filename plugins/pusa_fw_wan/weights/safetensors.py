@@ -13,13 +13,13 @@ import json
 import math
 import os
 import struct
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import torch
 
 from pusa_fw.errors import CheckpointError
+from pusa_fw.io.atomic import atomic_path
 
 __all__ = ["TensorInfo", "iter_tensors", "read_header", "write_streaming"]
 
@@ -123,7 +123,8 @@ def write_streaming(
     """Write a ``.safetensors`` file one tensor at a time, atomically.
 
     Args:
-        path: target file; written to a temp file in the same directory, then ``os.replace``d.
+        path: target file; written through `pusa_fw.io.atomic.atomic_path` (a temp file beside it, then
+            renamed), so a failure leaves the target untouched.
         specs: ``name -> (dtype, shape)`` in file order.
         produce: called once per name, in order; must return a tensor of that dtype and shape.
         metadata: string metadata for the header (default ``{"format": "pt"}``).
@@ -141,22 +142,13 @@ def write_streaming(
         offset += nbytes
     header_bytes = json.dumps(header, separators=(",", ":")).encode()
     header_bytes += b" " * (-len(header_bytes) % 8)
-    descriptor, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(struct.pack("<Q", len(header_bytes)))
-            handle.write(header_bytes)
-            for name, (dtype, shape) in specs.items():
-                tensor = produce(name)
-                if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
-                    raise ValueError(
-                        f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, spec says {dtype} {shape}"
-                    )
-                handle.write(
-                    memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    with atomic_path(path) as temp_path, temp_path.open("wb") as handle:
+        handle.write(struct.pack("<Q", len(header_bytes)))
+        handle.write(header_bytes)
+        for name, (dtype, shape) in specs.items():
+            tensor = produce(name)
+            if tensor.dtype != dtype or tuple(tensor.shape) != tuple(shape):
+                raise ValueError(
+                    f"tensor {name!r} is {tensor.dtype} {tuple(tensor.shape)}, spec says {dtype} {shape}"
                 )
-        os.replace(temp_name, path)
-    except BaseException:
-        if os.path.exists(temp_name):
-            os.unlink(temp_name)
-        raise
+            handle.write(memoryview(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy()))
