@@ -9,8 +9,14 @@ import zipfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-# Where the import packages live (pyproject's package discovery looks in the same three places).
-PACKAGE_ROOTS = {"pusa_fw": REPO, "pusa_fw_schedules": REPO / "schedules", "pusa_fw_wan": REPO / "plugins"}
+# pyproject's package discovery looks in these folders; every `pusa_fw*` package there must ship.
+SEARCH_ROOTS = (REPO, REPO / "schedules", REPO / "plugins")
+PACKAGE_ROOTS = {
+    package.name: root
+    for root in SEARCH_ROOTS
+    for package in root.glob("pusa_fw*")
+    if (package / "__init__.py").is_file()
+}
 
 
 def _expected_modules() -> set[str]:
@@ -49,3 +55,4 @@ def test_wheel_contains_every_subpackage(tmp_path: Path) -> None:
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "pusa_fw_wan.hooks" in text and "pusa_fw_schedules.hooks" in text and "pusa-fw" in text
+    assert {"pusa_fw", "pusa_fw_schedules", "pusa_fw_wan"} <= set(PACKAGE_ROOTS)

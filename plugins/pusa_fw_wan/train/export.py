@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from pusa_fw.errors import CheckpointError, InputError
-from pusa_fw.io.atomic import atomic_path
+
 from pusa_fw_wan.lora.names import original_to_diffusers
-from pusa_fw_wan.weights.files import read_tensor_file
+from pusa_fw_wan.weights import read_tensor_file, write_tensor_file
 
 __all__ = ["EXPORT_FORMAT", "LAYOUTS", "ExportedLora", "base_model_hash", "export_lora", "find_checkpoint"]
 
@@ -280,9 +280,5 @@ def export_lora(
                 "target_modules": sorted({str(original_to_diffusers(m)).split(".", 2)[-1] for m in pairs}),
             }
         )
-    from safetensors.torch import save_file
-
-    target = Path(out).expanduser()
-    with atomic_path(target) as temp_path:
-        save_file(_output_tensors(pairs, alpha, layout), str(temp_path), metadata=header)
+    target = write_tensor_file(out, _output_tensors(pairs, alpha, layout), metadata=header)
     return ExportedLora(target, layout, len(pairs), rank, alpha, step, header)
