@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from pusa_fw.io.atomic import atomic_path
+from pusa_fw_wan.weights import read_tensor_file, write_tensor_file
 
 __all__ = ["main", "write_random_dit"]
 
@@ -53,8 +52,7 @@ def write_random_dit(directory: Path, seed: int = 3, **overrides: int) -> torch.
     config = WanConfig(**fields)
     model = randomise_parameters(WanDiT(config), torch.Generator().manual_seed(seed)).eval()
     directory.mkdir(parents=True, exist_ok=True)
-    with atomic_path(directory / "diffusion_pytorch_model.safetensors") as temp:
-        save_file({key: value.contiguous() for key, value in model.state_dict().items()}, str(temp))
+    write_tensor_file(directory / "diffusion_pytorch_model.safetensors", model.state_dict())
     atomic_write_bytes(directory / "config.json", json.dumps(config.to_official_json()).encode())
     return model
 
@@ -152,7 +150,7 @@ def main(argv: list[str] | None = None) -> None:
                [ParallelLayout(ulysses=args.ulysses, fsdp=args.fsdp, cfg_parallel=args.cfg_parallel)])
     runtime = None
     try:
-        cases = load_file(str(args.cases))
+        cases, _ = read_tensor_file(args.cases)
         outputs = {}
         for spec, layout in zip(specs, layouts):
             runtime = init_parallel(layout, timeout_s=120)  # the process group once, new meshes per layout
@@ -163,8 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.text_encoder is not None and runtime is not None:
             outputs.update(_text_embeddings(args, runtime.shard_mesh))
         if runtime is not None and runtime.is_main:
-            with atomic_path(args.out) as temp:
-                save_file(outputs, str(temp))
+            write_tensor_file(args.out, outputs)
         dist.barrier()
     finally:
         if runtime is not None:
