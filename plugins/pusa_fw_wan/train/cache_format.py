@@ -16,7 +16,9 @@ from typing import Any
 import torch
 
 from pusa_fw.errors import CheckpointError
-from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
+from pusa_fw.io.atomic import atomic_write_bytes
+
+from pusa_fw_wan.weights import read_metadata, read_tensor_file, write_tensor_file
 
 __all__ = [
     "CLIP_FORMAT",
@@ -37,8 +39,6 @@ FORMAT_VERSION = "1"
 
 def write_clip(path: Path, latents: torch.Tensor, context: torch.Tensor, metadata: dict[str, Any]) -> None:
     """Write one clip atomically; non-string metadata values are stored as JSON."""
-    from safetensors.torch import save_file
-
     header = {"format": CLIP_FORMAT, "version": FORMAT_VERSION}
     header.update(
         {key: value if isinstance(value, str) else json.dumps(value) for key, value in metadata.items()}
@@ -47,18 +47,14 @@ def write_clip(path: Path, latents: torch.Tensor, context: torch.Tensor, metadat
         "latents": latents.detach().to(torch.float32).contiguous(),
         "context": context.detach().to(torch.float32).contiguous(),
     }
-    with atomic_path(path) as temp_path:
-        save_file(tensors, str(temp_path), metadata=header)
+    write_tensor_file(path, tensors, metadata=header)
 
 
 def read_clip_metadata(path: Path) -> dict[str, str] | None:
     """The header metadata of a clip file, or None when it is missing, unreadable or not a cache clip."""
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-    except Exception:  # safetensors raises its own error types; any failure means "not usable"
+        metadata = read_metadata(path)
+    except CheckpointError:  # any failure means "not usable"
         return None
     return metadata if metadata.get("format") == CLIP_FORMAT else None
 
@@ -69,21 +65,16 @@ def read_clip(path: Path) -> tuple[torch.Tensor, torch.Tensor, dict[str, str]]:
     Raises:
         CheckpointError: the file is missing, unreadable, or not a cache clip.
     """
-    from safetensors import safe_open
-
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = dict(handle.metadata() or {})
-            latents, context = handle.get_tensor("latents"), handle.get_tensor("context")
-    except Exception as error:
+        tensors, metadata = read_tensor_file(path, what="cache clip")
+    except CheckpointError as error:
+        raise CheckpointError(f"{error}; re-run `pusa-fw prepare` on its dataset") from error
+    if metadata.get("format") != CLIP_FORMAT or not {"latents", "context"} <= set(tensors):
         raise CheckpointError(
-            f"cache clip {str(path)!r} cannot be read ({error}); re-run `pusa-fw prepare` on its dataset"
-        ) from error
-    if metadata.get("format") != CLIP_FORMAT:
-        raise CheckpointError(
-            f"{str(path)!r} is not a pusa-fw cache clip (format {metadata.get('format')!r})"
+            f"{str(path)!r} is not a pusa-fw cache clip (format {metadata.get('format')!r}, "
+            f"tensors {sorted(tensors)})"
         )
-    return latents, context, metadata
+    return tensors["latents"], tensors["context"], metadata
 
 
 def write_index(directory: Path, entries: list[dict[str, Any]], extra: dict[str, Any]) -> Path:

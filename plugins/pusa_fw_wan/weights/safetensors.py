@@ -21,7 +21,7 @@ import torch
 from pusa_fw.errors import CheckpointError
 from pusa_fw.io.atomic import atomic_path
 
-__all__ = ["TensorInfo", "iter_tensors", "read_header", "write_streaming"]
+__all__ = ["TensorInfo", "iter_tensors", "read_header", "read_metadata", "write_streaming"]
 
 _DTYPES = {
     "F64": torch.float64,
@@ -48,13 +48,8 @@ class TensorInfo:
         self.dtype, self.shape, self.begin, self.end = dtype, shape, begin, end
 
 
-def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
-    """Tensor names, dtypes, shapes and byte ranges of a ``.safetensors`` file (reads only the header).
-
-    Raises:
-        CheckpointError: the file is missing or not a valid safetensors file.
-    """
-    path = Path(path)
+def _read_json_header(path: Path) -> tuple[dict, int]:
+    """The parsed JSON header of a ``.safetensors`` file and the byte offset where its data starts."""
     try:
         with path.open("rb") as handle:
             size_bytes = handle.read(8)
@@ -68,7 +63,30 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
         raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise CheckpointError(f"{path} is not a safetensors file (bad JSON header): {error}") from error
-    data_start = 8 + header_size
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a safetensors file (its header is not a JSON object)")
+    return header, 8 + header_size
+
+
+def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The string metadata of a ``.safetensors`` header (``{}`` when there is none); reads only the header.
+
+    Raises:
+        CheckpointError: the file is missing or not a valid safetensors file.
+    """
+    header, _ = _read_json_header(Path(path))
+    metadata = header.get("__metadata__") or {}
+    return {str(key): str(value) for key, value in metadata.items()}
+
+
+def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
+    """Tensor names, dtypes, shapes and byte ranges of a ``.safetensors`` file (reads only the header).
+
+    Raises:
+        CheckpointError: the file is missing or not a valid safetensors file.
+    """
+    path = Path(path)
+    header, data_start = _read_json_header(path)
     infos: dict[str, TensorInfo] = {}
     for name, entry in header.items():
         if name == "__metadata__":
