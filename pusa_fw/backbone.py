@@ -27,7 +27,8 @@ class Backbone(ABC):
 
         Args:
             latents: `[B, C, F, H, W]` noisy latents of the frames in the window.
-            sigmas: `[B, F]` noise level of each frame, in [0, 1] (1 = pure noise).
+            sigmas: `[B, F]` noise level of each frame, in [0, 1] (1 = pure noise); float64 from the
+                sampling loop (plans keep their levels exact), so cast with care (`1000 * sigma` in float64).
             context: conditioning the model understands (e.g. text embeddings `[B, L, D]`), or None.
 
         Returns:

@@ -23,7 +23,7 @@ def resample_grid(grid: torch.Tensor, num_steps: int) -> torch.Tensor:
         num_steps: S, the new number of steps.
 
     Returns:
-        `[S + 1, F]` float32.
+        `[S + 1, F]` float64.
     """
     grid = check_grid(grid)
     if num_steps < 1:
@@ -32,10 +32,10 @@ def resample_grid(grid: torch.Tensor, num_steps: int) -> torch.Tensor:
     position = torch.linspace(0, rows, num_steps + 1, dtype=torch.float64)
     lower = position.floor().long().clamp(max=rows - 1)
     frac = (position - lower).unsqueeze(1)
-    wide = grid.to(torch.float64)
+    wide = grid
     out = (1 - frac) * wide[lower] + frac * wide[lower + 1]
     out[0], out[-1] = wide[0], wide[-1]
-    return out.to(torch.float32)
+    return out
 
 
 def concat_frames(grids: Sequence[torch.Tensor], align: Literal["start", "end"] = "start") -> torch.Tensor:
@@ -50,7 +50,7 @@ def concat_frames(grids: Sequence[torch.Tensor], align: Literal["start", "end"] 
         align: which ends of the parts line up.
 
     Returns:
-        `[max R_k + 1, sum F_k]` float32.
+        `[max R_k + 1, sum F_k]` float64.
     """
     if not grids:
         raise PlanError("concat_frames needs at least one grid")
@@ -60,7 +60,7 @@ def concat_frames(grids: Sequence[torch.Tensor], align: Literal["start", "end"] 
     for g in checked:
         missing = rows - g.shape[0]
         if align == "start":
-            pad = torch.zeros(missing, g.shape[1])
+            pad = torch.zeros(missing, g.shape[1], dtype=g.dtype)
             padded.append(torch.cat([g, pad]))
         elif align == "end":
             padded.append(torch.cat([g[:1].expand(missing, -1), g]))

@@ -26,8 +26,9 @@ from typing import Any
 import torch
 
 from .errors import PlanError
+from .flow import SIGMA_DTYPE
 
-_EXACT_DTYPE = torch.float32
+_EXACT_DTYPE = SIGMA_DTYPE  # plans are tiny; float64 keeps every level exact all the way to the backbone
 
 
 def _check_shape(name: str, tensor: torch.Tensor, shape: tuple[int, ...]) -> None:
@@ -40,8 +41,8 @@ class Plan:
     """A validated, explicit sampling plan (see the module docstring for the meaning of each field).
 
     Attributes:
-        sigmas: `[S + 1, N]` float32 state levels.
-        input_sigmas: `[S, N]` float32 levels shown to the model.
+        sigmas: `[S + 1, N]` float64 state levels.
+        input_sigmas: `[S, N]` float64 levels shown to the model (they reach the backbone in float64).
         windows: `[S, 2]` int64 ``(start, stop)`` per step.
         held: `[N]` bool, frames with a given source latent.
         ring: whether windows wrap around the end of the timeline.

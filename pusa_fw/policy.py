@@ -40,7 +40,7 @@ class ConditioningPolicy(BaseModel, ABC):
         """Shape held frames' paths.
 
         Args:
-            base: `[S + 1, K]` float32 base sigmas of K held frames (non-increasing, last row 0).
+            base: `[S + 1, K]` float64 base sigmas of K held frames (non-increasing, last row 0).
 
         Returns:
             A `FramePath` with state levels `[S + 1, K]` (last row 0) and input levels `[S, K]`.

@@ -14,6 +14,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from .errors import PlanError
+from .flow import SIGMA_DTYPE
 
 
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
@@ -22,9 +23,9 @@ def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
 
 
 def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -> torch.Tensor:
-    """The synchronous sequence of Wan and Pusa: `[num_steps + 1]` float32, first `shift(sigma_max)`, last 0.
+    """The synchronous sequence of Wan and Pusa: `[num_steps + 1]` float64, first `shift(sigma_max)`, last 0.
 
-    ``s = linspace(sigma_max, 0, num_steps + 1)`` shifted, computed in float64 and rounded once to float32.
+    ``s = linspace(sigma_max, 0, num_steps + 1)`` shifted, in float64 (`SIGMA_DTYPE`), never rounded.
     ``sigma_max=1`` gives Pusa's Euler grid; ``sigma_max=0.999`` gives Wan's UniPC grid (`set_timesteps`).
     """
     if num_steps < 1:
@@ -34,20 +35,20 @@ def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -
     if not 0 < sigma_max <= 1:
         raise PlanError(f"sigma_max={sigma_max} must be in (0, 1]")
     base = torch.linspace(sigma_max, 0.0, num_steps + 1, dtype=torch.float64)
-    return shift_sigmas(base, shift).to(torch.float32)
+    return shift_sigmas(base, shift).to(SIGMA_DTYPE)
 
 
 def check_grid(grid: torch.Tensor, num_latent_frames: int | None = None) -> torch.Tensor:
     """Validate a base grid `[S + 1, F]`: finite, in [0, 1], non-increasing per frame, last row 0.
 
     Returns:
-        The grid as contiguous float32.
+        The grid as contiguous float64 (`SIGMA_DTYPE`).
     """
     if grid.dim() != 2 or grid.shape[0] < 2:
         raise PlanError(f"a schedule grid must be [S+1, F] with S >= 1, got shape {tuple(grid.shape)}")
     if num_latent_frames is not None and grid.shape[1] != num_latent_frames:
         raise PlanError(f"grid has {grid.shape[1]} frames, expected {num_latent_frames}")
-    grid = grid.to(torch.float32).contiguous()
+    grid = grid.to(SIGMA_DTYPE).contiguous()
     bad = ~torch.isfinite(grid) | (grid < 0) | (grid > 1)
     if bad.any():
         row, frame = (int(v) for v in bad.nonzero()[0])
@@ -79,7 +80,7 @@ class TimestepSchedule(BaseModel, ABC):
         """Return the raw grid `[R + 1, num_latent_frames]` (R may exceed `num_steps`, e.g. for staircases)."""
 
     def grid(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
-        """The validated grid `[R + 1, num_latent_frames]` float32 for `num_steps` steps of the base sequence."""
+        """The validated grid `[R + 1, num_latent_frames]` float64 for `num_steps` steps of the base sequence."""
         if num_latent_frames < 1:
             raise PlanError(f"num_latent_frames={num_latent_frames} must be >= 1")
         if num_steps < 1:

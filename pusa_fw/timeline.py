@@ -17,6 +17,7 @@ from typing import Any, Sequence
 import torch
 
 from .errors import PlanError
+from .flow import SIGMA_DTYPE
 from .plan import Plan
 from .schedule import TimestepSchedule
 from .task import Hold, apply_holds
@@ -108,7 +109,7 @@ def compose_timeline(
         raise PlanError("the windows must generate every latent frame of the timeline exactly once")
     blocks = [schedule.grid(len(layout.new), num_steps) for layout in layouts]
     total = sum(block.shape[0] - 1 for block in blocks)
-    grid = torch.ones(total + 1, num_latent_frames)
+    grid = torch.ones(total + 1, num_latent_frames, dtype=SIGMA_DTYPE)
     windows = torch.zeros(total, 2, dtype=torch.int64)
     row = 0
     for layout, block in zip(layouts, blocks):

@@ -98,7 +98,7 @@ def test_extension_transition_v2v_hold_the_right_frames() -> None:
     assert [(h.frame, h.source, h.source_frame) for h in holds] == [
         (0, "video", 0), (1, "video", 1), (6, "video_b", 0), (7, "video_b", 1), (8, "video_b", 2)]
     v2v = lookup("tasks", "v2v")(strength=0.6).plan(num_frames=17, num_steps=10)
-    assert bool(v2v.held.all()) and torch.allclose(v2v.sigmas[0], torch.tensor(0.6))
+    assert bool(v2v.held.all()) and torch.allclose(v2v.sigmas[0], torch.tensor(0.6, dtype=torch.float64))
     assert v2v.num_steps < 10  # frozen leading steps were pruned
     with pytest.raises(PlanError, match="leaves nothing to generate"):
         lookup("tasks", "extension")(given_frames=33).plan(33)

@@ -45,8 +45,8 @@ class SamplerRule(ABC):
             frames: the window's timeline indices (`[W]` int64) or slice, to address per-frame state.
             latents: `[B, C, W, H, W']` window latents at `sigma_from`.
             velocity: `[B, C, W, H, W']` (guided) velocity at `sigma_from`.
-            sigma_from: `[W]` float32 current levels (on the latents' device).
-            sigma_to: `[W]` float32 target levels; frames with `sigma_to == sigma_from` must stay unchanged.
+            sigma_from: `[W]` float64 current levels from the plan (on the latents' device).
+            sigma_to: `[W]` float64 target levels; frames with `sigma_to == sigma_from` must stay unchanged.
             remaining: `[W]` int64 updates each frame has left in its run, this one included.
 
         Returns:

@@ -6,7 +6,7 @@ own history, because on a staircase or rolling plan the frames walk their sequen
 a frame's corrector and predictor use *its* previous levels. With all frames sharing one sequence this is
 exactly the scalar solver (the predictor order is `min(2, updates so far + 1, updates left)`; the corrector
 uses the order chosen at the frame's previous update). Coefficients are computed in float32 from the plan's
-float32 sigmas, as the official scheduler does.
+sigmas rounded to float32, as the official scheduler does (the backbone still sees the float64 levels).
 
 Both updates are linear in the latents involved, so each is evaluated as one weighted sum whose per-frame
 weights `[W]` already encode the order; no per-order branch touches the large tensors.
@@ -145,6 +145,9 @@ class UniPC(SamplerRule):
         remaining: torch.Tensor,
     ) -> tuple[torch.Tensor, Any]:
         moving = sigma_to < sigma_from
+        # The plan's float64 levels went to the backbone; the coefficients are formed in float32, as the
+        # official scheduler forms them.
+        sigma_from, sigma_to = sigma_from.to(torch.float32), sigma_to.to(torch.float32)
         count = state.count[frames].clone()
         sigma_s = state.sigma[frames].clone()
         sigma_prev = state.sigma_prev[frames].clone()

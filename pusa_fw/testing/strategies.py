@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
+from ..flow import SIGMA_DTYPE
 from ..geometry import WAN21_GEOMETRY, LatentGeometry
 from ..plan import Plan
 from ..policy import ConditioningPolicy
@@ -47,7 +48,7 @@ def base_grids(draw: st.DrawFn, max_frames: int = 8, max_steps: int = 8) -> torc
         # Levels below 1e-4 become 0: a sigma of 1e-45 is no schedule anyone runs, and the exact-velocity
         # backbone divides by sigma.
         inner = sorted((v if v >= 1e-4 else 0.0 for v in column), reverse=True)
-        columns.append(torch.tensor([1.0, *inner, 0.0], dtype=torch.float32))
+        columns.append(torch.tensor([1.0, *inner, 0.0], dtype=SIGMA_DTYPE))
     return torch.stack(columns, dim=1)
 
 

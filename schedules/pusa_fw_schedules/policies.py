@@ -128,7 +128,7 @@ class RampStrength(ConditioningPolicy):
         out = base.clone()
         for k in range(base.shape[1]):
             column = base[:, k]
-            moved = torch.cat([torch.zeros(1), (column[1:] < column[:-1]).float().cumsum(0)])
+            moved = torch.cat([column.new_zeros(1), (column[1:] < column[:-1]).to(column.dtype).cumsum(0)])
             total = max(float(moved[-1]), 1.0)
             strength = self.start + (self.end - self.start) * (moved / total)
             out[:, k] = torch.minimum(column, 1.0 - strength)
