@@ -17,6 +17,34 @@ from .errors import PlanError
 from .flow import SIGMA_DTYPE
 
 
+MAX_NUM_STEPS = 10_000
+"""More steps than any sampler needs (Wan uses 50); a larger count is a typo, not a request."""
+MAX_PLAN_CELLS = 20_000_000
+"""Steps x latent frames of one plan: a 10-minute rolling video at 30 steps per window is ~9M cells."""
+
+
+def check_plan_size(num_rows: int, num_latent_frames: int) -> None:
+    """Refuse a plan too large to hold before anything is allocated.
+
+    Args:
+        num_rows: steps (grid rows) of the plan.
+        num_latent_frames: latent frames of its timeline.
+
+    Raises:
+        PlanError: a count is above `MAX_NUM_STEPS`, or the plan has more than `MAX_PLAN_CELLS` cells.
+    """
+    if num_rows > MAX_NUM_STEPS:
+        raise PlanError(
+            f"a plan of {num_rows} steps is more than {MAX_NUM_STEPS}; use fewer steps (Wan uses 50) or, for a "
+            "rolling video, fewer frames"
+        )
+    if num_rows * num_latent_frames > MAX_PLAN_CELLS:
+        raise PlanError(
+            f"a plan of {num_rows} steps x {num_latent_frames} latent frames has more than {MAX_PLAN_CELLS} "
+            "cells; use fewer frames or steps (or generate the video in parts)"
+        )
+
+
 def shift_sigmas(sigmas: torch.Tensor, shift: float) -> torch.Tensor:
     """Apply the flow-matching time shift `shift * s / (1 + (shift - 1) * s)` (float64 in, float64 out)."""
     return shift * sigmas / (1 + (shift - 1) * sigmas)
@@ -30,6 +58,7 @@ def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -
     """
     if num_steps < 1:
         raise PlanError(f"num_steps={num_steps} must be >= 1")
+    check_plan_size(num_steps, 1)
     if not shift > 0:
         raise PlanError(f"shift={shift} must be > 0")
     if not 0 < sigma_max <= 1:
@@ -85,4 +114,5 @@ class TimestepSchedule(BaseModel, ABC):
             raise PlanError(f"num_latent_frames={num_latent_frames} must be >= 1")
         if num_steps < 1:
             raise PlanError(f"num_steps={num_steps} must be >= 1")
+        check_plan_size(num_steps, num_latent_frames)
         return check_grid(self.build(num_latent_frames, num_steps), num_latent_frames)

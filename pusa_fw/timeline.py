@@ -19,7 +19,7 @@ import torch
 from .errors import PlanError
 from .flow import SIGMA_DTYPE
 from .plan import Plan
-from .schedule import TimestepSchedule
+from .schedule import TimestepSchedule, check_plan_size
 from .task import Hold, apply_holds
 
 
@@ -107,8 +107,10 @@ def compose_timeline(
     covered = sorted(f for layout in layouts for f in layout.new)
     if covered != list(range(num_latent_frames)):
         raise PlanError("the windows must generate every latent frame of the timeline exactly once")
+    check_plan_size(len(layouts) * num_steps, num_latent_frames)
     blocks = [schedule.grid(len(layout.new), num_steps) for layout in layouts]
     total = sum(block.shape[0] - 1 for block in blocks)
+    check_plan_size(total, num_latent_frames)
     grid = torch.ones(total + 1, num_latent_frames, dtype=SIGMA_DTYPE)
     windows = torch.zeros(total, 2, dtype=torch.int64)
     row = 0

@@ -144,10 +144,10 @@ class UniPC(SamplerRule):
         sigma_to: torch.Tensor,
         remaining: torch.Tensor,
     ) -> tuple[torch.Tensor, Any]:
-        moving = sigma_to < sigma_from
         # The plan's float64 levels went to the backbone; the coefficients are formed in float32, as the
-        # official scheduler forms them.
+        # official scheduler forms them (a step that vanishes in float32, e.g. 1e-77 -> 0, is the identity).
         sigma_from, sigma_to = sigma_from.to(torch.float32), sigma_to.to(torch.float32)
+        moving = sigma_to < sigma_from
         count = state.count[frames].clone()
         sigma_s = state.sigma[frames].clone()
         sigma_prev = state.sigma_prev[frames].clone()
