@@ -59,8 +59,8 @@ def shifted_sigmas(num_steps: int, shift: float = 5.0, sigma_max: float = 1.0) -
     if num_steps < 1:
         raise PlanError(f"num_steps={num_steps} must be >= 1")
     check_plan_size(num_steps, 1)
-    if not shift > 0:
-        raise PlanError(f"shift={shift} must be > 0")
+    if not 0 < shift < float("inf"):
+        raise PlanError(f"shift={shift} must be a finite number > 0 (Wan uses 5.0)")
     if not 0 < sigma_max <= 1:
         raise PlanError(f"sigma_max={sigma_max} must be in (0, 1]")
     base = torch.linspace(sigma_max, 0.0, num_steps + 1, dtype=torch.float64)

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
+
+from .errors import InputError
+
+
+MAX_SEED = 2**64 - 1
+"""The largest seed a torch generator takes (seeds are unsigned 64-bit integers)."""
 
 
 def make_generator(seed: int) -> torch.Generator:
-    """A CPU generator seeded with `seed`."""
+    """A CPU generator seeded with `seed`.
+
+    Raises:
+        InputError: `seed` is not an integer in ``[0, MAX_SEED]``.
+    """
+    try:
+        value = None if isinstance(seed, bool) else operator.index(seed)
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= MAX_SEED:
+        raise InputError(f"seed={seed!r} must be an integer in [0, 2**64 - 1]; e.g. seed=0")
     generator = torch.Generator(device="cpu")
-    generator.manual_seed(int(seed))
+    generator.manual_seed(value)
     return generator
 
 

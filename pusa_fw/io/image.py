@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,25 @@ RESIZE_POLICIES: tuple[str, ...] = ("center-crop", "letterbox")
 RGB = tuple[int, int, int]
 
 
+MAX_IMAGE_PIXELS = 128_000_000
+"""Largest image read (a 108 MP phone photo fits; a 20000x20000 one, 1.2 GB decoded, does not)."""
+MIN_IMAGE_SIDE = 2
+"""Smallest image side read: a one-pixel line or dot is a degenerate image, not a picture to condition on."""
+
+
+def _check_image_size(file: Path, width: int, height: int) -> None:
+    if width * height > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"image {str(file)!r} is {width}x{height} pixels, more than {MAX_IMAGE_PIXELS // 1_000_000} MP; "
+            "downscale it first (the model works at 480p/720p)"
+        )
+    if min(width, height) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"image {str(file)!r} is {width}x{height} pixels; give an image at least "
+            f"{MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} (ideally the video's size)"
+        )
+
+
 def read_image(path: str | os.PathLike[str], *, background: RGB = (0, 0, 0)) -> Image.Image:
     """Open an image file as an RGB Pillow image.
 
@@ -59,15 +79,26 @@ def read_image(path: str | os.PathLike[str], *, background: RGB = (0, 0, 0)) -> 
         A fully loaded RGB image (the file is closed).
 
     Raises:
-        InputError: the file is missing or cannot be decoded as an image.
+        InputError: the file is missing, cannot be decoded as an image, is larger than
+            `MAX_IMAGE_PIXELS` or has a side shorter than `MIN_IMAGE_SIDE`.
     """
     file = Path(path).expanduser()
     if not file.is_file():
         raise InputError(f"image file {str(file)!r} does not exist; check the path")
     try:
-        with Image.open(file) as opened:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is checked below
+            opened = Image.open(file)
+        with opened:
+            _check_image_size(file, *opened.size)  # from the header, before decoding anything
             opened.load()
             image = ImageOps.exif_transpose(opened)
+    except InputError:
+        raise
+    except Image.DecompressionBombError as error:  # Pillow refuses it in the header, before our check
+        raise InputError(
+            f"image {str(file)!r} is larger than {MAX_IMAGE_PIXELS // 1_000_000} MP ({error}); downscale it first"
+        ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(
             f"cannot decode image {str(file)!r} ({error}); the file is corrupt or not an image: "

@@ -33,7 +33,7 @@ def staircase(sequence: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
 class _ShiftedSequence(TimestepSchedule, ABC):
     """Shared parameters: every built-in grid walks the shifted Wan/Pusa sequence."""
 
-    shift: float = Field(5.0, gt=0, description="flow-matching time shift")
+    shift: float = Field(5.0, gt=0, allow_inf_nan=False, description="flow-matching time shift")
     sigma_max: float = Field(1.0, gt=0, le=1, description="unshifted start level (Wan's UniPC uses 0.999)")
 
     def sequence(self, num_steps: int) -> torch.Tensor:

@@ -38,9 +38,12 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     broken_model.mkdir()
     header_size_16 = b"\x10" + b"\x00" * 7
     (broken_model / "diffusion_pytorch_model.safetensors").write_bytes(header_size_16 + b"{bad json")
+    dot = folder / "dot.png"
+    save_image(dot, torch.zeros(3, 1, 1))
+    (folder / "taken.mp4").mkdir()
     bad_toml = folder / "bad.toml"
     bad_toml.write_text('prompt = "a cat"\nstepz = 3\n')
-    return {"bad_toml": bad_toml, "image": image, "clip": clip, "broken_image": broken_image,
+    return {"bad_toml": bad_toml, "image": image, "dot": dot, "clip": clip, "broken_image": broken_image,
             "broken_video": broken_video, "lora": lora, "foreign_lora": foreign_lora,
             "broken_model": broken_model, "folder": folder}
 
@@ -68,6 +71,12 @@ ERROR_CASES = [
      "broken_model"),
     ("output folder missing", ["--out", "{folder}/no/such/dir/out.mp4"], "does not exist; create it first"),
     ("output not mp4", ["--out", "{folder}/out.avi"], "must end in .mp4"),
+    ("output is a directory", ["--out", "{folder}/taken.mp4"], "is a directory; give a file name inside it"),
+    ("special output file", ["--out", "/dev/null"], "must end in .mp4"),
+    ("seed beyond 64 bits", ["--seed", str(2**64)], "--seed: Input should be less than or equal to"),
+    ("oversized frame", ["--height", "20000", "--width", "20000"], "less than or equal to 4096"),
+    ("infinite shift", ["--shift", "inf"], "--shift: Input should be a finite number"),
+    ("one-pixel image", ["--task", "i2v", "--image", "{dot}"], "is 1x1 pixels"),
     ("missing input", ["--task", "i2v"], "needs image: give --image PATH"),
     ("unused input", ["--task", "t2v", "--image", "{image}"], "does not use image"),
     ("option of another task", ["--task", "i2v", "--image", "{image}", "--window", "9"],

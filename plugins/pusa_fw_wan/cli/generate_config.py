@@ -33,6 +33,7 @@ from pydantic import (
 from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
 from pusa_fw.guidance import Guidance
+from pusa_fw.seeding import MAX_SEED
 
 __all__ = [
     "GenerateConfig",
@@ -42,6 +43,9 @@ __all__ = [
     "load_run_file",
     "validate_config",
 ]
+
+MAX_VIDEO_SIDE = 4096
+"""Largest height or width generate takes (Wan is trained at 480p and 720p; 4K is already far beyond)."""
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -150,16 +154,22 @@ class GenerateConfig(BaseModel):
         "image", description="encode keyframes as one-frame latents (Pusa) or as a still 4-frame chunk"
     )
     num_frames: int = Field(81, ge=1, description="pixel frames (4n+1 for Wan2.1; checked against the codec)")
-    height: int = Field(480, ge=1, description="pixel height (a multiple of 16 for Wan2.1; checked against the codec)")
-    width: int = Field(832, ge=1, description="pixel width (a multiple of 16 for Wan2.1; checked against the codec)")
+    height: int = Field(
+        480, ge=1, le=MAX_VIDEO_SIDE,
+        description="pixel height (a multiple of 16 for Wan2.1; checked against the codec)",
+    )
+    width: int = Field(
+        832, ge=1, le=MAX_VIDEO_SIDE,
+        description="pixel width (a multiple of 16 for Wan2.1; checked against the codec)",
+    )
     num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps)")
-    shift: float = Field(5.0, gt=0, description="sigma shift of the schedule")
+    shift: float = Field(5.0, gt=0, allow_inf_nan=False, description="sigma shift of the schedule")
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
     history_guidance: float = Field(
         1.0, ge=0, description="history guidance scale: held/history frames vs noise (1 = off)"
     )
     sampler: str = Field("euler", description="registered sampler (euler, unipc)")
-    seed: int = Field(0, ge=0, description="noise seed")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed, 0 .. 2**64 - 1")
     model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")
     vae: Path | None = Field(None, description="VAE file (default: Wan2.1_VAE.pth/.safetensors in --model)")
     text_encoder: Path | None = Field(
