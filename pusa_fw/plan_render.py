@@ -14,6 +14,8 @@ import torch
 from .io.atomic import atomic_path
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from .plan import Plan
 
 LEGEND = (
@@ -67,39 +69,74 @@ def render_table(plan: Plan, max_frames: int = 64) -> str:
     return "\n".join(lines)
 
 
-def save_heatmap(plan: Plan, path: str | os.PathLike[str]) -> None:
-    """Draw `plan` as a frames-by-steps heatmap and write it as a PNG, atomically.
+def draw_heatmap(plan: Plan) -> Figure:
+    """Draw `plan` as a frames-by-steps heatmap (a matplotlib figure on the Agg backend; close it after use).
+
+    Frames are rows and steps columns (the last column is the end state), both with integer ticks; steps
+    where a frame lies outside the window are shaded; held frames are marked in a strip of their own
+    beside the heatmap (never on the tick labels); the title is sized to stay inside the figure.
 
     Args:
         plan: the plan to draw.
-        path: output PNG file; its directory must exist.
+
+    Returns:
+        The figure; its axes are the heatmap, the held-frame strip (title "held") and the colorbar.
     """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
+    from matplotlib.colors import ListedColormap
+    from matplotlib.ticker import MaxNLocator
+    from mpl_toolkits.axes_grid1 import make_axes_locatable
 
+    steps, frames = plan.num_steps, plan.num_latent_frames
     sig = plan.sigmas.T.numpy()
-    fig_w = min(18.0, 2.5 + 0.18 * (plan.num_steps + 1))
-    fig_h = min(14.0, 1.8 + 0.22 * plan.num_latent_frames)
+    outside = torch.cat([~plan.window_mask(), torch.zeros(1, frames, dtype=torch.bool)]).T.numpy()
+    fig_w = min(18.0, max(5.5, 3.0 + 0.18 * (steps + 1)))
+    fig_h = min(14.0, max(3.2, 1.8 + 0.22 * frames))
     fig, ax = plt.subplots(figsize=(fig_w, fig_h), dpi=100)
-    image = ax.imshow(sig, aspect="auto", cmap="magma", vmin=0.0, vmax=1.0, interpolation="nearest")
-    outside = (~plan.window_mask()).T.numpy()
-    ax.imshow(
-        outside, aspect="auto", cmap="Greys", alpha=0.25 * outside.astype(float), extent=(-0.5, plan.num_steps - 0.5,
-                                                                                         plan.num_latent_frames - 0.5, -0.5),
-        interpolation="nearest",
-    )
-    for frame in plan.held.nonzero().squeeze(1).tolist():
-        ax.annotate("held", xy=(-0.5, frame), xytext=(-0.9, frame), fontsize=6, color="tab:cyan",
-                    ha="right", va="center", annotation_clip=False)
-    ax.set_xlabel("step (last column: end)")
+    extent = (-0.5, steps + 0.5, frames - 0.5, -0.5)
+    cells = {"aspect": "auto", "interpolation": "nearest", "vmin": 0.0, "vmax": 1.0}
+    image = ax.imshow(sig, cmap="magma", extent=extent, **cells)
+    ax.imshow(outside, cmap=ListedColormap([(0, 0, 0, 0), (0.5, 0.5, 0.5, 0.55)]), extent=extent, **cells)
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(MaxNLocator(integer=True, nbins="auto"))
+    ax.set_xlim(-0.5, steps + 0.5)
+    ax.set_ylim(frames - 0.5, -0.5)
+    ax.set_xlabel(f"step (column {steps} = end state; grey = outside the window)")
     ax.set_ylabel("latent frame")
-    ax.set_title(f"{plan.meta.get('task', 'plan')}: sigma per frame and step ({plan.model_calls()} model calls)")
-    fig.colorbar(image, ax=ax, label="sigma (1 = noise)")
+    divider = make_axes_locatable(ax)
+    strip = divider.append_axes("right", size=0.18, pad=0.08)
+    held = plan.held.numpy()[:, None].astype(float)
+    held_colours = ListedColormap([(1, 1, 1, 0), (0.1, 0.75, 0.85, 1)])
+    strip.imshow(held, cmap=held_colours, extent=(0, 1, frames - 0.5, -0.5), **cells)
+    strip.set_xticks([])
+    strip.set_yticks([])
+    strip.set_title("held", fontsize=7, color=(0.1, 0.55, 0.65))
+    colorbar_axis = divider.append_axes("right", size=0.18, pad=0.45)
+    fig.colorbar(image, cax=colorbar_axis, label="sigma (1 = noise)")
+    title = (
+        f"{plan.meta.get('task', 'plan')}: sigma per frame and step\n"
+        f"{frames} latent frames, {steps} steps, {plan.model_calls()} model calls"
+    )
+    ax.set_title(title, fontsize=9)
     fig.tight_layout()
+    return fig
+
+
+def save_heatmap(plan: Plan, path: str | os.PathLike[str]) -> None:
+    """Draw `plan` with `draw_heatmap` and write it as a PNG, atomically.
+
+    Args:
+        plan: the plan to draw.
+        path: output PNG file; its directory must exist.
+    """
+    import matplotlib.pyplot as plt
+
+    fig = draw_heatmap(plan)
     try:
         with atomic_path(path) as temporary:
-            fig.savefig(temporary, format="png")
+            fig.savefig(temporary, format="png", bbox_inches="tight")
     finally:
         plt.close(fig)

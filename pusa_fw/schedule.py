@@ -35,8 +35,8 @@ def check_plan_size(num_rows: int, num_latent_frames: int) -> None:
     """
     if num_rows > MAX_NUM_STEPS:
         raise PlanError(
-            f"a plan of {num_rows} steps is more than {MAX_NUM_STEPS}; use fewer steps (Wan uses 50) or, for a "
-            "rolling video, fewer frames"
+            f"a plan of {num_rows} steps is more than {MAX_NUM_STEPS}; use fewer steps (Wan uses 50) or, "
+            "for a rolling video, fewer frames"
         )
     if num_rows * num_latent_frames > MAX_PLAN_CELLS:
         raise PlanError(
@@ -109,7 +109,7 @@ class TimestepSchedule(BaseModel, ABC):
         """Return the raw grid `[R + 1, num_latent_frames]` (R may exceed `num_steps`, e.g. for staircases)."""
 
     def grid(self, num_latent_frames: int, num_steps: int) -> torch.Tensor:
-        """The validated grid `[R + 1, num_latent_frames]` float64 for `num_steps` steps of the base sequence."""
+        """The validated grid `[R + 1, num_latent_frames]` (float64) for `num_steps` steps of the sequence."""
         if num_latent_frames < 1:
             raise PlanError(f"num_latent_frames={num_latent_frames} must be >= 1")
         if num_steps < 1:

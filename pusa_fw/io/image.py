@@ -97,7 +97,8 @@ def read_image(path: str | os.PathLike[str], *, background: RGB = (0, 0, 0)) -> 
         raise
     except Image.DecompressionBombError as error:  # Pillow refuses it in the header, before our check
         raise InputError(
-            f"image {str(file)!r} is larger than {MAX_IMAGE_PIXELS // 1_000_000} MP ({error}); downscale it first"
+            f"image {str(file)!r} is larger than {MAX_IMAGE_PIXELS // 1_000_000} MP ({error}); "
+            "downscale it first"
         ) from error
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
         raise InputError(
