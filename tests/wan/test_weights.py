@@ -116,6 +116,9 @@ def test_key_report_is_the_set_difference_and_the_shape_check(found: dict, expec
 
 
 _IO_MODULES = {"safetensors", "tempfile"}
+# A training checkpoint directory is swapped in whole (a temporary directory, then a rename); the core's
+# atomic writer works per file, so that module keeps its directory-level tempfile/os.replace.
+_DIRECTORY_SWAPS = {"train/checkpoint.py": {"import tempfile", "os.replace"}}
 
 
 def _weight_io(tree: ast.AST) -> list[tuple[int, str]]:
@@ -143,5 +146,6 @@ def test_no_module_outside_weights_reads_or_writes_weight_files_itself() -> None
         for module in sorted(PLUGIN.rglob("*.py"))
         if module.parent.name != "weights"
         for line, what in _weight_io(ast.parse(module.read_text()))
+        if what not in _DIRECTORY_SWAPS.get(module.relative_to(PLUGIN).as_posix(), set())
     ]
     assert not offenders, f"weight file I/O outside pusa_fw_wan.weights: {offenders}"

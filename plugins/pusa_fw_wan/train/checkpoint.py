@@ -29,11 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
-
 from pusa_fw.errors import CheckpointError
 from pusa_fw.io.atomic import atomic_write_bytes
+
+from pusa_fw_wan.weights import read_metadata, read_tensor_file, write_tensor_file
 
 __all__ = [
     "CheckpointFiles",
@@ -90,8 +89,7 @@ def _fsync_path(path: Path) -> None:
 def _save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    contiguous = {key: value.detach().cpu().contiguous() for key, value in tensors.items()}
-    save_file(contiguous, str(path), metadata=metadata)
+    write_tensor_file(path, tensors, metadata)
 
 
 def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | None) -> Path:
@@ -189,8 +187,12 @@ def _verify(directory: Path) -> dict[str, int]:
 
 
 def _metadata(path: Path) -> dict[str, str]:
-    with safe_open(str(path), framework="pt") as handle:
-        return dict(handle.metadata() or {})
+    return read_metadata(path)
+
+
+def _read_tensors(path: str) -> dict[str, torch.Tensor]:
+    """The tensors of one file of the checkpoint (through the one weights reader)."""
+    return read_tensor_file(path, what="training checkpoint file")[0]
 
 
 def read_checkpoint(directory: Path) -> CheckpointFiles:
@@ -207,13 +209,13 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
         return json.loads((directory / name).read_text(encoding="utf-8"))
 
     return CheckpointFiles(
-        weights=load_file(str(weights_path)),
+        weights=_read_tensors(str(weights_path)),
         weights_kind=kind,
         weights_metadata=_metadata(weights_path),
-        ema=load_file(str(directory / "ema.safetensors")) if "ema.safetensors" in files else None,
-        optimizer_tensors=load_file(str(directory / "optimizer.safetensors")),
+        ema=_read_tensors(str(directory / "ema.safetensors")) if "ema.safetensors" in files else None,
+        optimizer_tensors=_read_tensors(str(directory / "optimizer.safetensors")),
         optimizer_json=read_json("optimizer.json"),
-        rng=load_file(str(directory / "rng.safetensors")),
+        rng=_read_tensors(str(directory / "rng.safetensors")),
         trainer_state=read_json("trainer_state.json"),
         config=read_json("config.json"),
     )
