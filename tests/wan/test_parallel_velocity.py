@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from pusa_fw.errors import InputError
 
-from pusa_fw_wan.cli.generate_config import WAN_DEFAULT_NEGATIVE_PROMPT
+from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.parallel import ParallelLayout, frame_ranges, valid_sizes
 from pusa_fw_wan.parallel.launch import run_torchrun
 from pusa_fw_wan.parallel.ulysses import check_heads
