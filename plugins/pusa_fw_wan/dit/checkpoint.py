@@ -134,7 +134,7 @@ def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
         CheckpointError: unreadable files or unknown layout.
     """
     files = find_checkpoint_files(path)
-    raw_shapes = _read_shapes(files.weight_files)
+    raw_shapes = read_shapes(files.weight_files, what=_WHAT)
     prefix = strip_prefix(raw_shapes)
     unprefixed = [key[len(prefix) :] for key in raw_shapes]
     diffusers = is_diffusers_naming(unprefixed)
