@@ -41,6 +41,7 @@ from .validation import plan_sigma_vectors, validation_losses
 __all__ = ["TrainResult", "Trainer"]
 
 ProgressCallback = Callable[[dict[str, Any]], None]
+ValidationHook = Callable[["Trainer", dict[str, Any]], None]
 
 
 @dataclass
@@ -137,12 +138,21 @@ class Trainer:
 
     # ------------------------------------------------------------------ loop
 
-    def run(self, *, stop_at: int | None = None, progress: ProgressCallback | None = None) -> TrainResult:
+    def run(
+        self,
+        *,
+        stop_at: int | None = None,
+        progress: ProgressCallback | None = None,
+        on_validation: ValidationHook | None = None,
+    ) -> TrainResult:
         """Train up to ``config.max_steps`` (or `stop_at`, then save a checkpoint to resume from).
 
         Args:
             stop_at: stop after this many optimizer steps in total (for pausing a run).
             progress: called after every optimizer step with ``{"step", "loss", "lr", ...}``.
+            on_validation: called as ``on_validation(trainer, metrics)`` after each validation (every
+                ``validation.every`` steps), e.g. to render a short clip from any task's plan with
+                ``trainer.model`` (put it in ``eval()`` mode for that, and back in ``train()`` after).
         """
         config = self.config
         target = min(config.max_steps, stop_at) if stop_at is not None else config.max_steps
@@ -174,7 +184,10 @@ class Trainer:
                 metrics.update(sigma_bin_losses(*last, bins=config.validation.sigma_bins))
                 self._write(metrics)
             if config.validation.every and self.step % config.validation.every == 0:
-                self._write({"step": self.step, **self.validate()})
+                validation = {"step": self.step, **self.validate()}
+                self._write(validation)
+                if on_validation is not None:
+                    on_validation(self, validation)
             if progress is not None:
                 progress({"step": self.step, "target": target, **metrics})
             if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
