@@ -38,6 +38,7 @@ def build_model(config: TrainConfig) -> tuple[nn.Module, list[str]]:
     else:
         model.requires_grad_(True)
     model.enable_gradient_checkpointing(config.gradient_checkpointing)
+    model.train()  # a loaded checkpoint comes in eval mode; train mode takes the lean training forward
     return model, targets
 
 
