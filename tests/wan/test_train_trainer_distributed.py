@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 LAUNCH_TIMEOUT_S = 240
 
 
-def _torchrun(out: Path) -> subprocess.CompletedProcess[str]:
+def _torchrun(out: Path, *phase: str) -> subprocess.CompletedProcess[str]:
     command = [
         sys.executable,
         "-m",
@@ -27,6 +27,7 @@ def _torchrun(out: Path) -> subprocess.CompletedProcess[str]:
         "--nproc_per_node=2",
         str(Path(worker.__file__)),
         str(out),
+        *phase,
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen(
@@ -54,3 +55,17 @@ def test_trainer_under_torchrun_matches_one_process(tmp_path, one_thread):
             assert expected.keys() == got.keys(), f"{name}/{file}: different tensors"
             for key, tensor in expected.items():
                 torch.testing.assert_close(got[key], tensor, rtol=1e-5, atol=1e-6, msg=f"{name}/{file}:{key}")
+
+
+@pytest.mark.slow  # ~60 s: two 2-process torchrun launches and the straight run
+def test_fsdp_run_stopped_and_resumed_under_torchrun_ends_identical(tmp_path, one_thread):
+    for phase in ("all", "pause", "resume"):
+        launched = _torchrun(tmp_path, phase)
+        assert launched.returncode == 0, f"{phase}: {launched.stderr[-3000:]}"
+    straight = tmp_path / "fsdp_full-fsdp" / "checkpoints" / "step-0000003"
+    resumed = tmp_path / "fsdp_full-fsdp-resumed" / "checkpoints" / "step-0000003"
+    for file in ("model.safetensors", "ema.safetensors", "optimizer.safetensors"):
+        expected, got = load_file(str(straight / file)), load_file(str(resumed / file))
+        assert expected.keys() == got.keys()
+        for key, tensor in expected.items():
+            assert torch.equal(got[key], tensor), f"{file}:{key} differs after an FSDP2 resume"

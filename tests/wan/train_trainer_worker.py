@@ -5,7 +5,8 @@ Usage (what `test_train_trainer_distributed.py` runs):
 
 Each scenario trains 3 steps on global batches of 3 samples (split 2 + 1 over two ranks, so one rank gets
 a zero-weight padding copy), with held frames and an EMA, and rank 0 writes its checkpoint under OUT.
-`run_scenario(OUT, name, "none")` is the single-process reference on the same config.
+`run_scenario(OUT, name, "none")` is the single-process reference on the same config. With a second
+argument ``pause`` then ``resume``, the FSDP2 run stops after step 2 and a new launch resumes it.
 """
 
 from __future__ import annotations
@@ -18,10 +19,9 @@ import torch
 SCENARIOS = {"ddp_lora": ("ddp", "lora"), "fsdp_full": ("fsdp", "full")}
 
 
-def run_scenario(out: Path, name: str, strategy: str | None = None) -> Path | None:
-    """Train scenario `name` (with `strategy` instead of its own, e.g. "none"); the last checkpoint."""
+def scenario_config(out: Path, name: str, strategy: str | None = None, suffix: str = ""):
+    """The config of scenario `name` (with `strategy` instead of its own, e.g. "none")."""
     from pusa_fw_wan.testing.train import tiny_config
-    from pusa_fw_wan.train import Trainer
 
     own_strategy, mode = SCENARIOS[name]
     strategy = strategy or own_strategy
@@ -33,15 +33,29 @@ def run_scenario(out: Path, name: str, strategy: str | None = None) -> Path | No
         "ema_decay": 0.9,
         "ptss.held_probability": 0.5,
     }
-    trainer = Trainer(tiny_config(out / f"{name}-{strategy}", mode=mode, **overrides))
-    return trainer.run().checkpoint
+    return tiny_config(out / f"{name}-{strategy}{suffix}", mode=mode, **overrides)
 
 
-def main(out: Path) -> None:
+def run_scenario(out: Path, name: str, strategy: str | None = None) -> Path | None:
+    """Train scenario `name` to the end; the last checkpoint."""
+    from pusa_fw_wan.train import Trainer
+
+    return Trainer(scenario_config(out, name, strategy)).run().checkpoint
+
+
+def main(out: Path, phase: str) -> None:
+    """Phase "all": every scenario straight; "pause" / "resume": fsdp_full stopped at step 2 / resumed."""
+    from pusa_fw_wan.train import Trainer
+
     torch.set_num_threads(1)
-    for name in SCENARIOS:
-        run_scenario(out, name)
+    if phase == "all":
+        for name in SCENARIOS:
+            run_scenario(out, name)
+    elif phase == "pause":
+        Trainer(scenario_config(out, "fsdp_full", suffix="-resumed")).run(stop_at=2)
+    else:
+        Trainer.resume(out / "fsdp_full-fsdp-resumed").run()
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else "all")

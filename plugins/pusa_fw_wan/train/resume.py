@@ -115,14 +115,35 @@ def restore(trainer: Trainer, directory: Path) -> None:
                     f"checkpoint {directory} has no tensor {name!r}; it is from another run"
                 )
             context.load_tensor(tensor, saved.weights[name])
-    load_optimizer_state(trainer.optimizer, trainer.names, saved.optimizer_tensors, saved.optimizer_json)
+    if context.inner is not None and context.inner.strategy == "fsdp":
+        _load_sharded_optimizer_state(trainer, saved)
+    else:
+        load_optimizer_state(trainer.optimizer, trainer.names, saved.optimizer_tensors, saved.optimizer_json)
     if trainer.ema is not None and saved.ema is not None:
-        trainer.ema.load(saved.ema)
+        trainer.ema.load(saved.ema, context.load_tensor)
     set_rng_state(saved.rng, context.rank)
     trainer.step = int(state["step"])
     trainer.position = OrderPosition(epoch=int(state["epoch"]), batch=int(state["batch"]))
     if context.is_main:
         _truncate_log(trainer.run_dir / "log.jsonl", trainer.step)
+
+
+def _load_sharded_optimizer_state(trainer: Trainer, saved: CheckpointFiles) -> None:
+    """FSDP2: hand the full AdamW state, keyed by parameter path, to torch's sharding-aware loader."""
+    from .state_dicts import load_full_optimizer_state
+
+    if list(saved.optimizer_json["param_names"]) != list(trainer.names):
+        raise CheckpointError("the checkpoint's optimizer holds other parameters than this run trains")
+    paths = [path for path, parameter in trainer.model.named_parameters() if parameter.requires_grad]
+    by_name = dict(zip(trainer.names, paths, strict=True))
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in saved.optimizer_tensors.items():
+        name, _, slot = key.rpartition(".")
+        state.setdefault(by_name[name], {})[slot] = value
+    groups = [
+        {**group, "betas": tuple(group["betas"]), "params": paths} for group in saved.optimizer_json["param_groups"]
+    ]
+    load_full_optimizer_state(trainer.model, trainer.optimizer, {"state": state, "param_groups": groups})
 
 
 def _truncate_log(path: Path, step: int) -> None:

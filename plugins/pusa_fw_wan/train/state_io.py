@@ -8,7 +8,7 @@ restored bit for bit.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -101,8 +101,9 @@ class EMA:
         for name, parameter in tensors.items():
             self.shadow[name].lerp_(parameter.detach().float(), 1.0 - self.decay)
 
-    def load(self, saved: dict[str, torch.Tensor]) -> None:
+    def load(self, saved: dict[str, torch.Tensor], copy: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        """Copy saved full tensors into the shadow with `copy(target, value)` (sharding-aware)."""
         if set(saved) != set(self.shadow):
             raise CheckpointError("the checkpoint's EMA holds other tensors than this run trains")
         for name, value in saved.items():
-            self.shadow[name].copy_(value)
+            copy(self.shadow[name], value)
