@@ -49,6 +49,9 @@ PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging")
 """Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
 
+RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_",)
+"""Dotted-key prefixes that may change on resume too (renders never touch the training trajectory)."""
+
 _SECTION = ConfigDict(frozen=True, extra="forbid")
 
 
@@ -121,6 +124,25 @@ class ValidationSection(BaseModel):
     num_samples: int = Field(2, ge=1, description="held-out samples (the last ones of the source)")
     sigma_bins: int = Field(5, ge=1, description="equal-width sigma bins of the per-bin loss")
     seed: int = 1234
+    render_tasks: tuple[str, ...] = Field(
+        (), description="registered tasks to render (mp4 + contact sheet) from the current/EMA weights"
+    )
+    render_every: int | None = Field(None, ge=1, description="render every N steps (None: validation.every)")
+    render_num_steps: int = Field(4, ge=1, description="sampler steps of a render")
+    render_seed: int = Field(0, description="noise seed of every render")
+
+    @property
+    def render_interval(self) -> int:
+        """Steps between renders (0: never)."""
+        if not self.render_tasks:
+            return 0
+        return self.render_every if self.render_every is not None else self.every
+
+    @model_validator(mode="after")
+    def _render_interval(self) -> ValidationSection:
+        if self.render_tasks and self.render_interval == 0:
+            raise ValueError("validation.render_tasks needs validation.render_every or validation.every > 0")
+        return self
 
 
 class CheckpointSection(BaseModel):
@@ -244,7 +266,7 @@ def config_differences(saved: TrainConfig, given: TrainConfig) -> list[str]:
     new = _flatten(given.model_dump(mode="json"))
     differences = []
     for key in sorted(set(old) | set(new)):
-        if key.split(".")[0] in RESUMABLE_CHANGES:
+        if key.split(".")[0] in RESUMABLE_CHANGES or key.startswith(RESUMABLE_PREFIXES):
             continue
         if old.get(key) != new.get(key):
             differences.append(f"{key}: run has {old.get(key)!r}, given {new.get(key)!r}")

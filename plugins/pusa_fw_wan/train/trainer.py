@@ -31,6 +31,7 @@ from .config import TrainConfig
 from .metrics import MetricsLog, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel_seam import local_context, start_distributed
+from .renders import RenderSetup, build_render_tasks, load_render_codec, render_tasks, swapped_weights
 from .resume import check_resume_config, find_checkpoint, restore, snapshot
 from .source import TrainingSource
 from .sources import open_source
@@ -84,6 +85,7 @@ class Trainer:
         self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
         self._validation_indices = held_out
         self._validation_plans: list[Any] | None = None
+        self._renders = self._render_setup()
         if resume_from is not None:
             restore(self, resume_from)
         else:
@@ -125,6 +127,20 @@ class Trainer:
                 "lower it"
             )
         return list(range(count - section.num_samples, count))
+
+    def _render_index(self) -> int:
+        """The sample renders use (prompt, held frames): the first held-out one, else the last."""
+        return self._validation_indices[0] if self._validation_indices else len(self.source) - 1
+
+    def _render_setup(self) -> RenderSetup | None:
+        section = self.config.validation
+        if not section.render_tasks:
+            return None
+        if getattr(self.context.inner, "strategy", "none") == "fsdp":
+            raise InputError("validation.render_tasks is not supported with FSDP (sharded weights); clear it")
+        codec = load_render_codec(self.config.model.path)
+        latents_count = int(self.source.load(self._render_index()).latents.shape[1])
+        return RenderSetup(codec, build_render_tasks(section.render_tasks, latents_count, codec.geometry))
 
     def _start_run_dir(self) -> None:
         if (self.run_dir / "checkpoints" / "latest").exists():
@@ -188,6 +204,9 @@ class Trainer:
                 self._write(validation)
                 if on_validation is not None:
                     on_validation(self, validation)
+            interval = config.validation.render_interval
+            if interval and self.step % interval == 0 and self.context.is_main:
+                self.render()
             if progress is not None:
                 progress({"step": self.step, "target": target, **metrics})
             if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
@@ -265,6 +284,31 @@ class Trainer:
             )
         finally:
             self.model.train()
+
+    def render(self) -> list[Path]:
+        """Write ``<run>/renders/step-XXXXXXX/<task>.mp4|.png`` for every render task (see `renders`).
+
+        Uses the EMA weights when EMA is on (swapped in and restored bit-exactly), else the current ones.
+        Call it on the main rank only; it needs ``validation.render_tasks``.
+        """
+        if self._renders is None:
+            raise InputError("no validation.render_tasks configured; set them to render")
+        section = self.config.validation
+        index = self._render_index()
+        batch = collate([self.source.load(index)], [index], self.context.device)
+        shadow = self.ema.shadow if self.ema is not None else None
+        with swapped_weights(self.tensors, shadow):
+            return render_tasks(
+                self.model,
+                self._renders,
+                latents=batch.latents,
+                context=batch.context,
+                directory=self.run_dir / "renders" / f"step-{self.step:07d}",
+                num_steps=section.render_num_steps,
+                seed=section.render_seed,
+                weights="ema" if shadow is not None else "current",
+                step=self.step,
+            )
 
     # ------------------------------------------------------------------ checkpoints
 

@@ -23,7 +23,7 @@ from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 
 from .step import Batch, draw_seed
 
-__all__ = ["ValidationPlan", "plan_sigma_vectors", "validation_losses"]
+__all__ = ["ValidationPlan", "plan_sigma_vectors", "task_params", "validation_losses"]
 
 _PLAN_STEPS = 4
 
@@ -37,10 +37,13 @@ class ValidationPlan:
     counted: torch.Tensor
 
 
-def _task_params(name: str, num_latent_frames: int) -> dict[str, Any]:
+def task_params(
+    name: str, num_latent_frames: int, geometry: LatentGeometry = WAN21_GEOMETRY
+) -> dict[str, Any]:
+    """Clip-dependent `get_task` parameters of a validation task (extension: the first half is given)."""
     if name == "extension":  # hold the first half of the latents (at least one), clean
         given = max(num_latent_frames // 2, 1)
-        return {"given_frames": WAN21_GEOMETRY.num_frames(given), "strengths": [1.0]}
+        return {"given_frames": geometry.num_frames(given), "strengths": [1.0]}
     return {}
 
 
@@ -59,7 +62,7 @@ def plan_sigma_vectors(
     plans = []
     for name in names:
         try:
-            task = get_task(name, **_task_params(name, num_latent_frames))
+            task = get_task(name, **task_params(name, num_latent_frames, geometry))
             plan = task.plan(num_frames=num_frames, num_steps=num_steps, geometry=geometry)
         except (KeyError, ValueError) as error:
             raise InputError(
