@@ -46,3 +46,13 @@ def register_backbones(register: Register) -> None:
 @hookspec
 def register_commands(register: Register) -> None:
     """Register CLI sub-commands (objects with ``name``, ``help``, ``add_arguments(parser)``, ``run(args)``)."""
+
+
+@hookspec
+def register_model_formats(register: Register) -> None:
+    """Register model formats (`pusa_fw.model_formats.ModelFormat`: ``name``, ``detect``, ``geometry``, ``load``)."""
+
+
+@hookspec
+def register_training_sources(register: Register) -> None:
+    """Register training-source factories (``factory(**options) -> TrainingSource``; pass ``name=``)."""

@@ -31,6 +31,8 @@ KINDS: tuple[str, ...] = (
     "samplers",
     "backbones",
     "commands",
+    "model_formats",
+    "training_sources",
 )
 """The component kinds, one per ``register_<kind>`` hook in `pusa_fw.hookspecs`."""
 
@@ -238,3 +240,7 @@ class Registry:
     def backbone(self, name: str) -> Any:
         """The backbone factory registered under ``name``."""
         return self.get("backbones", name)
+
+    def model_formats(self) -> list[Any]:
+        """Every registered `pusa_fw.model_formats.ModelFormat`, sorted by name."""
+        return [entry.component for entry in self.entries("model_formats")]

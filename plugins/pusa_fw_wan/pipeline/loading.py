@@ -6,9 +6,9 @@ the same directory: ``Wan2.1_VAE.pth`` (or ``.safetensors``) and ``models_t5_umt
 ``google/umt5-xxl/`` (the release layout). The umT5 size is read from the tensor shapes of a
 ``.safetensors`` encoder, so small test encoders load without extra settings.
 
-A directory holding a ``toy.json`` is a toy model of the ``pusa_fw_toy`` plugin (a `WanDiT` checkpoint
-with a pixel-unshuffle codec and a word-level text encoder); its codec and text encoder stand in for the
-VAE and umT5 and everything else runs the same way.
+A directory claimed by a registered model format (``register_model_formats``, `pusa_fw.model_formats`)
+is loaded by that format instead: its codec and text encoder stand in for the VAE and umT5 and everything
+else runs the same way. This module names no such plugin; it asks the registry.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ __all__ = [
     "umt5_overrides",
 ]
 
-TOY_MANIFEST = "toy.json"
 VAE_NAMES = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
 TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -34,12 +33,17 @@ _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torc
 
 @dataclass(frozen=True)
 class ModelPaths:
-    """Resolved model files (tokenizer None: the text encoder's own default)."""
+    """Resolved model files (tokenizer None: the text encoder's own default).
+
+    ``format`` names the registered model format that claimed the directory (then ``dit``, ``vae`` and
+    ``text_encoder`` are all that directory); None for the Wan2.1 release layout.
+    """
 
     dit: Path
     vae: Path
     text_encoder: Path
     tokenizer: Path | None
+    format: str | None = None
 
 
 @dataclass
@@ -88,6 +92,20 @@ def _find(directory: Path, names: tuple[str, ...], what: str, flag: str) -> Path
     )
 
 
+def _detect_format(folder: Path) -> Any | None:
+    """The registered model format that claims `folder`, or None (the Wan2.1 release layout)."""
+    from pusa_fw.model_formats import detect_model_format
+    from pusa_fw.plugins import get_registry
+
+    return detect_model_format(folder, get_registry().model_formats())
+
+
+def _format(name: str) -> Any:
+    from pusa_fw.plugins import get_registry
+
+    return get_registry().get("model_formats", name)
+
+
 def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path | None,
                         tokenizer: Path | None) -> ModelPaths:
     """Fill in the VAE, text encoder and tokenizer from the model directory where not given.
@@ -101,13 +119,14 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
     if not model.exists():
         raise CheckpointError(f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V checkpoint folder")
     folder = model if model.is_dir() else model.parent
-    if (folder / TOY_MANIFEST).is_file():
+    claimed = _detect_format(folder)
+    if claimed is not None:
         if vae is not None or text_encoder is not None or tokenizer is not None:
             raise InputError(
-                f"--model {str(model)!r} is a toy model (it has {TOY_MANIFEST}) with its own codec and text "
+                f"--model {str(model)!r} is a {claimed.name!r} model with its own codec and text "
                 "encoder; drop --vae, --text-encoder and --tokenizer"
             )
-        return ModelPaths(dit=folder, vae=folder / TOY_MANIFEST, text_encoder=folder / TOY_MANIFEST, tokenizer=None)
+        return ModelPaths(dit=folder, vae=folder, text_encoder=folder, tokenizer=None, format=claimed.name)
     vae = vae.expanduser() if vae is not None else _find(folder, VAE_NAMES, "VAE", "--vae")
     text_encoder = (text_encoder.expanduser() if text_encoder is not None
                     else _find(folder, TEXT_ENCODER_NAMES, "text encoder", "--text-encoder"))
@@ -126,12 +145,10 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
 def model_geometry(paths: ModelPaths) -> Any:
     """The `LatentGeometry` of the models at `paths`, read without loading any weights.
 
-    A toy model's comes from its ``toy.json``; a Wan2.1 set has the Wan-VAE's (`WAN21_GEOMETRY`).
+    A registered model format's comes from that format; a Wan2.1 set has the Wan-VAE's (`WAN21_GEOMETRY`).
     """
-    if paths.vae.name == TOY_MANIFEST:
-        from pusa_fw_toy.model_dir import read_spec
-
-        return read_spec(paths.dit).codec.geometry()
+    if paths.format is not None:
+        return _format(paths.format).geometry(paths.dit)
     from pusa_fw.geometry import WAN21_GEOMETRY
 
     return WAN21_GEOMETRY
@@ -181,20 +198,18 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
     for path, _strength in loras:
         if not path.expanduser().is_file():
             raise CheckpointError(f"--lora {str(path)!r} does not exist; check the path")
-    toy = None
-    if paths.vae.name == TOY_MANIFEST:
-        from pusa_fw_toy.model_dir import load_toy_models
-
-        toy = load_toy_models(paths.dit, dtype=dtype, device=home)
-        dit = toy.dit
+    other = None
+    if paths.format is not None:
+        other = _format(paths.format).load(paths.dit, dtype=dtype, device=home)
+        dit = other.dit
     else:
         dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home).eval().requires_grad_(False)
     report = None
     if loras:
         specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]
         report = apply_loras(dit, specs, merge=True)
-    if toy is not None:
-        return LoadedModels(dit=dit, vae=toy.codec, text_encoder=toy.text_encoder, lora_report=report, dtype=dtype)
+    if other is not None:
+        return LoadedModels(dit=dit, vae=other.vae, text_encoder=other.text_encoder, lora_report=report, dtype=dtype)
     vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=home)
     cache: dict[str, Any] = {} if prompt_cache else {"cache_dir": None}
     text_encoder = WanTextEncoder.from_pretrained(

@@ -4,7 +4,8 @@ A factory is called as ``factory(**options)`` (``options`` from the config's ``d
 returns a `TrainingSource`. Built in: ``"random"`` (`InMemorySource.random`, for tests and smoke runs).
 Known by name without registration: ``"cache"`` (the latent cache of ``pusa-fw prepare``,
 `pusa_fw_wan.train.cache.LatentCache`; a ``data.source`` that is an existing directory opens it as the
-cache) and ``"toy-world"`` (the toy plugin's on-the-fly world). Others register with `register_source`.
+cache). Plugins add factories through the ``register_training_sources`` hook (the registry kind
+``training_sources``); code registers them with `register_source`.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ SourceFactory = Callable[..., TrainingSource]
 _FACTORIES: dict[str, SourceFactory] = {}
 _LAZY: dict[str, str] = {
     "cache": "pusa_fw_wan.train.cache:LatentCache",  # options: directory, context_length, expect_codec
-    "toy-world": "pusa_fw_toy.source:open_world",  # options: model_dir, length, seed_offset, caption_dropout
 }
 
 
@@ -50,7 +50,9 @@ def register_source(name: str, factory: SourceFactory) -> None:
 
 def registered_sources() -> list[str]:
     """Names usable as ``data.source``."""
-    return sorted(set(_FACTORIES) | set(_LAZY))
+    from pusa_fw.plugins import get_registry
+
+    return sorted(set(_FACTORIES) | set(_LAZY) | set(get_registry().names("training_sources")))
 
 
 def _import_factory(spec: str) -> SourceFactory:
@@ -67,8 +69,13 @@ def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
     Raises:
         InputError: an unknown name, a factory that cannot be imported, or options it does not take.
     """
+    from pusa_fw.plugins import get_registry
+
+    plugged = get_registry()
     if source in _FACTORIES:
         factory = _FACTORIES[source]
+    elif ("training_sources", source) in plugged:
+        factory = plugged.get("training_sources", source)
     elif source in _LAZY:
         factory = _import_factory(_LAZY[source])
     elif ":" in source and not Path(source).exists():

@@ -15,6 +15,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from pusa_fw.errors import InputError
+
 __all__ = ["TextEmbedder", "VideoCodec", "WanCodec", "WanTextEmbedder", "identity_of", "load_wan_encoders"]
 
 
@@ -139,6 +141,11 @@ def load_wan_encoders(
         return None if value is None else Path(value)
 
     paths = resolve_model_paths(as_path(model), as_path(vae), as_path(text_encoder), as_path(tokenizer))
+    if paths.format is not None:
+        raise InputError(
+            f"--model {str(model)!r} is a {paths.format!r} model, not a Wan2.1 checkpoint; prepare encodes with "
+            "the Wan-VAE and umT5 (train such a model from its own training source instead)"
+        )
     where = resolve_device(device)
     text_dtype = resolve_dtype(dtype, where)
     loaded_vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=where)

@@ -1,0 +1,90 @@
+"""Plugin boundaries: the Wan plugin names no other plugin, and the core imports neither plugin.
+
+The toy plugin reaches the Wan loader only through registered model formats and training sources.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import pusa_fw
+import pusa_fw_wan
+from pusa_fw.model_formats import detect_model_format
+from pusa_fw.plugins import get_registry
+
+
+
+def _imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
+    """Every module an import statement in `path` names (top level, in functions, relative ones resolved)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*parent, base] if base else parent)
+            found.append((node.lineno, base))
+    return found
+
+
+def _modules(package: object) -> list[tuple[Path, str]]:
+    root = Path(package.__file__).parent  # type: ignore[attr-defined]
+    return [(path, ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1]))
+            for path in sorted(root.rglob("*.py"))]
+
+
+def _offending(package: object, forbidden: set[str]) -> list[str]:
+    return [f"{path.name}:{line} imports {name}" for path, dotted in _modules(package)
+            for line, name in _imported_modules(path, dotted) if name.split(".")[0] in forbidden]
+
+
+def test_wan_plugin_imports_no_toy_module() -> None:
+    assert len(_modules(pusa_fw_wan)) > 40, "the walk must see the whole Wan plugin"
+    offending = _offending(pusa_fw_wan, {"pusa_fw_toy"})
+    assert not offending, "pusa_fw_wan must not import pusa_fw_toy:\n" + "\n".join(offending)
+
+
+def test_wan_plugin_does_not_even_name_the_toy_plugin() -> None:
+    """No string, lazy ``module:factory`` spec or comment of the Wan plugin names the toy package."""
+    named = [str(path) for path, _ in _modules(pusa_fw_wan) if "pusa_fw_toy" in path.read_text(encoding="utf-8")]
+    assert not named, f"pusa_fw_wan names pusa_fw_toy in {named}"
+
+
+def test_core_imports_neither_plugin() -> None:
+    offending = _offending(pusa_fw, {"pusa_fw_wan", "pusa_fw_toy"})
+    assert not offending, "the core must not import a plugin:\n" + "\n".join(offending)
+
+
+def test_the_walk_catches_a_lazy_toy_import(tmp_path: Path) -> None:
+    fake = tmp_path / "probe.py"
+    fake.write_text("def f():\n    from pusa_fw_toy.model_dir import read_spec\n")
+    assert [name for _, name in _imported_modules(fake, "pusa_fw_wan.pipeline")] == ["pusa_fw_toy.model_dir"]
+
+
+def test_the_toy_plugin_registers_its_format_and_source(tmp_path: Path) -> None:
+    registry = get_registry()
+    assert registry.entry("model_formats", "pusa-fw-toy").plugin == "toy"
+    assert registry.entry("training_sources", "toy-world").plugin == "toy"
+    formats = registry.model_formats()
+    assert detect_model_format(tmp_path, formats) is None, "an empty directory is no registered format"
+    (tmp_path / "toy.json").write_text("{}")
+    assert detect_model_format(tmp_path, formats).name == "pusa-fw-toy"
+
+
+def test_a_toy_dir_resolves_through_the_registered_format(tmp_path: Path) -> None:
+    from pusa_fw.errors import InputError
+    from pusa_fw_wan.pipeline.loading import model_geometry, resolve_model_paths
+
+    from pusa_fw_toy.model_dir import ToyModelSpec
+
+    (tmp_path / "toy.json").write_text(ToyModelSpec().model_dump_json())
+    paths = resolve_model_paths(tmp_path, None, None, None)
+    assert paths.format == "pusa-fw-toy" and paths.vae == tmp_path
+    assert model_geometry(paths) == ToyModelSpec().codec.geometry()
+    with pytest.raises(InputError, match="drop --vae"):
+        resolve_model_paths(tmp_path, tmp_path / "vae.pth", None, None)
