@@ -45,7 +45,10 @@ class ToyInitCommand:
         from pusa_fw_toy.model_dir import ToyModelSpec, build_toy_dir
         from pusa_fw_toy.world import WorldConfig
 
-        frames = args.num_frames or (4 * args.temporal_stride + 1 if args.wan_layout else 9)
+        frames = args.num_frames if args.num_frames is not None else (
+            4 * args.temporal_stride + 1 if args.wan_layout else 9)
+        if frames < 2:
+            raise InputError(f"toy-init: --num-frames {frames} is too few; a world clip needs at least 2 frames")
         try:
             codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout)
             world = WorldConfig(num_frames=frames, speed=8.0 / (frames - 1))

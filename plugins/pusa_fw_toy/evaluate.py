@@ -57,8 +57,8 @@ class EvalConfig(BaseModel):
 
     base: Path = Field(description="toy model directory of the base model")
     loras: list[Path] = Field(default_factory=list, description="VTA LoRA files, one per training seed")
-    num_seeds: int = Field(128, ge=1, description="held-out world seeds per task")
-    first_seed: int = Field(HELD_OUT_SEED_BASE, ge=0, description="first held-out seed")
+    num_seeds: int = Field(128, ge=1, le=1_000_000, description="held-out world seeds per task")
+    first_seed: int = Field(HELD_OUT_SEED_BASE, ge=0, le=2**62, description="first held-out seed")
     tasks: list[str] = Field(default_factory=lambda: list(TASK_SETUPS), min_length=1, description="tasks")
     steps: int = Field(20, ge=1, description="sampling steps")
     shift: float = Field(2.0, gt=0, description="sigma shift")

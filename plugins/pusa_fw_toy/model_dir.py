@@ -107,6 +107,10 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
 
     Returns:
         The directory.
+
+    Raises:
+        InputError: the parent is not a directory, the path is a file, or the seed is out of range; nothing
+            is written then (nor for sizes the `WanConfig` rejects).
     """
     from safetensors.torch import save_file
 
@@ -114,12 +118,16 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
 
     root = Path(directory).expanduser()
     if not root.parent.is_dir():
-        raise InputError(f"cannot create {str(root)!r}: {str(root.parent)!r} does not exist; create it first")
-    root.mkdir(exist_ok=True)
+        raise InputError(f"cannot create {str(root)!r}: {str(root.parent)!r} is not a directory; create it first")
+    if root.exists() and not root.is_dir():
+        raise InputError(f"cannot create {str(root)!r}: it is an existing file; pass a new or toy model directory")
+    if not 0 <= seed < 2**63 - 1:
+        raise InputError(f"seed {seed} is out of range; use 0 <= seed < 2**63 - 1")
     spec = spec or ToyModelSpec()
-    config = toy_wan_config(spec, **dit_sizes)
+    config = toy_wan_config(spec, **dit_sizes)  # every check before anything is written
     torch.manual_seed(seed)
     dit = WanDiT(config)
+    root.mkdir(exist_ok=True)
     if randomise:
         from pusa_fw_wan.testing.tiny import randomise_parameters
 

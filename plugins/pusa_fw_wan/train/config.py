@@ -46,6 +46,11 @@ __all__ = [
 PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 """Pusa's LoRA targets: q, k, v, o of self- and cross-attention and both FFN linears, in every block."""
 
+MAX_SEED = 2**63 - 2
+"""Largest seed (torch generators take 64-bit seeds; some streams add 1)."""
+MAX_STEPS = 2**31 - 1
+"""Largest ``max_steps`` (beyond it step counters and schedules stop being meaningful)."""
+
 RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging")
 """Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
 
@@ -123,13 +128,13 @@ class ValidationSection(BaseModel):
     plans: tuple[str, ...] = ("t2v", "i2v", "start-end", "extension")
     num_samples: int = Field(2, ge=1, description="held-out samples (the last ones of the source)")
     sigma_bins: int = Field(5, ge=1, description="equal-width sigma bins of the per-bin loss")
-    seed: int = 1234
+    seed: int = Field(1234, ge=0, le=MAX_SEED, description="seed of the validation noise")
     render_tasks: tuple[str, ...] = Field(
         (), description="registered tasks to render (mp4 + contact sheet) from the current/EMA weights"
     )
     render_every: int | None = Field(None, ge=1, description="render every N steps (None: validation.every)")
     render_num_steps: int = Field(4, ge=1, description="sampler steps of a render")
-    render_seed: int = Field(0, description="noise seed of every render")
+    render_seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed of every render")
 
     @property
     def render_interval(self) -> int:
@@ -166,8 +171,8 @@ class TrainConfig(BaseModel):
 
     model_config = _SECTION
     output_dir: str = Field(description="run directory (config.json, log.jsonl, checkpoints/)")
-    max_steps: int = Field(ge=1, description="optimizer steps of the whole run")
-    seed: int = 0
+    max_steps: int = Field(ge=1, le=MAX_STEPS, description="optimizer steps of the whole run")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the weights' init, the data order and PTSS")
     mode: Literal["lora", "full"] = "lora"
     model: ModelSection
     lora: LoraSection = LoraSection()
