@@ -49,6 +49,16 @@ class ModelFormat(Protocol):
         """
         ...
 
+    def codec(self, path: Path) -> Any:
+        """The codec alone, in eval mode on the CPU.
+
+        Its ``decode`` maps latents ``(B, C, F, H, W)`` to pixels ``(B, 3, T, H', W')``.
+
+        Raises:
+            CheckpointError: the directory's manifest is missing or invalid.
+        """
+        ...
+
     def load(self, path: Path, *, dtype: Any, device: Any) -> FormatModels:
         """Load the models in `path` onto `device` (the DiT in `dtype`).
 

@@ -51,7 +51,8 @@ def test_wan_plugin_imports_no_toy_module() -> None:
 
 def test_wan_plugin_does_not_even_name_the_toy_plugin() -> None:
     """No string, lazy ``module:factory`` spec or comment of the Wan plugin names the toy package."""
-    named = [str(path) for path, _ in _modules(pusa_fw_wan) if "pusa_fw_toy" in path.read_text(encoding="utf-8")]
+    named = [str(path) for path, _ in _modules(pusa_fw_wan)
+             if "pusa_fw_toy" in path.read_text(encoding="utf-8")]
     assert not named, f"pusa_fw_wan names pusa_fw_toy in {named}"
 
 

@@ -48,7 +48,9 @@ class ToyInitCommand:
         frames = args.num_frames if args.num_frames is not None else (
             4 * args.temporal_stride + 1 if args.wan_layout else 9)
         if frames < 2:
-            raise InputError(f"toy-init: --num-frames {frames} is too few; a world clip needs at least 2 frames")
+            raise InputError(
+                f"toy-init: --num-frames {frames} is too few; a world clip needs at least 2 frames"
+            )
         try:
             codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout)
             world = WorldConfig(num_frames=frames, speed=8.0 / (frames - 1))

@@ -1,4 +1,5 @@
-"""Plugin hooks of ``pusa_fw_toy``: the replacement policy, the toy model format and the ``toy-init`` / ``toy-pack`` / ``eval-toy`` commands.
+"""Plugin hooks of ``pusa_fw_toy``: the replacement policy, the toy model format, the ``toy-world`` training
+source and the ``toy-init`` / ``toy-pack`` / ``eval-toy`` commands.
 
 Nothing heavy is imported here; the commands import torch and the models when they run.
 """
@@ -13,7 +14,9 @@ from pusa_fw_toy.cli import EvalToyCommand, ToyInitCommand, ToyPackCommand
 from pusa_fw_toy.model_format import ToyModelFormat
 from pusa_fw_toy.policies import Replacement
 
-__all__ = ["register_commands", "register_conditioning_policies", "register_model_formats", "register_training_sources"]
+__all__ = [
+    "register_commands", "register_conditioning_policies", "register_model_formats", "register_training_sources",
+]
 
 
 @hookimpl

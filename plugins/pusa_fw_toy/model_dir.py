@@ -118,9 +118,13 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
 
     root = Path(directory).expanduser()
     if not root.parent.is_dir():
-        raise InputError(f"cannot create {str(root)!r}: {str(root.parent)!r} is not a directory; create it first")
+        raise InputError(
+            f"cannot create {str(root)!r}: {str(root.parent)!r} is not a directory; create it first"
+        )
     if root.exists() and not root.is_dir():
-        raise InputError(f"cannot create {str(root)!r}: it is an existing file; pass a new or toy model directory")
+        raise InputError(
+            f"cannot create {str(root)!r}: it is an existing file; pass a new or toy model directory"
+        )
     if not 0 <= seed < 2**63 - 1:
         raise InputError(f"seed {seed} is out of range; use 0 <= seed < 2**63 - 1")
     spec = spec or ToyModelSpec()

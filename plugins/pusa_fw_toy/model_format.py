@@ -32,6 +32,13 @@ class ToyModelFormat:
 
         return read_spec(path).codec.geometry()
 
+    def codec(self, path: Path) -> Any:
+        """The pixel-unshuffle codec described by ``toy.json`` (no weights), in eval mode."""
+        from pusa_fw_toy.codec import ToyCodec
+        from pusa_fw_toy.model_dir import read_spec
+
+        return ToyCodec(read_spec(path).codec).eval()
+
     def load(self, path: Path, *, dtype: Any, device: Any) -> FormatModels:
         """DiT (in `dtype`), codec and text encoder on `device`."""
         from pusa_fw_toy.model_dir import load_toy_models

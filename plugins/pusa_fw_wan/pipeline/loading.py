@@ -22,7 +22,8 @@ import torch
 from pusa_fw.errors import CheckpointError, InputError
 
 __all__ = [
-    "LoadedModels", "ModelPaths", "load_models", "model_geometry", "resolve_device", "resolve_dtype", "resolve_model_paths",
+    "LoadedModels", "ModelPaths", "find_model_format", "load_models", "model_geometry", "resolve_device",
+    "resolve_dtype", "resolve_model_paths",
     "umt5_overrides",
 ]
 
@@ -92,8 +93,9 @@ def _find(directory: Path, names: tuple[str, ...], what: str, flag: str) -> Path
     )
 
 
-def _detect_format(folder: Path) -> Any | None:
-    """The registered model format that claims `folder`, or None (the Wan2.1 release layout)."""
+def find_model_format(folder: Path) -> Any | None:
+    """The registered model format (`pusa_fw.model_formats.ModelFormat`) that claims `folder`, or None
+    (the Wan2.1 release layout)."""
     from pusa_fw.model_formats import detect_model_format
     from pusa_fw.plugins import get_registry
 
@@ -119,7 +121,7 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
     if not model.exists():
         raise CheckpointError(f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V checkpoint folder")
     folder = model if model.is_dir() else model.parent
-    claimed = _detect_format(folder)
+    claimed = find_model_format(folder)
     if claimed is not None:
         if vae is not None or text_encoder is not None or tokenizer is not None:
             raise InputError(
@@ -209,7 +211,8 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
         specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]
         report = apply_loras(dit, specs, merge=True)
     if other is not None:
-        return LoadedModels(dit=dit, vae=other.vae, text_encoder=other.text_encoder, lora_report=report, dtype=dtype)
+        return LoadedModels(dit=dit, vae=other.vae, text_encoder=other.text_encoder, lora_report=report,
+                            dtype=dtype)
     vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=home)
     cache: dict[str, Any] = {} if prompt_cache else {"cache_dir": None}
     text_encoder = WanTextEncoder.from_pretrained(

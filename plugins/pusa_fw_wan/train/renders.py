@@ -46,12 +46,12 @@ class RenderSetup:
 
 
 def load_render_codec(model_path: str | None) -> Any:
-    """The codec of the model directory: a toy model's own codec, or the Wan-VAE beside the DiT.
+    """The codec of the model directory: a registered model format's own codec, or the Wan-VAE beside the DiT.
 
     Raises:
         InputError: no model directory (a random-init model), or no codec file in it.
     """
-    from pusa_fw_wan.pipeline.loading import TOY_MANIFEST, VAE_NAMES
+    from pusa_fw_wan.pipeline.loading import VAE_NAMES, find_model_format
 
     if model_path is None:
         raise InputError(
@@ -60,11 +60,9 @@ def load_render_codec(model_path: str | None) -> Any:
         )
     path = Path(model_path).expanduser()
     folder = path if path.is_dir() else path.parent
-    if (folder / TOY_MANIFEST).is_file():
-        from pusa_fw_toy.codec import ToyCodec
-        from pusa_fw_toy.model_dir import read_spec
-
-        return ToyCodec(read_spec(folder).codec).eval()
+    claimed = find_model_format(folder)
+    if claimed is not None:
+        return claimed.codec(folder)
     for name in VAE_NAMES:
         if (folder / name).is_file():
             from pusa_fw_wan.vae.model import WanVAE
@@ -75,7 +73,8 @@ def load_render_codec(model_path: str | None) -> Any:
             return vae.eval().requires_grad_(False)
     raise InputError(
         f"validation.render_tasks needs a codec to decode renders, but {str(folder)!r} holds none of "
-        f"{', '.join(VAE_NAMES)} (nor a toy.json); add the VAE or clear validation.render_tasks"
+        f"{', '.join(VAE_NAMES)} (nor is it a registered model format); add the VAE or clear "
+        "validation.render_tasks"
     )
 
 
