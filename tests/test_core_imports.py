@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ast
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pusa_fw
+from import_walk import imported_modules
 
 PLUGIN_PACKAGES = ("pusa_fw_schedules", "pusa_fw_wan")
 
@@ -17,28 +17,13 @@ def _package_of(path: Path) -> str:
     return ".".join(path.relative_to(Path(pusa_fw.__file__).parent.parent).with_suffix("").parts[:-1])
 
 
-def _imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
-    """Every module an import statement in `path` names (top level, in functions, relative ones resolved)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            found.append((node.lineno, base))
-    return found
-
-
 def test_no_core_module_imports_a_plugin() -> None:
     modules = sorted(Path(pusa_fw.__file__).parent.rglob("*.py"))
     assert len(modules) > 30, "the walk must see the whole core package"
     offending = [
         f"{path.relative_to(Path(pusa_fw.__file__).parent.parent)}:{line} imports {name}"
         for path in modules
-        for line, name in _imported_modules(path, _package_of(path))
+        for line, name in imported_modules(path, _package_of(path))
         if name.split(".")[0] in PLUGIN_PACKAGES
     ]
     assert not offending, "the core must not import a plugin:\n" + "\n".join(offending)
@@ -46,11 +31,11 @@ def test_no_core_module_imports_a_plugin() -> None:
 
 def test_the_import_walk_catches_plugin_imports(tmp_path: Path) -> None:
     probe = Path(pusa_fw.__file__).parent / "samplers" / "base.py"
-    names = [name for _, name in _imported_modules(probe, _package_of(probe))]
+    names = [name for _, name in imported_modules(probe, _package_of(probe))]
     assert "pusa_fw.plan" in names, "relative imports are resolved against the package"
     fake = tmp_path / "probe.py"
     fake.write_text("import pusa_fw_wan.dit\ndef f():\n    from pusa_fw_schedules import grids\n")
-    assert [name for _, name in _imported_modules(fake, "pusa_fw")] == ["pusa_fw_wan.dit", "pusa_fw_schedules"]
+    assert [name for _, name in imported_modules(fake, "pusa_fw")] == ["pusa_fw_wan.dit", "pusa_fw_schedules"]
 
 
 def test_core_works_with_heavy_packages_blocked() -> None:

@@ -5,7 +5,6 @@ The toy plugin reaches the Wan loader only through registered model formats and 
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
@@ -15,43 +14,23 @@ import pusa_fw_wan
 from pusa_fw.model_formats import detect_model_format
 from pusa_fw.plugins import get_registry
 
-
-
-def _imported_modules(path: Path, package: str) -> list[tuple[int, str]]:
-    """Every module an import statement in `path` names (top level, in functions, relative ones resolved)."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join([*parent, base] if base else parent)
-            found.append((node.lineno, base))
-    return found
-
-
-def _modules(package: object) -> list[tuple[Path, str]]:
-    root = Path(package.__file__).parent  # type: ignore[attr-defined]
-    return [(path, ".".join(path.relative_to(root.parent).with_suffix("").parts[:-1]))
-            for path in sorted(root.rglob("*.py"))]
+from import_walk import imported_modules, package_modules
 
 
 def _offending(package: object, forbidden: set[str]) -> list[str]:
-    return [f"{path.name}:{line} imports {name}" for path, dotted in _modules(package)
-            for line, name in _imported_modules(path, dotted) if name.split(".")[0] in forbidden]
+    return [f"{path.name}:{line} imports {name}" for path, dotted in package_modules(package)
+            for line, name in imported_modules(path, dotted) if name.split(".")[0] in forbidden]
 
 
 def test_wan_plugin_imports_no_toy_module() -> None:
-    assert len(_modules(pusa_fw_wan)) > 40, "the walk must see the whole Wan plugin"
+    assert len(package_modules(pusa_fw_wan)) > 40, "the walk must see the whole Wan plugin"
     offending = _offending(pusa_fw_wan, {"pusa_fw_toy"})
     assert not offending, "pusa_fw_wan must not import pusa_fw_toy:\n" + "\n".join(offending)
 
 
 def test_wan_plugin_does_not_even_name_the_toy_plugin() -> None:
     """No string, lazy ``module:factory`` spec or comment of the Wan plugin names the toy package."""
-    named = [str(path) for path, _ in _modules(pusa_fw_wan)
+    named = [str(path) for path, _ in package_modules(pusa_fw_wan)
              if "pusa_fw_toy" in path.read_text(encoding="utf-8")]
     assert not named, f"pusa_fw_wan names pusa_fw_toy in {named}"
 
@@ -64,7 +43,7 @@ def test_core_imports_neither_plugin() -> None:
 def test_the_walk_catches_a_lazy_toy_import(tmp_path: Path) -> None:
     fake = tmp_path / "probe.py"
     fake.write_text("def f():\n    from pusa_fw_toy.model_dir import read_spec\n")
-    assert [name for _, name in _imported_modules(fake, "pusa_fw_wan.pipeline")] == ["pusa_fw_toy.model_dir"]
+    assert [name for _, name in imported_modules(fake, "pusa_fw_wan.pipeline")] == ["pusa_fw_toy.model_dir"]
 
 
 def test_the_toy_plugin_registers_its_format_and_source(tmp_path: Path) -> None:

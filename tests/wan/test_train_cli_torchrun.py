@@ -7,36 +7,25 @@ torchrun (DDP, gloo) and by one in-process `Trainer`; the trained adapters agree
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
+from pusa_fw_wan.parallel.launch import TorchrunResult, run_torchrun
+
 LAUNCH_TIMEOUT_S = 240
 RUN_OVERRIDES = {"max_steps": 2, "data.batch_size": 3, "data.options.count": 5}
 
 
-def _torchrun_cli(*args: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-        "-m", "pusa_fw", *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
+def _torchrun_cli(*args: str) -> TorchrunResult:
     try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+        return run_torchrun(["-m", "pusa_fw", *args], nproc=2, timeout=LAUNCH_TIMEOUT_S,
+                            env={"PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
         pytest.fail(f"torchrun -m pusa_fw {' '.join(args)} did not finish within {LAUNCH_TIMEOUT_S} s")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 def _write_run_file(path: Path, output_dir: Path, **overrides) -> Path:

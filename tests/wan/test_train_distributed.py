@@ -7,10 +7,7 @@ the single-process reference computed here. Every launch has a timeout, so a han
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,27 +15,19 @@ import torch
 import train_dist_worker as worker
 from safetensors.torch import load_file
 
+from pusa_fw_wan.parallel.launch import TorchrunResult, run_torchrun
+
 WORKER = Path(worker.__file__)
 LAUNCH_TIMEOUT_S = 240
 
 
-def torchrun(*args: str, nproc: int = 2) -> subprocess.CompletedProcess[str]:
-    """Run the worker under ``torchrun --standalone``; kill the whole process group on timeout."""
-    command = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-        str(WORKER), *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
+def torchrun(*args: str, nproc: int = 2) -> TorchrunResult:
+    """Run the worker under ``torchrun --standalone``; a job past the limit is killed and fails the test."""
     try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+        return run_torchrun([str(WORKER), *args], nproc=nproc, timeout=LAUNCH_TIMEOUT_S,
+                            env={"PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
         pytest.fail(f"torchrun {' '.join(args)} did not finish within {LAUNCH_TIMEOUT_S} s (a hang)")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,7 @@ state), to float tolerance."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,31 +12,17 @@ import torch
 import train_trainer_worker as worker
 from safetensors.torch import load_file
 
+from pusa_fw_wan.parallel.launch import TorchrunResult, run_torchrun
+
 LAUNCH_TIMEOUT_S = 240
 
 
-def _torchrun(out: Path, *phase: str) -> subprocess.CompletedProcess[str]:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        str(Path(worker.__file__)),
-        str(out),
-        *phase,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
-    process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
+def _torchrun(out: Path, *phase: str) -> TorchrunResult:
     try:
-        stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT_S)
+        return run_torchrun([str(Path(worker.__file__)), str(out), *phase], nproc=2, timeout=LAUNCH_TIMEOUT_S,
+                            env={"PYTHONWARNINGS": "ignore"})
     except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
         pytest.fail(f"torchrun did not finish within {LAUNCH_TIMEOUT_S} s (a hang)")
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
 
 
 @pytest.mark.slow  # ~35 s: one 2-process torchrun launch plus two reference runs
