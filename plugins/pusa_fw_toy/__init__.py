@@ -7,8 +7,7 @@ stay cheap.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
     "WorldConfig": ".world",
@@ -28,11 +27,4 @@ _EXPORTS = {
     "evaluate": ".evaluate",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pusa_fw_toy' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

@@ -6,8 +6,7 @@ stay cheap and work without transformers or peft installed.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
     "WanConfig": ".dit.config",
@@ -19,11 +18,4 @@ _EXPORTS = {
     "WanExpertsBackbone": ".dit.experts",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pusa_fw_wan' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

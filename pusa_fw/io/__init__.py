@@ -6,8 +6,7 @@ Names are imported on first access, so `import pusa_fw.io` works without Pillow 
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
     "atomic_path": ".atomic",
@@ -32,11 +31,4 @@ _EXPORTS = {
     "VideoInfo": ".video_read",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pusa_fw.io' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

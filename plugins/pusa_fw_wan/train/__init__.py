@@ -5,8 +5,7 @@ Heavy modules are imported on first attribute access, so importing the package s
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
     "TrainingSample": ".source",
@@ -23,11 +22,4 @@ _EXPORTS = {
     "ExportedLora": ".export",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pusa_fw_wan.train' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)

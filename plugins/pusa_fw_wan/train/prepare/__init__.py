@@ -13,8 +13,7 @@ Names are imported on first access (PyAV and Pillow load only when media is read
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
     "PrepareConfig": ".config",
@@ -34,11 +33,4 @@ _EXPORTS = {
     "prepare_dataset": ".run",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pusa_fw_wan.train.prepare' has no attribute {name!r}")
-    return getattr(importlib.import_module(module, __name__), name)
+__getattr__, __all__ = lazy_exports(__name__, _EXPORTS)
