@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch, two VTA
+# LoRAs on it (training seeds 0 and 1), the quality gates, the eval-toy table, then the shipped folder and
+# its MANIFEST.json.  Every stage is resumable: rerun the script after an interruption and finished stages
+# are skipped, an interrupted training run continues from its newest checkpoint.
+#
+#   RUNS=/somewhere/outside/the/repo bash plugins/pusa_fw_toy/recipes/reproduce.sh
+#
+# Run state stays under $RUNS; only the last step writes into the repository ($SHIP_TO and $DOCS_TO).
+# On 2 CPU cores the base takes about 30 min and each VTA run about 10 min.  The variables below shrink
+# the whole pipeline for a test (tests/toy/test_toy_reproduce.py); their defaults made the shipped files.
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+RUNS="${RUNS:?set RUNS to a directory outside the repository}"
+PYTHON="${PYTHON:-.venv/bin/python}"
+RECIPES=plugins/pusa_fw_toy/recipes
+VTA_SEEDS="${VTA_SEEDS:-0 1}"
+INIT_ARGS="${INIT_ARGS:---dim 192 --layers 4 --heads 2 --seed 0}"
+TRAIN_ARGS="${TRAIN_ARGS:-}"
+GATE_SEEDS="${GATE_SEEDS:-64}"
+EVAL_SEEDS="${EVAL_SEEDS:-128}"
+EVAL_ARGS="${EVAL_ARGS:-}"
+SHIP_TO="${SHIP_TO:-plugins/pusa_fw_toy/weights}"
+DOCS_TO="${DOCS_TO:-docs}"
+mkdir -p "$RUNS"
+
+pusa_fw() { "$PYTHON" -m pusa_fw "$@"; }
+
+# stage NAME COMMAND...: run once; record the command and its wall time in $RUNS/stages.jsonl.
+stage() {
+    local name="$1"; shift
+    [ -e "$RUNS/$name.done" ] && return 0
+    local start; start="$(date +%s.%N)"
+    "$@"
+    "$PYTHON" - "$RUNS/stages.jsonl" "$name" "$start" "$(date +%s.%N)" "$TRAIN_ARGS" "$@" <<'PY'
+import json, shlex, sys
+path, name, start, end, train_args, *words = sys.argv[1:]
+if words[0] == "train":  # the train helper: record the pusa-fw command it runs, and how it resumes
+    run, rest = words[1], words[2:]
+    command = " ".join(["pusa-fw", "train", *rest, "--output-dir", run, "--no-progress", *shlex.split(train_args)])
+    command += f"  # resumed with: pusa-fw train --resume {run}"
+else:
+    command = " ".join("pusa-fw" if word == "pusa_fw" else word for word in words)
+with open(path, "a") as log:
+    log.write(json.dumps({"stage": name, "wall_time_s": float(end) - float(start), "command": command}) + "\n")
+PY
+    touch "$RUNS/$name.done"
+}
+
+# train RUN_DIR ARGS...: start the run, or resume it from its newest checkpoint.
+train() {
+    local run="$1"; shift
+    if [ -e "$run/checkpoints/latest" ]; then
+        pusa_fw train --resume "$run" --no-progress
+    else
+        # shellcheck disable=SC2086
+        pusa_fw train "$@" --output-dir "$run" --no-progress $TRAIN_ARGS
+    fi
+}
+
+# shellcheck disable=SC2086
+[ -e "$RUNS/toy-init" ] || pusa_fw toy-init "$RUNS/toy-init" $INIT_ARGS
+stage base train "$RUNS/base" --config "$RECIPES/base.toml" \
+    --set model.path="$RUNS/toy-init" --set data.options.model_dir="$RUNS/toy-init"
+stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base-model"
+# shellcheck disable=SC2086
+stage gates pusa_fw eval-toy --base "$RUNS/base-model" --task t2v --seeds "$GATE_SEEDS" --out "$RUNS/gates" $EVAL_ARGS
+loras=()
+for seed in $VTA_SEEDS; do
+    stage "vta-s$seed" train "$RUNS/vta-s$seed" --config "$RECIPES/vta.toml" --set seed="$seed" \
+        --set model.path="$RUNS/base-model" --set data.options.model_dir="$RUNS/base-model"
+    stage "vta-s$seed-export" pusa_fw export-lora "$RUNS/vta-s$seed" --out "$RUNS/vta-s$seed.safetensors" \
+        --base-model "$RUNS/base-model"
+    loras+=(--lora "$RUNS/vta-s$seed.safetensors")
+done
+# shellcheck disable=SC2086
+stage eval pusa_fw eval-toy --base "$RUNS/base-model" "${loras[@]}" --seeds "$EVAL_SEEDS" --out "$RUNS/eval" $EVAL_ARGS
+# shellcheck disable=SC2086
+"$PYTHON" -m pusa_fw_toy.ship "$RUNS" "$SHIP_TO" --seeds $VTA_SEEDS --docs "$DOCS_TO"

@@ -1,0 +1,137 @@
+"""Assemble the shipped toy weights from the runs of ``recipes/reproduce.sh``, with their manifest.
+
+    python -m pusa_fw_toy.ship RUNS plugins/pusa_fw_toy/weights --docs docs
+
+reads ``RUNS/base-model`` (the packed base), ``RUNS/vta-s<N>.safetensors`` (exported VTA LoRAs), each run's
+``config.json`` and ``log.jsonl``, ``RUNS/stages.jsonl`` (commands and wall times), ``RUNS/gates`` and
+``RUNS/eval`` (eval-toy reports), and writes the shipped folder (see `pusa_fw_toy.shipped`) in one swap:
+it is built beside the target and renamed over it, so a reader never sees half of it. With ``--docs`` the
+eval table and plot are copied there too (``toy_eval.md``, ``.json``, ``.png``) for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+from pusa_fw.errors import InputError
+from pusa_fw.io.atomic import atomic_write_bytes
+
+from pusa_fw_toy.shipped import MANIFEST, file_sha256
+
+__all__ = ["build_manifest", "ship"]
+
+BASE_FILES = ("config.json", "toy.json", "diffusion_pytorch_model.safetensors", "text_encoder.safetensors")
+
+
+def _stages(runs: Path) -> dict[str, dict[str, Any]]:
+    path = runs / "stages.jsonl"
+    if not path.is_file():
+        raise InputError(f"{str(path)!r} is missing; run plugins/pusa_fw_toy/recipes/reproduce.sh first")
+    return {row["stage"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
+
+
+def _training(run: Path, stage: dict[str, Any]) -> dict[str, Any]:
+    """What one training run was: its config, data seed, steps, loss at the end, command and wall time."""
+    config = json.loads((run / "config.json").read_text())
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()]
+    train_rows = [row for row in rows if "loss" in row and "step" in row]
+    val_rows = [row for row in rows if "val/all" in row]
+    last = train_rows[-50:]
+    return {
+        "command": stage["command"],
+        "wall_time_s": round(stage["wall_time_s"], 1),
+        "steps": train_rows[-1]["step"] if train_rows else 0,
+        "training_seed": config["seed"],
+        "data": config["data"],
+        "final_train_loss_mean_last_50_logs": sum(row["loss"] for row in last) / max(1, len(last)),
+        "validation": [{key: value for key, value in row.items() if key == "step" or key.startswith("val/")}
+                       for row in val_rows],
+        "config": config,
+    }
+
+
+def _machine() -> dict[str, Any]:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "torch": torch.__version__, "device": "cpu"}
+
+
+def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
+    """The manifest of a shipped folder `out` built from `runs` (hashes the files already in `out`)."""
+    stages = _stages(runs)
+    gates = json.loads((runs / "gates" / "eval_toy.json").read_text())["gates"]
+    files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
+    training = {"base": _training(runs / "base", stages["base"])}
+    training["base"]["packed"] = {"command": stages["base-pack"]["command"], "weights": "EMA"}
+    for seed in seeds:
+        training[f"vta-s{seed}"] = _training(runs / f"vta-s{seed}", stages[f"vta-s{seed}"])
+        training[f"vta-s{seed}"]["exported"] = {"command": stages[f"vta-s{seed}-export"]["command"]}
+    return {
+        "format": "pusa-fw-toy-weights",
+        "version": 1,
+        "how": "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml, then vta.toml per training seed)",
+        "machine": _machine(),
+        "training": training,
+        "gates": {"command": stages["gates"]["command"], **gates},
+        "files": {str(path.relative_to(out)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
+                  for path in files},
+    }
+
+
+def ship(runs: Path, out: Path, *, seeds: list[int], docs: Path | None = None) -> Path:
+    """Build the shipped folder `out` from `runs` (see the module docstring) and return it."""
+    base = runs / "base-model"
+    missing = [str(path) for path in [*(base / name for name in BASE_FILES),
+                                      *(runs / f"vta-s{seed}.safetensors" for seed in seeds)] if not path.is_file()]
+    if missing:
+        raise InputError(f"missing run outputs {missing}; finish plugins/pusa_fw_toy/recipes/reproduce.sh first")
+    staging = out.with_name(out.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    (staging / "base").mkdir(parents=True)
+    for name in BASE_FILES:
+        shutil.copyfile(base / name, staging / "base" / name)
+    for seed in seeds:
+        shutil.copyfile(runs / f"vta-s{seed}.safetensors", staging / f"vta-s{seed}.safetensors")
+    manifest = build_manifest(runs, staging, seeds)
+    atomic_write_bytes(staging / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    previous = out.with_name(out.name + ".previous")
+    shutil.rmtree(previous, ignore_errors=True)
+    if out.exists():
+        out.rename(previous)
+    staging.rename(out)
+    shutil.rmtree(previous, ignore_errors=True)
+    if docs is not None:
+        docs.mkdir(parents=True, exist_ok=True)
+        for suffix in ("md", "json", "png"):
+            atomic_write_bytes(docs / f"toy_eval.{suffix}", (runs / "eval" / f"eval_toy.{suffix}").read_bytes())
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m pusa_fw_toy.ship RUNS OUT [--docs DIR] [--seeds 0 1]``."""
+    parser = argparse.ArgumentParser(prog="python -m pusa_fw_toy.ship", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", type=Path, help="the RUNS directory of reproduce.sh")
+    parser.add_argument("out", type=Path, help="shipped folder to (re)write")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="VTA training seeds (default 0 1)")
+    parser.add_argument("--docs", type=Path, default=None, help="also copy the eval table and plot here")
+    args = parser.parse_args(argv)
+    try:
+        root = ship(args.runs, args.out, seeds=args.seeds, docs=args.docs)
+    except InputError as error:
+        sys.stderr.write(f"error: {error}\n")
+        return 2
+    sys.stdout.write(f"{root}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
