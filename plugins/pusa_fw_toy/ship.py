@@ -70,8 +70,10 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     stages = _stages(runs)
     gates = json.loads((runs / "gates" / "eval_toy.json").read_text())["gates"]
     files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
-    training = {"base": _training(runs / "base", stages["base"])}
-    training["base"]["packed"] = {"command": stages["base-pack"]["command"], "weights": "EMA"}
+    training = {}
+    for name in ("base", "base2"):
+        training[name] = _training(runs / name, stages[name])
+        training[name]["packed"] = {"command": stages[f"{name}-pack"]["command"], "weights": "EMA"}
     for seed in seeds:
         training[f"vta-s{seed}"] = _training(runs / f"vta-s{seed}", stages[f"vta-s{seed}"])
         training[f"vta-s{seed}"]["exported"] = {"command": stages[f"vta-s{seed}-export"]["command"]}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch, two VTA
+# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch in two stages
+# (base.toml, then base-continue.toml from its EMA weights), two VTA
 # LoRAs on it (training seeds 0 and 1), the quality gates, the eval-toy table, then the shipped folder and
 # its MANIFEST.json.  Every stage is resumable: rerun the script after an interruption and finished stages
 # are skipped, an interrupted training run continues from its newest checkpoint.
@@ -7,7 +8,7 @@
 #   RUNS=/somewhere/outside/the/repo bash plugins/pusa_fw_toy/recipes/reproduce.sh
 #
 # Run state stays under $RUNS; only the last step writes into the repository ($SHIP_TO and $DOCS_TO).
-# On 2 CPU cores the base takes about 30 min and each VTA run about 10 min.  The variables below shrink
+# On 2 CPU cores the base takes about 30 + 40 min and each VTA run about 10 min.  The variables below shrink
 # the whole pipeline for a test (tests/toy/test_toy_reproduce.py); their defaults made the shipped files.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -62,7 +63,10 @@ train() {
 [ -e "$RUNS/toy-init" ] || pusa_fw toy-init "$RUNS/toy-init" $INIT_ARGS
 stage base train "$RUNS/base" --config "$RECIPES/base.toml" \
     --set model.path="$RUNS/toy-init" --set data.options.model_dir="$RUNS/toy-init"
-stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base-model"
+stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base1-model"
+stage base2 train "$RUNS/base2" --config "$RECIPES/base-continue.toml" \
+    --set model.path="$RUNS/base1-model" --set data.options.model_dir="$RUNS/base1-model"
+stage base2-pack pusa_fw toy-pack "$RUNS/base2" --ema --out "$RUNS/base-model"
 # shellcheck disable=SC2086
 stage gates pusa_fw eval-toy --base "$RUNS/base-model" --task t2v --seeds "$GATE_SEEDS" --out "$RUNS/gates" $EVAL_ARGS
 loras=()
