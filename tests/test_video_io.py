@@ -63,6 +63,18 @@ def test_lossless_crf_reaches_the_colour_conversion_floor(tmp_path: Path) -> Non
     assert max_error <= CRF0_MAX_ERROR and mean_error <= CRF0_MEAN_ERROR
 
 
+def test_lossless_mode_returns_the_frames_bit_for_bit(tmp_path: Path) -> None:
+    frames = smooth_frames(num_frames=5, height=16, width=16)
+    frames[:, :4, :4] = [255, 0, 0]  # a saturated patch that 4:2:0 chroma would smear
+    decoded = read_video(write_video(tmp_path / "clip.mp4", frames, fps=8, lossless=True))
+    assert np.array_equal(decoded.frames, frames)
+    lossy = read_video(write_video(tmp_path / "lossy.mp4", frames, fps=8, crf=0))
+    assert not np.array_equal(lossy.frames, frames), "the default 4:2:0 path is not lossless"
+    video = torch.from_numpy(frames).permute(3, 0, 1, 2).float() / 127.5 - 1
+    back = load_video(save_video(tmp_path / "tensor.mp4", video, lossless=True))
+    assert torch.equal(back, video)
+
+
 def test_fractional_fps_is_exact(tmp_path: Path) -> None:
     ntsc = Fraction(30000, 1001)
     path = write_video(tmp_path / "ntsc.mp4", smooth_frames(num_frames=5), fps=ntsc, preset="ultrafast")

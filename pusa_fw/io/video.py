@@ -96,6 +96,7 @@ def write_video(
     fps: float | Fraction = DEFAULT_FPS,
     crf: int = DEFAULT_CRF,
     preset: str = "medium",
+    lossless: bool = False,
 ) -> Path:
     """Encode uint8 RGB frames to an H.264 mp4, atomically.
 
@@ -108,6 +109,9 @@ def write_video(
         fps: frame rate (16 is Wan2.1's training rate).
         crf: x264 constant rate factor, 0 (best) .. 51 (worst); 18 is visually near-lossless.
         preset: x264 speed preset (`ultrafast` .. `veryslow`).
+        lossless: encode RGB itself (x264's RGB encoder at crf 0) instead of BT.709 4:2:0, so
+            `read_video` returns the frames bit for bit (`crf` is then ignored); for inputs to condition
+            on, such as small synthetic clips whose colours 4:2:0 would blur.
 
     Returns:
         The written path.
@@ -129,19 +133,22 @@ def write_video(
         atomic_path(target) as temp_path,
         av.open(str(temp_path), mode="w", format="mp4", options={"movflags": "+faststart"}) as container,
     ):
-        stream = container.add_stream("libx264", rate=rate)
+        stream = container.add_stream("libx264rgb" if lossless else "libx264", rate=rate)
         stream.height, stream.width = first.shape[0], first.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": str(crf), "preset": preset}
-        _tag_bt709(stream.codec_context)
+        stream.pix_fmt = "rgb24" if lossless else "yuv420p"
+        stream.options = {"crf": "0" if lossless else str(crf), "preset": preset}
+        if not lossless:
+            _tag_bt709(stream.codec_context)
         time_base = Fraction(rate.denominator, rate.numerator)
         for index, frame in enumerate(itertools.chain([first], checked)):
-            picture = av.VideoFrame.from_ndarray(frame, format="rgb24").reformat(
-                format="yuv420p",
-                dst_colorspace=Colorspace.ITU709,
-                dst_color_range=ColorRange.MPEG,
-                interpolation=SWSCALE_FLAGS,
-            )
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            if not lossless:
+                picture = picture.reformat(
+                    format="yuv420p",
+                    dst_colorspace=Colorspace.ITU709,
+                    dst_color_range=ColorRange.MPEG,
+                    interpolation=SWSCALE_FLAGS,
+                )
             picture.pts = index
             picture.time_base = time_base
             container.mux(stream.encode(picture))
@@ -156,6 +163,7 @@ def save_video(
     fps: float | Fraction = DEFAULT_FPS,
     crf: int = DEFAULT_CRF,
     preset: str = "medium",
+    lossless: bool = False,
 ) -> Path:
     """Encode a model-range video tensor to an H.264 mp4, atomically (see `write_video`).
 
@@ -165,8 +173,9 @@ def save_video(
         fps: frame rate, default 16.
         crf: x264 constant rate factor.
         preset: x264 speed preset.
+        lossless: RGB at crf 0; `read_video` gives the uint8 frames back exactly.
 
     Returns:
         The written path.
     """
-    return write_video(path, video_to_uint8(video), fps=fps, crf=crf, preset=preset)
+    return write_video(path, video_to_uint8(video), fps=fps, crf=crf, preset=preset, lossless=lossless)
