@@ -20,7 +20,7 @@ test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
 
 demo: $(STAMP)
-	$(PY) -m pusa_fw_wan.demo outputs
+	$(PY) -m pusa_fw_toy.demo outputs
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sampler.py

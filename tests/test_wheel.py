@@ -50,6 +50,12 @@ def test_wheel_contains_every_subpackage(tmp_path: Path) -> None:
     missing = sorted(_expected_modules() - names)
     assert not missing, f"modules missing from the wheel: {missing}"
     assert "pusa_fw/py.typed" in names
+    shipped = {path.relative_to(REPO / "plugins").as_posix()
+               for folder in ("weights", "assets", "recipes")
+               for path in (REPO / "plugins" / "pusa_fw_toy" / folder).rglob("*") if path.is_file()}
+    assert "pusa_fw_toy/weights/MANIFEST.json" in shipped and "pusa_fw_toy/assets/i2v_first.png" in shipped
+    missing_data = sorted(shipped - names)
+    assert not missing_data, f"toy weights, assets or recipes missing from the wheel: {missing_data}"
     top_level = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
     assert top_level == set(PACKAGE_ROOTS), f"unexpected top-level entries in the wheel: {top_level}"
     entry_points = next(name for name in names if name.endswith(".dist-info/entry_points.txt"))
