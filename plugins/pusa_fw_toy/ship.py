@@ -61,7 +61,7 @@ def _machine() -> dict[str, Any]:
     import torch
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(),
             "torch": torch.__version__, "device": "cpu"}
 
 
@@ -74,6 +74,9 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     for name in ("base", "base2"):
         training[name] = _training(runs / name, stages[name])
         training[name]["packed"] = {"command": stages[f"{name}-pack"]["command"], "weights": "EMA"}
+        curve = runs / f"gate_curve_{name}.jsonl"  # written by recipes/gate_curve.sh when it was run
+        if curve.is_file():
+            training[name]["gate_curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line]
     for seed in seeds:
         training[f"vta-s{seed}"] = _training(runs / f"vta-s{seed}", stages[f"vta-s{seed}"])
         training[f"vta-s{seed}"]["exported"] = {"command": stages[f"vta-s{seed}-export"]["command"]}

@@ -58,3 +58,12 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert (tmp_path / "runs" / "stages.jsonl").read_text() == stages, "finished stages must be skipped"
     assert verify_shipped(weights)["files"] == manifest["files"]
     assert not (tmp_path / "weights.partial").exists() and not (tmp_path / "weights.previous").exists()
+
+
+def test_ship_without_runs_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
+    from pusa_fw_toy.ship import main
+
+    assert main([str(tmp_path / "runs"), str(tmp_path / "weights")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "reproduce.sh" in error
+    assert not (tmp_path / "weights").exists() and not (tmp_path / "weights.partial").exists()
