@@ -105,20 +105,18 @@ def draw_plans(folder: Path, policy: str, policy_params: dict[str, Any]) -> None
 
 def describe(video: torch.Tensor, run: DemoRun) -> str:
     """What the tracker reads in a generated `[3, T, H, W]` video, in one line."""
-    from pusa_fw_toy.metrics import fit_motion, motion_direction
+    from pusa_fw_toy.metrics import score_video, shown_heading
     from pusa_fw_toy.tracker import track_video
     from pusa_fw_toy.world import WorldConfig, render_clip
 
     world = WorldConfig()
     truth = render_clip(world, run.seed)
     track = track_video(video, world)
-    velocity, residual = fit_motion(track)
-    moving = motion_direction(velocity, 0.25 * world.speed) or "nowhere"
-    words = [word for word in track.direction_words() if word is not None]
-    heading = max(set(words), key=words.count) if words else "unreadable"
-    return (f"{int(track.valid.sum())}/{video.shape[1]} frames show the square; it faces {heading} and moves "
-            f"{moving} at {float(velocity.norm()):.2f} px/frame (the world's speed: {world.speed:g}; "
-            f"straight-line residual {residual:.2f} px); in the world's clip it moves {truth.direction}")
+    score = score_video(video, truth, world, run.given)
+    return (f"{int(track.valid.sum())}/{video.shape[1]} frames show the square; it faces "
+            f"{shown_heading(track) or 'unreadable'} and moves {score['direction'] or 'nowhere'} at "
+            f"{score['speed']:.2f} px/frame (the world's speed: {world.speed:g}; straight-line residual "
+            f"{score['fit_px']:.2f} px); in the world's clip it moves {truth.direction}")
 
 
 def _flag_value(value: Any) -> str:

@@ -29,7 +29,7 @@ import torch
 from pusa_fw_toy.tracker import Track, track_video
 from pusa_fw_toy.world import DIRECTIONS, WorldClip, WorldConfig
 
-__all__ = ["PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video"]
+__all__ = ["PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video", "shown_heading"]
 
 PSNR_CAP = 100.0
 _UNITS = torch.tensor(list(DIRECTIONS.values()), dtype=torch.float64)
@@ -72,8 +72,9 @@ def _mean(values: torch.Tensor) -> float:
     return float(finite.mean()) if finite.numel() else float("nan")
 
 
-def _majority(words: Sequence[str | None]) -> str | None:
-    counted = [word for word in words if word is not None]
+def shown_heading(track: Track) -> str | None:
+    """The direction word the nose points in most valid frames (None when no frame is valid)."""
+    counted = [word for word in track.direction_words() if word is not None]
     return max(set(counted), key=counted.count) if counted else None
 
 
@@ -106,7 +107,7 @@ def score_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, given:
     after_frames = [t for t in range(prefix_end, min(frames, prefix_end + after)) if t not in given_set]
     velocity, residual = fit_motion(track)
     moving = motion_direction(velocity, 0.25 * world.speed)
-    wanted = clip.direction if reference == "truth" else _majority(track.direction_words())
+    wanted = clip.direction if reference == "truth" else shown_heading(track)
     return {
         "valid": float(track.valid.to(torch.float64).mean()),
         "error_after_px": _mean(errors[after_frames]) if given_set and after_frames else float("nan"),

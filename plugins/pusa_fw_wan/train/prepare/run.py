@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from pusa_fw.io.atomic import atomic_write_bytes
+from pusa_fw_wan.pipeline.sidecar import file_sha256
 from pusa_fw_wan.train.cache_format import read_clip_metadata, write_clip, write_index
 from pusa_fw_wan.train.prepare.buckets import aspect_buckets
 from pusa_fw_wan.train.prepare.config import PrepareConfig
@@ -31,7 +32,6 @@ from pusa_fw_wan.train.prepare.media import MediaClip, MediaProblem, read_item_c
 from pusa_fw_wan.train.prepare.stored import (
     CLIPS_DIR,
     clip_path,
-    file_sha256,
     index_entry,
     item_key,
     previous_entries,
@@ -178,7 +178,7 @@ def _prepare_item(run: _Run, item: ManifestItem, summary: PrepareSummary) -> lis
     try:
         stamp = source_stamp(item.path)
         source_hash = None if run.config.rehash else recorded_hash(run.out, key, stamp)
-        source_hash = source_hash or file_sha256(item.path)
+        source_hash = source_hash or file_sha256(item.path, use_cache=False)
     except OSError as error:
         raise MediaProblem("corrupt", f"cannot read the file: {error}") from error
     reused = reusable_entries(run.out, key, item, source_hash, run.settings)

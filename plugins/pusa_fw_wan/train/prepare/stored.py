@@ -21,7 +21,6 @@ from pusa_fw_wan.train.prepare.manifest import ManifestItem
 __all__ = [
     "CLIPS_DIR",
     "clip_path",
-    "file_sha256",
     "index_entry",
     "item_key",
     "previous_entries",
@@ -41,14 +40,6 @@ def item_key(file_name: str) -> str:
 
 def clip_path(out: Path, key: str, index: int) -> Path:
     return out / CLIPS_DIR / f"{key}_{index:03d}.safetensors"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_stamp(path: Path) -> str:
