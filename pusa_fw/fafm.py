@@ -27,6 +27,7 @@ from .ptss import PTSS, training_sigma_grid
 __all__ = [
     "FrameWeights",
     "bsmntw_weights",
+    "fafm_forward",
     "fafm_loss",
     "fafm_step",
     "frame_losses",
@@ -240,6 +241,56 @@ def bsmntw_weights(sigmas: torch.Tensor, *, num_train_steps: int = 1000, shift: 
     return ((bump - floor.to(sigmas.device)) / scale.to(sigmas.device)).to(torch.float32)
 
 
+VelocityFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]
+"""``velocity(x_sigma [B, C, F, H, W], sigmas [B, F], context) -> [B, C, F, H, W]``: a backbone's
+``velocity`` method, or a (DDP/FSDP2-wrapped) module called as ``model(x_sigma, sigmas, context)``."""
+
+
+def fafm_forward(
+    velocity: VelocityFn,
+    x0: torch.Tensor,
+    eps: torch.Tensor,
+    sigmas: torch.Tensor,
+    context: Any,
+    *,
+    autocast_dtype: torch.dtype | None = None,
+) -> torch.Tensor:
+    """Noise every frame to its own sigma and predict its velocity: the one FAFM forward of the project.
+
+    `fafm_step`, the trainer's loss and its held-out validation all come through here, so latents are
+    noised in exactly one place (`noise_latents`). Nothing here synchronises with the host.
+
+    Args:
+        velocity: the model, called as ``velocity(x_sigma, sigmas, context)`` (a plain callable, so a
+            DDP/FSDP2 wrapper's forward, and with it the gradient synchronisation, is never bypassed).
+        x0: `[B, C, F, H, W]` clean latents.
+        eps: `[B, C, F, H, W]` noise.
+        sigmas: `[B, F]` per-frame noise levels in [0, 1], on `x0`'s device.
+        context: passed through to the model (e.g. text embeddings `[B, L, D]`).
+        autocast_dtype: run the forward under autocast to this dtype (e.g. bf16, weights staying fp32);
+            None runs it as is.
+
+    Returns:
+        `[B, C, F, H, W]` predicted velocity (differentiable in the model's parameters).
+
+    Raises:
+        InputError: inputs of the wrong shape, or a model output that is not the latents' shape.
+    """
+    noised = noise_latents(x0, eps, sigmas)
+    with torch.autocast(
+        x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
+    ):
+        velocity_pred = velocity(noised, sigmas, context)
+    if not isinstance(velocity_pred, torch.Tensor) or velocity_pred.shape != x0.shape:
+        got = (
+            tuple(velocity_pred.shape)
+            if isinstance(velocity_pred, torch.Tensor)
+            else type(velocity_pred).__name__
+        )
+        raise InputError(f"backbone.velocity returned {got}, expected the latents' shape {tuple(x0.shape)}.")
+    return velocity_pred
+
+
 def fafm_step(
     backbone: Backbone,
     x0: torch.Tensor,
@@ -277,15 +328,7 @@ def fafm_step(
     eps_cpu = torch.randn((batch, channels, frames, height, width), generator=generator, dtype=torch.float32)
     sigmas = sigmas_cpu.to(x0.device)
     eps = eps_cpu.to(device=x0.device, dtype=x0.dtype)
-    noised = noise_latents(x0, eps, sigmas)
-    velocity_pred = backbone.velocity(noised, sigmas, context)
-    if not isinstance(velocity_pred, torch.Tensor) or velocity_pred.shape != x0.shape:
-        got = (
-            tuple(velocity_pred.shape)
-            if isinstance(velocity_pred, torch.Tensor)
-            else type(velocity_pred).__name__
-        )
-        raise InputError(f"backbone.velocity returned {got}, expected the latents' shape {tuple(x0.shape)}.")
+    velocity_pred = fafm_forward(backbone.velocity, x0, eps, sigmas, context)
     weights = frame_weights(sigmas) if callable(frame_weights) else frame_weights
     if ptss.held_probability > 0:
         held_mask = drawn.loss_mask.to(x0.device)

@@ -88,7 +88,7 @@ class WorldSource:
 
     def load(self, index: int):  # -> TrainingSample (imported lazily with the trainer package)
         """Render, encode and caption sample `index`."""
-        from pusa_fw_wan.train.source import TrainingSample
+        from pusa_fw.training_data import TrainingSample
 
         if not 0 <= index < self.length:
             raise InputError(f"index {index} is outside [0, {self.length})")

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from pusa_fw.errors import InputError
+from pusa_fw.training_data import TrainingSample, TrainingSource
 from pusa_fw_toy.codec import ToyCodec
 from pusa_fw_toy.source import WorldSource
 from pusa_fw_toy.world import HELD_OUT_SEED_BASE, render_clip
-from pusa_fw_wan.train.source import TrainingSample, TrainingSource
 
 
 def test_world_source_is_a_deterministic_training_source(toy_dir: Path) -> None:

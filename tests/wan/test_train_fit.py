@@ -8,10 +8,10 @@ import torch
 
 from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.ptss import PTSS
+from pusa_fw.training_data import InMemorySource
 from pusa_fw_wan.testing.train import tiny_config
 from pusa_fw_wan.train.adapters import trainable_tensors
 from pusa_fw_wan.train.build import build_model, build_optimizer
-from pusa_fw_wan.train.source import InMemorySource
 from pusa_fw_wan.train.step import collate, draw_for_batch, frame_loss_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -99,3 +99,24 @@ def test_gradient_checkpointing_gives_the_same_trained_gradients(tmp_path, mode)
     for name, gradient in plain.items():
         assert float(gradient.abs().max()) > 0, f"{name} got no gradient"
         torch.testing.assert_close(checkpointed[name], gradient, rtol=1e-5, atol=1e-7, msg=name)
+
+
+def test_training_loss_and_validation_noise_through_the_core_fafm_forward(tmp_path, monkeypatch):
+    """One noising function in the project: the trainer's loss and its validation call `noise_latents`."""
+    import pusa_fw.fafm as fafm
+    from pusa_fw_wan.train.trainer import Trainer
+
+    calls = []
+    original = fafm.noise_latents
+
+    def counting(x0, eps, sigmas):
+        calls.append(tuple(x0.shape))
+        return original(x0, eps, sigmas)
+
+    monkeypatch.setattr(fafm, "noise_latents", counting)
+    config = tiny_config(tmp_path / "run", max_steps=1, **{"validation.every": 1, "validation.num_samples": 1,
+                                                            "validation.plans": ["t2v"]})
+    Trainer(config).run()
+    # one training forward of the global batch (2 samples), then one per validation row (4 plan steps)
+    assert calls[0] == (2, 16, 3, 4, 4)
+    assert calls[1:] == [(1, 16, 3, 4, 4)] * 4

@@ -18,9 +18,9 @@ import torch
 from pusa_fw.cli import main as cli_main
 from pusa_fw.io.image import load_image, save_image
 from pusa_fw.io.video import write_video
+from pusa_fw.training_data import TrainingSource
 from pusa_fw_wan.train.cache import LatentCache
 from pusa_fw_wan.train.prepare import PrepareConfig, load_wan_encoders, prepare_dataset
-from pusa_fw_wan.train.source import TrainingSource
 
 BROKEN_MP4 = b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from pusa_fw.errors import InputError
-from pusa_fw_wan.train.source import InMemorySource, TrainingSample, TrainingSource
+from pusa_fw.training_data import InMemorySource, TrainingSample, TrainingSource
 
 
 def test_in_memory_source_follows_the_protocol_and_is_deterministic():

@@ -8,9 +8,9 @@ from __future__ import annotations
 from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
-    "TrainingSample": ".source",
-    "TrainingSource": ".source",
-    "InMemorySource": ".source",
+    "TrainingSample": "pusa_fw.training_data",
+    "TrainingSource": "pusa_fw.training_data",
+    "InMemorySource": "pusa_fw.training_data",
     "LatentCache": ".cache",
     "TrainConfig": ".config",
     "load_train_config": ".config",

@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from pusa_fw.errors import CheckpointError, InputError
+from pusa_fw.training_data import TrainingSample
 from pusa_fw_wan.train.cache_format import read_clip, read_index
-from pusa_fw_wan.train.source import TrainingSample
 
 __all__ = ["LatentCache"]
 

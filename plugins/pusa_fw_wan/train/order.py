@@ -17,7 +17,7 @@ import torch
 
 from pusa_fw.errors import InputError
 
-from .source import TrainingSource
+from pusa_fw.training_data import TrainingSource
 
 __all__ = ["DataOrder", "OrderPosition"]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from pusa_fw.errors import InputError
 
-from .source import InMemorySource, TrainingSource
+from pusa_fw.training_data import InMemorySource, TrainingSource
 
 __all__ = ["open_source", "register_source", "registered_sources"]
 

@@ -14,12 +14,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
-from einops import rearrange
 
-from pusa_fw.fafm import bsmntw_weights, frame_losses
+from pusa_fw.fafm import bsmntw_weights, fafm_forward, frame_losses
 from pusa_fw.ptss import PTSS
 
-from .source import TrainingSample
+from pusa_fw.training_data import TrainingSample
 
 __all__ = ["Batch", "StepDraws", "collate", "draw_for_batch", "draw_seed", "frame_loss_terms"]
 
@@ -105,7 +104,8 @@ def frame_loss_terms(
     weighting: FrameWeighting = None,
     autocast_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Noise, predict, compare: per-frame loss terms `[B, F]` (weighted, zero where masked) and raw losses.
+    """Noise and predict (`pusa_fw.fafm.fafm_forward`), compare: per-frame loss terms `[B, F]` (weighted, zero
+    where masked) and raw losses.
 
     Args:
         model: the (possibly wrapped) DiT, called as ``model(noised, sigmas, context)``.
@@ -119,12 +119,7 @@ def frame_loss_terms(
         per-frame MSE (detached, for logging).
     """
     x0 = batch.latents
-    sigma = rearrange(draws.sigmas, "b f -> b 1 f 1 1")
-    noised = (1.0 - sigma) * x0 + sigma * draws.eps
-    with torch.autocast(
-        x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-    ):
-        prediction = model(noised, draws.sigmas, batch.context)
+    prediction = fafm_forward(model, x0, draws.eps, draws.sigmas, batch.context, autocast_dtype=autocast_dtype)
     losses = frame_losses(prediction.float(), x0, draws.eps)
     terms = losses if weighting is None else losses * weighting(draws.sigmas)
     terms = terms * draws.loss_mask.to(terms.dtype)

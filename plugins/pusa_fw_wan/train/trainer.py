@@ -33,7 +33,7 @@ from .order import DataOrder, OrderPosition
 from .parallel_seam import local_context, start_distributed
 from .renders import RenderSetup, build_render_tasks, load_render_codec, render_tasks, swapped_weights
 from .resume import check_resume_config, find_checkpoint, restore, snapshot
-from .source import TrainingSource
+from pusa_fw.training_data import TrainingSource
 from .sources import open_source
 from .state_io import EMA
 from .step import collate, draw_for_batch, frame_loss_terms, frame_weighting

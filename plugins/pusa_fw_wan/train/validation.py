@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from einops import rearrange
 
 from pusa_fw.api import get_task
 from pusa_fw.errors import InputError
-from pusa_fw.fafm import frame_losses
+from pusa_fw.fafm import fafm_forward, frame_losses
 from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 
 from .step import Batch, draw_seed
@@ -113,12 +112,7 @@ def validation_losses(
             ).to(x0.device)
             for row in plan.sigmas:
                 sigmas = row.to(x0.device).expand(x0.shape[0], -1)
-                sigma = rearrange(sigmas, "b f -> b 1 f 1 1")
-                noised = (1.0 - sigma) * x0 + sigma * eps
-                with torch.autocast(
-                    x0.device.type, dtype=autocast_dtype or torch.bfloat16, enabled=autocast_dtype is not None
-                ):
-                    prediction = model(noised, sigmas, batch.context)
+                prediction = fafm_forward(model, x0, eps, sigmas, batch.context, autocast_dtype=autocast_dtype)
                 losses = frame_losses(prediction.float(), x0, eps).double().cpu()
                 counted = plan.counted.expand_as(losses)
                 plan_sum += float(losses[counted].sum())

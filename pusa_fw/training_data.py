@@ -1,4 +1,4 @@
-"""The training data contract: what a trainer reads, whoever produced it.
+"""The training data contract: what a trainer reads, whoever produced it (core, beside `fafm` and `ptss`).
 
 A `TrainingSource` is an indexable collection of `TrainingSample`s (cached VAE latents plus a text
 embedding). The trainer owns the sample order: it draws a seeded permutation per epoch, groups indices
@@ -6,8 +6,9 @@ with equal `bucket(index)` into batches, shards them per rank and saves its posi
 source only has to answer `len`, `bucket` and `load`, and `load(index)` must return the same sample every
 time for the same index (so a resumed run sees the same data).
 
-Implementations: the latent cache written by `pusa-fw prepare`, a synthetic world for toy runs, and
-`InMemorySource` below for tests.
+Implementations: the latent cache written by `pusa-fw prepare` (Wan plugin), a synthetic world for toy
+runs (toy plugin), and `InMemorySource` below for tests. Plugins register source factories through the
+``register_training_sources`` hook; the trainer (``pusa_fw_train``) reads only this contract.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from pusa_fw.errors import InputError
+from .errors import InputError
 
 __all__ = ["InMemorySource", "TrainingSample", "TrainingSource"]
 
