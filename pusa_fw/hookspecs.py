@@ -56,3 +56,9 @@ def register_model_formats(register: Register) -> None:
 @hookspec
 def register_training_sources(register: Register) -> None:
     """Register training-source factories (``factory(**options) -> TrainingSource``; pass ``name=``)."""
+
+
+@hookspec
+def register_train_adapters(register: Register) -> None:
+    """Register training adapters, one per backbone name (``pusa_fw_train.adapter.TrainAdapter``: build or load
+    the model, default LoRA targets, sharding, codec, context collation, LoRA key layout; pass ``name=``)."""

@@ -33,6 +33,7 @@ KINDS: tuple[str, ...] = (
     "commands",
     "model_formats",
     "training_sources",
+    "train_adapters",
 )
 """The component kinds, one per ``register_<kind>`` hook in `pusa_fw.hookspecs`."""
 

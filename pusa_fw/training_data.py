@@ -21,7 +21,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["InMemorySource", "TrainingSample", "TrainingSource"]
+__all__ = ["InMemorySource", "TrainingSample", "TrainingSource", "pad_contexts"]
 
 
 @dataclass
@@ -39,6 +39,14 @@ class TrainingSample:
     context: torch.Tensor
     caption: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def pad_contexts(contexts: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Stack text contexts `[L_i, D]` of one batch, zero-padded to the longest: `[B, max(L_i), D]` float32."""
+    length = max(context.shape[0] for context in contexts)
+    return torch.stack(
+        [torch.nn.functional.pad(context.float(), (0, 0, 0, length - context.shape[0])) for context in contexts]
+    )
 
 
 @runtime_checkable

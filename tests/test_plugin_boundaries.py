@@ -1,6 +1,8 @@
-"""Plugin boundaries: the Wan plugin names no other plugin, and the core imports neither plugin.
+"""Plugin boundaries: the Wan plugin names no other plugin, the core imports no plugin, and the trainer
+plugin imports no backbone plugin.
 
-The toy plugin reaches the Wan loader only through registered model formats and training sources.
+The toy plugin reaches the Wan loader only through registered model formats and training sources; the
+trainer reaches Wan only through its registered training adapter.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import pusa_fw
+import pusa_fw_train
 import pusa_fw_wan
 from pusa_fw.model_formats import detect_model_format
 from pusa_fw.plugins import get_registry
@@ -35,8 +38,26 @@ def test_wan_plugin_does_not_even_name_the_toy_plugin() -> None:
     assert not named, f"pusa_fw_wan names pusa_fw_toy in {named}"
 
 
+def test_wan_plugin_imports_the_trainer_only_in_its_testing_helpers() -> None:
+    offending = [line for line in _offending(pusa_fw_wan, {"pusa_fw_train"}) if not line.startswith("train.py:")]
+    assert not offending, "pusa_fw_wan must reach the trainer only through hooks:\n" + "\n".join(offending)
+
+
+def test_trainer_plugin_imports_no_backbone_plugin() -> None:
+    assert len(package_modules(pusa_fw_train)) > 15, "the walk must see the whole trainer plugin"
+    offending = _offending(pusa_fw_train, {"pusa_fw_wan", "pusa_fw_toy"})
+    assert not offending, "pusa_fw_train must reach backbones only through adapters:\n" + "\n".join(offending)
+
+
+def test_the_wan_training_adapter_is_registered_by_the_wan_plugin() -> None:
+    from pusa_fw_train.adapter import TrainAdapter, get_train_adapter
+
+    assert get_registry().entry("train_adapters", "wan2.1-t2v").plugin == "wan"
+    assert isinstance(get_train_adapter("wan2.1-t2v"), TrainAdapter)
+
+
 def test_core_imports_neither_plugin() -> None:
-    offending = _offending(pusa_fw, {"pusa_fw_wan", "pusa_fw_toy"})
+    offending = _offending(pusa_fw, {"pusa_fw_wan", "pusa_fw_toy", "pusa_fw_train"})
     assert not offending, "the core must not import a plugin:\n" + "\n".join(offending)
 
 

@@ -16,7 +16,14 @@ from pusa_fw_wan.cli.commands import register_commands  # re-exported: the gener
 if TYPE_CHECKING:
     from pusa_fw_wan.dit.model import WanDiT
 
-__all__ = ["Wan22ExpertsBackboneFactory", "WanT2VBackboneFactory", "register_backbones", "register_commands"]
+__all__ = [
+    "Wan22ExpertsBackboneFactory",
+    "WanT2VBackboneFactory",
+    "register_backbones",
+    "register_commands",
+    "register_train_adapters",
+    "register_training_sources",
+]
 
 
 class WanT2VBackboneFactory:
@@ -72,3 +79,24 @@ def register_backbones(register: Register) -> None:
     register(WanT2VBackboneFactory(), name="wan2.1-t2v")
     register(Wan22ExpertsBackboneFactory(), name="wan2.2-a14b")
 
+
+
+@hookimpl
+def register_train_adapters(register: Register) -> None:
+    """Register how ``pusa-fw train`` builds, shards, renders and exports the Wan2.1 T2V DiT."""
+    from pusa_fw_wan.train.adapter import WanTrainAdapter
+
+    register(WanTrainAdapter(), name="wan2.1-t2v")
+
+
+@hookimpl
+def register_training_sources(register: Register) -> None:
+    """Register ``cache``: the latent cache written by ``pusa-fw prepare`` (options: directory, ...)."""
+    register(_open_cache, name="cache")
+
+
+def _open_cache(**options: Any) -> Any:
+    """`pusa_fw_wan.train.cache.LatentCache`, imported when a run opens it."""
+    from pusa_fw_wan.train.cache import LatentCache
+
+    return LatentCache(**options)

@@ -12,8 +12,8 @@ import torch
 from pusa_fw.errors import InputError
 from pusa_fw.io.video_read import read_video
 from pusa_fw_toy.source import WorldSource
-from pusa_fw_wan.train import Trainer
-from pusa_fw_wan.train.config import validate_train_config
+from pusa_fw_train import Trainer
+from pusa_fw_train.config import validate_train_config
 
 
 def _config(run: Path, model: Path | None, **validation: object):
@@ -118,7 +118,7 @@ def test_renders_need_an_interval(toy_dir: Path, tmp_path: Path) -> None:
 
 
 def test_render_settings_may_change_on_resume(toy_dir: Path, tmp_path: Path) -> None:
-    from pusa_fw_wan.train.config import config_differences
+    from pusa_fw_train.config import config_differences
 
     saved = _config(tmp_path, toy_dir)
     given = _config(tmp_path, toy_dir, render_tasks=["t2v"], render_num_steps=2)

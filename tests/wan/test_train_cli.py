@@ -7,7 +7,7 @@ import json
 import pytest
 
 from pusa_fw.cli import main
-from pusa_fw_wan.cli.train import parse_set_option
+from pusa_fw_train.cli import parse_set_option
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -44,7 +44,7 @@ def _latest_adapter(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_train_cli_under_torchrun_matches_one_process(tmp_path: Path, one_thread) -> None:
     from pusa_fw_wan.testing.train import tiny_config
-    from pusa_fw_wan.train import Trainer
+    from pusa_fw_train import Trainer
 
     run_file = _write_run_file(tmp_path / "run.json", tmp_path / "two-ranks", distributed="ddp")
     launched = _torchrun_cli("train", "--config", str(run_file), "--no-progress")

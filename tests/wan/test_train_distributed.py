@@ -81,7 +81,7 @@ def test_gathered_checkpoint_resumes_the_same_step(scenario, two_rank_results) -
 
 def test_uneven_sample_count_pads_and_does_not_hang(two_rank_results) -> None:
     """5 samples in batches of 3 over 2 ranks: both ranks run 2 steps (it finished), rank 1 padded."""
-    from pusa_fw_wan.train.sharding import shard_global_batch
+    from pusa_fw_train.sharding import shard_global_batch
 
     _, _, num_samples, batch_size = worker.SCENARIOS["ddp_lora_uneven"]
     batches = worker.global_batches(num_samples, batch_size)

@@ -10,7 +10,8 @@ from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.lora import LoraSpec, apply_loras
 from pusa_fw_wan.testing.tiny import randomise_parameters
 from pusa_fw_wan.testing.train import tiny_config
-from pusa_fw_wan.train import Trainer, export_lora
+from pusa_fw_train import Trainer
+from pusa_fw_wan.train import export_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -10,9 +10,10 @@ from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.ptss import PTSS
 from pusa_fw.training_data import InMemorySource
 from pusa_fw_wan.testing.train import tiny_config
-from pusa_fw_wan.train.adapters import trainable_tensors
-from pusa_fw_wan.train.build import build_model, build_optimizer
-from pusa_fw_wan.train.step import collate, draw_for_batch, frame_loss_terms
+from pusa_fw_train.lora import trainable_tensors
+from pusa_fw_wan.train.adapter import WanTrainAdapter
+from pusa_fw_train.build import build_model, build_optimizer
+from pusa_fw_train.step import collate, draw_for_batch, frame_loss_terms
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +49,7 @@ def test_tiny_wan_overfits_one_fixed_batch(tmp_path, mode, lr):
             "model.architecture.ffn_dim": 128,
         },
     )
-    model, _ = build_model(config)
+    model, _ = build_model(config, WanTrainAdapter())
     optimizer, _ = build_optimizer(model, config.optimizer)
     for group in optimizer.param_groups:
         group["lr"] = lr
@@ -67,7 +68,7 @@ def test_tiny_wan_overfits_one_fixed_batch(tmp_path, mode, lr):
 
 def test_lora_starts_as_the_base_and_trains_only_the_factors(tmp_path):
     config = tiny_config(tmp_path)
-    model, targets = build_model(config)
+    model, targets = build_model(config, WanTrainAdapter())
     assert len(targets) == 2 * 10 and "blocks.1.ffn.2" in targets and "blocks.0.cross_attn.o" in targets
     tensors = trainable_tensors(model)
     assert set(tensors) == {f"{t}.lora_{half}.weight" for t in targets for half in "AB"}
@@ -78,7 +79,7 @@ def test_lora_starts_as_the_base_and_trains_only_the_factors(tmp_path):
 
 
 def _gradients(config, checkpointing: bool) -> dict[str, torch.Tensor]:
-    model, _ = build_model(config)
+    model, _ = build_model(config, WanTrainAdapter())
     model.enable_gradient_checkpointing(checkpointing)
     with torch.no_grad():  # non-zero B so that the A factors get gradients too
         for name, tensor in trainable_tensors(model).items():
@@ -104,7 +105,7 @@ def test_gradient_checkpointing_gives_the_same_trained_gradients(tmp_path, mode)
 def test_training_loss_and_validation_noise_through_the_core_fafm_forward(tmp_path, monkeypatch):
     """One noising function in the project: the trainer's loss and its validation call `noise_latents`."""
     import pusa_fw.fafm as fafm
-    from pusa_fw_wan.train.trainer import Trainer
+    from pusa_fw_train.trainer import Trainer
 
     calls = []
     original = fafm.noise_latents

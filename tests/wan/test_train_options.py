@@ -8,7 +8,8 @@ import torch
 
 from pusa_fw.errors import InputError
 from pusa_fw_wan.testing.train import tiny_config
-from pusa_fw_wan.train import Trainer, export_lora
+from pusa_fw_train import Trainer
+from pusa_fw_wan.train import export_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from pusa_fw.errors import CheckpointError, InputError
 from pusa_fw_wan.testing.train import tiny_config
-from pusa_fw_wan.train.trainer import Trainer
+from pusa_fw_train.trainer import Trainer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -39,7 +39,7 @@ def _two_bucket_source() -> InMemorySource:
 
 
 def test_data_order_is_bucketed_seeded_and_resumable():
-    from pusa_fw_wan.train.order import DataOrder, OrderPosition
+    from pusa_fw_train.order import DataOrder, OrderPosition
 
     source = _two_bucket_source()
     order = DataOrder(source, batch_size=2, seed=5, exclude=frozenset({8}))
@@ -62,7 +62,7 @@ def test_data_order_is_bucketed_seeded_and_resumable():
 
 
 def test_sources_by_name_factory_path_and_errors(tmp_path):
-    from pusa_fw_wan.train.sources import open_source, register_source
+    from pusa_fw_train.sources import open_source, register_source
 
     source = open_source("random", {"count": 3, "latent_shape": [16, 2, 4, 4], "context_shape": [2, 8]})
     assert len(source) == 3 and source.bucket(0) == (16, 2, 4, 4, 2, 8)
@@ -82,7 +82,7 @@ def test_readme_train_run_file_is_a_valid_config():
 
     import tomllib
 
-    from pusa_fw_wan.train.config import validate_train_config
+    from pusa_fw_train.config import validate_train_config
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("### Train") :]

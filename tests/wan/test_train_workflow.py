@@ -16,9 +16,9 @@ from pusa_fw.io.image import save_image
 from pusa_fw.io.video import write_video
 from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.lora import LoraSpec, apply_loras
-from pusa_fw_wan.train import Trainer
+from pusa_fw_train import Trainer
 from pusa_fw_wan.train.cache import LatentCache
-from pusa_fw_wan.train.config import validate_train_config
+from pusa_fw_train.config import validate_train_config
 from pusa_fw_wan.train.export import base_model_hash, export_lora
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -108,19 +108,20 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
     """Train under ``ctx``; check that a gathered checkpoint restores an identical next step."""
     from safetensors.torch import save_file
 
-    from pusa_fw_wan.train.distributed import (
+    from pusa_fw_train.distributed import (
         gather_full_optimizer_state,
         gather_full_state_dict,
         load_full_optimizer_state,
         load_full_state_dict,
         wrap_model,
     )
-    from pusa_fw_wan.train.sharding import global_mean_loss, shard_global_batch
+    from pusa_fw_train.sharding import global_mean_loss, shard_global_batch
+    from pusa_fw_wan.parallel.fsdp import shard_dit
 
     strategy, lora, num_samples, batch_size = SCENARIOS[scenario]
     model = tiny_model(lora)
     model.enable_gradient_checkpointing(scenario.endswith("_gc"))
-    model = wrap_model(model, ctx, strategy)
+    model = wrap_model(model, ctx, strategy, shard=shard_dit)
     optimizer = make_optimizer(model)
     steps = global_batches(num_samples, batch_size)
 
@@ -140,7 +141,7 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
     torch.distributed.broadcast_object_list(shared, src=0)
     fresh = tiny_model(lora)
     fresh.enable_gradient_checkpointing(scenario.endswith("_gc"))
-    resumed = wrap_model(fresh, ctx, strategy)
+    resumed = wrap_model(fresh, ctx, strategy, shard=shard_dit)
     resumed_optimizer = make_optimizer(resumed)
     load_full_state_dict(resumed, shared[0], ctx, trainable_only=True)
     load_full_optimizer_state(resumed, resumed_optimizer, shared[1], ctx)
@@ -161,7 +162,7 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
 def record_bad_layouts(ctx, out: Path) -> None:
     """Provoke each bad layout; every rank must raise (and write) the one-line error, none may hang."""
     from pusa_fw.errors import PusaError
-    from pusa_fw_wan.train.distributed import init_distributed, wrap_model
+    from pusa_fw_train.distributed import init_distributed, wrap_model
 
     def provoke(name: str, action) -> None:
         try:
@@ -177,7 +178,7 @@ def record_bad_layouts(ctx, out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from pusa_fw_wan.train.distributed import init_distributed
+    from pusa_fw_train.distributed import init_distributed
 
     torch.set_num_threads(1)
     out = Path(argv[0])

@@ -38,14 +38,14 @@ def scenario_config(out: Path, name: str, strategy: str | None = None, suffix: s
 
 def run_scenario(out: Path, name: str, strategy: str | None = None) -> Path | None:
     """Train scenario `name` to the end; the last checkpoint."""
-    from pusa_fw_wan.train import Trainer
+    from pusa_fw_train import Trainer
 
     return Trainer(scenario_config(out, name, strategy)).run().checkpoint
 
 
 def main(out: Path, phase: str) -> None:
     """Phase "all": every scenario straight; "pause" / "resume": fsdp_full stopped at step 2 / resumed."""
-    from pusa_fw_wan.train import Trainer
+    from pusa_fw_train import Trainer
 
     torch.set_num_threads(1)
     if phase == "all":

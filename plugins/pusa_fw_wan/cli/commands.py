@@ -148,12 +148,10 @@ class GenerateCommand:
 
 @hookimpl
 def register_commands(register: Register) -> None:
-    """Register ``generate``, ``prepare``, ``train`` and ``export-lora``."""
+    """Register ``generate``, ``prepare`` and ``export-lora`` (``train`` is the ``pusa_fw_train`` plugin's)."""
     from pusa_fw_wan.cli.export_lora import ExportLoraCommand
     from pusa_fw_wan.cli.prepare import PrepareCommand
-    from pusa_fw_wan.cli.train import TrainCommand
 
     register(GenerateCommand(), name="generate")
     register(PrepareCommand(), name="prepare")
-    register(TrainCommand(), name="train")
     register(ExportLoraCommand(), name="export-lora")

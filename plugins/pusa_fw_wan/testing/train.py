@@ -6,7 +6,7 @@ from typing import Any
 
 __all__ = ["TINY_ARCHITECTURE", "tiny_config"]
 
-from pusa_fw_wan.train.config import TrainConfig, apply_overrides, validate_train_config
+from pusa_fw_train.config import TrainConfig, apply_overrides, validate_train_config
 
 TINY_ARCHITECTURE = {
     "dim": 32,

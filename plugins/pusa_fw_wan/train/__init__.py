@@ -1,6 +1,7 @@
-"""Training for the Wan plugin: data sources, dataset preparation, config, FAFM trainer, checkpoints, export.
+"""Wan's side of training: its training adapter, dataset preparation, the latent cache and LoRA export.
 
-Heavy modules are imported on first attribute access, so importing the package stays cheap.
+The trainer itself is the backbone-agnostic ``pusa_fw_train`` plugin; it reaches Wan through
+`WanTrainAdapter` (registered for ``wan2.1-t2v``). Heavy modules are imported on first attribute access.
 """
 
 from __future__ import annotations
@@ -8,16 +9,9 @@ from __future__ import annotations
 from pusa_fw.lazy import lazy_exports
 
 _EXPORTS = {
-    "TrainingSample": "pusa_fw.training_data",
-    "TrainingSource": "pusa_fw.training_data",
-    "InMemorySource": "pusa_fw.training_data",
+    "WanTrainAdapter": ".adapter",
+    "PUSA_LORA_TARGETS": ".adapter",
     "LatentCache": ".cache",
-    "TrainConfig": ".config",
-    "load_train_config": ".config",
-    "validate_train_config": ".config",
-    "Trainer": ".trainer",
-    "TrainResult": ".trainer",
-    "register_source": ".sources",
     "export_lora": ".export",
     "ExportedLora": ".export",
 }

@@ -2,10 +2,10 @@
 
 A factory is called as ``factory(**options)`` (``options`` from the config's ``data.options``) and
 returns a `TrainingSource`. Built in: ``"random"`` (`InMemorySource.random`, for tests and smoke runs).
-Known by name without registration: ``"cache"`` (the latent cache of ``pusa-fw prepare``,
-`pusa_fw_wan.train.cache.LatentCache`; a ``data.source`` that is an existing directory opens it as the
-cache). Plugins add factories through the ``register_training_sources`` hook (the registry kind
-``training_sources``); code registers them with `register_source`.
+Plugins add factories through the ``register_training_sources`` hook (the registry kind
+``training_sources``); code registers them with `register_source`. A ``data.source`` that is an existing
+directory is opened by the factory registered as ``"cache"`` (the Wan plugin's latent cache of
+``pusa-fw prepare``) with ``directory`` set to it.
 """
 
 from __future__ import annotations
@@ -24,9 +24,7 @@ __all__ = ["open_source", "register_source", "registered_sources"]
 SourceFactory = Callable[..., TrainingSource]
 
 _FACTORIES: dict[str, SourceFactory] = {}
-_LAZY: dict[str, str] = {
-    "cache": "pusa_fw_wan.train.cache:LatentCache",  # options: directory, context_length, expect_codec
-}
+_DIRECTORY_SOURCE = "cache"
 
 
 def _random_source(
@@ -52,7 +50,7 @@ def registered_sources() -> list[str]:
     """Names usable as ``data.source``."""
     from pusa_fw.plugins import get_registry
 
-    return sorted(set(_FACTORIES) | set(_LAZY) | set(get_registry().names("training_sources")))
+    return sorted(set(_FACTORIES) | set(get_registry().names("training_sources")))
 
 
 def _import_factory(spec: str) -> SourceFactory:
@@ -76,12 +74,10 @@ def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
         factory = _FACTORIES[source]
     elif ("training_sources", source) in plugged:
         factory = plugged.get("training_sources", source)
-    elif source in _LAZY:
-        factory = _import_factory(_LAZY[source])
     elif ":" in source and not Path(source).exists():
         factory = _import_factory(source)
-    elif Path(source).expanduser().is_dir():
-        factory = _import_factory(_LAZY["cache"])
+    elif Path(source).expanduser().is_dir() and ("training_sources", _DIRECTORY_SOURCE) in plugged:
+        factory = plugged.get("training_sources", _DIRECTORY_SOURCE)
         options = {"directory": str(Path(source).expanduser()), **options}
     else:
         raise InputError(

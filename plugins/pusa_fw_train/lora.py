@@ -1,8 +1,8 @@
-"""What a run trains: LoRA factors injected through peft, or every weight of the DiT.
+"""What a run trains: LoRA factors injected through peft, or every weight of the model.
 
-Trainable tensors are named as in the checkpoint contract: ``<wan module>.lora_A.weight`` `[r, in]` and
-``<wan module>.lora_B.weight`` `[out, r]` for a LoRA (the peft adapter name is dropped), or the plain
-`WanDiT` state-dict names for a full fine-tune. `trainable_tensors` gives that mapping for any run.
+Trainable tensors are named as in the checkpoint contract: ``<module>.lora_A.weight`` `[r, in]` and
+``<module>.lora_B.weight`` `[out, r]` for a LoRA (the peft adapter name is dropped), or the plain
+state-dict names of the model for a full fine-tune. `trainable_tensors` gives that mapping for any run.
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ def resolve_targets(model: nn.Module, suffixes: tuple[str, ...]) -> list[str]:
         matched = [name for name in linears if name == suffix or name.endswith("." + suffix)]
         if not matched:
             raise InputError(
-                f"LoRA target {suffix!r} matches no Linear of the DiT; use suffixes such as "
-                "q, k, v, o, ffn.0, ffn.2"
+                f"LoRA target {suffix!r} matches no Linear of the model; use name suffixes of its Linear "
+                f"modules (e.g. {linears[:3]})"
             )
         targets.extend(matched)
     return sorted(set(targets))
@@ -74,11 +74,21 @@ def trainable_tensors(model: nn.Module) -> dict[str, nn.Parameter]:
 
 
 @torch.no_grad()
-def load_lora_into(model: nn.Module, path: str, rank: int, alpha: float) -> int:
-    """Copy an existing LoRA file (any format `pusa_fw_wan.lora` reads) into the injected factors.
+def load_lora_into(
+    model: nn.Module, pairs: dict[str, tuple[torch.Tensor, torch.Tensor, float]], *, rank: int, alpha: float,
+    source: str,
+) -> int:
+    """Copy the LoRA pairs of an existing file (read by the backbone adapter's ``read_lora``) into the factors.
 
-    The file's scale (its alpha / rank) is folded into B so that the model computes the file's LoRA
-    exactly under this run's alpha / rank.
+    The file's scale is folded into B so that the model computes the file's LoRA exactly under this run's
+    alpha / rank.
+
+    Args:
+        model: the model with LoRA injected (`inject_lora`).
+        pairs: module path -> ``(down [r, in], up [out, r], scale)``.
+        rank: this run's ``lora.rank``.
+        alpha: this run's ``lora.alpha``.
+        source: the file, for messages.
 
     Returns:
         The number of modules loaded.
@@ -86,29 +96,22 @@ def load_lora_into(model: nn.Module, path: str, rank: int, alpha: float) -> int:
     Raises:
         CheckpointError: a module the run does not train, or a rank that differs from this run's.
     """
-    from pusa_fw_wan.lora.formats import load_lora_state
-
-    state = load_lora_state(path)
     tensors = trainable_tensors(model)
-    loaded = 0
-    for module, weights in state.modules.items():
-        if not weights.has_pair:
-            continue
+    for module, (down, up, scale) in pairs.items():
         down_key, up_key = f"{module}.lora_A.weight", f"{module}.lora_B.weight"
         if down_key not in tensors:
             raise CheckpointError(
-                f"{path}: LoRA module {module!r} is not a target of this run; add it to lora.targets"
+                f"{source}: LoRA module {module!r} is not a target of this run; add it to lora.targets"
             )
-        if weights.rank != rank:
+        if down.shape[0] != rank:
             raise CheckpointError(
-                f"{path}: module {module!r} has rank {weights.rank}, the run has lora.rank={rank}"
+                f"{source}: module {module!r} has rank {down.shape[0]}, the run has lora.rank={rank}"
             )
-        factor = weights.scale / (alpha / rank)
+        factor = scale / (alpha / rank)
         if not math.isfinite(factor):
-            raise CheckpointError(f"{path}: module {module!r} has a non-finite scale")
-        tensors[down_key].copy_(weights.down.float())
-        tensors[up_key].copy_(weights.up.float() * factor)
-        loaded += 1
-    if loaded == 0:
-        raise CheckpointError(f"{path}: no LoRA pair found to continue from")
-    return loaded
+            raise CheckpointError(f"{source}: module {module!r} has a non-finite scale")
+        tensors[down_key].copy_(down.float())
+        tensors[up_key].copy_(up.float() * factor)
+    if not pairs:
+        raise CheckpointError(f"{source}: no LoRA pair found to continue from")
+    return len(pairs)

@@ -37,7 +37,7 @@ class TrainCommand:
     """``pusa-fw train --config RUN.toml [flags]`` or ``pusa-fw train --resume RUN_DIR``."""
 
     name = "train"
-    help = "fine-tune a Wan DiT with FAFM (LoRA or full) from a TOML run file; --resume continues a run"
+    help = "fine-tune a registered backbone with FAFM (LoRA or full) from a TOML run file; --resume continues a run"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Run file, resume directory, the common overrides and ``--set KEY=VALUE`` for any field."""
@@ -75,8 +75,8 @@ class TrainCommand:
 
     def run(self, args: argparse.Namespace) -> int:
         """Train; print the last checkpoint directory on stdout."""
-        from pusa_fw_wan.train.config import load_train_config
-        from pusa_fw_wan.train.trainer import Trainer
+        from pusa_fw_train.config import load_train_config
+        from pusa_fw_train.trainer import Trainer
 
         overrides = dict(parse_set_option(item) for item in args.set_values)
         if args.output_dir is not None:

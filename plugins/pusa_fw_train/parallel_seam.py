@@ -1,4 +1,4 @@
-"""The trainer's one seam to distribution: a small context over `pusa_fw_wan.train.distributed`.
+"""The trainer's one seam to distribution: a small context over `pusa_fw_train.distributed`.
 
 With one process (or ``distributed = "none"``) nothing distributed is imported or started: the model is
 moved to the device, every global batch is the rank's batch, and tensors are plain. Under torchrun the
@@ -40,13 +40,13 @@ class TrainContext:
     def is_main(self) -> bool:
         return self.rank == 0
 
-    def wrap(self, model: nn.Module) -> nn.Module:
-        """The module to call in the step (DDP / FSDP2 wrapped when distributed)."""
+    def wrap(self, model: nn.Module, shard: Callable[..., nn.Module] | None = None) -> nn.Module:
+        """The module to call in the step (DDP / FSDP2 wrapped when distributed; `shard` does FSDP2)."""
         if self.inner is None:
             return model.to(self.device)
         from .distributed import wrap_model
 
-        return wrap_model(model, self.inner)
+        return wrap_model(model, self.inner, shard=shard)
 
     def shard(self, global_indices: Sequence[int]) -> tuple[list[int], LossFn | None]:
         """This rank's indices of a global batch and, when distributed, the loss that averages over ranks."""
@@ -115,7 +115,7 @@ def start_distributed(config: TrainConfig) -> TrainContext:
     try:
         from .distributed import init_distributed
     except ModuleNotFoundError as error:
-        raise InputError(f"multi-process training needs pusa_fw_wan.train.distributed ({error})") from None
+        raise InputError(f"multi-process training needs pusa_fw_train.distributed ({error})") from None
     strategy = config.distributed
     if strategy == "auto":
         strategy = "ddp" if config.mode == "lora" else "fsdp"

@@ -18,7 +18,7 @@ import torch
 from pusa_fw.fafm import bsmntw_weights, fafm_forward, frame_losses
 from pusa_fw.ptss import PTSS
 
-from pusa_fw.training_data import TrainingSample
+from pusa_fw.training_data import TrainingSample, pad_contexts
 
 __all__ = ["Batch", "StepDraws", "collate", "draw_for_batch", "draw_seed", "frame_loss_terms"]
 
@@ -31,7 +31,7 @@ def draw_seed(seed: int, step: int, micro_step: int, sample_index: int) -> int:
 
 @dataclass
 class Batch:
-    """Stacked samples: `latents` `[B, C, F, H, W]`, `context` `[B, L, D]` (zero-padded rows), captions."""
+    """Stacked samples: `latents` `[B, C, F, H, W]`, `context` `[B, ...]` (as the adapter collates), captions."""
 
     latents: torch.Tensor
     context: torch.Tensor
@@ -39,16 +39,19 @@ class Batch:
     captions: tuple[str, ...]
 
 
-def collate(samples: Sequence[TrainingSample], indices: Sequence[int], device: torch.device) -> Batch:
-    """Stack samples of one bucket; contexts of different lengths are zero-padded to the longest."""
-    length = max(sample.context.shape[0] for sample in samples)
-    contexts = [
-        torch.nn.functional.pad(sample.context.float(), (0, 0, 0, length - sample.context.shape[0]))
-        for sample in samples
-    ]
+ContextCollate = Callable[[Sequence[torch.Tensor]], torch.Tensor]
+
+
+def collate(
+    samples: Sequence[TrainingSample],
+    indices: Sequence[int],
+    device: torch.device,
+    collate_context: ContextCollate = pad_contexts,
+) -> Batch:
+    """Stack samples of one bucket; contexts through the backbone adapter's `collate_context`."""
     return Batch(
         latents=torch.stack([sample.latents.float() for sample in samples]).to(device),
-        context=torch.stack(contexts).to(device),
+        context=collate_context([sample.context for sample in samples]).to(device),
         indices=tuple(int(index) for index in indices),
         captions=tuple(sample.caption for sample in samples),
     )

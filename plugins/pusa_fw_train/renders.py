@@ -3,7 +3,7 @@
 At the configured steps the main rank samples each task in ``validation.render_tasks`` with
 `pusa_fw.sample` over the task's plan (the model's own forward, no copy), a fixed seed, and the prompt
 context of a fixed held-out sample; frames a task holds (i2v, start-end, ...) come from that sample's
-latents. The codec of ``model.path`` decodes the latents, and `pusa_fw.io` writes
+latents. The codec of ``model.path`` (from the backbone's training adapter) decodes the latents, and `pusa_fw.io` writes
 ``<run>/renders/step-XXXXXXX/<task>.mp4`` and ``<task>.png`` (a contact sheet), both atomically, plus a
 ``renders.json`` saying which weights rendered (``"ema"`` or ``"current"``).
 
@@ -29,7 +29,7 @@ from pusa_fw.io.atomic import atomic_write_bytes
 
 from .validation import task_params
 
-__all__ = ["RenderSetup", "build_render_tasks", "load_render_codec", "render_tasks", "swapped_weights"]
+__all__ = ["RenderSetup", "build_render_tasks", "render_tasks", "swapped_weights"]
 
 
 @dataclass
@@ -43,39 +43,6 @@ class RenderSetup:
 
     codec: Any
     tasks: list[tuple[str, Any]]
-
-
-def load_render_codec(model_path: str | None) -> Any:
-    """The codec of the model directory: a registered model format's own codec, or the Wan-VAE beside the DiT.
-
-    Raises:
-        InputError: no model directory (a random-init model), or no codec file in it.
-    """
-    from pusa_fw_wan.pipeline.loading import VAE_NAMES, find_model_format
-
-    if model_path is None:
-        raise InputError(
-            "validation.render_tasks needs a codec to decode renders, but model.architecture (random init) "
-            "has none; set model.path to a model directory or clear validation.render_tasks"
-        )
-    path = Path(model_path).expanduser()
-    folder = path if path.is_dir() else path.parent
-    claimed = find_model_format(folder)
-    if claimed is not None:
-        return claimed.codec(folder)
-    for name in VAE_NAMES:
-        if (folder / name).is_file():
-            from pusa_fw_wan.vae.model import WanVAE
-
-            vae = WanVAE.from_pretrained(
-                folder / name, dim=None, z_dim=None, dtype=torch.float32, device="cpu"
-            )
-            return vae.eval().requires_grad_(False)
-    raise InputError(
-        f"validation.render_tasks needs a codec to decode renders, but {str(folder)!r} holds none of "
-        f"{', '.join(VAE_NAMES)} (nor is it a registered model format); add the VAE or clear "
-        "validation.render_tasks"
-    )
 
 
 def build_render_tasks(

@@ -1,5 +1,5 @@
-"""Building what a run trains from its config: the DiT (checkpoint or random init) with LoRA or unfrozen,
-the AdamW optimizer, and the learning-rate law."""
+"""Building what a run trains from its config: the backbone's model (through its training adapter, from a
+checkpoint or a random init) with LoRA or unfrozen, the AdamW optimizer, and the learning-rate law."""
 
 from __future__ import annotations
 
@@ -8,36 +8,48 @@ import math
 import torch
 from torch import nn
 
-from .adapters import inject_lora, load_lora_into, trainable_tensors
+from pusa_fw.errors import InputError
+
+from .adapter import TrainAdapter
 from .config import OptimizerSection, TrainConfig
+from .lora import inject_lora, load_lora_into, trainable_tensors
 
 __all__ = ["build_model", "build_optimizer", "learning_rate"]
 
 
-def build_model(config: TrainConfig) -> tuple[nn.Module, list[str]]:
-    """The DiT of `config` on the CPU in fp32, with its trainable tensors set up.
+def build_model(config: TrainConfig, adapter: TrainAdapter) -> tuple[nn.Module, list[str]]:
+    """The model of `config` on the CPU in fp32 (built by the backbone's `adapter`), trainable tensors set up.
 
     Returns:
         The model and the LoRA target module paths (empty for a full fine-tune).
-    """
-    from pusa_fw_wan.dit.config import WanConfig
-    from pusa_fw_wan.dit.model import WanDiT
-    from pusa_fw_wan.testing.tiny import randomise_parameters
 
-    if config.model.path is not None:
-        model = WanDiT.from_pretrained(config.model.path, dtype=torch.float32)
-    else:
-        model = WanDiT(WanConfig(**config.model.architecture))
-        randomise_parameters(model, torch.Generator().manual_seed(config.model.init_seed))
+    Raises:
+        InputError: gradient checkpointing asked of a model that cannot do it.
+    """
+    model = adapter.build_model(config.model.path, config.model.architecture, config.model.init_seed)
     targets: list[str] = []
     if config.mode == "lora":
         torch.manual_seed(config.seed)  # the LoRA A init draws from the global generator
-        targets = inject_lora(model, config.lora.targets, config.lora.rank, config.lora.alpha)
+        suffixes = config.lora.targets if config.lora.targets is not None else adapter.default_lora_targets
+        targets = inject_lora(model, tuple(suffixes), config.lora.rank, config.lora.alpha)
         if config.lora.init_from is not None:
-            load_lora_into(model, config.lora.init_from, config.lora.rank, config.lora.alpha)
+            load_lora_into(
+                model,
+                adapter.read_lora(config.lora.init_from),
+                rank=config.lora.rank,
+                alpha=config.lora.alpha,
+                source=config.lora.init_from,
+            )
     else:
         model.requires_grad_(True)
-    model.enable_gradient_checkpointing(config.gradient_checkpointing)
+    checkpointing = getattr(model, "enable_gradient_checkpointing", None)
+    if checkpointing is not None:
+        checkpointing(config.gradient_checkpointing)
+    elif config.gradient_checkpointing:
+        raise InputError(
+            f"gradient_checkpointing is on but the {config.model.backbone!r} model has no "
+            "enable_gradient_checkpointing; turn it off"
+        )
     model.train()  # a loaded checkpoint comes in eval mode; train mode takes the lean training forward
     return model, targets
 

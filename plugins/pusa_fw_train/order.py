@@ -4,7 +4,7 @@ Epoch `e` shuffles the indices with a generator seeded by `(seed, e)`, walks the
 one pending batch per bucket; a bucket whose pending batch reaches the global batch size emits it.
 Leftovers that never fill a batch are dropped for that epoch (the next epoch's permutation differs, so no
 sample is always dropped). The order is identical on every rank; each rank then takes its share of every
-global batch (`pusa_fw_wan.train.sharding.shard_global_batch`), so every rank runs the same number of
+global batch (`pusa_fw_train.sharding.shard_global_batch`), so every rank runs the same number of
 steps whatever the sample count. The order of epoch `e` is a pure function of `(seed, e, source
 buckets)`, so a position `(epoch, batch)` saved in a checkpoint resumes exactly.
 """

@@ -36,15 +36,11 @@ from pusa_fw.errors import InputError
 from pusa_fw.ptss import PTSS
 
 __all__ = [
-    "PUSA_LORA_TARGETS",
     "TrainConfig",
     "config_differences",
     "load_train_config",
     "validate_train_config",
 ]
-
-PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
-"""Pusa's LoRA targets: q, k, v, o of self- and cross-attention and both FFN linears, in every block."""
 
 MAX_SEED = 2**63 - 2
 """Largest seed (torch generators take 64-bit seeds; some streams add 1)."""
@@ -61,11 +57,14 @@ _SECTION = ConfigDict(frozen=True, extra="forbid")
 
 
 class ModelSection(BaseModel):
-    """The base DiT: a checkpoint `path`, or an `architecture` (WanConfig fields) initialised randomly."""
+    """The base model: a registered `backbone`, and a checkpoint `path` or an `architecture` initialised randomly."""
 
     model_config = _SECTION
-    path: str | None = Field(None, description="Wan checkpoint directory or file")
-    architecture: dict[str, Any] | None = Field(None, description="WanConfig fields of a random-init model")
+    backbone: str = Field("wan2.1-t2v", description="backbone name with a registered training adapter")
+    path: str | None = Field(None, description="checkpoint directory or file of the backbone")
+    architecture: dict[str, Any] | None = Field(
+        None, description="architecture fields of a random-init model (the backbone's config, e.g. WanConfig)"
+    )
     init_seed: int = Field(0, description="seed of the random init (architecture only)")
 
     @model_validator(mode="after")
@@ -83,7 +82,9 @@ class LoraSection(BaseModel):
     model_config = _SECTION
     rank: int = Field(512, ge=1, description="LoRA rank r")
     alpha: float = Field(512.0, gt=0, description="LoRA alpha (scale alpha / r)")
-    targets: tuple[str, ...] = Field(PUSA_LORA_TARGETS, min_length=1, description="module name suffixes")
+    targets: tuple[str, ...] | None = Field(
+        None, min_length=1, description="Linear module name suffixes; None: the backbone adapter's defaults"
+    )
     init_from: str | None = Field(
         None, description="continue from this LoRA file (any format the loader reads)"
     )

@@ -6,15 +6,15 @@ The trainer calls three things, in this order, and nothing else changes between 
    starts the process group (gloo on CPU, nccl on CUDA) and builds a `DeviceMesh` with a named ``"dp"``
    dimension (more named dimensions can be added later). World size 1 starts no process group at all.
 2. `wrap_model(model, ctx, strategy)` puts the model on the rank's device and wraps it: DDP for a LoRA
-   (only trainable parameters are reduced), FSDP2 (`pusa_fw_wan.parallel.fsdp.shard_dit`: ``fully_shard``
+   (only trainable parameters are reduced), FSDP2 (the backbone adapter's ``shard``, e.g. ``fully_shard``
    per block, then the root) for a full fine-tune or a LoRA whose frozen base does not fit one device.
    Build the optimizer *after* wrapping (FSDP2 replaces the parameters by sharded ones).
-3. Each global batch is split with `pusa_fw_wan.train.sharding.shard_global_batch`, which gives every
+3. Each global batch is split with `pusa_fw_train.sharding.shard_global_batch`, which gives every
    rank the same number of samples and loss weights that make the mean over ranks equal the
    single-process loss of the global batch.
 
 Checkpoint helpers (full state dicts gathered on rank 0, loaded back on every rank) live in
-`pusa_fw_wan.train.state_dicts`; they are re-exported here.
+`pusa_fw_train.state_dicts`; they are re-exported here.
 
 A bad layout (unknown strategy, ``strategy="none"`` under torchrun, an inconsistent environment, more
 local ranks than GPUs, ranks that disagree) raises the same one-line `InputError` on every rank instead
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import atexit
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import timedelta
 from typing import Literal
@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import nn
 
 from pusa_fw.errors import InputError
-from pusa_fw_wan.train.rank_context import DistributedContext
-from pusa_fw_wan.train.sharding import RankShard, shard_global_batch
-from pusa_fw_wan.train.state_dicts import (
+from pusa_fw_train.rank_context import DistributedContext
+from pusa_fw_train.sharding import RankShard, shard_global_batch
+from pusa_fw_train.state_dicts import (
     gather_full_optimizer_state,
     gather_full_state_dict,
     load_full_optimizer_state,
@@ -179,6 +179,7 @@ def wrap_model(
     ctx: DistributedContext,
     strategy: Strategy | str | None = None,
     *,
+    shard: Callable[..., nn.Module] | None = None,
     param_dtype: torch.dtype | None = None,
     reduce_dtype: torch.dtype | None = None,
     reshard_after_forward: bool = True,
@@ -186,9 +187,10 @@ def wrap_model(
     """Move ``model`` to the rank's device and wrap it for data-parallel training.
 
     Args:
-        model: a `WanDiT` (possibly with LoRA layers injected and its base frozen).
+        model: the model (possibly with LoRA layers injected and its base frozen).
         ctx: from `init_distributed`.
         strategy: "none", "ddp" or "fsdp"; default ``ctx.strategy``.
+        shard: FSDP2 only: ``shard(model, mesh, **options)`` (the backbone adapter's ``shard``).
         param_dtype: FSDP2 compute dtype of the sharded parameters (e.g. bf16); None keeps fp32.
         reduce_dtype: FSDP2 gradient reduce dtype; None = ``param_dtype``.
         reshard_after_forward: FSDP2: free the gathered block weights after each block's forward.
@@ -221,11 +223,11 @@ def wrap_model(
         # DDP broadcasts rank 0's parameters and buffers once here, then all-reduces only the gradients
         # of parameters that require them (the LoRA factors for a LoRA run).
         return DistributedDataParallel(model, device_ids=device_ids)
-    from pusa_fw_wan.parallel.fsdp import shard_dit
-
+    if shard is None:
+        raise InputError("FSDP2 needs the backbone's shard function (its training adapter's shard); pass shard=")
     model = model.to(ctx.device)
     _broadcast_parameters(model)
-    return shard_dit(
+    return shard(
         model,
         ctx.mesh["dp"],
         param_dtype=param_dtype,

@@ -1,6 +1,6 @@
 """`DistributedContext`: where one process stands in a (possibly single-process) training run.
 
-Built by `pusa_fw_wan.train.distributed.init_distributed`; holds the rank, the device, the `DeviceMesh`
+Built by `pusa_fw_train.distributed.init_distributed`; holds the rank, the device, the `DeviceMesh`
 and the few collectives the trainer needs besides the model's own (logging means, consistency checks,
 closing the process group).
 """

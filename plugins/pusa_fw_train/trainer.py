@@ -1,12 +1,13 @@
-"""`Trainer`: FAFM fine-tuning of a Wan DiT (LoRA or full) from one `TrainConfig`, with exact resume.
+"""`Trainer`: FAFM fine-tuning of any registered backbone (LoRA or full) from one `TrainConfig`, with exact resume.
 
     trainer = Trainer(config)              # a new run in config.output_dir
     trainer.run()                          # to config.max_steps, checkpoints and log.jsonl on the way
     trainer = Trainer.resume("runs/x")     # continue from runs/x/checkpoints/latest
 
-One optimizer step takes ``optimizer.grad_accumulation`` global batches from the data order; each is
-split over the ranks (`pusa_fw_wan.train.distributed`, when several processes run), drawn, noised and
-pushed through the wrapped model by `step.frame_loss_terms`. A stopped and resumed run ends bit-identical
+The backbone (``model.backbone``) is reached only through its registered `TrainAdapter`. One optimizer step
+takes ``optimizer.grad_accumulation`` global batches from the data order; each is split over the ranks
+(`pusa_fw_train.distributed`, when several processes run), drawn, noised and pushed through the wrapped
+model by `step.frame_loss_terms` (the core's `pusa_fw.fafm.fafm_forward`). A stopped and resumed run ends bit-identical
 to an uninterrupted one on the CPU: weights, AdamW moments, the data position and the torch RNG states are
 restored, and the sigma/noise draws are keyed by (seed, step, sample).
 """
@@ -25,15 +26,17 @@ from pusa_fw.errors import InputError
 from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.io.atomic import atomic_write_bytes
 
+from pusa_fw.training_data import TrainingSource
+
+from .adapter import get_train_adapter
 from .build import build_model, build_optimizer, learning_rate
 from .checkpoint import write_checkpoint
 from .config import TrainConfig
 from .metrics import MetricsLog, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel_seam import local_context, start_distributed
-from .renders import RenderSetup, build_render_tasks, load_render_codec, render_tasks, swapped_weights
+from .renders import RenderSetup, build_render_tasks, render_tasks, swapped_weights
 from .resume import check_resume_config, find_checkpoint, restore, snapshot
-from pusa_fw.training_data import TrainingSource
 from .sources import open_source
 from .state_io import EMA
 from .step import collate, draw_for_batch, frame_loss_terms, frame_weighting
@@ -74,8 +77,9 @@ class Trainer:
         self.order = DataOrder(self.source, config.data.batch_size, config.seed, exclude=frozenset(held_out))
         self.position = OrderPosition()
         self.step = 0
-        self.model, self.targets = build_model(config)
-        self.wrapped = self.context.wrap(self.model)
+        self.adapter = get_train_adapter(config.model.backbone)
+        self.model, self.targets = build_model(config, self.adapter)
+        self.wrapped = self.context.wrap(self.model, self.adapter.shard)
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
         self.tensors = dict(
             zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)
@@ -138,7 +142,7 @@ class Trainer:
             return None
         if getattr(self.context.inner, "strategy", "none") == "fsdp":
             raise InputError("validation.render_tasks is not supported with FSDP (sharded weights); clear it")
-        codec = load_render_codec(self.config.model.path)
+        codec = self.adapter.codec(self.config.model.path)
         latents_count = int(self.source.load(self._render_index()).latents.shape[1])
         return RenderSetup(codec, build_render_tasks(section.render_tasks, latents_count, codec.geometry))
 
@@ -225,7 +229,12 @@ class Trainer:
         for micro_step in range(accumulation):
             global_indices = self.order.next_batch(self.position)
             indices, weight_fn = self.context.shard(global_indices)
-            batch = collate([self.source.load(index) for index in indices], indices, self.context.device)
+            batch = collate(
+                [self.source.load(index) for index in indices],
+                indices,
+                self.context.device,
+                self.adapter.collate_context,
+            )
             draws = draw_for_batch(
                 config.ptss,
                 batch.latents.shape,
@@ -246,7 +255,9 @@ class Trainer:
                 )
                 (loss / accumulation).backward()
             loss_sum = loss_sum + loss.detach() / accumulation  # stays on the device: no host sync
-            tokens += batch.latents[:, 0].numel() // 4 * self.context.world_size  # 2x2 patches
+            tokens += (
+                self.adapter.tokens_per_sample(batch.latents.shape[1:]) * len(indices) * self.context.world_size
+            )
             last = (draws.sigmas, losses, draws.loss_mask)
         return loss_sum, tokens, last
 
@@ -269,9 +280,11 @@ class Trainer:
     def validate(self) -> dict[str, float]:
         """Held-out FAFM loss per validation plan and per sigma bin (see `validation`)."""
         section = self.config.validation
-        batches = [collate([self.source.load(i)], [i], self.context.device) for i in self._validation_indices]
+        batches = [self._collate_one(index) for index in self._validation_indices]
         if self._validation_plans is None:
-            self._validation_plans = plan_sigma_vectors(section.plans, batches[0].latents.shape[2])
+            self._validation_plans = plan_sigma_vectors(
+                section.plans, batches[0].latents.shape[2], geometry=self.adapter.geometry(self.config.model.path)
+            )
         self.model.eval()
         try:
             return validation_losses(
@@ -295,7 +308,7 @@ class Trainer:
             raise InputError("no validation.render_tasks configured; set them to render")
         section = self.config.validation
         index = self._render_index()
-        batch = collate([self.source.load(index)], [index], self.context.device)
+        batch = self._collate_one(index)
         shadow = self.ema.shadow if self.ema is not None else None
         with swapped_weights(self.tensors, shadow):
             return render_tasks(
@@ -309,6 +322,9 @@ class Trainer:
                 weights="ema" if shadow is not None else "current",
                 step=self.step,
             )
+
+    def _collate_one(self, index: int) -> Any:
+        return collate([self.source.load(index)], [index], self.context.device, self.adapter.collate_context)
 
     # ------------------------------------------------------------------ checkpoints
 

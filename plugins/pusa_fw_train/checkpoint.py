@@ -29,10 +29,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
 from pusa_fw.errors import CheckpointError
 from pusa_fw.io.atomic import atomic_write_bytes
-
-from pusa_fw_wan.weights import read_metadata, read_tensor_file, write_tensor_file
 
 __all__ = [
     "CheckpointFiles",
@@ -89,7 +90,8 @@ def _fsync_path(path: Path) -> None:
 def _save_tensors(
     path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
 ) -> None:
-    write_tensor_file(path, tensors, metadata)
+    """One file of a checkpoint being written (inside the temporary directory, so no atomic rename here)."""
+    save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(path), metadata)
 
 
 def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | None) -> Path:
@@ -187,12 +189,19 @@ def _verify(directory: Path) -> dict[str, int]:
 
 
 def _metadata(path: Path) -> dict[str, str]:
-    return read_metadata(path)
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return dict(handle.metadata() or {})
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"training checkpoint file {str(path)!r} is not readable: {error}") from None
 
 
 def _read_tensors(path: str) -> dict[str, torch.Tensor]:
-    """The tensors of one file of the checkpoint (through the one weights reader)."""
-    return read_tensor_file(path, what="training checkpoint file")[0]
+    """The tensors of one file of the checkpoint (safetensors: no pickle)."""
+    try:
+        return load_file(path)
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"training checkpoint file {path!r} is not readable: {error}") from None
 
 
 def read_checkpoint(directory: Path) -> CheckpointFiles:

@@ -1,0 +1,100 @@
+"""`TrainAdapter`: what the trainer needs to know about a backbone, registered by the backbone's plugin.
+
+The trainer knows no backbone. A plugin that ships a backbone (Wan, or a third-party LTX or HunyuanVideo
+DiT) registers one adapter per backbone name through the ``register_train_adapters`` hook, and a run names
+it in ``model.backbone``. The adapter answers six questions:
+
+- ``build_model(path, architecture, init_seed)``: the model, fp32 on the CPU, from a checkpoint or a random
+  init. The model is an ``nn.Module`` called as ``model(x_sigma [B, C, F, H, W], sigmas [B, F], context)``
+  returning the velocity `[B, C, F, H, W]` (the same forward as inference, so DDP/FSDP2 can wrap it).
+- ``default_lora_targets``: Linear-module name suffixes LoRA adapts when ``lora.targets`` is not given.
+- ``shard(model, mesh, **options)``: FSDP2 ``fully_shard`` of the model's blocks and root over ``mesh``.
+- ``codec(model_path)``: the codec (``decode``, ``geometry``) renders decode with; ``geometry(model_path)``
+  the latent geometry validation plans are built for.
+- ``collate_context(contexts)``: stack the text contexts of one batch (e.g. zero-pad `[L, D]` to the longest).
+- ``tokens_per_sample(latents_shape)``: transformer tokens of one sample `[C, F, H, W]` (for throughput).
+- ``read_lora(path)`` and ``export_lora(checkpoint, out, **options)``: LoRA files of the backbone's own key
+  layout (continuing from one; exporting a checkpoint for its users' tools).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import torch
+from torch import nn
+
+from pusa_fw.errors import InputError
+from pusa_fw.geometry import LatentGeometry
+
+__all__ = ["LoraPair", "TrainAdapter", "get_train_adapter", "registered_adapters"]
+
+LoraPair = tuple[torch.Tensor, torch.Tensor, float]
+"""One module of a LoRA file: ``(down [r, in], up [out, r], scale)``; the delta is ``scale * up @ down``."""
+
+
+@runtime_checkable
+class TrainAdapter(Protocol):
+    """A backbone's answers to the trainer (see the module docstring)."""
+
+    name: str
+    default_lora_targets: tuple[str, ...]
+
+    def build_model(self, path: str | None, architecture: dict[str, Any] | None, init_seed: int) -> nn.Module:
+        """The model in fp32 on the CPU: loaded from `path`, or `architecture` initialised from `init_seed`."""
+        ...
+
+    def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
+        """FSDP2-shard `model` over the 1-D `mesh` (options: param_dtype, reduce_dtype, reshard_after_forward)."""
+        ...
+
+    def codec(self, model_path: str | None) -> Any:
+        """The codec that decodes this backbone's latents (raise `InputError` when there is none)."""
+        ...
+
+    def geometry(self, model_path: str | None) -> LatentGeometry:
+        """The latent geometry of the model's codec."""
+        ...
+
+    def collate_context(self, contexts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """One batch's text contexts, stacked (`[B, ...]`)."""
+        ...
+
+    def tokens_per_sample(self, latents_shape: Sequence[int]) -> int:
+        """Transformer tokens of one sample of latents shape `[C, F, H, W]`."""
+        ...
+
+    def read_lora(self, path: str) -> dict[str, LoraPair]:
+        """The LoRA pairs of a file in any layout this backbone reads, by module path."""
+        ...
+
+    def export_lora(self, checkpoint: Path, out: Path, **options: Any) -> Path:
+        """Export a training checkpoint's LoRA to one file in the backbone's users' key layout."""
+        ...
+
+
+def registered_adapters() -> list[str]:
+    """Backbone names a run may give as ``model.backbone``."""
+    from pusa_fw.plugins import get_registry
+
+    return get_registry().names("train_adapters")
+
+
+def get_train_adapter(backbone: str) -> TrainAdapter:
+    """The adapter registered for `backbone`.
+
+    Raises:
+        InputError: no plugin registered a training adapter of that name.
+    """
+    from pusa_fw.plugins import get_registry
+
+    registry = get_registry()
+    if ("train_adapters", backbone) not in registry:
+        raise InputError(
+            f"model.backbone {backbone!r} has no training adapter; use one of {registered_adapters()} or "
+            "install the plugin that registers it (hook register_train_adapters)"
+        )
+    adapter = registry.get("train_adapters", backbone)
+    return adapter() if isinstance(adapter, type) else adapter

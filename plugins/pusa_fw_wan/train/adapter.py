@@ -1,0 +1,133 @@
+"""`WanTrainAdapter`: how the backbone-agnostic trainer (``pusa_fw_train``) builds, shards, renders and exports
+a Wan2.1 DiT. Registered for ``wan2.1-t2v`` through the ``register_train_adapters`` hook.
+
+A model directory claimed by another registered model format (e.g. a small codec paired with a Wan DiT)
+takes its geometry and codec from that format, so this module names no other plugin. torch is imported
+only when a method runs (registering the adapter stays cheap).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pusa_fw.errors import CheckpointError, InputError
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+__all__ = ["PUSA_LORA_TARGETS", "WanTrainAdapter"]
+
+PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
+"""Pusa's LoRA targets: q, k, v, o of self- and cross-attention and both FFN linears, in every block."""
+
+_PATCH_TOKENS = 4
+"""Latent positions per transformer token: the Wan DiT patchifies 1 x 2 x 2."""
+
+
+def _folder(model_path: str) -> Path:
+    path = Path(model_path).expanduser()
+    return path if path.is_dir() else path.parent
+
+
+class WanTrainAdapter:
+    """The training adapter of the Wan2.1 T2V DiT (see `pusa_fw_train.adapter.TrainAdapter`)."""
+
+    name = "wan2.1-t2v"
+    default_lora_targets = PUSA_LORA_TARGETS
+
+    def build_model(self, path: str | None, architecture: dict[str, Any] | None, init_seed: int) -> nn.Module:
+        """`WanDiT.from_pretrained(path)` in fp32, or a `WanConfig(**architecture)` initialised from `init_seed`."""
+        import torch
+
+        from pusa_fw_wan.dit.config import WanConfig
+        from pusa_fw_wan.dit.model import WanDiT
+        from pusa_fw_wan.testing.tiny import randomise_parameters
+
+        if path is not None:
+            return WanDiT.from_pretrained(path, dtype=torch.float32)
+        try:
+            model = WanDiT(WanConfig(**(architecture or {})))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
+        randomise_parameters(model, torch.Generator().manual_seed(init_seed))
+        return model
+
+    def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
+        """FSDP2 per transformer block, then the root (`pusa_fw_wan.parallel.fsdp.shard_dit`)."""
+        from pusa_fw_wan.parallel.fsdp import shard_dit
+
+        return shard_dit(model, mesh, **options)
+
+    def geometry(self, model_path: str | None) -> LatentGeometry:
+        """A registered model format's geometry for a directory it claims, else the Wan2.1 VAE's."""
+        if model_path is None:
+            return WAN21_GEOMETRY
+        from pusa_fw_wan.pipeline.loading import find_model_format
+
+        claimed = find_model_format(_folder(model_path))
+        return WAN21_GEOMETRY if claimed is None else claimed.geometry(_folder(model_path))
+
+    def codec(self, model_path: str | None) -> Any:
+        """A registered model format's own codec, or the Wan-VAE file beside the DiT.
+
+        Raises:
+            InputError: a random-init model (no directory), or no codec file beside the DiT.
+        """
+        import torch
+
+        from pusa_fw_wan.pipeline.loading import VAE_NAMES, find_model_format
+
+        if model_path is None:
+            raise InputError(
+                "validation.render_tasks needs a codec to decode renders, but model.architecture (random "
+                "init) has none; set model.path to a model directory or clear validation.render_tasks"
+            )
+        folder = _folder(model_path)
+        claimed = find_model_format(folder)
+        if claimed is not None:
+            return claimed.codec(folder)
+        for name in VAE_NAMES:
+            if (folder / name).is_file():
+                from pusa_fw_wan.vae.model import WanVAE
+
+                vae = WanVAE.from_pretrained(folder / name, dim=None, z_dim=None, dtype=torch.float32, device="cpu")
+                return vae.eval().requires_grad_(False)
+        raise InputError(
+            f"validation.render_tasks needs a codec to decode renders, but {str(folder)!r} holds none of "
+            f"{', '.join(VAE_NAMES)} (nor is it a registered model format); add the VAE or clear "
+            "validation.render_tasks"
+        )
+
+    def collate_context(self, contexts: Sequence[torch.Tensor]) -> torch.Tensor:
+        """umT5 contexts `[L, D]` of different lengths, zero-padded to the longest: `[B, L_max, D]` float32."""
+        from pusa_fw.training_data import pad_contexts
+
+        return pad_contexts(contexts)
+
+    def tokens_per_sample(self, latents_shape: Sequence[int]) -> int:
+        """`F * H * W / 4` (1 x 2 x 2 patches) for latents `[C, F, H, W]`."""
+        _, frames, height, width = (int(size) for size in latents_shape)
+        return frames * height * width // _PATCH_TOKENS
+
+    def read_lora(self, path: str) -> dict[str, tuple[torch.Tensor, torch.Tensor, float]]:
+        """Every low-rank pair of a LoRA file in any layout `pusa_fw_wan.lora` reads, by Wan module path."""
+        from pusa_fw_wan.lora.formats import load_lora_state
+
+        state = load_lora_state(path)
+        pairs = {}
+        for module, weights in state.modules.items():
+            if weights.has_pair:
+                pairs[module] = (weights.down, weights.up, float(weights.scale))
+        if not pairs:
+            raise CheckpointError(f"{path}: no LoRA pair found to continue from")
+        return pairs
+
+    def export_lora(self, checkpoint: Path, out: Path, **options: Any) -> Path:
+        """ComfyUI (default) or diffusers key layout (`pusa_fw_wan.train.export.export_lora`)."""
+        from pusa_fw_wan.train.export import export_lora
+
+        return export_lora(checkpoint, out, **options).path
