@@ -182,6 +182,11 @@ class GenerateConfig(BaseModel):
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="DiT and text-encoder dtype (auto: bfloat16 on GPU, float32 on CPU)"
     )
+    weights_dtype: Literal["auto", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"] = Field(
+        "auto",
+        description="storage dtype of the DiT's large linears, computed in --dtype (auto: an fp8 file stays "
+        "fp8, else --dtype)",
+    )
     device: str = Field("auto", description="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     offload: Literal["none", "model", "block"] = Field(
         "none", description="keep weights on the CPU: per model while in use, or per DiT block"

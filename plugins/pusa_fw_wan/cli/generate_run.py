@@ -158,6 +158,11 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     dtype = resolve_dtype(config.dtype, device)
     if layout is not None:
         check_parallel_run(layout, config, plan, paths.dit)
+        if layout.fsdp and config.weights_dtype.startswith("float8"):
+            raise InputError(
+                f"--weights-dtype {config.weights_dtype} with --fsdp is not supported yet; "
+                "use --weights-dtype bfloat16 with --fsdp, or drop --fsdp"
+            )
     media = load_media(
         holds, image=config.image, keyframes=[k.path for k in config.keyframe],
         video=config.video, video_b=config.video_b, size=(config.height, config.width), fps=config.fps,
@@ -189,7 +194,7 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
     sharded = layout is not None and (layout.fsdp or layout.fsdp_text)
     # A sharded text encoder gathers its weights with collectives: no rank may skip it on a cache hit.
     models = load_models(paths, loras=loras, dtype=dtype, device=torch.device("cpu") if sharded else device,
-                         offload=config.offload,
+                         offload=config.offload, weights_dtype=config.weights_dtype,
                          prompt_cache=config.prompt_cache and not (layout is not None and layout.fsdp_text))
     dit = models.dit
     if runtime is not None:
@@ -240,6 +245,8 @@ def _dit_files(path: Path) -> list[Path] | None:
 
 def _sidecar_record(config: GenerateConfig, task: Task, result: GenerationResult, paths: Any, models: Any,
                     device: str) -> dict[str, Any]:
+    from pusa_fw_wan.dit.storage import describe_storage
+
     inputs = {
         "image": describe_files(config.image),
         "keyframes": [{"frame": k.frame, "strength": k.strength, **(describe_files(k.path) or {})}
@@ -269,6 +276,7 @@ def _sidecar_record(config: GenerateConfig, task: Task, result: GenerationResult
         },
         "loras": loras,
         "runtime": {"device": device, "dtype": str(models.dtype).replace("torch.", ""),
+                    "weights_dtype": describe_storage(models.dit)["weights_dtype"],
                     "offload": config.offload,
                     "lora_merged": bool(models.lora_report and models.lora_report.merged)},
         "config": config.model_dump(mode="json"),

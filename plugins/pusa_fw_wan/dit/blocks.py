@@ -20,6 +20,7 @@ from einops import rearrange
 from torch import nn
 
 from pusa_fw_wan.dit.rope import apply_rope
+from pusa_fw_wan.dit.storage import compute_dtype_of
 
 __all__ = [
     "AttentionBlock",
@@ -110,8 +111,8 @@ class RMSNorm(nn.Module):
 
 
 def _linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``linear`` to ``x`` cast to the dtype of the linear's weight."""
-    return linear(x.to(linear.weight.dtype))
+    """Apply ``linear`` to ``x`` cast to the linear's compute dtype (its weight's, unless stored low-precision)."""
+    return linear(x.to(compute_dtype_of(linear)))
 
 
 class _Attention(nn.Module):
@@ -144,7 +145,7 @@ class _Attention(nn.Module):
         self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
     ) -> torch.Tensor:
         """SDPA per head in the dtype of the value projection: `[B, Lq, heads, head_dim]` out."""
-        compute_dtype = self.v.weight.dtype
+        compute_dtype = compute_dtype_of(self.v)
         attended = F.scaled_dot_product_attention(
             rearrange(queries.to(compute_dtype), "b l h d -> b h l d"),
             rearrange(keys.to(compute_dtype), "b l h d -> b h l d"),
@@ -261,7 +262,7 @@ class AttentionBlock(nn.Module):
             hidden = self.ffn[1](hidden)
         else:  # inference: reuse the [B, L, ffn_dim] buffer (the largest activation of the block)
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.ffn[1].approximate)
-        ffn_out = self.ffn[2](hidden).float()
+        ffn_out = _linear_in_weight_dtype(self.ffn[2], hidden).float()
         x_frames = torch.addcmul(x_frames, per_frame(ffn_out), gate_ffn)
         return per_token(x_frames)
 

@@ -7,8 +7,8 @@ Accepted layouts (detected from the files and the key names):
 - diffusers: a pipeline directory with ``transformer/``, or the ``transformer/`` directory itself
   (``WanTransformer3DModel`` names, mapped to the official ones);
 - a single ``.safetensors`` file (keys optionally prefixed ``model.diffusion_model.`` or
-  ``diffusion_model.``),
-  or a ``.pt``/``.pth``/``.bin`` state dict (loaded with ``weights_only=True``).
+  ``diffusion_model.``), in fp32, bf16, fp16 or fp8 (with or without the ``scale_weight`` tensors of
+  "scaled fp8" files), or a ``.pt``/``.pth``/``.bin`` state dict (loaded with ``weights_only=True``).
 
 The model is built on the meta device; every key is checked against the headers before any weight is read
 (a `CheckpointError` lists missing, unexpected and mis-shaped keys); then the tensors are read one at a time,
@@ -29,6 +29,13 @@ from pusa_fw.errors import CheckpointError
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT, _keeps_fp32
 from pusa_fw_wan.dit.key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
+from pusa_fw_wan.dit.storage import (
+    FP8_DTYPES,
+    LowPrecisionLinear,
+    is_large_linear,
+    parse_weights_dtype,
+    set_weights_dtype,
+)
 from pusa_fw_wan.weights import (
     INDEX_SUFFIX,
     compare_keys,
@@ -37,6 +44,8 @@ from pusa_fw_wan.weights import (
     read_shapes,
     shard_files,
 )
+from pusa_fw_wan.weights.files import read_torch_file
+from pusa_fw_wan.weights.safetensors import read_header
 
 __all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit", "read_wan_config"]
 
@@ -44,6 +53,9 @@ _WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 _INDEX_NAME = _WEIGHTS_NAME + INDEX_SUFFIX
 _MAX_LISTED = 20  # directory entries shown when no weights are found
 _WHAT = "Wan DiT checkpoint"
+_SCALE_WEIGHT = ".scale_weight"
+_SCALE_INPUT = ".scale_input"
+_FP8_MARKER = "scaled_fp8"
 
 
 class CheckpointFiles:
@@ -145,25 +157,96 @@ def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
     return _resolve_config(files, official_shapes, None)
 
 
+def _file_dtypes(files: CheckpointFiles) -> dict[str, torch.dtype]:
+    """Raw key -> stored dtype over the checkpoint's files (headers only for safetensors)."""
+    dtypes: dict[str, torch.dtype] = {}
+    for file in files.weight_files:
+        if file.suffix.lower() == ".safetensors":
+            dtypes.update({name: info.dtype for name, info in read_header(file).items()})
+        else:
+            dtypes.update({name: t.dtype for name, t in read_torch_file(file, what=_WHAT, mmap=True).items()})
+    return dtypes
+
+
+def _split_scales(official_names: dict[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
+    """Separate the scaled-fp8 extras from the weights.
+
+    Args:
+        official_names: raw key -> official name.
+
+    Returns:
+        ``(weights, scale_weights, ignored)``: raw key -> official name of the weights; module path ->
+        raw key of each ``scale_weight``; raw keys that are dropped (``scale_input``, used only by fp8
+        matmuls, and the ``scaled_fp8`` format marker).
+    """
+    weights: dict[str, str] = {}
+    scales: dict[str, str] = {}
+    ignored: list[str] = []
+    for raw, name in official_names.items():
+        if name == _FP8_MARKER:
+            ignored.append(raw)
+        elif name.endswith(_SCALE_WEIGHT):
+            scales[name[: -len(_SCALE_WEIGHT)]] = raw
+        elif name.endswith(_SCALE_INPUT):
+            ignored.append(raw)
+        else:
+            weights[raw] = name
+    return weights, scales, ignored
+
+
+def _resolve_storage(
+    weights_dtype: str | torch.dtype | None, file_dtypes: dict[str, torch.dtype], compute: torch.dtype
+) -> torch.dtype:
+    """The storage dtype of the large linears: the asked one, else the file's fp8 dtype, else `compute`."""
+    asked = parse_weights_dtype(weights_dtype)
+    if asked is not None:
+        return asked
+    found = set(file_dtypes.values())
+    if len(found) == 1 and next(iter(found)) in FP8_DTYPES:
+        return next(iter(found))
+    return compute
+
+
+def _dequantized(tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """A checkpoint tensor as `dtype`, multiplied by its scale (per tensor, or per output row)."""
+    if scale is None:
+        return tensor.to(dtype)
+    scale = scale.to(device=tensor.device, dtype=torch.float32)
+    if scale.numel() != 1:
+        scale = scale.reshape(tensor.shape[0], *([1] * (tensor.ndim - 1)))
+    return (tensor.to(torch.float32) * scale).to(dtype)
+
+
 def load_wan_dit(
     path: str | os.PathLike[str],
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
     config: WanConfig | None = None,
+    weights_dtype: str | torch.dtype | None = None,
 ) -> WanDiT:
     """Load a Wan2.1 T2V DiT checkpoint (see the module docstring for the layouts).
 
+    Files in bf16, fp16 or fp8 (``float8_e4m3fn`` / ``float8_e5m2``, optionally with the per-layer
+    ``scale_weight`` tensors of "scaled fp8" files and their ``scale_input`` / ``scaled_fp8`` entries,
+    which are not needed and dropped) load the same way. Each tensor is read, converted to its target
+    dtype on `device` and assigned before the next one is read, so no full-precision copy of the model
+    ever exists.
+
     Args:
         path: directory or weight file.
-        dtype: compute dtype of the large linears; `FP32_PARAMETER_PATTERNS` stay float32.
+        dtype: compute dtype; the large linears compute in it, and the embeddings are stored in it;
+            `FP32_PARAMETER_PATTERNS` stay float32.
         device: target device of the weights.
         config: overrides ``config.json`` / shape inference.
+        weights_dtype: storage dtype of the large linears (`pusa_fw_wan.dit.storage.WEIGHTS_DTYPES`);
+            None or ``"auto"``: the file's own dtype when the large linears are stored in fp8, else `dtype`.
 
     Returns:
         The model in eval mode.
 
     Raises:
         CheckpointError: unreadable files, unknown layout, or keys that do not fit (all listed).
+        InputError: an unknown `weights_dtype`.
     """
     files = find_checkpoint_files(path)
     raw_shapes = read_shapes(files.weight_files, what=_WHAT)
@@ -175,20 +258,48 @@ def load_wan_dit(
         key = raw_key[len(prefix) :]
         return diffusers_to_official(key) if diffusers else key
 
-    official_shapes = {official_name(key): shape for key, (shape, _) in raw_shapes.items()}
+    weight_names, scale_keys, ignored = _split_scales({key: official_name(key) for key in raw_shapes})
+    official_shapes = {name: raw_shapes[raw][0] for raw, name in weight_names.items()}
+    orphans = sorted(f"{module}{_SCALE_WEIGHT}" for module in scale_keys
+                     if f"{module}.weight" not in official_shapes)
+    if orphans:
+        raise CheckpointError(
+            f"checkpoint {path} has scale_weight tensors without a weight: {format_key_list(orphans)}"
+        )
     resolved = _resolve_config(files, official_shapes, config)
     with torch.device("meta"):
         model = WanDiT(resolved)
     _check_keys(model, official_shapes, Path(path))
+    all_dtypes = _file_dtypes(files)
+    linear_dtypes = {raw: all_dtypes[raw] for raw, name in weight_names.items()
+                     if name.endswith(".weight") and is_large_linear(name[: -len(".weight")])}
+    storage = _resolve_storage(weights_dtype, linear_dtypes, dtype)
+    if storage != dtype:
+        set_weights_dtype(model, storage, dtype)
 
     device = torch.device(device)
+    scales: dict[str, torch.Tensor] = {}
+    scale_files = {raw_shapes[raw][1] for raw in scale_keys.values()}
     for file in files.weight_files:
-        for raw_key, tensor in iter_file_tensors(file, what=_WHAT):
+        if file in scale_files:
+            scales.update(iter_file_tensors(file, what=_WHAT, names=scale_keys.values()))
+    skipped = set(scale_keys.values()) | set(ignored)
+    for file in files.weight_files:
+        names = [raw for raw, (_, owner) in raw_shapes.items() if owner == file and raw not in skipped]
+        for raw_key, tensor in iter_file_tensors(file, what=_WHAT, names=names):
             name = official_name(raw_key)
-            target = torch.float32 if _keeps_fp32(name) else dtype
-            _assign(model, name, tensor.to(device=device, dtype=target))
+            module_path, _, attribute = name.rpartition(".")
+            scale_key = scale_keys.get(module_path) if attribute == "weight" else None
+            scale = scales.get(scale_key) if scale_key is not None else None
+            module = model.get_submodule(module_path) if module_path else model
+            if isinstance(module, LowPrecisionLinear) and attribute == "weight":
+                module.set_weight(tensor.to(device), scale)
+            else:
+                target = torch.float32 if _keeps_fp32(name) else dtype
+                _assign(model, name, _dequantized(tensor.to(device), scale, target))
             del tensor
     still_meta = [name for name, parameter in model.named_parameters() if parameter.is_meta]
+    still_meta += [name for name, buffer in model.named_buffers() if buffer.is_meta]
     if still_meta:
         raise CheckpointError(f"checkpoint {path} left parameters unfilled: {format_key_list(still_meta)}")
     return model.eval()

@@ -25,6 +25,7 @@ from pusa_fw.errors import InputError
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.blocks import AttentionBlock, Head, timestep_sinusoid
 from pusa_fw_wan.dit.rope import cached_rope_frequencies
+from pusa_fw_wan.dit.storage import LowPrecisionLinear, set_weights_dtype
 
 __all__ = ["FP32_PARAMETER_PATTERNS", "WanDiT"]
 
@@ -92,32 +93,60 @@ class WanDiT(nn.Module, Backbone):
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
         config: WanConfig | None = None,
+        weights_dtype: str | torch.dtype | None = None,
     ) -> WanDiT:
         """Load a checkpoint (official directory, sharded, diffusers ``transformer/``, or single file).
 
         The model is built on the meta device and filled tensor by tensor, so peak host memory is about
-        one copy of the weights. See `pusa_fw_wan.checkpoint.load_wan_dit`.
+        one copy of the weights in their storage dtype. See `pusa_fw_wan.dit.checkpoint.load_wan_dit`.
 
         Args:
-            path: checkpoint directory or ``.safetensors`` file.
+            path: checkpoint directory or ``.safetensors`` file (fp32, bf16, fp16 or fp8, scaled or not).
             dtype: compute dtype of the large linears; time MLP, modulation, norms and head stay float32.
             device: where the weights go.
             config: the architecture, when it cannot be read from ``config.json`` or the tensor shapes.
+            weights_dtype: storage dtype of the large linears (``auto``, ``float32``, ``bfloat16``,
+                ``float16``, ``float8_e4m3fn``, ``float8_e5m2``); auto keeps an fp8 file in fp8 and
+                stores anything else in `dtype`.
 
         Raises:
             CheckpointError: missing file, unknown layout, or missing / unexpected / mis-shaped keys.
         """
         from pusa_fw_wan.dit.checkpoint import load_wan_dit
 
-        return load_wan_dit(path, dtype=dtype, device=device, config=config)
+        return load_wan_dit(path, dtype=dtype, device=device, config=config, weights_dtype=weights_dtype)
 
     def set_compute_dtype(self, dtype: torch.dtype) -> WanDiT:
-        """Cast the large linears and embeddings to ``dtype``; `FP32_PARAMETER_PATTERNS` stay float32."""
+        """Cast the large linears and embeddings to ``dtype``; `FP32_PARAMETER_PATTERNS` stay float32.
+
+        Large linears stored in another dtype (`set_weights_dtype`) keep their stored weights and compute
+        in ``dtype`` from now on.
+        """
+        low_precision = {f"{path}.weight" for path, module in self.named_modules()
+                         if isinstance(module, LowPrecisionLinear)}
+        for module in self.modules():
+            if isinstance(module, LowPrecisionLinear):
+                module.compute_dtype = dtype
         for name, parameter in self.named_parameters():
+            if name in low_precision:
+                continue
             target = torch.float32 if _keeps_fp32(name) else dtype
             if parameter.dtype != target:
                 parameter.data = parameter.data.to(target)
         return self
+
+    def set_weights_dtype(self, weights_dtype: str | torch.dtype | None) -> WanDiT:
+        """Store the large linears (block q/k/v/o and FFN) in ``weights_dtype``, computed in `compute_dtype`.
+
+        fp8 gets a per-tensor scale computed from the current weights. See `pusa_fw_wan.dit.storage`.
+        """
+        set_weights_dtype(self, weights_dtype, self.compute_dtype)
+        return self
+
+    @property
+    def weights_dtype(self) -> torch.dtype:
+        """Storage dtype of the large linears."""
+        return self.blocks[0].ffn[0].weight.dtype
 
     @property
     def compute_dtype(self) -> torch.dtype:

@@ -18,12 +18,14 @@ from __future__ import annotations
 import re
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from pusa_fw.errors import InputError
 
+from pusa_fw_wan.dit.storage import LowPrecisionLinear, compute_dtype_of
 from pusa_fw_wan.lora.formats import LoraModuleWeights
 
 REGISTRY_ATTRIBUTE = "_pusa_fw_loras"
@@ -117,10 +119,12 @@ def inject_pairs(model: nn.Module, adapter: str, pairs: dict[str, LoraModuleWeig
     modules = dict(model.named_modules())
     weights: dict[str, torch.Tensor] = {}
     for name in names:
-        base_weight = modules[name].get_base_layer().weight
+        layer = modules[name]
+        base_weight = layer.get_base_layer().weight
         entry = pairs[name]
         assert entry.down is not None and entry.up is not None
-        cast = {"dtype": base_weight.dtype, "device": base_weight.device}
+        # On a low-precision base (fp8 storage) the adapter lives in the layer's compute dtype.
+        cast = {"dtype": compute_dtype_of(layer), "device": base_weight.device}
         weights[f"{name}.lora_A.weight"] = entry.down.to(**cast).contiguous()
         weights[f"{name}.lora_B.weight"] = entry.up.to(**cast).contiguous()
         if with_bias:
@@ -130,6 +134,13 @@ def inject_pairs(model: nn.Module, adapter: str, pairs: dict[str, LoraModuleWeig
     left = [key for key in result.missing_keys if f".{adapter}." in key] + list(result.unexpected_keys)
     if left:
         raise RuntimeError(f"peft did not take the LoRA weights {left[:10]} of adapter {adapter!r}")
+    for name in names:
+        layer = modules[name]
+        if isinstance(layer.get_base_layer(), LowPrecisionLinear):
+            dtype = compute_dtype_of(layer)
+            for part in (layer.lora_A[adapter], layer.lora_B[adapter]):
+                if part.weight.dtype != dtype:
+                    part.to(dtype=dtype)
 
 
 def activate_all(model: nn.Module, registry: LoraRegistry) -> None:
@@ -167,6 +178,11 @@ def add_diffs(
     """Record the originals of newly patched parameters; return the deltas cast to each parameter."""
     cast: dict[str, torch.Tensor] = {}
     for path, (parameter, delta) in diffs.items():
+        if parameter.dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+            raise InputError(
+                f"the LoRA has a full-weight diff for {path}, which is stored in {parameter.dtype}; "
+                "load the model with weights_dtype bfloat16 (--weights-dtype bfloat16) to apply it"
+            )
         if path not in registry.parameters:
             registry.parameters[path] = parameter
             registry.originals[path] = parameter.detach().clone()
@@ -174,13 +190,33 @@ def add_diffs(
     return cast
 
 
+def _merge_low_precision(layer: Any, names: list[str]) -> None:
+    """Merge into a low-precision base per layer: the base adds `scaling * B @ A` to its dequantised
+    weight in every forward (`LowPrecisionLinear.merged_deltas`); the stored weight is not touched."""
+    base = layer.get_base_layer()
+    for name in names:
+        up = layer.lora_B[name]
+        base.merged_deltas.append(
+            (layer.lora_A[name].weight, up.weight, getattr(up, "bias", None), float(layer.scaling[name]))
+        )
+        layer.merged_adapters.append(name)
+
+
 def merge_all(model: nn.Module, registry: LoraRegistry) -> None:
-    """Fold every active adapter's `scaling * B @ A` into its base weight (peft `merge`)."""
+    """Fold every active adapter's `scaling * B @ A` into its base weight (peft `merge`).
+
+    A base stored in another dtype than it computes in (`LowPrecisionLinear`, e.g. fp8) is merged per
+    layer at compute time instead, into a dequantised copy that exists only while the layer runs.
+    """
     if registry.merged:
         return
     for _, layer in lora_layers(model):
         names = [name for name in layer.active_adapters if name in layer.lora_A]
-        if names:
+        if not names:
+            continue
+        if isinstance(layer.get_base_layer(), LowPrecisionLinear):
+            _merge_low_precision(layer, names)
+        else:
             layer.merge(adapter_names=names)
     registry.merged = True
 
@@ -190,7 +226,13 @@ def unmerge_all(model: nn.Module, registry: LoraRegistry) -> None:
     if not registry.merged:
         return
     for _, layer in lora_layers(model):
-        if layer.merged:
+        if not layer.merged:
+            continue
+        base = layer.get_base_layer()
+        if isinstance(base, LowPrecisionLinear):
+            base.merged_deltas.clear()
+            layer.merged_adapters.clear()
+        else:
             layer.unmerge()
     registry.merged = False
 

@@ -25,6 +25,7 @@ from torch import nn
 from pusa_fw.errors import InputError
 
 from pusa_fw_wan.parallel.ulysses import CommStats, check_heads, heads_to_sequence, sequence_to_heads
+from pusa_fw_wan.dit.storage import compute_dtype_of
 
 __all__ = [
     "SequenceParallel",
@@ -138,7 +139,7 @@ class SequenceParallel:
         Returns:
             `[B, L_local, D]` after the output projection.
         """
-        compute_dtype = module.v.weight.dtype
+        compute_dtype = compute_dtype_of(module.v)
         stacked = torch.stack([queries.to(compute_dtype), keys.to(compute_dtype), values.to(compute_dtype)])
         gathered = sequence_to_heads(stacked, self.group, self.stats)
         real_tokens = self.frames * self.tokens_per_frame

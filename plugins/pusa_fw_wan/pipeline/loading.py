@@ -183,15 +183,20 @@ def umt5_overrides(path: Path) -> dict[str, int]:
 
 
 def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: torch.dtype,
-                device: torch.device, offload: str, prompt_cache: bool) -> LoadedModels:
+                device: torch.device, offload: str, prompt_cache: bool,
+                weights_dtype: str = "auto") -> LoadedModels:
     """Load DiT (+ LoRAs, merged), VAE (float32) and text encoder.
 
-    Models go straight to `device` when not offloading, else to the CPU (the pipeline moves them).
+    Models go straight to `device` when not offloading, else to the CPU (the pipeline moves them). The
+    DiT's large linears are stored in `weights_dtype` (`pusa_fw_wan.dit.storage`), streamed from the
+    checkpoint straight into that dtype; LoRAs on a low-precision base are merged per layer at compute
+    time (`LowPrecisionLinear.merged_deltas`), never into the stored weights.
 
     Raises:
         CheckpointError: unreadable checkpoints, or a LoRA that does not fit the DiT.
     """
     from pusa_fw_wan.dit.model import WanDiT
+    from pusa_fw_wan.dit.storage import set_weights_dtype
     from pusa_fw_wan.lora.apply import LoraSpec, apply_loras
     from pusa_fw_wan.text.encoder import WanTextEncoder
     from pusa_fw_wan.vae.model import WanVAE
@@ -204,8 +209,11 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
     if paths.format is not None:
         other = _format(paths.format).load(paths.dit, dtype=dtype, device=home)
         dit = other.dit
+        if weights_dtype != "auto":
+            set_weights_dtype(dit, weights_dtype, dtype)
     else:
-        dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home).eval().requires_grad_(False)
+        dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home, weights_dtype=weights_dtype)
+        dit = dit.eval().requires_grad_(False)
     report = None
     if loras:
         specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]

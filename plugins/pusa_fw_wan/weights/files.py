@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -199,14 +199,25 @@ def read_shapes(files: list[Path], *, what: str = "checkpoint") -> dict[str, tup
     return shapes
 
 
-def iter_file_tensors(file: Path, *, what: str = "checkpoint") -> Iterator[tuple[str, torch.Tensor]]:
-    """Yield ``(name, tensor)`` of one weight file, one tensor at a time (safetensors are streamed)."""
+def iter_file_tensors(
+    file: Path, *, what: str = "checkpoint", names: Iterable[str] | None = None
+) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield ``(name, tensor)`` of one weight file, one tensor at a time (safetensors are streamed).
+
+    Args:
+        file: the weight file.
+        what: what the file is, for error messages.
+        names: only these tensors (default: all).
+    """
     if file.suffix.lower() == SAFETENSORS_SUFFIX:
-        yield from iter_tensors(file)
+        yield from iter_tensors(file, names)
         return
     state = read_torch_file(file, what=what, mmap=True)
+    wanted = None if names is None else set(names)
     for name in list(state):
-        yield name, state.pop(name)
+        tensor = state.pop(name)
+        if wanted is None or name in wanted:
+            yield name, tensor
 
 
 def write_tensor_file(

@@ -1,0 +1,76 @@
+"""``pusa-fw generate --weights-dtype`` and the ``weights_dtype`` run-file key on the tiny Wan set."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pusa_fw.cli import main
+from pusa_fw.io import read_video
+from pusa_fw_wan.dit.storage import is_large_linear
+from pusa_fw_wan.testing.tiny import TinyWan
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+FAST = ["--prompt", "a cat on the beach", "--height", "32", "--width", "48", "--num-frames", "5",
+        "--steps", "2", "--cfg", "1", "--seed", "3"]
+
+
+def _generate(tiny: TinyWan, out: Path, *args: str) -> int:
+    return main(["generate", *tiny.cli_args(), *FAST, "--out", str(out), *args])
+
+
+def _frames(path: Path) -> np.ndarray:
+    return read_video(path).frames.astype(int)
+
+
+def _runtime(path: Path) -> dict:
+    return json.loads(path.with_suffix(".json").read_text())["runtime"]
+
+
+def test_weights_dtype_flag_and_run_file(tiny: TinyWan, tmp_path: Path) -> None:
+    assert _generate(tiny, tmp_path / "fp32.mp4") == 0
+    assert _generate(tiny, tmp_path / "fp8.mp4", "--weights-dtype", "float8_e4m3fn") == 0
+    assert _runtime(tmp_path / "fp32.mp4")["weights_dtype"] == "float32"
+    assert _runtime(tmp_path / "fp8.mp4")["weights_dtype"] == "float8_e4m3fn"
+    fp32, fp8 = _frames(tmp_path / "fp32.mp4"), _frames(tmp_path / "fp8.mp4")
+    assert np.abs(fp32 - fp8).mean() < 8, np.abs(fp32 - fp8).mean()  # same video, up to fp8 rounding
+    run_file = tmp_path / "run.toml"
+    run_file.write_text(
+        'prompt = "a cat on the beach"\nheight = 32\nwidth = 48\nnum_frames = 5\nsteps = 2\ncfg = 1.0\n'
+        f'seed = 3\nweights_dtype = "float8_e4m3fn"\nmodel = "{tiny.root}"\nvae = "{tiny.vae}"\n'
+        f'text_encoder = "{tiny.text_encoder}"\ntokenizer = "{tiny.tokenizer}"\nout = "by_file.mp4"\n'
+    )
+    assert main(["generate", "--config", str(run_file)]) == 0
+    assert np.array_equal(_frames(tmp_path / "by_file.mp4"), fp8)
+
+
+def test_an_fp8_model_directory_stays_fp8(tiny: TinyWan, tmp_path: Path) -> None:
+    folder = tmp_path / "fp8_model"
+    shutil.copytree(tiny.root, folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    save_file({name: tensor.to(torch.float8_e4m3fn) if is_large_linear(name.rpartition(".")[0])
+               and name.endswith(".weight") else tensor for name, tensor in state.items()}, str(weights))
+    args = ["--model", str(folder), "--vae", str(tiny.vae), "--text-encoder", str(tiny.text_encoder),
+            "--tokenizer", str(tiny.tokenizer)]
+    out = tmp_path / "auto.mp4"
+    assert main(["generate", *args, *FAST, "--out", str(out)]) == 0
+    assert _runtime(out)["weights_dtype"] == "float8_e4m3fn"
+    assert main(["generate", *args, *FAST, "--out", str(tmp_path / "up.mp4"), "--weights-dtype", "float32"]) == 0
+    assert _runtime(tmp_path / "up.mp4")["weights_dtype"] == "float32"
+    # Same values either way: fp8 storage computes what the upcast file computes.
+    assert np.array_equal(_frames(out), _frames(tmp_path / "up.mp4"))
+
+
+def test_unknown_weights_dtype_names_the_choices(tiny: TinyWan, tmp_path: Path, capsys) -> None:
+    assert _generate(tiny, tmp_path / "x.mp4", "--weights-dtype", "int4") == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage, then the one error line
+    assert "--weights-dtype" in last and "float8_e4m3fn" in last and "Traceback" not in last, last
+    assert not (tmp_path / "x.mp4").exists()
