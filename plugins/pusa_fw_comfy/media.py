@@ -1,0 +1,159 @@
+"""The Pusa Conditioning node's work: ComfyUI `IMAGE`s + `VAE` -> the given latents of a plan.
+
+pusa-fw's own rule decides what is encoded (`pusa_fw_wan.pipeline.media.encode_sources`): an image or a
+keyframe is encoded alone as a one-frame video (Pusa's rule), a clip once in its own causal context, and
+each latent lands at the frame the task's `Hold` names. Here ComfyUI's `VAE` does the encoding through a
+small codec adapter, and the media come as `IMAGE` batches:
+
+- ``IMAGE`` is `[T, H, W, 3]` float in [0, 1]; pusa-fw's media are `[3, T, H, W]` in [-1, 1];
+- media of another size are fitted to the output size by a centre crop to its aspect ratio and an
+  antialiased bicubic resize (media already at the size pass unchanged).
+
+The result is a ComfyUI `LATENT` in the VAE's own latent space (what the stock VAE Encode gives), zeros at
+frames that are not held.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+
+from pusa_fw.errors import InputError
+from pusa_fw.geometry import LatentGeometry
+
+from pusa_fw_wan.pipeline.media import ConditioningMedia, check_media, encode_sources
+
+from .plan_spec import PusaPlanSpec
+
+__all__ = ["ComfyVAECodec", "GIVEN_FRAMES_KEY", "encode_given", "fit_image", "image_to_video", "video_to_image"]
+
+GIVEN_FRAMES_KEY = "pusa_given_frames"
+"""Extra key of the conditioning node's `LATENT`: the latent frames that hold given content."""
+
+_FLAGS = {
+    "image": "an IMAGE on the image input",
+    "keyframe": "one IMAGE per keyframe on the keyframes input (a batch, in order)",
+    "video": "the clip on the video input",
+    "video_b": "the second clip on the video_b input",
+}
+
+
+def image_to_video(images: torch.Tensor) -> torch.Tensor:
+    """ComfyUI `IMAGE` `[T, H, W, 3]` in [0, 1] -> pusa-fw pixels `[3, T, H, W]` in [-1, 1]."""
+    return rearrange(images[..., :3].to(torch.float32), "t h w c -> c t h w") * 2.0 - 1.0
+
+
+def video_to_image(video: torch.Tensor) -> torch.Tensor:
+    """pusa-fw pixels `[3, T, H, W]` in [-1, 1] -> ComfyUI `IMAGE` `[T, H, W, 3]` in [0, 1]."""
+    return rearrange((video + 1.0) / 2.0, "c t h w -> t h w c")
+
+
+def fit_image(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """`IMAGE` `[T, H, W, C]` centre-cropped to the aspect of `height` x `width` and resized to it."""
+    if images.dim() != 4 or images.shape[-1] < 3:
+        raise InputError(f"an IMAGE must be [frames, height, width, 3], got {list(images.shape)}")
+    frames, in_height, in_width = images.shape[:3]
+    if (in_height, in_width) == (height, width):
+        return images[..., :3]
+    scale = max(height / in_height, width / in_width)
+    crop_height, crop_width = min(in_height, round(height / scale)), min(in_width, round(width / scale))
+    top, left = (in_height - crop_height) // 2, (in_width - crop_width) // 2
+    cropped = rearrange(images[:, top:top + crop_height, left:left + crop_width, :3], "t h w c -> t c h w")
+    resized = F.interpolate(cropped.to(torch.float32), size=(height, width), mode="bicubic", antialias=True,
+                            align_corners=False)
+    return rearrange(resized.clamp(0.0, 1.0), "t c h w -> t h w c")
+
+
+class ComfyVAECodec:
+    """ComfyUI's `VAE` with the codec interface `encode_sources` expects.
+
+    Args:
+        vae: a ComfyUI `VAE` (``encode(IMAGE) -> [1, C, L, h, w]``).
+        geometry: the frame map of the plan.
+    """
+
+    def __init__(self, vae: Any, geometry: LatentGeometry) -> None:
+        self.vae = vae
+        self.geometry = geometry
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        """`[1, 3, T, H, W]` in [-1, 1] -> `[1, C, L, h, w]` latents, causally over the T frames."""
+        latents = self.vae.encode(video_to_image(video[0]))
+        expected = self.geometry.num_latent_frames(video.shape[2])
+        if latents.dim() != 5 or latents.shape[1] != self.geometry.channels or latents.shape[2] != expected:
+            raise InputError(
+                f"the VAE gave latents {list(latents.shape)} for {video.shape[2]} frames; the plan needs a "
+                f"Wan2.1 VAE ({self.geometry.channels} channels, {expected} latent frames): load Wan2.1_VAE"
+            )
+        return latents.to(torch.float32)
+
+    def encode_image(self, image: torch.Tensor) -> torch.Tensor:
+        """`[1, 3, H, W]` in [-1, 1] -> `[1, C, 1, h, w]`: the picture encoded as a one-frame video."""
+        return self.encode(image.unsqueeze(2))
+
+
+def _media(spec: PusaPlanSpec, height: int, width: int, image: torch.Tensor | None,
+           keyframes: torch.Tensor | None, video: torch.Tensor | None, video_b: torch.Tensor | None) -> ConditioningMedia:
+    def fitted(images: torch.Tensor | None) -> torch.Tensor | None:
+        return None if images is None else image_to_video(fit_image(images, height, width))
+
+    picture = fitted(image)
+    if picture is not None and picture.shape[1] != 1:
+        raise InputError(f"the image input holds {picture.shape[1]} images; give one (the start image)")
+    keyframe_video = fitted(keyframes)
+    return ConditioningMedia(
+        image=None if picture is None else picture[:, 0],
+        keyframes=[] if keyframe_video is None else list(keyframe_video.unbind(1)),
+        video=fitted(video),
+        video_b=fitted(video_b),
+    )
+
+
+def encode_given(
+    spec: PusaPlanSpec,
+    vae: Any,
+    *,
+    width: int,
+    height: int,
+    image: torch.Tensor | None = None,
+    keyframes: torch.Tensor | None = None,
+    video: torch.Tensor | None = None,
+    video_b: torch.Tensor | None = None,
+    keyframe_encoding: str = "image",
+) -> dict[str, Any]:
+    """The given latents of `spec`'s plan as a ComfyUI `LATENT`.
+
+    Args:
+        spec: the compiled task.
+        vae: ComfyUI's `VAE` (Wan2.1).
+        width: output width in pixels (a multiple of 16 for Wan2.1).
+        height: output height in pixels.
+        image: `[1, H, W, 3]` the start image (i2v, rolling with an image).
+        keyframes: `[K, H, W, 3]` keyframe k feeds the task's ``keyframe:k`` (start-end: first, last).
+        video: `[T, H, W, 3]` the clip to extend (its last frames are used) or to transform.
+        video_b: `[T, H, W, 3]` the second clip of a transition.
+        keyframe_encoding: ``"image"`` (Pusa: a keyframe encoded alone) or ``"video"`` (as a still chunk).
+
+    Returns:
+        ``{"samples": [1, C, N, h, w], "pusa_given_frames": [...]}``, zeros at frames that are not held.
+
+    Raises:
+        InputError: a missing or unused input, a clip too short, a size the codec does not take.
+    """
+    geometry = spec.geometry
+    channels, num_latents, latent_height, latent_width = geometry.latent_shape(spec.num_frames, height, width)
+    holds = spec.holds
+    given = {"image": image is not None, "video": video is not None, "video_b": video_b is not None}
+    count = 0 if keyframes is None else int(keyframes.shape[0])
+    given.update({f"keyframe:{k}": True for k in range(count)})
+    check_media(holds, given, spec.task.name, _FLAGS)
+    media = _media(spec, height, width, image, keyframes, video, video_b)
+    with torch.no_grad():
+        source = encode_sources(ComfyVAECodec(vae, geometry), holds, media, num_latents,
+                                keyframe_encoding=keyframe_encoding, geometry=geometry)  # type: ignore[arg-type]
+    if source is None:
+        source = torch.zeros(1, channels, num_latents, latent_height, latent_width)
+    return {"samples": source.cpu(), GIVEN_FRAMES_KEY: sorted(hold.frame for hold in holds)}
