@@ -200,6 +200,10 @@ class GenerateConfig(BaseModel):
     out: Path | None = Field(
         None, description="output .mp4 (default: <task>_seed<seed>.mp4); a .json sidecar beside it"
     )
+    save_latents: Path | None = Field(
+        None, description="also write the final latents [1, C, N, h, w] (the DiT's normalised space) to this "
+        ".safetensors file (tensor 'latents')"
+    )
     fps: int = Field(16, ge=1, description="frame rate of the output and of the input clips")
     resize: Literal["center-crop", "letterbox"] = Field("center-crop", description="how inputs are fitted")
     prompt_cache: bool = Field(True, description="cache prompt embeddings under $XDG_CACHE_HOME/pusa_fw")
@@ -227,7 +231,8 @@ class GenerateConfig(BaseModel):
 
         updates: dict[str, Any] = {
             name: fix(getattr(self, name))
-            for name in ("image", "video", "video_b", "model", "vae", "text_encoder", "tokenizer", "out")
+            for name in ("image", "video", "video_b", "model", "vae", "text_encoder", "tokenizer", "out",
+                         "save_latents")
             if fix(getattr(self, name)) is not None
         }
         updates["keyframe"] = [k.model_copy(update={"path": fix(k.path) or k.path}) for k in self.keyframe]

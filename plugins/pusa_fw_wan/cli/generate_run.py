@@ -126,6 +126,18 @@ def _check_output(path: Path) -> Path:
     return check_output_path(sidecar_path(path))
 
 
+def _check_latents_path(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.suffix.lower() != ".safetensors":
+        example = path.with_suffix(".safetensors")
+        raise InputError(f"--save-latents {str(path)!r} must end in .safetensors (e.g. {str(example)!r})")
+    try:
+        check_output_path(path)
+    except InputError as error:
+        raise InputError(f"--save-latents: {error}") from None
+
+
 def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateOutcome:
     """Check everything, load the models, generate, and write the mp4 and its sidecar atomically.
 
@@ -153,6 +165,7 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     _check_files(config)
     out = config.output_path()
     sidecar = _check_output(out)
+    _check_latents_path(config.save_latents)
     lookup("samplers", config.sampler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -220,6 +233,11 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
     if runtime is not None:
         record["parallel"] = runtime.layout.describe(runtime.world_size)
     _write_outputs(out, sidecar, result, config.fps, record, timings)
+    if config.save_latents is not None:
+        from pusa_fw_wan.weights import write_tensor_file
+
+        write_tensor_file(config.save_latents, {"latents": result.latents},
+                          {"format": "pusa_fw.latents.v1", "seed": str(result.seed)})
     timings["write"] = time.perf_counter() - write_started
     return GenerateOutcome(video_path=out, sidecar_path=sidecar, result=result, timings=timings)
 
