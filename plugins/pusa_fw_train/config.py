@@ -47,7 +47,7 @@ MAX_SEED = 2**63 - 2
 MAX_STEPS = 2**31 - 1
 """Largest ``max_steps`` (beyond it step counters and schedules stop being meaningful)."""
 
-RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging")
+RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging", "collective_timeout_s")
 """Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
 
 RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_",)
@@ -189,6 +189,9 @@ class TrainConfig(BaseModel):
     logging: LoggingSection = LoggingSection()
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     device: str = Field("cpu", description="torch device of this rank (cuda: the local rank's GPU)")
+    collective_timeout_s: int = Field(
+        600, ge=1, description="seconds a collective (a barrier around a save, a gradient reduce) may wait"
+    )
 
 
 def validate_train_config(values: dict[str, Any]) -> TrainConfig:

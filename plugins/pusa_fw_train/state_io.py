@@ -20,19 +20,24 @@ __all__ = ["EMA", "load_optimizer_state", "optimizer_state_tensors", "rng_state"
 
 
 def optimizer_state_tensors(
-    optimizer: torch.optim.Optimizer, names: Sequence[str]
+    optimizer: torch.optim.Optimizer,
+    names: Sequence[str],
+    to_full: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor.detach().to("cpu", copy=True),
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors keyed by parameter name and a JSON part.
 
     Args:
         optimizer: built over the parameters of `names`, in that order, in one param group.
         names: the contract name of each parameter, in optimizer order.
+        to_full: a whole CPU copy of one state tensor; a sharded (DTensor) moment must be gathered on its
+            device before it moves to the CPU (`ParallelContext.full_tensor`), since NCCL gathers only
+            device tensors.
     """
     state = optimizer.state_dict()
     tensors: dict[str, torch.Tensor] = {}
     for index, entries in state["state"].items():
         for key, value in entries.items():
-            tensors[f"{names[index]}.{key}"] = torch.as_tensor(value).detach().cpu().clone()
+            tensors[f"{names[index]}.{key}"] = to_full(torch.as_tensor(value))
     groups = [
         {key: value for key, value in group.items() if key != "params"} for group in state["param_groups"]
     ]

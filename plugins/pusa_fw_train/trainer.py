@@ -6,7 +6,7 @@
 
 The backbone (``model.backbone``) is reached only through its registered `TrainAdapter`. One optimizer step
 takes ``optimizer.grad_accumulation`` global batches from the data order; each is split over the ranks
-(`pusa_fw_train.distributed`, when several processes run), drawn, noised and pushed through the wrapped
+(`pusa_fw_train.parallel.ParallelContext`, when several processes run), drawn, noised and pushed through the wrapped
 model by `step.frame_loss_terms` (the core's `pusa_fw.fafm.fafm_forward`). A stopped and resumed run ends bit-identical
 to an uninterrupted one on the CPU: weights, AdamW moments, the data position and the torch RNG states are
 restored, and the sigma/noise draws are keyed by (seed, step, sample).
@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,22 +26,22 @@ import torch
 from pusa_fw.errors import InputError
 from pusa_fw.fafm import masked_frame_mean
 from pusa_fw.io.atomic import atomic_write_bytes
-
 from pusa_fw.training_data import TrainingSource
 
 from .adapter import get_train_adapter
 from .build import build_model, build_optimizer, learning_rate
-from .checkpoint import write_checkpoint
+from .checkpoint import CheckpointFiles, read_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .metrics import MetricsLog, sigma_bin_losses
 from .order import DataOrder, OrderPosition
-from .parallel_seam import local_context, start_distributed
+from .parallel import parallel_context
 from .renders import RenderSetup, build_render_tasks, render_tasks, swapped_weights
-from .resume import check_resume_config, find_checkpoint, restore, snapshot
 from .sources import open_source
+from .state import apply_state, check_resume_config, collect_state, find_checkpoint, truncate_log
 from .state_io import EMA
 from .step import collate, draw_for_batch, frame_loss_terms, frame_weighting
 from .validation import plan_sigma_vectors, validation_losses
+from .wrapping import gradient_sync, wrap_model
 
 __all__ = ["TrainResult", "Trainer"]
 
@@ -71,7 +72,9 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(config.output_dir).expanduser()
-        self.context = start_distributed(config) if config.distributed != "none" else local_context(config)
+        self.context = parallel_context(
+            config.distributed, config.mode, config.device, timedelta(seconds=config.collective_timeout_s)
+        )
         self.source = source if source is not None else open_source(config.data.source, config.data.options)
         held_out = self._held_out_indices()
         self.order = DataOrder(self.source, config.data.batch_size, config.seed, exclude=frozenset(held_out))
@@ -79,7 +82,7 @@ class Trainer:
         self.step = 0
         self.adapter = get_train_adapter(config.model.backbone)
         self.model, self.targets = build_model(config, self.adapter)
-        self.wrapped = self.context.wrap(self.model, self.adapter.shard)
+        self.wrapped = wrap_model(self.model, self.context, shard=self.adapter.shard)
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
         self.tensors = dict(
             zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)
@@ -91,7 +94,9 @@ class Trainer:
         self._validation_plans: list[Any] | None = None
         self._renders = self._render_setup()
         if resume_from is not None:
-            restore(self, resume_from)
+            self.load_state_dict(read_checkpoint(resume_from))
+            if self.context.is_main:
+                truncate_log(self.run_dir / "log.jsonl", self.step)
         else:
             torch.manual_seed(config.seed + 1_000_003 * (self.context.rank + 1))  # this rank's own stream
             self._start_run_dir()
@@ -140,7 +145,7 @@ class Trainer:
         section = self.config.validation
         if not section.render_tasks:
             return None
-        if getattr(self.context.inner, "strategy", "none") == "fsdp":
+        if self.context.strategy == "fsdp" and self.context.is_distributed:
             raise InputError("validation.render_tasks is not supported with FSDP (sharded weights); clear it")
         codec = self.adapter.codec(self.config.model.path)
         latents_count = int(self.source.load(self._render_index()).latents.shape[1])
@@ -209,8 +214,10 @@ class Trainer:
                 if on_validation is not None:
                     on_validation(self, validation)
             interval = config.validation.render_interval
-            if interval and self.step % interval == 0 and self.context.is_main:
-                self.render()
+            if interval and self.step % interval == 0:
+                with self.context.main_rank_work() as is_main:
+                    if is_main:
+                        self.render()
             if progress is not None:
                 progress({"step": self.step, "target": target, **metrics})
             if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
@@ -228,7 +235,7 @@ class Trainer:
         last: tuple[torch.Tensor, ...] = ()
         for micro_step in range(accumulation):
             global_indices = self.order.next_batch(self.position)
-            indices, weight_fn = self.context.shard(global_indices)
+            indices, weight_fn = self.context.split(global_indices)
             batch = collate(
                 [self.source.load(index) for index in indices],
                 indices,
@@ -244,7 +251,7 @@ class Trainer:
                 micro_step,
                 self.context.device,
             )
-            with self.context.gradient_sync(self.wrapped, micro_step == accumulation - 1):
+            with gradient_sync(self.wrapped, micro_step == accumulation - 1):
                 terms, losses = frame_loss_terms(
                     self.wrapped, batch, draws, weighting=self.weighting, autocast_dtype=self.autocast_dtype
                 )
@@ -328,9 +335,38 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def state_dict(self) -> CheckpointFiles | None:
+        """Everything a checkpoint holds: weights, AdamW state, EMA, every rank's RNG, step, data position.
+
+        Every rank must call it (sharded tensors are gathered); rank 0 gets the content, the others None.
+        """
+        return collect_state(
+            context=self.context,
+            config=self.config,
+            step=self.step,
+            position=self.position,
+            tensors=self.tensors,
+            optimizer=self.optimizer,
+            ema=self.ema,
+            targets=self.targets,
+        )
+
+    def load_state_dict(self, state: CheckpointFiles) -> None:
+        """Continue from `state` (a checkpoint of a run of the same config); every rank must call it."""
+        self.step, self.position = apply_state(
+            state,
+            context=self.context,
+            model=self.model,
+            tensors=self.tensors,
+            optimizer=self.optimizer,
+            ema=self.ema,
+        )
+
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 writes; every rank must call it)."""
-        files = snapshot(self)
-        if files is None:
-            return None
-        return write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last)
+        """Write a checkpoint of the current step (rank 0 writes, between barriers; every rank calls it)."""
+        files = self.state_dict()
+        written = None
+        with self.context.main_rank_work() as is_main:
+            if is_main and files is not None:
+                written = write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last)
+        return written

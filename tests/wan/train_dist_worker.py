@@ -108,13 +108,13 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
     """Train under ``ctx``; check that a gathered checkpoint restores an identical next step."""
     from safetensors.torch import save_file
 
-    from pusa_fw_train.distributed import (
+    from pusa_fw_train.state_dicts import (
         gather_full_optimizer_state,
         gather_full_state_dict,
         load_full_optimizer_state,
         load_full_state_dict,
-        wrap_model,
     )
+    from pusa_fw_train.wrapping import wrap_model
     from pusa_fw_train.sharding import global_mean_loss, shard_global_batch
     from pusa_fw_wan.parallel.fsdp import shard_dit
 
@@ -162,7 +162,8 @@ def distributed_run(scenario: str, ctx, out: Path) -> None:
 def record_bad_layouts(ctx, out: Path) -> None:
     """Provoke each bad layout; every rank must raise (and write) the one-line error, none may hang."""
     from pusa_fw.errors import PusaError
-    from pusa_fw_train.distributed import init_distributed, wrap_model
+    from pusa_fw_train.parallel import init_distributed
+    from pusa_fw_train.wrapping import wrap_model
 
     def provoke(name: str, action) -> None:
         try:
@@ -178,7 +179,7 @@ def record_bad_layouts(ctx, out: Path) -> None:
 
 
 def main(argv: list[str]) -> int:
-    from pusa_fw_train.distributed import init_distributed
+    from pusa_fw_train.parallel import init_distributed
 
     torch.set_num_threads(1)
     out = Path(argv[0])

@@ -1,0 +1,172 @@
+"""A run's whole state: what goes into a checkpoint and how it comes back (behind `Trainer.state_dict`).
+
+`collect_state` gathers the trained tensors, the AdamW state, the EMA, every rank's RNG states, the step and
+the position in the data order into `CheckpointFiles`; `apply_state` puts them back into the freshly built
+parts of a run of the same config, which then continues exactly where the saved one was. The functions take
+the parts explicitly (no trainer object), so this module and `pusa_fw_train.trainer` do not import each
+other. `truncate_log` drops metric records past the restored step from ``log.jsonl``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from pusa_fw.errors import CheckpointError
+from pusa_fw.io.atomic import atomic_write_bytes
+
+from .checkpoint import CheckpointFiles, latest_checkpoint
+from .config import TrainConfig, config_differences, validate_train_config
+from .order import OrderPosition
+from .parallel import ParallelContext
+from .state_io import EMA, load_optimizer_state, optimizer_state_tensors, rng_state, set_rng_state
+
+__all__ = ["apply_state", "check_resume_config", "collect_state", "find_checkpoint", "truncate_log"]
+
+
+def find_checkpoint(given: Path) -> Path:
+    """`given` itself when it is a checkpoint directory, else the run's ``checkpoints/latest``."""
+    if (given / "manifest.json").exists() or given.name.startswith("step-"):
+        return given
+    return latest_checkpoint(given)
+
+
+def check_resume_config(directory: Path, config: TrainConfig | None) -> TrainConfig:
+    """The config to resume with: `config` if it differs from the saved one only where allowed.
+
+    Raises:
+        CheckpointError: one line listing every setting that differs.
+    """
+    config_file = directory / "config.json"
+    if not config_file.is_file():
+        raise CheckpointError(f"checkpoint {str(directory)!r} has no config.json; it is incomplete")
+    saved = validate_train_config(json.loads(config_file.read_text(encoding="utf-8")))
+    if config is None:
+        return saved
+    differences = config_differences(saved, config)
+    if differences:
+        raise CheckpointError(f"the config differs from the run's in {directory}: " + "; ".join(differences))
+    return config
+
+
+def collect_state(
+    *,
+    context: ParallelContext,
+    config: TrainConfig,
+    step: int,
+    position: OrderPosition,
+    tensors: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+    targets: list[str],
+) -> CheckpointFiles | None:
+    """A run's state as checkpoint content: on rank 0; None on the others (every rank must call it).
+
+    Sharded tensors are gathered on their device first (``full_tensor``), then copied to the CPU.
+    """
+    names = list(tensors)
+    weights = {name: context.full_tensor(tensor) for name, tensor in tensors.items()}
+    optimizer_tensors, optimizer_json = optimizer_state_tensors(optimizer, names, context.full_tensor)
+    shadow = None if ema is None else {name: context.full_tensor(value) for name, value in ema.shadow.items()}
+    rng = context.gather_rng(rng_state(context.rank))
+    if not context.is_main:
+        return None
+    dumped = config.model_dump(mode="json")
+    kind = "adapter" if config.mode == "lora" else "model"
+    metadata = {"format": "pusa-fw-lora" if kind == "adapter" else "pusa-fw-model", "step": str(step)}
+    if kind == "adapter":
+        metadata.update(
+            rank=str(config.lora.rank),
+            alpha=str(config.lora.alpha),
+            targets=json.dumps(targets),
+            ptss=json.dumps(dumped["ptss"]),
+        )
+    return CheckpointFiles(
+        weights=weights,
+        weights_kind=kind,
+        weights_metadata=metadata,
+        ema=shadow,
+        optimizer_tensors=optimizer_tensors,
+        optimizer_json=optimizer_json,
+        rng=rng,
+        trainer_state={
+            "step": step,
+            "epoch": position.epoch,
+            "batch": position.batch,
+            "world_size": context.world_size,
+            "seed": config.seed,
+        },
+        config=dumped,
+    )
+
+
+def apply_state(
+    saved: CheckpointFiles,
+    *,
+    context: ParallelContext,
+    model: nn.Module,
+    tensors: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    ema: EMA | None,
+) -> tuple[int, OrderPosition]:
+    """Load checkpoint content into the parts of a run built from the same config.
+
+    Returns:
+        The step and the data-order position to continue from.
+
+    Raises:
+        CheckpointError: another world size, or tensors of another run.
+    """
+    state = saved.trainer_state
+    if state.get("world_size", 1) != context.world_size:
+        raise CheckpointError(
+            f"the checkpoint was written by {state.get('world_size')} ranks, this run has "
+            f"{context.world_size}; resume with the same number of processes"
+        )
+    names = list(tensors)
+    with torch.no_grad():
+        for name, tensor in tensors.items():
+            if name not in saved.weights:
+                raise CheckpointError(f"the checkpoint has no tensor {name!r}; it is from another run")
+            context.load_tensor(tensor, saved.weights[name])
+    if context.strategy == "fsdp" and context.is_distributed:
+        _load_sharded_optimizer_state(model, optimizer, names, saved)
+    else:
+        load_optimizer_state(optimizer, names, saved.optimizer_tensors, saved.optimizer_json)
+    if ema is not None and saved.ema is not None:
+        ema.load(saved.ema, context.load_tensor)
+    set_rng_state(saved.rng, context.rank)
+    return int(state["step"]), OrderPosition(epoch=int(state["epoch"]), batch=int(state["batch"]))
+
+
+def _load_sharded_optimizer_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, names: list[str], saved: CheckpointFiles
+) -> None:
+    """FSDP2: hand the full AdamW state, keyed by parameter path, to torch's sharding-aware loader."""
+    from .state_dicts import load_full_optimizer_state
+
+    if list(saved.optimizer_json["param_names"]) != list(names):
+        raise CheckpointError("the checkpoint's optimizer holds other parameters than this run trains")
+    paths = [path for path, parameter in model.named_parameters() if parameter.requires_grad]
+    by_name = dict(zip(names, paths, strict=True))
+    state: dict[str, dict[str, torch.Tensor]] = {}
+    for key, value in saved.optimizer_tensors.items():
+        name, _, slot = key.rpartition(".")
+        state.setdefault(by_name[name], {})[slot] = value
+    groups = [
+        {**group, "betas": tuple(group["betas"]), "params": paths} for group in saved.optimizer_json["param_groups"]
+    ]
+    load_full_optimizer_state(model, optimizer, {"state": state, "param_groups": groups})
+
+
+def truncate_log(path: Path, step: int) -> None:
+    """Drop metric records past `step` (written by a run that went on after its last checkpoint)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines()
+    kept = [line for line in lines if line.strip() and json.loads(line).get("step", 0) <= step]
+    if len(kept) != len(lines):
+        atomic_write_bytes(path, "".join(line + "\n" for line in kept).encode())
