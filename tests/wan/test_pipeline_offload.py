@@ -79,35 +79,58 @@ def test_model_offload_moves_each_model_only_while_it_is_used(tiny: TinyWan) -> 
     assert counts == {"dit": 1, "vae": 2, "text": 1}  # vae: encode the image, decode the video
 
 
-def test_block_offload_keeps_one_block_on_the_device_at_a_time(tiny: TinyWan) -> None:
-    pipeline = make_pipeline(tiny, "block")
-    placement = pipeline.dit_placement
-    assert isinstance(placement, BlockOffload)
+def _watch_blocks(pipeline: WanPipeline, placement: BlockOffload):
+    """Record, at each block's forward, which blocks hold device copies and whether the rest does."""
     blocks = list(pipeline.dit.blocks)
     masters = [pointers(block) for block in blocks]
     rest_masters = [tensor.data_ptr() for tensor in placement.rest.masters]
-    observations: list[tuple[int, bool, bool, bool]] = []
+    observations: list[tuple[int, frozenset[int], bool]] = []
 
     def watcher(index: int):
-        def check(block, _inputs):
-            own_copied = all(pointers(block)[key] != value for key, value in masters[index].items())
-            others_home = all(pointers(other) == masters[j] for j, other in enumerate(blocks) if j != index)
+        def check(_block, _inputs):
+            copied = frozenset(j for j, other in enumerate(blocks)
+                               if all(pointers(other)[key] != value for key, value in masters[j].items()))
             rest_copied = all(t.data_ptr() != m for t, m in zip(placement.rest.tensors, rest_masters))
-            observations.append((index, own_copied, others_home, rest_copied))
+            observations.append((index, copied, rest_copied))
 
         return check
 
     handles = [block.register_forward_pre_hook(watcher(index)) for index, block in enumerate(blocks)]
+    return blocks, masters, rest_masters, observations, handles
+
+
+@pytest.mark.parametrize("prefetch", [True, False])
+def test_block_offload_holds_the_running_block_and_prefetches_the_next(tiny: TinyWan, prefetch: bool) -> None:
+    pipeline = make_pipeline(tiny, "block")
+    placement = pipeline.dit_placement
+    assert isinstance(placement, BlockOffload) and placement.prefetch
+    placement.prefetch = prefetch
+    blocks, masters, rest_masters, observations, handles = _watch_blocks(pipeline, placement)
     result = run(pipeline)
     for handle in handles:
         handle.remove()
     forwards = result.plan.model_calls() * 2  # cfg 3: conditional and negative pass
     assert len(observations) == forwards * len(blocks)
-    assert all(own and others and rest for _, own, others, rest in observations)
+    for index, copied, rest_copied in observations:
+        # the running block, plus (with prefetch) the next one, already copied before it runs
+        expected = {index, (index + 1) % len(blocks)} if prefetch else {index}
+        assert copied == expected and rest_copied, (index, copied)
     assert [pointers(block) for block in blocks] == masters  # every block back on its CPU master
     assert [t.data_ptr() for t in placement.rest.tensors] == rest_masters
-    assert [residency.onload_count for residency in placement.blocks] == [forwards] * len(blocks)
+    counts = [residency.onload_count for residency in placement.blocks]
+    # each block once per forward; with prefetch block 0 is also fetched for the forward after the last
+    assert counts == [forwards + (1 if prefetch else 0)] + [forwards] * (len(blocks) - 1)
     assert isinstance(pipeline.vae_placement, ModelOffload)  # the other models: model offload
+
+
+def test_prefetching_block_offload_is_exact_on_the_cpu(tiny: TinyWan) -> None:
+    reference = run(make_pipeline(tiny, "none"))
+    pipeline = make_pipeline(tiny, "block")
+    pipeline.dit_placement.prefetch = False
+    plain = run(pipeline)
+    prefetched = run(make_pipeline(tiny, "block"))
+    assert torch.equal(prefetched.latents, reference.latents)
+    assert torch.equal(prefetched.latents, plain.latents)
 
 
 def test_resident_placement_is_a_plain_move(tiny: TinyWan) -> None:
