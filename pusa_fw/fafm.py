@@ -15,6 +15,7 @@ frame-aware. Here the weight multiplies each frame's own error.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Literal, Union
 
 import torch
@@ -31,8 +32,10 @@ __all__ = [
     "fafm_loss",
     "fafm_step",
     "frame_losses",
+    "law_mean",
     "masked_frame_mean",
     "noise_latents",
+    "normalised_frame_weights",
     "velocity_target",
 ]
 
@@ -239,6 +242,51 @@ def bsmntw_weights(sigmas: torch.Tensor, *, num_train_steps: int = 1000, shift: 
     scale = (bump_on_grid - floor).mean()
     bump = torch.exp(-2.0 * (sigmas.to(torch.float64) - 0.5).square())
     return ((bump - floor.to(sigmas.device)) / scale.to(sigmas.device)).to(torch.float32)
+
+
+def law_mean(function: Callable[[torch.Tensor], torch.Tensor], ptss: PTSS, *, points: int = 1 << 14) -> float:
+    """The mean of `function(sigma)` when sigma follows `ptss`'s marginal law of a frame that is not held.
+
+    The discrete official grid (``num_train_steps``) is averaged exactly over its points; a continuous law
+    by midpoint quadrature against ``ptss.cdf`` on `points` equal cells of [0, 1].
+
+    Args:
+        function: maps sigmas (float64, any shape) to values of the same shape.
+        ptss: the sampler whose law is averaged over.
+        points: quadrature cells of a continuous law.
+
+    Returns:
+        The mean as a float.
+    """
+    if ptss.num_train_steps is not None:
+        grid = training_sigma_grid(ptss.num_train_steps, ptss.shift)
+        return float(function(grid).double().mean())
+    edges = torch.linspace(0.0, 1.0, points + 1, dtype=torch.float64)
+    mass = ptss.cdf(edges).diff()
+    centres = (edges[:-1] + edges[1:]) / 2
+    return float((function(centres).double() * mass).sum() / mass.sum())
+
+
+def normalised_frame_weights(
+    weights: Callable[[torch.Tensor], torch.Tensor], ptss: PTSS
+) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`weights` divided by its mean under the run's own sigma law (`law_mean`), so its mean is 1.
+
+    `bsmntw_weights` is normalised on the official shift-5, 1000-step grid; under another law its mean is
+    not 1 (1.31 under the uniform law without shift, 1.66 under SD3's logit-normal without shift), which
+    would also scale the effective learning rate. This keeps the shape of the weighting, fixing its mean.
+
+    Raises:
+        InputError: the weights average to zero or a non-finite value under the law.
+    """
+    mean = law_mean(weights, ptss)
+    if not math.isfinite(mean) or mean <= 0:
+        raise InputError(f"the frame weights average to {mean!r} under the PTSS law; they cannot be normalised")
+
+    def normalised(sigmas: torch.Tensor) -> torch.Tensor:
+        return weights(sigmas) / mean
+
+    return normalised
 
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor]

@@ -103,7 +103,9 @@ class LossSection(BaseModel):
     """FAFM loss options."""
 
     model_config = _SECTION
-    frame_weighting: Literal["none", "bsmntw"] = Field("none", description="per-frame weight of each error")
+    frame_weighting: Literal["none", "bsmntw"] = Field(
+        "none", description="per-frame weight of each error (bsmntw: normalised to mean 1 under the run's PTSS law)"
+    )
 
 
 class OptimizerSection(BaseModel):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pusa_fw.fafm import bsmntw_weights, fafm_forward, frame_losses
+from pusa_fw.fafm import bsmntw_weights, fafm_forward, frame_losses, normalised_frame_weights
 from pusa_fw.ptss import PTSS
 
 from pusa_fw.training_data import TrainingSample, pad_contexts
@@ -94,9 +94,9 @@ def draw_for_batch(
 FrameWeighting = Callable[[torch.Tensor], torch.Tensor] | None
 
 
-def frame_weighting(name: str) -> FrameWeighting:
-    """The per-frame weight function of a config's ``loss.frame_weighting``."""
-    return bsmntw_weights if name == "bsmntw" else None
+def frame_weighting(name: str, ptss: PTSS) -> FrameWeighting:
+    """The per-frame weight function of a config's ``loss.frame_weighting``, with mean 1 under `ptss`'s law."""
+    return normalised_frame_weights(bsmntw_weights, ptss) if name == "bsmntw" else None
 
 
 def frame_loss_terms(

@@ -88,7 +88,7 @@ class Trainer:
             zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)
         )
         self.ema = EMA(self.tensors, config.ema_decay) if config.ema_decay is not None else None
-        self.weighting = frame_weighting(config.loss.frame_weighting)
+        self.weighting = frame_weighting(config.loss.frame_weighting, config.ptss)
         self.autocast_dtype = torch.bfloat16 if config.precision == "bf16" else None
         self._validation_indices = held_out
         self._validation_plans: list[Any] | None = None
@@ -290,7 +290,10 @@ class Trainer:
         batches = [self._collate_one(index) for index in self._validation_indices]
         if self._validation_plans is None:
             self._validation_plans = plan_sigma_vectors(
-                section.plans, batches[0].latents.shape[2], geometry=self.adapter.geometry(self.config.model.path)
+                section.plans,
+                batches[0].latents.shape[2],
+                geometry=self.adapter.geometry(self.config.model.path),
+                sigma_bins=section.sigma_bins,
             )
         self.model.eval()
         try:

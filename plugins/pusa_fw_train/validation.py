@@ -1,10 +1,11 @@
-"""Plan-aware validation: held-out FAFM loss at the per-frame sigmas that task plans actually use.
+"""Plan-aware validation: held-out FAFM loss for each task's conditioning, in every sigma bin.
 
 For each configured task (t2v, i2v, start-end, extension, ...) the task's plan is compiled for the clip
-length and every step's per-frame input sigmas become one fixed sigma vector; the frames the plan holds
-(conditioning) are left out of the loss, exactly as at inference. With fixed noise per held-out sample
-(seeded), the loss is comparable across steps and runs. Results: the mean loss per plan and per sigma bin
-(equal-width bins of [0, 1] over the counted frames).
+length: the frames it holds (conditioning) keep the plan's held sigma and are left out of the loss, exactly
+as at inference. The frames it generates are evaluated at fixed validation levels, the centres of the
+``sigma_bins`` equal-width bins of [0, 1], so every bin is measured (a sampler's grid at 4 steps and shift
+5 would see only sigma >= 0.6). With fixed noise per held-out sample (seeded), the loss is comparable
+across steps and runs. Results: the mean loss per plan and per sigma bin over the counted frames.
 """
 
 from __future__ import annotations
@@ -51,8 +52,12 @@ def plan_sigma_vectors(
     num_latent_frames: int,
     num_steps: int = _PLAN_STEPS,
     geometry: LatentGeometry = WAN21_GEOMETRY,
+    sigma_bins: int = 5,
 ) -> list[ValidationPlan]:
-    """Compile each named task for `num_latent_frames` latents and take its per-step input sigmas.
+    """Compile each named task for `num_latent_frames` latents; one sigma row per bin centre.
+
+    Row k holds ``(k + 0.5) / sigma_bins`` at every generated frame and the plan's first-step sigma at
+    every held frame.
 
     Raises:
         InputError: an unknown task, or a clip too short for it.
@@ -67,7 +72,10 @@ def plan_sigma_vectors(
             raise InputError(
                 f"validation plan {name!r} cannot be built for {num_latent_frames} latent frames: {error}"
             ) from None
-        plans.append(ValidationPlan(name, plan.input_sigmas.float().clamp(0, 1), ~plan.held))
+        held_sigmas = plan.input_sigmas[0].float().clamp(0, 1)
+        levels = (torch.arange(sigma_bins, dtype=torch.float64) + 0.5) / sigma_bins
+        rows = torch.where(plan.held, held_sigmas, levels.float().unsqueeze(1).expand(-1, held_sigmas.shape[0]))
+        plans.append(ValidationPlan(name, rows, ~plan.held))
     return plans
 
 

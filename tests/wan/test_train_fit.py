@@ -118,6 +118,6 @@ def test_training_loss_and_validation_noise_through_the_core_fafm_forward(tmp_pa
     config = tiny_config(tmp_path / "run", max_steps=1, **{"validation.every": 1, "validation.num_samples": 1,
                                                             "validation.plans": ["t2v"]})
     Trainer(config).run()
-    # one training forward of the global batch (2 samples), then one per validation row (4 plan steps)
+    # one training forward of the global batch (2 samples), then one per validation level (5 sigma bins)
     assert calls[0] == (2, 16, 3, 4, 4)
-    assert calls[1:] == [(1, 16, 3, 4, 4)] * 4
+    assert calls[1:] == [(1, 16, 3, 4, 4)] * 5
