@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all demo bench clean
+.PHONY: test test-all test-comfyui demo bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ test: $(STAMP)
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q -m ''
+
+# The node pack against the real ComfyUI (skipped with its reason when no snapshot is found; see
+# integration/comfyui/run_integration.py). Builds its own venv under ~/.cache/pusa-fw on first use.
+test-comfyui: $(STAMP)
+	$(PY) integration/comfyui/run_integration.py
 
 demo: $(STAMP)
 	$(PY) -m pusa_fw_toy.demo outputs

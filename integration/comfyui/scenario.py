@@ -1,0 +1,213 @@
+"""Stage 2 of the ComfyUI integration run, inside ComfyUI's venv (pusa-fw installed there).
+
+1. Write the tiny Wan DiT and VAE into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them.
+2. Run ``pusa-fw generate`` for each example workflow (same task, frames, steps, shift, sampler, cfg, seed,
+   prompts and images) with ``--save-latents``. Its prompt cache (``$XDG_CACHE_HOME`` pointed into the
+   scratch folder) then holds the embeddings of the prompt and the negative prompt that generate fed its
+   DiT: exactly those files go to ComfyUI through Pusa Prompt Embedding, in place of CLIPTextEncode
+   (ComfyUI's umT5-xxl loader cannot build a tiny encoder). Both sides zero-pad the text to 512 tokens.
+3. Start ComfyUI, queue the adapted example workflows, wait on /history and read the latent the stock
+   SaveLatent node wrote; compare it (in the DiT's latent space) with generate's latents.
+4. Queue a workflow with a keyframe past the end and check the node error is our one-line message.
+
+Prints a table; exits 1 when anything fails. The server is always stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from comfy_server import ComfyServer  # noqa: E402
+from tiny_models import DIT_NAME, VAE_NAME, TinyFiles, write_tiny_models  # noqa: E402
+from workflows_adapt import SETTINGS, adapt, bad_keyframe_workflow, generate_args, prompts_of  # noqa: E402
+
+PARITY_BOUND = 1e-4
+"""Max-abs bound on ComfyUI vs generate final latents (DiT space; float32 on CPU on both sides)."""
+CASES = ("pusa_i2v", "pusa_start_end")
+
+
+def _images(input_dir: Path) -> None:
+    from pusa_fw.io import save_image
+
+    generator = torch.Generator().manual_seed(1)
+    input_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("start.png", "first.png", "last.png"):
+        picture = torch.rand(3, SETTINGS["height"], SETTINGS["width"], generator=generator) * 2 - 1
+        save_image(input_dir / name, picture)
+
+
+def _generate(name: str, workflow: dict[str, Any], files: TinyFiles, input_dir: Path, work: Path) -> Path:
+    from pusa_fw.cli import main
+
+    latents = work / f"{name}.generate.safetensors"
+    args = [
+        "generate",
+        *generate_args(workflow, input_dir),
+        *files.cli_args(),
+        "--dtype",
+        "float32",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(work / f"{name}.mp4"),
+        "--save-latents",
+        str(latents),
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):  # generate prints the paths it wrote
+        status = main(args)
+    if status != 0:
+        raise RuntimeError(f"pusa-fw generate failed for {name} (status {status}): {' '.join(args)}")
+    return latents
+
+
+def prompt_embeddings(cache_dir: Path) -> dict[str, Path]:
+    """The prompt-cache entries generate wrote, by prompt text (from each file's metadata)."""
+    from safetensors import safe_open
+
+    found = {}
+    for path in sorted(cache_dir.rglob("*.safetensors")):
+        with safe_open(str(path), framework="pt") as handle:
+            found[(handle.metadata() or {}).get("prompt", "")] = path
+    return found
+
+
+def _read(path: Path, key: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        return handle.get_tensor(key).to(torch.float32)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--comfy", type=Path, required=True, help="unpacked ComfyUI (holds main.py)")
+    parser.add_argument("--base", type=Path, required=True, help="ComfyUI --base-directory")
+    parser.add_argument("--work", type=Path, required=True, help="scratch folder")
+    parser.add_argument("--repo", type=Path, required=True, help="this repository (example workflows)")
+    options = parser.parse_args()
+    timings: dict[str, float] = {}
+    rows: list[list[str]] = []
+    failures: list[str] = []
+    started = time.perf_counter()
+    files = write_tiny_models(options.base / "models", options.work / "text")
+    input_dir = options.base / "input"
+    _images(input_dir)
+    os.environ["XDG_CACHE_HOME"] = str(options.work / "xdg")
+    api_dir = options.repo / "plugins" / "pusa_fw_comfy" / "workflows" / "api"
+    workflows = {name: json.loads((api_dir / f"{name}.json").read_text()) for name in CASES}
+    generated = {
+        name: _generate(name, workflow, files, input_dir, options.work)
+        for name, workflow in workflows.items()
+    }
+    timings["models + pusa-fw generate"] = time.perf_counter() - started
+    embeddings = prompt_embeddings(options.work / "xdg" / "pusa_fw" / "prompts")
+    for name, workflow in workflows.items():
+        missing = [text[:40] for text in prompts_of(workflow) if text not in embeddings]
+        if missing:
+            raise RuntimeError(f"{name}: no prompt-cache entry for {missing}; generate did not encode them")
+
+    sys.path.insert(0, str(options.comfy))
+    from comfy.latent_formats import Wan21  # ComfyUI's own latent normalisation (run, not copied)
+
+    server = ComfyServer(Path(sys.executable), options.comfy, options.base, options.work / "comfyui.log")
+    try:
+        timings["server start"] = server.start()
+        missing_nodes = {"PusaTask", "PusaSampler", "PusaPromptEmbedding"} - set(server.get("/object_info"))
+        if missing_nodes:
+            raise RuntimeError(
+                f"the pack's nodes did not load ({sorted(missing_nodes)}):\n{server.log_tail()}"
+            )
+        for name, workflow in workflows.items():
+            run_started = time.perf_counter()
+            entry = server.wait(server.queue(adapt(workflow, DIT_NAME, VAE_NAME, embeddings)))
+            seconds = time.perf_counter() - run_started
+            if entry["status"]["status_str"] != "success":
+                failures.append(f"{name}: ComfyUI reported {json.dumps(entry['status'])[:1500]}")
+                rows.append([name, f"{seconds:.1f}", "-", f"{PARITY_BOUND:.0e}", "FAIL"])
+                continue
+            comfy_latent = _read(
+                server.output_file(entry, _save_latent_id(workflow), "latents"), "latent_tensor"
+            )
+            ours = _read(generated[name], "latents")
+            theirs = Wan21().process_in(comfy_latent)
+            if theirs.shape != ours.shape:
+                failures.append(f"{name}: ComfyUI latent {list(theirs.shape)} vs generate {list(ours.shape)}")
+                rows.append([name, f"{seconds:.1f}", "shape", f"{PARITY_BOUND:.0e}", "FAIL"])
+                continue
+            difference = float((theirs - ours).abs().max())
+            ok = difference <= PARITY_BOUND
+            rows.append(
+                [
+                    name,
+                    f"{seconds:.1f}",
+                    f"{difference:.2e} (|latent| <= {float(ours.abs().max()):.2f})",
+                    f"{PARITY_BOUND:.0e}",
+                    "ok" if ok else "FAIL",
+                ]
+            )
+            if not ok:
+                failures.append(f"{name}: max-abs {difference:.3e} > bound {PARITY_BOUND:.0e}")
+        rows.append(_bad_input_row(server, workflows["pusa_i2v"], embeddings, failures))
+    finally:
+        server.stop()
+    timings["total (stage 2)"] = time.perf_counter() - started
+    _print_table(rows, timings, files)
+    for failure in failures:
+        print(f"FAIL {failure}")
+    return 1 if failures else 0
+
+
+def _save_latent_id(workflow: dict[str, Any]) -> str:
+    return next(key for key, node in workflow.items() if node["class_type"] == "SaveLatent")
+
+
+def _bad_input_row(
+    server: ComfyServer, workflow: dict[str, Any], embeddings: dict[str, Path], failures: list[str]
+) -> list[str]:
+    started = time.perf_counter()
+    entry = server.wait(server.queue(bad_keyframe_workflow(adapt(workflow, DIT_NAME, VAE_NAME, embeddings))))
+    seconds = time.perf_counter() - started
+    errors = [data for kind, data in entry["status"].get("messages", []) if kind == "execution_error"]
+    message = str(errors[0].get("exception_message", "")).strip() if errors else ""
+    expected = "Pusa Task: pixel frame 40 is outside"
+    ok = entry["status"]["status_str"] == "error" and message.startswith(expected) and "\n" not in message
+    if not ok:
+        failures.append(f"bad keyframe: expected one line starting {expected!r}, got {message!r}")
+    return [
+        "bad keyframe (40 of 9)",
+        f"{seconds:.1f}",
+        repr(message)[:90],
+        "one line",
+        "ok" if ok else "FAIL",
+    ]
+
+
+def _print_table(rows: list[list[str]], timings: dict[str, float], files: TinyFiles) -> None:
+    header = ["workflow", "comfy s", "max-abs vs pusa-fw generate", "bound", "result"]
+    widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
+    print(
+        "ComfyUI integration: DiT dim 128 x 2 layers (text 4096), VAE dim 96, "
+        f"{SETTINGS['num_frames']} frames "
+        f"{SETTINGS['height']}x{SETTINGS['width']}, {SETTINGS['num_steps']} steps, seed {SETTINGS['seed']}"
+    )
+    for row in [header, ["-" * width for width in widths], *rows]:
+        print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))
+    print("timings: " + ", ".join(f"{name} {seconds:.1f} s" for name, seconds in timings.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

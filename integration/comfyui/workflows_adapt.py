@@ -1,0 +1,167 @@
+"""The pack's example API workflows, made runnable on the tiny models, and the matching generate options.
+
+`adapt` keeps the workflow's graph and settings (task and strengths, shift, sampler, cfg, history guidance,
+prompts, images, decode and SaveLatent) and changes only what a CPU test needs:
+
+- the loaders name the tiny DiT and VAE; the LoRA loader is bypassed (the model goes straight on);
+- CLIPLoader + CLIPTextEncode become Pusa Prompt Embedding nodes reading the embedding pusa-fw computed for
+  the same text (ComfyUI's umT5-xxl loader cannot build the tiny encoder);
+- frames, size, steps and seed become `SETTINGS`.
+
+`generate_args` reads the same workflow into ``pusa-fw generate`` options, so both sides run one setup.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "adapt", "bad_keyframe_workflow", "generate_args", "prompts_of"]
+
+SETTINGS = {"num_frames": 9, "height": 32, "width": 32, "num_steps": 4, "seed": 42}
+"""What the tiny run uses in place of the examples' 81 frames at 832x480, 10 steps, seed 0."""
+
+Nodes = dict[str, dict[str, Any]]
+
+
+def _of(workflow: Nodes, class_type: str) -> list[str]:
+    return [key for key, node in workflow.items() if node["class_type"] == class_type]
+
+
+def _one(workflow: Nodes, class_type: str) -> dict[str, Any]:
+    keys = _of(workflow, class_type)
+    if len(keys) != 1:
+        raise ValueError(f"expected one {class_type} node in the example workflow, found {len(keys)}")
+    return workflow[keys[0]]["inputs"]
+
+
+def _text(workflow: Nodes, link: list[Any]) -> str:
+    node = workflow[link[0]]
+    if node["class_type"] != "CLIPTextEncode":
+        raise ValueError(f"sampler text input comes from {node['class_type']}, expected CLIPTextEncode")
+    return str(node["inputs"]["text"])
+
+
+def prompts_of(workflow: Nodes) -> tuple[str, str]:
+    """The positive and negative prompt texts the Pusa Sampler of `workflow` gets."""
+    sampler = _one(workflow, "PusaSampler")
+    return _text(workflow, sampler["positive"]), _text(workflow, sampler["negative"])
+
+
+def adapt(workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, Path]) -> Nodes:
+    """A copy of `workflow` for the tiny models (see the module docstring).
+
+    Args:
+        workflow: an example API workflow of the pack.
+        dit_name: file name of the tiny DiT in ``models/diffusion_models``.
+        vae_name: file name of the tiny VAE in ``models/vae``.
+        embeddings: prompt text -> safetensors file of its embedding (pusa-fw prompt cache entry).
+    """
+    nodes = copy.deepcopy(workflow)
+    bypass: dict[str, list[Any]] = {}
+    for key in _of(nodes, "LoraLoaderModelOnly"):
+        bypass[key] = nodes.pop(key)["inputs"]["model"]
+    for key in _of(nodes, "CLIPTextEncode"):
+        text = nodes[key]["inputs"]["text"]
+        nodes[key] = {
+            "class_type": "PusaPromptEmbedding",
+            "inputs": {"path": str(embeddings[text]), "pad_to": 512},
+        }
+    for key in _of(nodes, "CLIPLoader"):
+        del nodes[key]
+    for node in nodes.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and value and value[0] in bypass:
+                node["inputs"][name] = bypass[value[0]]
+    _one(nodes, "UNETLoader").update(unet_name=dit_name, weight_dtype="default")
+    _one(nodes, "VAELoader").update(vae_name=vae_name)
+    _one(nodes, "PusaTask").update(num_frames=SETTINGS["num_frames"], num_steps=SETTINGS["num_steps"])
+    _one(nodes, "PusaConditioning").update(width=SETTINGS["width"], height=SETTINGS["height"])
+    _one(nodes, "PusaSampler").update(seed=SETTINGS["seed"])
+    return nodes
+
+
+def bad_keyframe_workflow(adapted: Nodes) -> Nodes:
+    """`adapted` with a keyframes task whose second keyframe (pixel 40) is past the end of the video."""
+    nodes = copy.deepcopy(adapted)
+    _one(nodes, "PusaTask").update(task="keyframes", strengths="0.8", positions="0, 40")
+    return nodes
+
+
+def _images(workflow: Nodes, link: list[Any]) -> list[str]:
+    """The LoadImage file names behind an IMAGE link, through ImageBatch nodes, in batch order."""
+    node = workflow[link[0]]
+    if node["class_type"] == "LoadImage":
+        return [str(node["inputs"]["image"])]
+    if node["class_type"] == "ImageBatch":
+        return _images(workflow, node["inputs"]["image1"]) + _images(workflow, node["inputs"]["image2"])
+    raise ValueError(f"an IMAGE from {node['class_type']} is not supported by the integration run")
+
+
+def generate_args(workflow: Nodes, input_dir: Path) -> list[str]:
+    """``pusa-fw generate`` options that run what `adapt(workflow)` runs in ComfyUI.
+
+    Raises:
+        ValueError: the workflow uses a task setting the run does not map (then extend this function).
+    """
+    task = _one(workflow, "PusaTask")
+    conditioning = _one(workflow, "PusaConditioning")
+    sampler = _one(workflow, "PusaSampler")
+    for name in ("params", "schedule_params", "policy_params"):
+        if str(task[name]).strip() not in ("", "{}"):
+            raise ValueError(f"PusaTask {name}={task[name]!r} is not mapped to generate options")
+    for name in ("schedule", "policy"):
+        if task[name] != "(task default)":
+            raise ValueError(f"PusaTask {name}={task[name]!r} is not mapped to generate options")
+    strengths = [item.strip() for item in str(task["strengths"]).split(",") if item.strip()]
+    positive, negative = prompts_of(workflow)
+    frames = SETTINGS["num_frames"]
+    args = [
+        "--task",
+        task["task"],
+        "--prompt",
+        positive,
+        "--negative-prompt",
+        negative,
+        "--num-frames",
+        str(frames),
+        "--height",
+        str(SETTINGS["height"]),
+        "--width",
+        str(SETTINGS["width"]),
+        "--num-steps",
+        str(SETTINGS["num_steps"]),
+        "--shift",
+        str(task["shift"]),
+        "--seed",
+        str(SETTINGS["seed"]),
+        "--sampler",
+        sampler["sampler"],
+        "--cfg",
+        str(sampler["cfg"]),
+        "--history-guidance",
+        str(sampler["history_guidance"]),
+        "--keyframe-encoding",
+        conditioning["keyframe_encoding"],
+    ]
+    if "image" in conditioning:
+        args += ["--image", str(input_dir / _images(workflow, conditioning["image"])[0])]
+        if task["task"] == "i2v" and strengths:
+            args += ["--strength", strengths[0]]
+    if "keyframes" in conditioning:
+        names = _images(workflow, conditioning["keyframes"])
+        if task["task"] == "start-end":
+            positions = [0, frames - 1]
+        else:
+            positions = [int(item) for item in str(task["positions"]).split(",") if item.strip()]
+        if len(positions) != len(names) or (strengths and len(strengths) != len(names)):
+            raise ValueError(
+                f"{len(names)} keyframe images for positions {positions} and strengths {strengths}"
+            )
+        for index, (position, name) in enumerate(zip(positions, names)):
+            suffix = f":{strengths[index]}" if strengths else ""
+            args += ["--keyframe", f"{position}:{input_dir / name}{suffix}"]
+    if any(name in conditioning for name in ("video", "video_b")):
+        raise ValueError("video inputs are not mapped to generate options")
+    return args
