@@ -50,7 +50,7 @@ MAX_STEPS = 2**31 - 1
 RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging", "collective_timeout_s")
 """Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
 
-RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_",)
+RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_", "data.prefetch")
 """Dotted-key prefixes that may change on resume too (renders never touch the training trajectory)."""
 
 _SECTION = ConfigDict(frozen=True, extra="forbid")
@@ -97,6 +97,7 @@ class DataSection(BaseModel):
     source: str = Field(description="registered source name, cache directory, or 'module:factory'")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
     batch_size: int = Field(1, ge=1, description="samples per global micro-batch (all ranks together)")
+    prefetch: int = Field(2, ge=0, description="micro-batches a background thread loads ahead (0: none)")
 
 
 class LossSection(BaseModel):

@@ -6,9 +6,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MetricsLog", "sigma_bin_losses"]
+__all__ = ["MetricsLog", "device_synchronize", "sigma_bin_losses"]
 
 import torch
+
+
+def device_synchronize(device: torch.device) -> None:
+    """Wait for the work queued on a CUDA `device` (so a wall-clock step time is the step's); CPU: no-op."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def sigma_bin_losses(

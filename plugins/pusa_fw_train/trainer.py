@@ -32,7 +32,8 @@ from .adapter import get_train_adapter
 from .build import build_model, build_optimizer, learning_rate
 from .checkpoint import CheckpointFiles, read_checkpoint, write_checkpoint
 from .config import TrainConfig
-from .metrics import MetricsLog, sigma_bin_losses
+from .loader import BatchLoader
+from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel import parallel_context
 from .renders import RenderSetup, build_render_tasks, render_tasks, swapped_weights
@@ -183,50 +184,77 @@ class Trainer:
         target = min(config.max_steps, stop_at) if stop_at is not None else config.max_steps
         metrics: dict[str, Any] = {}
         last_checkpoint = None
-        while self.step < target:
-            started = time.perf_counter()
-            lr = learning_rate(config.optimizer, self.step, config.max_steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum, tokens, last = self._accumulate()
-            grad_norm = self._clip()
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(self.tensors)
-            self.step += 1
-            if self.step % config.logging.every == 0 or self.step == target:
-                elapsed = time.perf_counter() - started
-                metrics = {
-                    "step": self.step,
-                    "loss": self.context.mean_over_ranks(loss_sum),
-                    "lr": lr,
-                    "grad_norm": float(grad_norm),
-                    "step_time_s": elapsed,
-                    "tokens_per_s": tokens / max(elapsed, 1e-9),
-                    "epoch": self.position.epoch,
-                }
-                metrics.update(sigma_bin_losses(*last, bins=config.validation.sigma_bins))
-                self._write(metrics)
-            if config.validation.every and self.step % config.validation.every == 0:
-                validation = {"step": self.step, **self.validate()}
-                self._write(validation)
-                if on_validation is not None:
-                    on_validation(self, validation)
-            interval = config.validation.render_interval
-            if interval and self.step % interval == 0:
-                with self.context.main_rank_work() as is_main:
-                    if is_main:
-                        self.render()
-            if progress is not None:
-                progress({"step": self.step, "target": target, **metrics})
-            if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
-                last_checkpoint = self.save()
+        loader = BatchLoader(self.order, self.position, self.context.split, self.source.load, config.data.prefetch)
+        try:
+            while self.step < target:
+                metrics = self._optimizer_step(loader, target, metrics)
+                last_checkpoint = self._after_step(target, metrics, progress, on_validation) or last_checkpoint
+        finally:
+            loader.close()
         if self.log is not None:
             self.log.close()
         return TrainResult(self.step, metrics, last_checkpoint)
 
-    def _accumulate(self) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]:
+    def _optimizer_step(self, loader: BatchLoader, target: int, metrics: dict[str, Any]) -> dict[str, Any]:
+        """One optimizer step; returns the step's logged metrics (or the last ones when it logs none)."""
+        config = self.config
+        logs = (self.step + 1) % config.logging.every == 0 or self.step + 1 == target
+        if logs:
+            device_synchronize(self.context.device)  # the step's time starts with an idle device
+        started = time.perf_counter()
+        lr = learning_rate(config.optimizer, self.step, config.max_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        loss_sum, tokens, last = self._accumulate(loader)
+        grad_norm = self._clip()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.tensors)
+        self.step += 1
+        if logs:
+            device_synchronize(self.context.device)
+            elapsed = time.perf_counter() - started
+            metrics = {
+                "step": self.step,
+                "loss": self.context.mean_over_ranks(loss_sum),
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "step_time_s": elapsed,
+                "tokens_per_s": tokens / max(elapsed, 1e-9),
+                "epoch": self.position.epoch,
+            }
+            metrics.update(sigma_bin_losses(*last, bins=config.validation.sigma_bins))
+            self._write(metrics)
+        return metrics
+
+    def _after_step(
+        self,
+        target: int,
+        metrics: dict[str, Any],
+        progress: ProgressCallback | None,
+        on_validation: ValidationHook | None,
+    ) -> Path | None:
+        """Validation, renders, progress and checkpoints due after an optimizer step."""
+        config = self.config
+        last_checkpoint = None
+        if config.validation.every and self.step % config.validation.every == 0:
+            validation = {"step": self.step, **self.validate()}
+            self._write(validation)
+            if on_validation is not None:
+                on_validation(self, validation)
+        interval = config.validation.render_interval
+        if interval and self.step % interval == 0:
+            with self.context.main_rank_work() as is_main:
+                if is_main:
+                    self.render()
+        if progress is not None:
+            progress({"step": self.step, "target": target, **metrics})
+        if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
+            last_checkpoint = self.save()
+        return last_checkpoint
+
+    def _accumulate(self, loader: BatchLoader) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]:
         """Forward and backward every micro-batch of one optimizer step; returns the summed loss."""
         config = self.config
         accumulation = config.optimizer.grad_accumulation
@@ -234,14 +262,10 @@ class Trainer:
         tokens = 0
         last: tuple[torch.Tensor, ...] = ()
         for micro_step in range(accumulation):
-            global_indices = self.order.next_batch(self.position)
-            indices, weight_fn = self.context.split(global_indices)
-            batch = collate(
-                [self.source.load(index) for index in indices],
-                indices,
-                self.context.device,
-                self.adapter.collate_context,
-            )
+            loaded = loader.next()
+            self.position = loaded.position
+            indices, weight_fn = loaded.indices, loaded.loss_fn
+            batch = collate(loaded.samples, indices, self.context.device, self.adapter.collate_context)
             draws = draw_for_batch(
                 config.ptss,
                 batch.latents.shape,

@@ -50,3 +50,56 @@ def test_validation_measures_every_sigma_bin_and_leaves_held_frames_out(tmp_path
     metrics = Trainer(config).validate()
     bins = sorted(key for key in metrics if key.startswith("val/sigma_"))
     assert bins == [f"val/sigma_{k / 5:.2f}-{(k + 1) / 5:.2f}" for k in range(5)]
+
+
+def test_prefetching_keeps_the_sample_order_and_the_weights_bit_exact(tmp_path):
+    from pusa_fw_train import Trainer
+    from pusa_fw_wan.testing.train import tiny_config
+
+    results = {}
+    for prefetch in (0, 3):
+        config = tiny_config(tmp_path / f"p{prefetch}", max_steps=5, **{"data.prefetch": prefetch})
+        trainer = Trainer(config)
+        trainer.run()
+        results[prefetch] = ({name: tensor.detach().clone() for name, tensor in trainer.tensors.items()},
+                             trainer.position)
+    (synchronous, position), (prefetched, prefetched_position) = results[0], results[3]
+    assert position == prefetched_position
+    assert all(torch.equal(synchronous[name], prefetched[name]) for name in synchronous)
+
+
+def test_a_loading_error_in_the_prefetch_thread_reaches_the_training_loop():
+    from pusa_fw.training_data import InMemorySource
+    from pusa_fw_train.loader import BatchLoader
+    from pusa_fw_train.order import DataOrder, OrderPosition
+
+    source = InMemorySource.random(4, (2, 1, 2, 2), (1, 2))
+
+    def load(index: int):
+        if index == 3:
+            raise OSError("disk gone")
+        return source.load(index)
+
+    order = DataOrder(source, 1, seed=0)
+    loader = BatchLoader(order, OrderPosition(), lambda indices: (list(indices), None), load, prefetch=2)
+    with pytest.raises(OSError, match="disk gone"):
+        for _ in range(8):
+            loader.next()
+    loader.close()
+
+
+def test_logged_step_times_wait_for_the_device(tmp_path, monkeypatch):
+    import pusa_fw_train.metrics as metrics
+    import pusa_fw_train.trainer as trainer_module
+    from pusa_fw_train import Trainer
+    from pusa_fw_wan.testing.train import tiny_config
+
+    synchronised = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synchronised.append(device))
+    metrics.device_synchronize(torch.device("cuda", 1))
+    metrics.device_synchronize(torch.device("cpu"))
+    assert synchronised == [torch.device("cuda", 1)], "only a CUDA device is synchronised"
+    calls = []
+    monkeypatch.setattr(trainer_module, "device_synchronize", calls.append)
+    Trainer(tiny_config(tmp_path / "run", max_steps=4, **{"logging.every": 2})).run()
+    assert calls == [torch.device("cpu")] * 4, "before and after each of the 2 logged steps"
