@@ -186,7 +186,9 @@ class TrainConfig(BaseModel):
     optimizer: OptimizerSection = OptimizerSection()
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast with fp32 master weights")
     gradient_checkpointing: bool = False
-    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of the trained weights; None: off")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="EMA of the trained tensors (LoRA: of A and B separately); None: off"
+    )
     validation: ValidationSection = ValidationSection()
     checkpoint: CheckpointSection = CheckpointSection()
     logging: LoggingSection = LoggingSection()
