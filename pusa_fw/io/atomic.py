@@ -53,7 +53,7 @@ def check_output_path(target: str | os.PathLike[str]) -> Path:
 
     Raises:
         InputError: the target is an existing directory, its parent directory does not exist, or the
-            parent is not writable.
+            parent does not take new files (checked by creating and deleting a temporary file there).
     """
     path = Path(target).expanduser()
     if path.is_dir():
@@ -68,7 +68,30 @@ def check_output_path(target: str | os.PathLike[str]) -> Path:
             f"cannot write {str(path)!r}: directory {str(parent)!r} is not writable; "
             "choose another output directory or fix its permissions"
         )
+    # os.access says yes to root everywhere (and knows nothing of /proc, /sys or read-only mounts): make
+    # and delete the kind of temporary file `atomic_path` will write, so the answer is the real one.
+    temp_name = _make_temp(path)
+    os.unlink(temp_name)
     return path
+
+
+def _make_temp(path: Path) -> str:
+    """Create the (empty, closed) temporary file of `atomic_path` beside `path` and return its name.
+
+    Raises:
+        InputError: the directory does not take new files (permissions, a pseudo or read-only file system).
+    """
+    try:
+        handle, temp_name = tempfile.mkstemp(
+            prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent
+        )
+    except OSError as error:
+        raise InputError(
+            f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not take new files "
+            f"({error.strerror or type(error).__name__}); choose another output directory"
+        ) from error
+    os.close(handle)
+    return temp_name
 
 
 @contextlib.contextmanager
@@ -92,11 +115,7 @@ def atomic_path(target: str | os.PathLike[str], *, fsync: bool = True) -> Iterat
             (also when the final rename fails for that reason).
     """
     path = check_output_path(target)
-    handle, temp_name = tempfile.mkstemp(
-        prefix=f".{path.stem}.", suffix=f".partial{path.suffix}", dir=path.parent
-    )
-    os.close(handle)
-    temp_path = Path(temp_name)
+    temp_path = Path(_make_temp(path))
     try:
         yield temp_path
         os.chmod(temp_path, 0o666 & ~_process_umask())

@@ -73,6 +73,7 @@ ERROR_CASES = [
     ("output not mp4", ["--out", "{folder}/out.avi"], "must end in .mp4"),
     ("output is a directory", ["--out", "{folder}/taken.mp4"], "is a directory; give a file name inside it"),
     ("special output file", ["--out", "/dev/null"], "must end in .mp4"),
+    ("output on a pseudo file system", ["--out", "/proc/x.mp4"], "does not take new files"),
     ("seed beyond 64 bits", ["--seed", str(2**64)], "--seed: Input should be less than or equal to"),
     ("oversized frame", ["--height", "20000", "--width", "20000"], "less than or equal to 4096"),
     ("infinite shift", ["--shift", "inf"], "--shift: Input should be a finite number"),
@@ -136,3 +137,18 @@ def test_a_failing_write_leaves_no_partial_file(tiny: TinyWan, tmp_path: Path,
     assert status == 2
     assert capsys.readouterr().err.strip() == "pusa-fw: error: disk full while writing (simulated)"
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_output_fails_before_any_model_is_loaded(tiny: TinyWan, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    import pusa_fw_wan.pipeline.loading as loading
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("models were loaded before the output path was checked")
+
+    monkeypatch.setattr(loading, "load_models", no_loading)
+    status = main(["generate", *tiny.cli_args(), "--prompt", "a cat", "--num-frames", "5", *FAST,
+                   "--out", "/proc/x.mp4"])
+    assert status == 2
+    assert capsys.readouterr().err.strip().startswith("pusa-fw: error: cannot write '/proc/x.mp4'")
+    assert not Path("/proc/x.mp4").exists()
