@@ -85,6 +85,11 @@ class ComfyWanBackbone(Backbone):
             )
         # 1000 * sigma in float64 (plans keep exact levels), then float32 like ComfyUI's own timesteps.
         timesteps = (sigmas.double() * TIMESTEP_SCALE).to(torch.float32)
+        if bool((sigmas == sigmas[:, :1]).all()):
+            # Every frame at one sigma (t2v, or no frame held at this step): hand ComfyUI a [B] timestep. Its
+            # Wan model then broadcasts the time modulation; a [B, F] one is repeated to every token (6
+            # repeat_interleave per block), which made t2v slower than the stock KSampler.
+            timesteps = timesteps[:, 0]
         # The scalar sigma ComfyUI's bookkeeping sees (its denoised output is discarded): the noisiest frame.
         scalar = sigmas.amax(dim=1).to(torch.float32)
         options = comfy_bridge.transformer_options(self.model)
