@@ -72,8 +72,9 @@ def learning_rate(section: OptimizerSection, step: int, total_steps: int) -> flo
     """The learning rate of optimizer step `step` (0-based): linear warmup, then constant or cosine.
 
     Warmup rises as ``lr * (step + 1) / warmup_steps``; cosine then decays from ``lr`` to
-    ``lr * min_lr_ratio`` at ``total_steps``.
+    ``lr * min_lr_ratio`` at ``section.decay_steps`` (default `total_steps`, the run's ``max_steps``).
     """
+    total_steps = section.decay_steps if section.decay_steps is not None else total_steps
     if step < section.warmup_steps:
         return section.lr * (step + 1) / section.warmup_steps
     if section.schedule == "constant":

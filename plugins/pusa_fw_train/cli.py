@@ -84,6 +84,11 @@ class TrainCommand:
         if args.max_steps is not None:
             overrides["max_steps"] = args.max_steps
         if args.resume is not None:
+            if args.output_dir is not None:
+                raise InputError(
+                    f"--output-dir cannot be combined with --resume: the run continues in {str(args.resume)!r}; "
+                    "move or copy the run directory instead"
+                )
             config_file = args.config
             if config_file is None:
                 run_dir = (

@@ -47,7 +47,13 @@ MAX_SEED = 2**63 - 2
 MAX_STEPS = 2**31 - 1
 """Largest ``max_steps`` (beyond it step counters and schedules stop being meaningful)."""
 
-RESUMABLE_CHANGES: tuple[str, ...] = ("max_steps", "checkpoint", "logging", "collective_timeout_s")
+RESUMABLE_CHANGES: tuple[str, ...] = (
+    "output_dir",
+    "max_steps",
+    "checkpoint",
+    "logging",
+    "collective_timeout_s",
+)
 """Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
 
 RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_", "data.prefetch")
@@ -119,6 +125,9 @@ class OptimizerSection(BaseModel):
     weight_decay: float = Field(0.01, ge=0)
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
+    decay_steps: int | None = Field(
+        None, ge=1, description="steps the cosine spans (None: max_steps; set on resume when max_steps changes)"
+    )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm; None: no clipping")
     grad_accumulation: int = Field(1, ge=1, description="micro-batches per optimizer step")

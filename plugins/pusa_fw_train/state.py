@@ -35,7 +35,12 @@ def find_checkpoint(given: Path) -> Path:
 
 
 def check_resume_config(directory: Path, config: TrainConfig | None) -> TrainConfig:
-    """The config to resume with: `config` if it differs from the saved one only where allowed.
+    """The config to resume checkpoint `directory` with: `config` (default: the saved one) where allowed.
+
+    The run continues in the run directory that holds the checkpoint (``output_dir`` becomes it, so a run
+    directory moved or copied to another machine keeps writing where it is now). A changed ``max_steps``
+    keeps the learning-rate law's span: ``optimizer.decay_steps`` is fixed to the run's span, so the
+    learning rate does not jump; past the span it stays at the cosine floor.
 
     Raises:
         CheckpointError: one line listing every setting that differs.
@@ -44,12 +49,17 @@ def check_resume_config(directory: Path, config: TrainConfig | None) -> TrainCon
     if not config_file.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no config.json; it is incomplete")
     saved = validate_train_config(json.loads(config_file.read_text(encoding="utf-8")))
-    if config is None:
-        return saved
-    differences = config_differences(saved, config)
+    given = saved if config is None else config
+    if given.optimizer.decay_steps is None and (saved.optimizer.decay_steps or given.max_steps != saved.max_steps):
+        saved, given = (_with_span(one, saved.optimizer.decay_steps or saved.max_steps) for one in (saved, given))
+    differences = config_differences(saved, given)
     if differences:
         raise CheckpointError(f"the config differs from the run's in {directory}: " + "; ".join(differences))
-    return config
+    return given.model_copy(update={"output_dir": str(directory.parent.parent)})
+
+
+def _with_span(config: TrainConfig, span: int) -> TrainConfig:
+    return config.model_copy(update={"optimizer": config.optimizer.model_copy(update={"decay_steps": span})})
 
 
 def collect_state(
@@ -117,15 +127,13 @@ def apply_state(
     Returns:
         The step and the data-order position to continue from.
 
+    The checkpoint may come from another world size: its tensors are whole, the data order and the keyed
+    draws do not depend on the ranks, and a rank without saved RNG states keeps its own seeded ones.
+
     Raises:
-        CheckpointError: another world size, or tensors of another run.
+        CheckpointError: tensors of another run.
     """
     state = saved.trainer_state
-    if state.get("world_size", 1) != context.world_size:
-        raise CheckpointError(
-            f"the checkpoint was written by {state.get('world_size')} ranks, this run has "
-            f"{context.world_size}; resume with the same number of processes"
-        )
     names = list(tensors)
     with torch.no_grad():
         for name, tensor in tensors.items():

@@ -52,3 +52,28 @@ def test_fsdp_run_stopped_and_resumed_under_torchrun_ends_identical(tmp_path, on
         assert expected.keys() == got.keys()
         for key, tensor in expected.items():
             assert torch.equal(got[key], tensor), f"{file}:{key} differs after an FSDP2 resume"
+
+
+@pytest.mark.slow  # ~50 s: one 2-process torchrun launch, one-process pauses, resumes and references
+def test_resume_on_another_world_size_matches_one_process(tmp_path, one_thread):
+    """Elastic resume, DDP (LoRA) and FSDP2 (full): 1 -> 2 ranks and 2 -> 1 rank, each paused after step 2,
+    end where an uninterrupted single-process run ends, within the float bound of the 2-rank comparison."""
+    from pusa_fw_train import Trainer
+
+    for name in worker.SCENARIOS:
+        Trainer(worker.scenario_config(tmp_path, name, suffix="-elastic12")).run(stop_at=2)
+    launched = _torchrun(tmp_path, "elastic")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    for name, (strategy, mode) in worker.SCENARIOS.items():
+        Trainer.resume(worker.scenario_config(tmp_path, name, suffix="-elastic21").output_dir).run()
+        reference = worker.run_scenario(tmp_path, name, "none")
+        kind = "adapter" if mode == "lora" else "model"
+        for suffix in ("-elastic12", "-elastic21"):
+            resumed = tmp_path / f"{name}-{strategy}{suffix}" / "checkpoints" / reference.name
+            for file in (f"{kind}.safetensors", "ema.safetensors", "optimizer.safetensors"):
+                expected, got = load_file(str(reference / file)), load_file(str(resumed / file))
+                assert expected.keys() == got.keys(), f"{name}{suffix}/{file}: different tensors"
+                for key, tensor in expected.items():
+                    torch.testing.assert_close(
+                        got[key], tensor, rtol=1e-5, atol=1e-6, msg=f"{name}{suffix}/{file}:{key}"
+                    )

@@ -6,7 +6,9 @@ Usage (what `test_train_trainer_distributed.py` runs):
 Each scenario trains 3 steps on global batches of 3 samples (split 2 + 1 over two ranks, so one rank gets
 a zero-weight padding copy), with held frames and an EMA, and rank 0 writes its checkpoint under OUT.
 `run_scenario(OUT, name, "none")` is the single-process reference on the same config. With a second
-argument ``pause`` then ``resume``, the FSDP2 run stops after step 2 and a new launch resumes it.
+argument ``pause`` then ``resume``, the FSDP2 run stops after step 2 and a new launch resumes it. With
+``elastic``, each scenario's run paused after step 2 by one process (suffix ``-elastic12``) is resumed on
+two ranks, and a two-rank run (suffix ``-elastic21``) is paused after step 2 for one process to resume.
 """
 
 from __future__ import annotations
@@ -53,6 +55,10 @@ def main(out: Path, phase: str) -> None:
             run_scenario(out, name)
     elif phase == "pause":
         Trainer(scenario_config(out, "fsdp_full", suffix="-resumed")).run(stop_at=2)
+    elif phase == "elastic":
+        for name in SCENARIOS:
+            Trainer.resume(scenario_config(out, name, suffix="-elastic12").output_dir).run()
+            Trainer(scenario_config(out, name, suffix="-elastic21")).run(stop_at=2)
     else:
         Trainer.resume(out / "fsdp_full-fsdp-resumed").run()
 
