@@ -1,18 +1,24 @@
-"""Peak host memory of `WanDiT.from_pretrained` on a generated Wan2.1-T2V-1.3B-size checkpoint.
+"""Peak host memory of the inference load (`WanDiT.from_pretrained`) per weights_dtype, against the stored size.
 
-Writes a random bf16 checkpoint in the official layout (``config.json`` +
-``diffusion_pytorch_model.safetensors``, 1.42 B parameters, ~2.8 GB) into a temp directory, then loads it
-with ``from_pretrained(dtype=torch.bfloat16)`` in a fresh process and reads its peak RSS (``VmHWM``). A second
-fresh process that only imports the package gives the baseline. The goal: peak - baseline is about one
-copy of the weights (ratio ~1.0 of the checkpoint size; a naive load that keeps a state dict and a model
-would be ~2.0).
+Writes two random Wan2.1-T2V-1.3B-size checkpoints in the official layout into a temp directory (streamed,
+one tensor at a time): a bf16 one (~2.8 GB, as released) and a "scaled fp8" one (block linears
+float8_e4m3fn with ``scale_weight``, the rest bf16, ~1.5 GB, as users repackage them). Then each case loads
+in a fresh process, the way ``pusa-fw generate`` loads the DiT (``from_pretrained(dtype=..., weights_dtype=...)``
+onto the CPU), and reads its peak RSS (``VmHWM``); a second fresh process that only imports the package
+gives the baseline. The figure of merit is
 
-    python benchmarks/bench_load_memory.py [--json] [--keep DIR]
+    (peak - baseline) / stored bytes of the loaded model (parameters + buffers)
+
+goal <= 1.15: about one copy of the weights *in their storage dtype* (no float32 copy, no state dict
+beside the model). ``--size small`` uses 6 blocks instead of 30 for a quick run.
+
+    python benchmarks/bench_load_memory.py [--json] [--keep DIR] [--size 1.3b|small]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import subprocess
 import sys
@@ -23,7 +29,19 @@ from pathlib import Path
 import torch
 
 from pusa_fw_wan import WanConfig, WanDiT
+from pusa_fw_wan.dit.storage import is_large_linear, quantize_fp8
 from pusa_fw_wan.weights.safetensors import write_streaming
+
+GOAL = 1.15
+# (checkpoint, compute dtype, weights_dtype)
+CASES = (
+    ("bf16", "float32", "float32"),
+    ("bf16", "bfloat16", "bfloat16"),
+    ("bf16", "float32", "bfloat16"),
+    ("bf16", "bfloat16", "float8_e4m3fn"),
+    ("fp8", "bfloat16", "auto"),
+    ("fp8", "float32", "auto"),
+)
 
 # VmHWM (peak RSS of this address space): ru_maxrss would carry the parent's peak over execve.
 _PEAK_RSS = """
@@ -38,11 +56,12 @@ _CHILD_LOAD = (
 import json, sys, time
 import torch
 from pusa_fw_wan import WanDiT
+from pusa_fw_wan.dit.storage import storage_bytes
 start = time.perf_counter()
-model = WanDiT.from_pretrained(sys.argv[1], dtype=torch.bfloat16)
+model = WanDiT.from_pretrained(sys.argv[1], dtype=getattr(torch, sys.argv[2]), weights_dtype=sys.argv[3])
 seconds = time.perf_counter() - start
-parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-print(json.dumps({"peak_rss_mb": peak_rss_mb(), "load_s": seconds, "model_bytes": parameter_bytes}))
+print(json.dumps({"peak_rss_mb": peak_rss_mb(), "load_s": seconds, "stored_bytes": storage_bytes(model),
+                  "weights_dtype": str(model.weights_dtype).replace("torch.", "")}))
 """
 )
 _CHILD_BASELINE = (
@@ -51,75 +70,108 @@ _CHILD_BASELINE = (
 import json
 import torch
 from pusa_fw_wan import WanDiT
+from pusa_fw_wan.dit.storage import storage_bytes
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
 )
 
 
-def write_checkpoint(directory: Path, config: WanConfig) -> int:
-    """Random bf16 weights with the official names; returns the weight file size in bytes."""
+def _specs(config: WanConfig) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
         skeleton = WanDiT(config)
-    specs = {name: (torch.bfloat16, tuple(t.shape)) for name, t in skeleton.state_dict().items()}
-    generator = torch.Generator().manual_seed(0)
+    return {name: tuple(tensor.shape) for name, tensor in skeleton.state_dict().items()}
 
-    def produce(name: str) -> torch.Tensor:
-        dtype, shape = specs[name]
-        return torch.empty(shape, dtype=torch.float32).normal_(0.0, 0.02, generator=generator).to(dtype)
 
-    weights = directory / "diffusion_pytorch_model.safetensors"
-    write_streaming(weights, specs, produce)
-    (directory / "config.json").write_text(json.dumps(config.to_official_json(), indent=2))
-    return weights.stat().st_size
+def write_checkpoints(directory: Path, config: WanConfig) -> dict[str, Path]:
+    """The bf16 and the scaled-fp8 checkpoint of the same random weights; returns their directories."""
+    shapes = _specs(config)
+    paths = {}
+    for kind in ("bf16", "fp8"):
+        folder = directory / kind
+        folder.mkdir(parents=True, exist_ok=True)
+        specs: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+        for name, shape in shapes.items():
+            module = name.rpartition(".")[0]
+            if kind == "fp8" and name.endswith(".weight") and is_large_linear(module):
+                specs[name] = (torch.float8_e4m3fn, shape)
+                specs[f"{module}.scale_weight"] = (torch.float32, ())
+            else:
+                specs[name] = (torch.bfloat16, shape)
+        generator = torch.Generator().manual_seed(0)
+        scales: dict[str, torch.Tensor] = {}
+
+        def produce(name: str, specs=specs, generator=generator, scales=scales) -> torch.Tensor:
+            dtype, shape = specs[name]
+            if name.endswith(".scale_weight"):
+                return scales.pop(name)
+            values = torch.empty(shape, dtype=torch.bfloat16).normal_(0.0, 0.02, generator=generator)
+            if dtype == torch.float8_e4m3fn:
+                stored, scale = quantize_fp8(values, dtype)
+                scales[f"{name.rpartition('.')[0]}.scale_weight"] = scale
+                return stored
+            return values
+
+        write_streaming(folder / "diffusion_pytorch_model.safetensors", specs, produce)
+        (folder / "config.json").write_text(json.dumps(config.to_official_json(), indent=2))
+        paths[kind] = folder
+    return paths
 
 
 def run_child(code: str, *args: str) -> dict[str, float]:
-    completed = subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
-    )
+    completed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
-def measure(directory: Path) -> dict[str, float]:
-    config = WanConfig.t2v_1_3b()
-    start = time.perf_counter()
-    checkpoint_bytes = write_checkpoint(directory, config)
-    write_seconds = time.perf_counter() - start
-    baseline = run_child(_CHILD_BASELINE)
-    loaded = run_child(_CHILD_LOAD, str(directory))
-    checkpoint_mb = checkpoint_bytes / 2**20
-    return {
-        "checkpoint_mb": checkpoint_mb,
-        "model_mb": loaded["model_bytes"] / 2**20,
-        "baseline_rss_mb": baseline["peak_rss_mb"],
-        "load_peak_rss_mb": loaded["peak_rss_mb"],
-        "load_extra_over_checkpoint": (loaded["peak_rss_mb"] - baseline["peak_rss_mb"]) / checkpoint_mb,
-        "load_s": loaded["load_s"],
-        "write_s": write_seconds,
-    }
+@dataclasses.dataclass
+class Row:
+    checkpoint: str
+    checkpoint_mb: float
+    compute_dtype: str
+    weights_dtype: str
+    stored_mb: float
+    extra_peak_mb: float
+    ratio: float
+    load_s: float
+
+
+def measure(directory: Path, config: WanConfig) -> list[Row]:
+    paths = write_checkpoints(directory, config)
+    baseline = run_child(_CHILD_BASELINE)["peak_rss_mb"]
+    rows = []
+    for kind, compute, weights_dtype in CASES:
+        loaded = run_child(_CHILD_LOAD, str(paths[kind]), compute, weights_dtype)
+        stored_mb = loaded["stored_bytes"] / 2**20
+        extra = loaded["peak_rss_mb"] - baseline
+        size = (paths[kind] / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+        rows.append(Row(kind, size, compute, str(loaded["weights_dtype"]), stored_mb, extra, extra / stored_mb,
+                        loaded["load_s"]))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--keep", type=Path, help="write the checkpoint here and keep it (default: temp dir)")
+    parser.add_argument("--json", action="store_true", help="print one JSON list")
+    parser.add_argument("--keep", type=Path, help="write the checkpoints here and keep them (default: temp dir)")
+    parser.add_argument("--size", choices=("1.3b", "small"), default="1.3b", help="30 blocks (1.3B) or 6")
     args = parser.parse_args(argv)
+    config = WanConfig.t2v_1_3b()
+    if args.size == "small":
+        config = config.model_copy(update={"num_layers": 6})
     if args.keep:
         args.keep.mkdir(parents=True, exist_ok=True)
-        results = measure(args.keep)
+        rows = measure(args.keep, config)
     else:
-        with tempfile.TemporaryDirectory(prefix="wan13b_") as directory:
-            results = measure(Path(directory))
+        with tempfile.TemporaryDirectory(prefix="wan_load_") as directory:
+            rows = measure(Path(directory), config)
     if args.json:
-        print(json.dumps(results))
+        print(json.dumps([dataclasses.asdict(row) for row in rows]))
         return
-    print(
-        f"checkpoint (bf16, 1.3B)        {results['checkpoint_mb']:.0f} MB "
-        f"(model in memory {results['model_mb']:.0f} MB)"
-    )
-    print(f"baseline RSS (imports only)    {results['baseline_rss_mb']:.0f} MB")
-    print(f"peak RSS of from_pretrained    {results['load_peak_rss_mb']:.0f} MB in {results['load_s']:.1f} s")
-    print(f"(peak - baseline) / checkpoint {results['load_extra_over_checkpoint']:.3f}")
+    print(f"Wan2.1 T2V {args.size} ({config.num_layers} blocks), CPU load, goal (peak - baseline) / stored <= {GOAL}")
+    print(f"{'file':<6}{'file MB':>9}{'compute':>10}{'weights_dtype':>15}{'stored MB':>11}{'peak-base MB':>14}"
+          f"{'ratio':>7}{'load s':>8}")
+    for row in rows:
+        print(f"{row.checkpoint:<6}{row.checkpoint_mb:>9.0f}{row.compute_dtype:>10}{row.weights_dtype:>15}"
+              f"{row.stored_mb:>11.0f}{row.extra_peak_mb:>14.0f}{row.ratio:>7.3f}{row.load_s:>8.1f}")
 
 
 if __name__ == "__main__":

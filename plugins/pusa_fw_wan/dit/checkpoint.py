@@ -217,6 +217,15 @@ def _dequantized(tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.
     return (tensor.to(torch.float32) * scale).to(dtype)
 
 
+def _owned(converted: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
+    """`converted`, copied out of the scratch read buffer when the conversion kept its memory."""
+    if converted.device == read.device and converted.untyped_storage().data_ptr() == (
+        read.untyped_storage().data_ptr()
+    ):
+        return converted.clone()
+    return converted
+
+
 def load_wan_dit(
     path: str | os.PathLike[str],
     dtype: torch.dtype = torch.float32,
@@ -286,7 +295,8 @@ def load_wan_dit(
     skipped = set(scale_keys.values()) | set(ignored)
     for file in files.weight_files:
         names = [raw for raw, (_, owner) in raw_shapes.items() if owner == file and raw not in skipped]
-        for raw_key, tensor in iter_file_tensors(file, what=_WHAT, names=names):
+        # One scratch read buffer: whatever is kept is converted or copied out of it (`_owned`).
+        for raw_key, tensor in iter_file_tensors(file, what=_WHAT, names=names, reuse_buffer=True):
             name = official_name(raw_key)
             module_path, _, attribute = name.rpartition(".")
             scale_key = scale_keys.get(module_path) if attribute == "weight" else None
@@ -294,9 +304,10 @@ def load_wan_dit(
             module = model.get_submodule(module_path) if module_path else model
             if isinstance(module, LowPrecisionLinear) and attribute == "weight":
                 module.set_weight(tensor.to(device), scale)
+                module.weight = nn.Parameter(_owned(module.weight.data, tensor), requires_grad=False)
             else:
                 target = torch.float32 if _keeps_fp32(name) else dtype
-                _assign(model, name, _dequantized(tensor.to(device), scale, target))
+                _assign(model, name, _owned(_dequantized(tensor.to(device), scale, target), tensor))
             del tensor
     still_meta = [name for name, parameter in model.named_parameters() if parameter.is_meta]
     still_meta += [name for name, buffer in model.named_buffers() if buffer.is_meta]

@@ -57,6 +57,8 @@ WEIGHTS_DTYPES: dict[str, torch.dtype | None] = {
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
+_CHUNK_ELEMENTS = 1 << 22  # 16 MB of float32 per step of quantize_fp8
+
 _LARGE_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.0|ffn\.2)$")
 
 
@@ -91,6 +93,9 @@ def parse_weights_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
 def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-tensor scaled fp8: ``scale = amax / max(dtype)``, ``stored = weight / scale`` rounded to `dtype`.
 
+    Works through the weight in chunks of `_CHUNK_ELEMENTS`, so it never holds a float32 copy of the whole
+    tensor (a loader quantising a bf16 file keeps its peak near the stored size).
+
     Args:
         weight: `[out, in]` any float dtype.
         dtype: ``torch.float8_e4m3fn`` or ``torch.float8_e5m2``.
@@ -98,12 +103,16 @@ def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor
     Returns:
         ``(stored [out, in] in dtype, scale [] float32)``; an all-zero weight gets scale 1.
     """
-    values = weight.detach().float()
-    amax = values.abs().amax()
+    values = weight.detach()
+    amax = torch.maximum(values.max(), -values.min()).float() if values.numel() else torch.zeros(())
     finite_max = torch.finfo(dtype).max
-    scale = torch.where(amax > 0, amax / finite_max, torch.ones_like(amax))
-    stored = (values / scale).clamp_(-finite_max, finite_max).to(dtype)
-    return stored, scale.to(torch.float32)
+    scale = torch.where(amax > 0, amax / finite_max, torch.ones_like(amax)).to(torch.float32)
+    flat = values.reshape(-1)
+    stored = torch.empty(flat.shape, dtype=dtype, device=values.device)
+    for start in range(0, flat.numel(), _CHUNK_ELEMENTS):
+        chunk = flat[start : start + _CHUNK_ELEMENTS].float() / scale
+        stored[start : start + _CHUNK_ELEMENTS] = chunk.clamp_(-finite_max, finite_max).to(dtype)
+    return stored.reshape(values.shape), scale
 
 
 def _row_scale(scale: torch.Tensor | None, out_features: int) -> torch.Tensor | None:
@@ -174,7 +183,7 @@ class LowPrecisionLinear(nn.Linear):
         if weight.dtype == storage and (storage in FP8_DTYPES or scale is None):
             stored = weight
         else:
-            dense = dequantize(weight, scale, torch.float32)
+            dense = weight if scale is None else dequantize(weight, scale, torch.float32)
             if storage in FP8_DTYPES:
                 stored, scale = quantize_fp8(dense, storage)
             else:

@@ -200,7 +200,7 @@ def read_shapes(files: list[Path], *, what: str = "checkpoint") -> dict[str, tup
 
 
 def iter_file_tensors(
-    file: Path, *, what: str = "checkpoint", names: Iterable[str] | None = None
+    file: Path, *, what: str = "checkpoint", names: Iterable[str] | None = None, reuse_buffer: bool = False
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` of one weight file, one tensor at a time (safetensors are streamed).
 
@@ -208,9 +208,11 @@ def iter_file_tensors(
         file: the weight file.
         what: what the file is, for error messages.
         names: only these tensors (default: all).
+        reuse_buffer: safetensors only: read into one scratch buffer, so a tensor is valid only until the
+            next one is read (see `pusa_fw_wan.weights.safetensors.iter_tensors`).
     """
     if file.suffix.lower() == SAFETENSORS_SUFFIX:
-        yield from iter_tensors(file, names)
+        yield from iter_tensors(file, names, reuse_buffer=reuse_buffer)
         return
     state = read_torch_file(file, what=what, mmap=True)
     wanted = None if names is None else set(names)

@@ -102,17 +102,22 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
 
 
 def iter_tensors(
-    path: str | os.PathLike[str], names: Iterable[str] | None = None
+    path: str | os.PathLike[str], names: Iterable[str] | None = None, reuse_buffer: bool = False
 ) -> Iterator[tuple[str, torch.Tensor]]:
     """Yield ``(name, tensor)`` for the tensors of a file, in file order, one fresh CPU tensor at a time.
 
     Args:
         path: the ``.safetensors`` file.
         names: restrict to these names (default: all).
+        reuse_buffer: read every tensor into one scratch buffer (grown to the largest tensor) instead of a
+            fresh one: each yielded tensor is valid only until the next is read, so a caller that keeps
+            one must copy it. A loader that converts every tensor (to another dtype or device) then never
+            frees a read buffer between its kept tensors, which keeps the heap unfragmented.
     """
     infos = read_header(path)
     wanted = set(infos) if names is None else set(names)
     ordered = sorted((info.begin, name) for name, info in infos.items() if name in wanted)
+    scratch = torch.empty(0, dtype=torch.uint8)
     with Path(path).open("rb", buffering=0) as handle:
         for _, name in ordered:
             info = infos[name]
@@ -122,7 +127,13 @@ def iter_tensors(
                 raise CheckpointError(
                     f"{path}: tensor {name!r} has {nbytes} bytes, its shape needs {expected}"
                 )
-            buffer = torch.empty(nbytes, dtype=torch.uint8)
+            if reuse_buffer:
+                if scratch.numel() < nbytes:
+                    scratch = torch.empty(0, dtype=torch.uint8)  # free the old one before growing
+                    scratch = torch.empty(nbytes, dtype=torch.uint8)
+                buffer = scratch[:nbytes]
+            else:
+                buffer = torch.empty(nbytes, dtype=torch.uint8)
             handle.seek(info.begin)
             view = memoryview(buffer.numpy())
             read = 0
