@@ -14,7 +14,9 @@ Layout of ``<run>/checkpoints/step-XXXXXXX/`` (contract 3):
 
 A save writes everything into a hidden temporary directory beside the final one, fsyncs every file and
 the directory, renames it into place, then replaces the ``latest`` pointer (a text file naming the
-directory) atomically. A crash at any point leaves the previous checkpoint and pointer intact.
+directory) atomically. A crash at any point leaves the previous checkpoint and pointer intact. Re-saving a
+step that exists (after a resume) first points ``latest`` at a hard-linked stand-in of the old one, so the
+pointer never names a directory that was just moved away.
 """
 
 from __future__ import annotations
@@ -125,18 +127,35 @@ def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | 
             _fsync_path(path)
         os.chmod(temp, 0o755)
         _fsync_path(temp)
+        stale = None
         if final.exists():  # a re-save of the same step (e.g. after a resume): replace it
-            stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".stale", dir=checkpoints))
-            os.replace(final, stale / final.name)
-            shutil.rmtree(stale)
+            stale = _stand_in(final, checkpoints)
         os.replace(temp, final)
         _fsync_path(checkpoints)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
     atomic_write_bytes(checkpoints / "latest", (final.name + "\n").encode())
+    if stale is not None:
+        shutil.rmtree(stale)
     _prune(checkpoints, keep_last, keep=final)
     return final
+
+
+def _stand_in(final: Path, checkpoints: Path) -> Path:
+    """Move an old checkpoint of the same step out of the way without a moment in which ``latest`` names a
+    missing directory: a hard-linked copy takes over the pointer first, then the old directory goes.
+
+    Returns:
+        The stand-in directory (delete it once ``latest`` names the new checkpoint).
+    """
+    stale = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".stale", dir=checkpoints))
+    shutil.rmtree(stale)
+    shutil.copytree(final, stale, copy_function=os.link)
+    _fsync_path(checkpoints)
+    atomic_write_bytes(checkpoints / "latest", (stale.name + "\n").encode())
+    shutil.rmtree(final)
+    return stale
 
 
 def _prune(checkpoints: Path, keep_last: int | None, keep: Path) -> None:
