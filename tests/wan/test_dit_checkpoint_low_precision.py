@@ -156,3 +156,16 @@ def test_a_scale_without_its_weight_is_named(fixture_state, tmp_path: Path) -> N
     save_file(tensors, str(tmp_path / "odd.safetensors"))
     with pytest.raises(CheckpointError, match=r"blocks\.0\.self_attn\.x\.scale_weight"):
         WanDiT.from_pretrained(tmp_path / "odd.safetensors")
+
+
+def test_scratch_buffer_reads_equal_fresh_reads(fixture_state, tmp_path: Path) -> None:
+    from pusa_fw_wan.weights.safetensors import iter_tensors
+
+    path = write_layout(tmp_path, fixture_state, "fp8_e4m3fn_scaled", "")
+    fresh = dict(iter_tensors(path))
+    storages = set()
+    for name, tensor in iter_tensors(path, reuse_buffer=True):
+        storages.add(tensor.untyped_storage().data_ptr())
+        bits, expected = tensor.reshape(-1).view(torch.uint8), fresh[name].reshape(-1).view(torch.uint8)
+        assert tensor.dtype == fresh[name].dtype and torch.equal(bits, expected), name
+    assert len(storages) < len(fresh) / 4  # one buffer, regrown only when a larger tensor comes
