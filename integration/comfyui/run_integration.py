@@ -90,7 +90,12 @@ def ensure_venv(snapshot: Path) -> tuple[Path, str]:
 
 
 def _pip(python: Path, *args: str) -> None:
-    subprocess.run([str(python), "-m", "pip", "--quiet", "--disable-pip-version-check", *args], check=True)
+    """Run pip in the venv; its output is shown only when it fails."""
+    command = [str(python), "-m", "pip", "--quiet", "--disable-pip-version-check", *args]
+    done = subprocess.run(command, check=False, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-30:])
+        raise SystemExit(f"test-comfyui: pip {' '.join(args[:2])} failed ({done.returncode}):\n{tail}")
 
 
 def _tree_copy(scratch: Path) -> Path:
