@@ -169,6 +169,12 @@ class CheckpointSection(BaseModel):
     model_config = _SECTION
     every: int = Field(0, ge=0, description="save every N steps (0: only at the end)")
     keep_last: int | None = Field(3, ge=1, description="keep the newest N checkpoints; None: keep all")
+    save_on_sigterm: bool = Field(True, description="on SIGTERM, save after the current step and stop")
+    export_lora_every: int = Field(
+        0, ge=0, description="LoRA runs: also export <run>/exports/lora-step-N.safetensors every N steps (0: never)"
+    )
+    export_layout: str = Field("comfyui", description="key layout of those exports (the backbone adapter's)")
+    export_ema: bool = Field(False, description="export the EMA weights instead of the trained ones")
 
 
 class LoggingSection(BaseModel):
@@ -203,6 +209,14 @@ class TrainConfig(BaseModel):
     logging: LoggingSection = LoggingSection()
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
     device: str = Field("cpu", description="torch device of this rank (cuda: the local rank's GPU)")
+
+    @model_validator(mode="after")
+    def _exports_need_a_lora(self) -> TrainConfig:
+        if self.checkpoint.export_lora_every and self.mode != "lora":
+            raise ValueError("checkpoint.export_lora_every exports LoRA files; it needs mode = 'lora'")
+        if self.checkpoint.export_ema and self.ema_decay is None:
+            raise ValueError("checkpoint.export_ema needs ema_decay (the run keeps no EMA)")
+        return self
     collective_timeout_s: int = Field(
         600, ge=1, description="seconds a collective (a barrier around a save, a gradient reduce) may wait"
     )

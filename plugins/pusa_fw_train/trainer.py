@@ -33,6 +33,7 @@ from .build import build_model, build_optimizer, learning_rate
 from .checkpoint import CheckpointFiles, read_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .loader import BatchLoader
+from .signals import StopRequest
 from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel import parallel_context
@@ -81,6 +82,7 @@ class Trainer:
         self.order = DataOrder(self.source, config.data.batch_size, config.seed, exclude=frozenset(held_out))
         self.position = OrderPosition()
         self.step = 0
+        self._saved_step = -1
         self.adapter = get_train_adapter(config.model.backbone)
         self.model, self.targets = build_model(config, self.adapter)
         self.wrapped = wrap_model(self.model, self.context, shard=self.adapter.shard)
@@ -186,9 +188,14 @@ class Trainer:
         last_checkpoint = None
         loader = BatchLoader(self.order, self.position, self.context.split, self.source.load, config.data.prefetch)
         try:
-            while self.step < target:
-                metrics = self._optimizer_step(loader, target, metrics)
-                last_checkpoint = self._after_step(target, metrics, progress, on_validation) or last_checkpoint
+            with StopRequest(self.context, config.checkpoint.save_on_sigterm) as stop:
+                while self.step < target:
+                    metrics = self._optimizer_step(loader, target, metrics)
+                    saved = self._after_step(target, metrics, progress, on_validation)
+                    if stop.requested():  # every rank learns it after the same step
+                        saved = saved if self._saved_step == self.step else self.save()
+                        target = self.step
+                    last_checkpoint = saved or last_checkpoint
         finally:
             loader.close()
         if self.log is not None:
@@ -252,7 +259,20 @@ class Trainer:
             progress({"step": self.step, "target": target, **metrics})
         if (config.checkpoint.every and self.step % config.checkpoint.every == 0) or self.step == target:
             last_checkpoint = self.save()
+        every = config.checkpoint.export_lora_every
+        if every and self.step % every == 0:
+            last_checkpoint = last_checkpoint if self._saved_step == self.step else self.save()
+            with self.context.main_rank_work() as is_main:
+                if is_main and last_checkpoint is not None:
+                    self.export_lora(last_checkpoint)
         return last_checkpoint
+
+    def export_lora(self, checkpoint: Path) -> Path:
+        """Export `checkpoint`'s LoRA to ``<run>/exports/lora-step-XXXXXXX.safetensors`` (the adapter's layout)."""
+        section = self.config.checkpoint
+        out = self.run_dir / "exports" / f"lora-step-{self.step:07d}.safetensors"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        return self.adapter.export_lora(checkpoint, out, layout=section.export_layout, ema=section.export_ema)
 
     def _accumulate(self, loader: BatchLoader) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]:
         """Forward and backward every micro-batch of one optimizer step; returns the summed loss."""
@@ -392,6 +412,7 @@ class Trainer:
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0 writes, between barriers; every rank calls it)."""
         files = self.state_dict()
+        self._saved_step = self.step
         written = None
         with self.context.main_rank_work() as is_main:
             if is_main and files is not None:
