@@ -145,3 +145,35 @@ def test_loaded_fp8_model_state_dict_round_trips(reference_dit, tmp_path: Path) 
     for name, tensor in loaded.state_dict().items():
         assert torch.equal(tensor.view(torch.uint8) if tensor.dtype.itemsize == 1 else tensor,
                            state[name].view(torch.uint8) if tensor.dtype.itemsize == 1 else state[name]), name
+
+
+@pytest.mark.parametrize("weights_dtype", ["bfloat16", "float8_e4m3fn"])
+def test_backward_through_a_frozen_stored_base_keeps_only_the_stored_weights(
+    reference_dit, vectorized_case, weights_dtype
+) -> None:
+    import copy
+
+    stored = copy.deepcopy(reference_dit).set_weights_dtype(weights_dtype)
+    plain = copy.deepcopy(stored).set_weights_dtype("float32")  # the same values, dequantised, plain Linear
+    for model in (stored, plain):
+        model.train().requires_grad_(False)
+        model.blocks[1].self_attn.q.bias.requires_grad_(True)
+    saved: list[torch.Tensor] = []
+
+    def keep(tensor: torch.Tensor) -> torch.Tensor:
+        saved.append(tensor)
+        return tensor
+
+    latents = vectorized_case["latents"][:1].clone().requires_grad_(True)
+    inputs = {"sigmas": vectorized_case["sigmas"][:1], "context": vectorized_case["context"][:1]}
+    with torch.autograd.graph.saved_tensors_hooks(keep, lambda tensor: tensor):
+        out = stored.velocity(latents, **inputs)
+    out.square().mean().backward()
+    dense = {tuple(stored.get_submodule(name).weight.shape) for name in large_linear_names(stored)}
+    kept_dense = [t for t in saved if t.dtype == torch.float32 and tuple(t.shape) in dense]
+    assert not kept_dense, [tuple(t.shape) for t in kept_dense]  # no dequantised weight copies
+    reference_latents = latents.detach().clone().requires_grad_(True)
+    plain.velocity(reference_latents, **inputs).square().mean().backward()
+    assert torch.allclose(latents.grad, reference_latents.grad, rtol=1e-4, atol=1e-7)
+    assert torch.allclose(stored.blocks[1].self_attn.q.bias.grad, plain.blocks[1].self_attn.q.bias.grad,
+                          rtol=1e-4, atol=1e-7)

@@ -212,12 +212,41 @@ class LowPrecisionLinear(nn.Linear):
         return None if bias is None else bias.to(self.compute_dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[..., in]` -> `[..., out]` in the compute dtype."""
-        return F.linear(x.to(self.compute_dtype), self.dequantized_weight(), self._bias())
+        """`[..., in]` -> `[..., out]` in the compute dtype.
+
+        With gradients on and a frozen weight, autograd keeps the *stored* weight for the backward pass
+        and dequantises it again there (`_FrozenStoredLinear`), instead of keeping a compute-dtype copy of
+        every layer's weight alive until backward.
+        """
+        x = x.to(self.compute_dtype)
+        if torch.is_grad_enabled() and not self.weight.requires_grad and not self.merged_deltas:
+            bias = None if self.bias is None else self.bias.to(self.compute_dtype)
+            return _FrozenStoredLinear.apply(x, self.weight, self.scale_weight, bias)
+        return F.linear(x, self.dequantized_weight(), self._bias())
 
     def extra_repr(self) -> str:
         return (f"{super().extra_repr()}, storage_dtype={self.weight.dtype}, "
                 f"compute_dtype={self.compute_dtype}")
+
+
+class _FrozenStoredLinear(torch.autograd.Function):
+    """``x @ dequantize(weight).T + bias`` that saves the stored weight, not its dequantised copy."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None,
+                bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(weight, scale)
+        ctx.has_bias = bias is not None
+        return F.linear(x, dequantize(weight, scale, x.dtype), bias)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, torch.Tensor | None]:
+        weight, scale = ctx.saved_tensors
+        grad_x = grad_out @ dequantize(weight, scale, grad_out.dtype) if ctx.needs_input_grad[0] else None
+        grad_bias = None
+        if ctx.has_bias and ctx.needs_input_grad[3]:
+            grad_bias = grad_out.reshape(-1, grad_out.shape[-1]).sum(0)
+        return grad_x, None, None, grad_bias
 
 
 def compute_dtype_of(linear: nn.Module) -> torch.dtype:
