@@ -96,14 +96,36 @@ class LoraSection(BaseModel):
     )
 
 
-class DataSection(BaseModel):
-    """Where samples come from and how they are batched."""
+class DatasetEntry(BaseModel):
+    """One dataset of a mix: a source, its options, and how many times it is listed per epoch."""
 
     model_config = _SECTION
     source: str = Field(description="registered source name, cache directory, or 'module:factory'")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
+    repeats: int = Field(1, ge=1, description="times each sample is listed per epoch (its weight in the mix)")
+
+
+class DataSection(BaseModel):
+    """Where samples come from and how they are batched: one `source`, or several `datasets`."""
+
+    model_config = _SECTION
+    source: str | None = Field(None, description="registered source name, cache directory, or 'module:factory'")
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
+    datasets: tuple[DatasetEntry, ...] = Field((), description="several datasets with repeats (instead of source)")
     batch_size: int = Field(1, ge=1, description="samples per global micro-batch (all ranks together)")
     prefetch: int = Field(2, ge=0, description="micro-batches a background thread loads ahead (0: none)")
+    caption_dropout: float = Field(0.0, ge=0, le=1, description="probability of training a sample unconditioned")
+    empty_context: str | None = Field(
+        None, description="empty-prompt embedding (.safetensors, tensor 'context'); default: the source's cached one"
+    )
+
+    @model_validator(mode="after")
+    def _one_kind_of_source(self) -> DataSection:
+        if (self.source is None) == (not self.datasets):
+            raise ValueError("give exactly one of data.source or data.datasets")
+        if self.datasets and self.options:
+            raise ValueError("data.options belongs to data.source; give each dataset its own options")
+        return self
 
 
 class LossSection(BaseModel):
@@ -264,8 +286,12 @@ def load_train_config(path: str | os.PathLike[str], overrides: dict[str, Any] | 
         if isinstance(table, dict) and table.get(key) is not None:
             table[key] = _resolve(base, table[key])
     data = values.get("data")
-    if isinstance(data, dict) and isinstance(data.get("source"), str) and (base / data["source"]).exists():
-        data["source"] = _resolve(base, data["source"])
+    tables = [data, *(data.get("datasets") or [])] if isinstance(data, dict) else []
+    for table in tables:
+        if isinstance(table, dict) and isinstance(table.get("source"), str) and (base / table["source"]).exists():
+            table["source"] = _resolve(base, table["source"])
+    if isinstance(data, dict) and data.get("empty_context") is not None:
+        data["empty_context"] = _resolve(base, data["empty_context"])
     return validate_train_config(apply_overrides(values, overrides or {}))
 
 

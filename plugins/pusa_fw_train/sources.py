@@ -19,7 +19,7 @@ from pusa_fw.errors import InputError
 
 from pusa_fw.training_data import InMemorySource, TrainingSource
 
-__all__ = ["open_source", "register_source", "registered_sources"]
+__all__ = ["open_data", "open_source", "register_source", "registered_sources"]
 
 SourceFactory = Callable[..., TrainingSource]
 
@@ -93,3 +93,13 @@ def open_source(source: str, options: dict[str, Any]) -> TrainingSource:
             f"training source {source!r} returned a {type(opened).__name__}, not a TrainingSource"
         )
     return opened
+
+
+def open_data(section: Any) -> TrainingSource:
+    """The source of a config's ``data`` section: its ``source``, or a `MixedSource` of its ``datasets``."""
+    if not section.datasets:
+        return open_source(section.source, section.options)
+    from .mixing import MixedSource
+
+    opened = [open_source(entry.source, entry.options) for entry in section.datasets]
+    return MixedSource(opened, [entry.repeats for entry in section.datasets])

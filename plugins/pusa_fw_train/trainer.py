@@ -38,7 +38,8 @@ from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
 from .order import DataOrder, OrderPosition
 from .parallel import parallel_context
 from .renders import RenderSetup, build_render_tasks, render_tasks, swapped_weights
-from .sources import open_source
+from .mixing import apply_caption_dropout, load_empty_context
+from .sources import open_data
 from .state import apply_state, check_resume_config, collect_state, find_checkpoint, truncate_log
 from .state_io import EMA
 from .step import collate, draw_for_batch, frame_loss_terms, frame_weighting
@@ -77,7 +78,9 @@ class Trainer:
         self.context = parallel_context(
             config.distributed, config.mode, config.device, timedelta(seconds=config.collective_timeout_s)
         )
-        self.source = source if source is not None else open_source(config.data.source, config.data.options)
+        self.source = source if source is not None else open_data(config.data)
+        dropout = config.data.caption_dropout
+        self.empty_context = load_empty_context(config.data.empty_context, self.source) if dropout else None
         held_out = self._held_out_indices()
         self.order = DataOrder(self.source, config.data.batch_size, config.seed, exclude=frozenset(held_out))
         self.position = OrderPosition()
@@ -284,8 +287,18 @@ class Trainer:
         for micro_step in range(accumulation):
             loaded = loader.next()
             self.position = loaded.position
-            indices, weight_fn = loaded.indices, loaded.loss_fn
-            batch = collate(loaded.samples, indices, self.context.device, self.adapter.collate_context)
+            indices, weight_fn, samples = loaded.indices, loaded.loss_fn, loaded.samples
+            if self.empty_context is not None:
+                samples = apply_caption_dropout(
+                    samples,
+                    indices,
+                    self.empty_context,
+                    seed=config.seed,
+                    step=self.step,
+                    micro_step=micro_step,
+                    probability=config.data.caption_dropout,
+                )
+            batch = collate(samples, indices, self.context.device, self.adapter.collate_context)
             draws = draw_for_batch(
                 config.ptss,
                 batch.latents.shape,

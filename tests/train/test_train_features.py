@@ -51,3 +51,54 @@ def test_exports_of_a_full_fine_tune_are_refused_in_one_line(tmp_path):
     with pytest.raises(InputError, match="export_lora_every") as caught:
         tiny_config(tmp_path, mode="full", **{"checkpoint.export_lora_every": 2})
     assert "\n" not in str(caught.value)
+
+
+def test_several_datasets_mix_by_their_repeats():
+    from pusa_fw.training_data import InMemorySource
+    from pusa_fw_train.mixing import MixedSource
+
+    small = InMemorySource.random(2, (4, 1, 2, 2), (3, 8), seed=1)
+    large = InMemorySource.random(3, (4, 1, 2, 2), (3, 8), seed=2)
+    mixed = MixedSource([small, large], [3, 1])
+    assert len(mixed) == 2 * 3 + 3
+    located = [mixed.locate(index) for index in range(len(mixed))]
+    assert located == [(0, 0), (0, 1)] * 3 + [(1, 0), (1, 1), (1, 2)]
+    assert mixed.load(7).meta["dataset"] == 1 and torch.equal(mixed.load(7).latents, large.load(1).latents)
+
+
+def test_a_run_trains_on_several_datasets_from_its_config(tmp_path):
+    random = {"latent_shape": [16, 3, 4, 4], "context_shape": [4, 16]}
+    config = tiny_config(tmp_path / "run", max_steps=2, data={
+        "batch_size": 2,
+        "datasets": [
+            {"source": "random", "options": {"count": 2, "seed": 5, **random}, "repeats": 2},
+            {"source": "random", "options": {"count": 3, "seed": 6, **random}},
+        ],
+    })
+    trainer = Trainer(config)
+    assert len(trainer.source) == 7
+    assert trainer.run().step == 2
+    with pytest.raises(InputError, match="exactly one of data.source or data.datasets"):
+        tiny_config(tmp_path, **{"data.datasets": [{"source": "random"}]})
+
+
+def test_caption_dropout_trains_on_the_cached_empty_prompt(tmp_path):
+    from safetensors.torch import save_file
+
+    from pusa_fw.training_data import InMemorySource, TrainingSample
+    from pusa_fw_train.mixing import caption_dropped
+
+    rate = sum(caption_dropped(0, 3, 0, index, 0.25) for index in range(4000)) / 4000
+    assert abs(rate - 0.25) < 0.03
+    empty = torch.randn(4, 16, generator=torch.Generator().manual_seed(9))
+    save_file({"context": empty}, str(tmp_path / "empty.safetensors"))
+    source = InMemorySource.random(5, (16, 3, 4, 4), (4, 16), seed=2)
+    blank = InMemorySource([TrainingSample(source.load(i).latents, empty) for i in range(5)])
+    dropped = Trainer(tiny_config(tmp_path / "dropped", max_steps=3, **{
+        "data.caption_dropout": 1.0, "data.empty_context": str(tmp_path / "empty.safetensors")}), source=source)
+    dropped.run()
+    reference = Trainer(tiny_config(tmp_path / "blank", max_steps=3), source=blank)
+    reference.run()
+    assert all(torch.equal(dropped.tensors[name], tensor) for name, tensor in reference.tensors.items())
+    with pytest.raises(InputError, match="data.caption_dropout needs the empty prompt"):
+        Trainer(tiny_config(tmp_path / "none", **{"data.caption_dropout": 0.1}))

@@ -98,6 +98,9 @@ def test_cache_reads_back_as_a_training_source(first_run: dict, encoders) -> Non
     real = int(json.loads(walk.meta["context_shape"])[0])
     assert walk.context.shape == (512, 32) and walk.context[real:].abs().sum() == 0
     assert walk.context[:real].abs().amax(dim=1).gt(0).all()
+    empty = cache.empty_context()  # cached for caption dropout: the encoder's embedding of ""
+    assert empty.shape == (512, 32) and torch.equal(empty, torch.nn.functional.pad(
+        encoders[1].encode([""])[0].float().cpu(), (0, 0, 0, 512 - encoders[1].encode([""])[0].shape[0])))
 
     image = load_image(first_run["data"] / "still.png", size=(32, 32))
     expected = encoders[0].encode(image[None, :, None])[0]

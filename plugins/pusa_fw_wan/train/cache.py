@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from pusa_fw.errors import CheckpointError, InputError
 from pusa_fw.training_data import TrainingSample
-from pusa_fw_wan.train.cache_format import read_clip, read_index
+from pusa_fw_wan.train.cache_format import EMPTY_CONTEXT_NAME, read_clip, read_empty_context, read_index
 
 __all__ = ["LatentCache"]
 
@@ -80,6 +80,21 @@ class LatentCache:
             self.context_length,
             int(entry["context_shape"][1]),
         )
+
+    def empty_context(self) -> torch.Tensor:
+        """The empty prompt's embedding `[context_length, D]` that ``pusa-fw prepare`` cached (caption dropout).
+
+        Raises:
+            CheckpointError: a cache made before prepare wrote it (run ``pusa-fw prepare`` again).
+        """
+        path = self.directory / EMPTY_CONTEXT_NAME
+        if not path.is_file():
+            raise CheckpointError(
+                f"cache {str(self.directory)!r} has no {EMPTY_CONTEXT_NAME} (caption dropout needs the empty "
+                "prompt's embedding); run pusa-fw prepare on it again, or set data.empty_context"
+            )
+        context = read_empty_context(path)
+        return F.pad(context, (0, 0, 0, max(self.context_length - context.shape[0], 0)))
 
     def load(self, index: int) -> TrainingSample:
         """The cached clip at `index`: float32 latents ``[C, F, H, W]`` and padded context ``[L, D]``.

@@ -21,6 +21,9 @@ from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw_wan.weights import read_metadata, read_tensor_file, write_tensor_file
 
 __all__ = [
+    "EMPTY_CONTEXT_NAME",
+    "read_empty_context",
+    "write_empty_context",
     "CLIP_FORMAT",
     "INDEX_FORMAT",
     "INDEX_NAME",
@@ -34,6 +37,8 @@ __all__ = [
 CLIP_FORMAT = "pusa-fw-latent-cache"
 INDEX_FORMAT = "pusa-fw-latent-cache-index"
 INDEX_NAME = "index.json"
+EMPTY_CONTEXT_NAME = "empty_context.safetensors"
+"""The empty prompt's text embedding `[L, D]` (tensor ``context``), for caption dropout in training."""
 FORMAT_VERSION = "1"
 
 
@@ -101,3 +106,21 @@ def read_index(directory: Path) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("format") != INDEX_FORMAT:
         raise CheckpointError(f"{str(path)!r} is not a pusa-fw cache index; re-run `pusa-fw prepare`")
     return document
+
+
+def write_empty_context(directory: Path, context: torch.Tensor) -> Path:
+    """Cache the empty prompt's embedding `[L, D]` as ``<directory>/empty_context.safetensors`` (atomically)."""
+    return write_tensor_file(directory / EMPTY_CONTEXT_NAME, {"context": context.float().contiguous()})
+
+
+def read_empty_context(path: Path) -> torch.Tensor:
+    """The embedding `write_empty_context` wrote, float32 `[L, D]`.
+
+    Raises:
+        CheckpointError: the file holds no 2-D ``context`` tensor.
+    """
+    tensors, _ = read_tensor_file(path, what="empty-prompt embedding")
+    context = tensors.get("context")
+    if context is None or context.ndim != 2:
+        raise CheckpointError(f"{str(path)!r} holds no [L, D] 'context' tensor; it is not an empty-prompt embedding")
+    return context.float()

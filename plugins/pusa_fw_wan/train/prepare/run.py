@@ -23,7 +23,7 @@ import torch
 
 from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw_wan.pipeline.sidecar import file_sha256
-from pusa_fw_wan.train.cache_format import read_clip_metadata, write_clip, write_index
+from pusa_fw_wan.train.cache_format import read_clip_metadata, write_clip, write_empty_context, write_index
 from pusa_fw_wan.train.prepare.buckets import aspect_buckets
 from pusa_fw_wan.train.prepare.config import PrepareConfig
 from pusa_fw_wan.train.prepare.encoders import TextEmbedder, VideoCodec, identity_of
@@ -240,6 +240,7 @@ def prepare_dataset(
         raise
     summary.index_path = write_index(run.out, entries, run.index_extra())
     summary.clips = len(entries)
+    write_empty_context(run.out, run.context(""))  # for caption dropout (data.caption_dropout)
     record = {**asdict(summary), "index_path": str(summary.index_path)}
     atomic_write_bytes(run.out / SUMMARY_NAME, json.dumps(record, indent=1).encode())
     return summary
