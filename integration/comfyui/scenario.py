@@ -123,6 +123,7 @@ def main() -> int:
     sys.path.insert(0, str(options.comfy))
     from comfy.latent_formats import Wan21  # ComfyUI's own latent normalisation (run, not copied)
 
+    compared: dict[str, torch.Tensor] = {}
     server = ComfyServer(Path(sys.executable), options.comfy, options.base, options.work / "comfyui.log")
     try:
         timings["server start"] = server.start()
@@ -148,6 +149,7 @@ def main() -> int:
                 failures.append(f"{name}: ComfyUI latent {list(theirs.shape)} vs generate {list(ours.shape)}")
                 rows.append([name, f"{seconds:.1f}", "shape", f"{PARITY_BOUND:.0e}", "FAIL"])
                 continue
+            compared[name] = theirs
             difference = float((theirs - ours).abs().max())
             ok = difference <= PARITY_BOUND
             rows.append(
@@ -161,6 +163,22 @@ def main() -> int:
             )
             if not ok:
                 failures.append(f"{name}: max-abs {difference:.3e} > bound {PARITY_BOUND:.0e}")
+        if len(compared) == 2:  # the measure tells runs apart: ComfyUI's i2v vs generate's start-end
+            control = float(
+                (compared["pusa_i2v"] - _read(generated["pusa_start_end"], "latents")).abs().max()
+            )
+            ok = control > 100 * PARITY_BOUND
+            rows.append(
+                [
+                    "control: i2v vs start-end",
+                    "-",
+                    f"{control:.2e}",
+                    f"> {100 * PARITY_BOUND:.0e}",
+                    "ok" if ok else "FAIL",
+                ]
+            )
+            if not ok:
+                failures.append(f"control: different runs differ by only {control:.3e}")
         rows.append(_bad_input_row(server, workflows["pusa_i2v"], embeddings, failures))
     finally:
         server.stop()
