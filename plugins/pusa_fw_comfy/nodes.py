@@ -165,7 +165,7 @@ class PusaPromptSchedule(io.ComfyNode):
             description="Add a prompt that applies from a pixel frame on (windows whose middle frame it covers).",
             inputs=[
                 io.Conditioning.Input("conditioning"),
-                io.Int.Input("frame", default=0, min=1, max=1_000_000, tooltip="first pixel frame of this prompt"),
+                io.Int.Input("frame", default=81, min=1, max=1_000_000, tooltip="first pixel frame of this prompt"),
                 PusaPrompts.Input("schedule", optional=True, tooltip="earlier entries to extend"),
             ],
             outputs=[PusaPrompts.Output("prompt_schedule")],
