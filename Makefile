@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all test-comfyui demo bench clean
+.PHONY: test test-all test-comfyui demo bench bench-comfyui clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test-all: $(STAMP)
 # integration/comfyui/run_integration.py). Builds its own venv under ~/.cache/pusa-fw on first use.
 test-comfyui: $(STAMP)
 	$(PY) integration/comfyui/run_integration.py
+
+# Pusa Sampler vs the stock KSampler in one ComfyUI process (same venv and snapshot as test-comfyui).
+bench-comfyui: $(STAMP)
+	$(PY) integration/comfyui/run_integration.py --bench
 
 demo: $(STAMP)
 	$(PY) -m pusa_fw_toy.demo outputs

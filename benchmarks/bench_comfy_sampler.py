@@ -138,7 +138,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--cfg", type=float, default=3.0)
     parser.add_argument("--repeats", type=int, default=7, help="timed rounds (each runs both samplers)")
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1: steady timings on a shared machine; 0: torch's default)",
+    )
     parser.add_argument("--profile", action="store_true", help="print a cProfile of one run of each sampler")
     options = parser.parse_args()
     if options.threads:

@@ -9,7 +9,8 @@ Standard library only (stage 1); the work happens in ComfyUI's own venv (stage 2
    torch, torchvision and torchaudio together) + requests + pusa-fw's wan/video/plot extras.
 3. Install this repository's pusa-fw into it (a fresh non-editable copy of the working tree, every run).
 4. Unpack ComfyUI into a temporary folder, copy ``plugins/pusa_fw_comfy`` into its ``custom_nodes`` and
-   run `scenario.py` there (it starts and always stops the server).
+   run `scenario.py` there (it starts and always stops the server). With ``--bench`` it runs
+   ``benchmarks/bench_comfy_sampler.py`` there instead (``make bench-comfyui``).
 """
 
 from __future__ import annotations
@@ -148,8 +149,15 @@ def main() -> int:
             f"test-comfyui: pusa-fw installed in {install_seconds:.0f} s, ComfyUI unpacked; running",
             flush=True,
         )
-        status = subprocess.run(
-            [
+        if "--bench" in sys.argv[1:]:  # make bench-comfyui: the sampler benchmark in the same venv
+            command = [
+                str(python),
+                str(REPO / "benchmarks" / "bench_comfy_sampler.py"),
+                "--comfy",
+                str(source),
+            ]
+        else:
+            command = [
                 str(python),
                 str(HERE / "scenario.py"),
                 "--comfy",
@@ -160,10 +168,12 @@ def main() -> int:
                 str(scratch / "work"),
                 "--repo",
                 str(REPO),
-            ],
+            ]
+        status = subprocess.run(
+            command,
             check=False,
         ).returncode
-    print(f"test-comfyui: {'passed' if status == 0 else 'FAILED'} in {time.perf_counter() - started:.0f} s")
+    print(f"test-comfyui: {'done' if status == 0 else 'FAILED'} in {time.perf_counter() - started:.0f} s")
     return status
 
 
