@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 from pusa_fw.errors import CheckpointError, InputError
@@ -37,7 +38,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         if candidate.is_dir():
             return candidate
         raise CheckpointError(f"{str(latest)!r} names {named!r}, which is not a directory; the run is damaged")
-    if (root / "config.json").is_file() and any((root / name).is_file() for name in (DIT_FULL, DIT_EMA)):
+    if (root / "config.json").is_file() and any((root / name).exists() for name in (DIT_FULL, DIT_EMA, "dcp")):
         return root
     raise CheckpointError(
         f"{str(root)!r} is neither a training run (checkpoints/latest) nor a checkpoint directory with "
@@ -51,7 +52,7 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
 
     The codec, world and text encoder come from the toy directory the run started from (the training
     config's ``model.path``, or `init_dir`); the DiT weights from the checkpoint's ``model.safetensors``
-    (``ema.safetensors`` with `ema`).
+    (``ema.safetensors`` with `ema`), or from its DCP shards (``dcp/``) when a full FSDP2 run wrote those.
 
     Args:
         checkpoint: a checkpoint directory, or a run directory (its latest checkpoint is used).
@@ -67,10 +68,28 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     """
     import shutil
 
-    from pusa_fw_wan.weights.safetensors import read_header
-
     source = resolve_checkpoint(checkpoint)
     weights = source / (DIT_EMA if ema else DIT_FULL)
+    if (source / "dcp").is_dir():  # a full FSDP2 run on several ranks: its DCP shards, read whole here
+        from pusa_fw_train.sharded import read_sharded_tensors
+        from safetensors.torch import save_file
+
+        scratch = Path(tempfile.mkdtemp(prefix="toy-pack-"))
+        try:
+            weights = scratch / weights.name
+            save_file(read_sharded_tensors(source, "ema" if ema else "model"), str(weights))
+            return _pack(source, weights, out, init_dir, ema)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
+    return _pack(source, weights, out, init_dir, ema)
+
+
+def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None,
+          ema: bool) -> Path:
+    import shutil
+
+    from pusa_fw_wan.weights.safetensors import read_header
+
     if not weights.is_file():
         raise CheckpointError(f"{str(source)!r} has no {weights.name}; it is not a full-training checkpoint"
                               + (" with EMA (drop --ema)" if ema else ""))

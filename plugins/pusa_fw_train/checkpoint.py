@@ -9,7 +9,9 @@ Layout of ``<run>/checkpoints/step-XXXXXXX/`` (contract 3):
   JSON: no pickle anywhere);
 - ``rng.safetensors`` (every rank's torch RNG states), ``trainer_state.json`` (step, epoch, position in
   the data order, ...), ``config.json`` (the validated run config);
-- ``manifest.json``, written last: every file with its size. A directory without it, or whose files do
+- an FSDP2 run on several ranks writes ``dcp/`` instead of the weights, EMA and optimizer tensors: every
+  rank's shards (`pusa_fw_train.sharded`);
+- ``manifest.json``, written last: every file (with its path inside the directory) and its size. A directory without it, or whose files do
   not match it, is incomplete.
 
 A save writes everything into a hidden temporary directory beside the final one, fsyncs every file and
@@ -39,6 +41,7 @@ from pusa_fw.io.atomic import atomic_write_bytes
 
 __all__ = [
     "CheckpointFiles",
+    "begin_checkpoint",
     "checkpoint_dir_name",
     "latest_checkpoint",
     "read_checkpoint",
@@ -68,6 +71,9 @@ class CheckpointFiles:
         rng: ``rank<r>.<stream>`` -> uint8 RNG state tensors.
         trainer_state: step, epoch, batch position, ... (JSON-able).
         config: the validated run config as a JSON-able dict.
+        sharded: the weights, EMA and AdamW state are the DCP shards in ``dcp/`` (`pusa_fw_train.sharded`),
+            written by every rank; `weights`, `ema` and `optimizer_tensors` are then empty.
+        directory: where the checkpoint was read from (None for one being written).
     """
 
     weights: dict[str, torch.Tensor]
@@ -79,6 +85,8 @@ class CheckpointFiles:
     rng: dict[str, torch.Tensor]
     trainer_state: dict[str, Any]
     config: dict[str, Any]
+    sharded: bool = False
+    directory: Path | None = None
 
 
 def _fsync_path(path: Path) -> None:
@@ -96,22 +104,38 @@ def _save_tensors(
     save_file({name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}, str(path), metadata)
 
 
-def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | None) -> Path:
+def begin_checkpoint(run_dir: Path, step: int) -> Path:
+    """The hidden temporary directory a checkpoint of `step` is written into (renamed into place when done)."""
+    checkpoints = run_dir / "checkpoints"
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    name = checkpoint_dir_name(step)
+    return Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".partial", dir=checkpoints))
+
+
+def write_checkpoint(
+    run_dir: Path, files: CheckpointFiles, *, keep_last: int | None, temp: Path | None = None
+) -> Path:
     """Write `files` as ``<run_dir>/checkpoints/step-XXXXXXX`` atomically, move ``latest``, prune.
+
+    Args:
+        run_dir: the run directory.
+        files: the content (for a sharded checkpoint, every rank's DCP shards are already in ``temp/dcp``).
+        keep_last: checkpoints to keep (None: all).
+        temp: the directory from `begin_checkpoint` (default: a new one).
 
     Returns:
         The final checkpoint directory.
     """
     step = int(files.trainer_state["step"])
     checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
     final = checkpoints / checkpoint_dir_name(step)
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".partial", dir=checkpoints))
+    temp = temp if temp is not None else begin_checkpoint(run_dir, step)
     try:
-        _save_tensors(temp / f"{files.weights_kind}.safetensors", files.weights, files.weights_metadata)
-        if files.ema is not None:
-            _save_tensors(temp / "ema.safetensors", files.ema, files.weights_metadata)
-        _save_tensors(temp / "optimizer.safetensors", files.optimizer_tensors)
+        if not files.sharded:
+            _save_tensors(temp / f"{files.weights_kind}.safetensors", files.weights, files.weights_metadata)
+            if files.ema is not None:
+                _save_tensors(temp / "ema.safetensors", files.ema, files.weights_metadata)
+            _save_tensors(temp / "optimizer.safetensors", files.optimizer_tensors)
         _save_tensors(temp / "rng.safetensors", files.rng)
         for name, value in (
             ("optimizer.json", files.optimizer_json),
@@ -119,11 +143,12 @@ def write_checkpoint(run_dir: Path, files: CheckpointFiles, *, keep_last: int | 
             ("config.json", files.config),
         ):
             (temp / name).write_text(json.dumps(value, indent=2, sort_keys=True), encoding="utf-8")
-        manifest = {path.name: path.stat().st_size for path in sorted(temp.iterdir())}
+        written = sorted(path for path in temp.rglob("*") if path.is_file())
+        manifest = {path.relative_to(temp).as_posix(): path.stat().st_size for path in written}
         (temp / MANIFEST).write_text(
             json.dumps({"step": step, "files": manifest}, indent=2), encoding="utf-8"
         )
-        for path in temp.iterdir():
+        for path in sorted(temp.rglob("*"), reverse=True):  # files, then the folders that hold them
             _fsync_path(path)
         os.chmod(temp, 0o755)
         _fsync_path(temp)
@@ -236,6 +261,20 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
     def read_json(name: str) -> Any:
         return json.loads((directory / name).read_text(encoding="utf-8"))
 
+    if any(name.startswith("dcp/") for name in files):  # each rank reads its own shards (sharded.py)
+        return CheckpointFiles(
+            weights={},
+            weights_kind=str(read_json("trainer_state.json").get("weights_kind", "model")),
+            weights_metadata={},
+            ema=None,
+            optimizer_tensors={},
+            optimizer_json=read_json("optimizer.json"),
+            rng=_read_tensors(str(directory / "rng.safetensors")),
+            trainer_state=read_json("trainer_state.json"),
+            config=read_json("config.json"),
+            sharded=True,
+            directory=directory,
+        )
     return CheckpointFiles(
         weights=_read_tensors(str(weights_path)),
         weights_kind=kind,
@@ -246,4 +285,5 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
         rng=_read_tensors(str(directory / "rng.safetensors")),
         trainer_state=read_json("trainer_state.json"),
         config=read_json("config.json"),
+        directory=directory,
     )

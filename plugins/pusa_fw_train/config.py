@@ -192,6 +192,9 @@ class CheckpointSection(BaseModel):
     every: int = Field(0, ge=0, description="save every N steps (0: only at the end)")
     keep_last: int | None = Field(3, ge=1, description="keep the newest N checkpoints; None: keep all")
     save_on_sigterm: bool = Field(True, description="on SIGTERM, save after the current step and stop")
+    format: Literal["auto", "safetensors", "dcp"] = Field(
+        "auto", description="auto: DCP shards (each rank its own) for a full FSDP2 run on several ranks, else safetensors"
+    )
     export_lora_every: int = Field(
         0, ge=0, description="LoRA runs: also export <run>/exports/lora-step-N.safetensors every N steps (0: never)"
     )

@@ -105,6 +105,14 @@ class ParallelContext:
         finally:
             self.barrier()
 
+    def broadcast_object(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a small picklable object, e.g. a path; every rank calls it)."""
+        if not self.is_distributed:
+            return value
+        shared = [value]
+        dist.broadcast_object_list(shared, src=0)
+        return shared[0]
+
     def mean_over_ranks(self, value: float | torch.Tensor) -> float:
         """Average a scalar over ranks (for logging); every rank must call it; syncs with the host."""
         tensor = torch.as_tensor(value, dtype=torch.float64).detach().reshape(1).clone()

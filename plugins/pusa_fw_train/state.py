@@ -22,7 +22,14 @@ from .checkpoint import CheckpointFiles, latest_checkpoint
 from .config import TrainConfig, config_differences, validate_train_config
 from .order import OrderPosition
 from .parallel import ParallelContext
-from .state_io import EMA, load_optimizer_state, optimizer_state_tensors, rng_state, set_rng_state
+from .state_io import (
+    EMA,
+    load_optimizer_state,
+    optimizer_groups,
+    optimizer_state_tensors,
+    rng_state,
+    set_rng_state,
+)
 
 __all__ = ["apply_state", "check_resume_config", "collect_state", "find_checkpoint", "truncate_log"]
 
@@ -72,15 +79,21 @@ def collect_state(
     optimizer: torch.optim.Optimizer,
     ema: EMA | None,
     targets: list[str],
+    sharded: bool = False,
 ) -> CheckpointFiles | None:
     """A run's state as checkpoint content: on rank 0; None on the others (every rank must call it).
 
-    Sharded tensors are gathered on their device first (``full_tensor``), then copied to the CPU.
+    Sharded tensors are gathered on their device first (``full_tensor``), then copied to the CPU; with
+    `sharded` they are not gathered at all (every rank has written its DCP shards, `sharded.save_sharded`).
     """
     names = list(tensors)
-    weights = {name: context.full_tensor(tensor) for name, tensor in tensors.items()}
-    optimizer_tensors, optimizer_json = optimizer_state_tensors(optimizer, names, context.full_tensor)
-    shadow = None if ema is None else {name: context.full_tensor(value) for name, value in ema.shadow.items()}
+    if sharded:
+        weights, optimizer_tensors, shadow = {}, {}, None
+        optimizer_json = optimizer_groups(optimizer, names)
+    else:
+        weights = {name: context.full_tensor(tensor) for name, tensor in tensors.items()}
+        optimizer_tensors, optimizer_json = optimizer_state_tensors(optimizer, names, context.full_tensor)
+        shadow = None if ema is None else {name: context.full_tensor(value) for name, value in ema.shadow.items()}
     rng = context.gather_rng(rng_state(context.rank))
     if not context.is_main:
         return None
@@ -108,8 +121,10 @@ def collect_state(
             "batch": position.batch,
             "world_size": context.world_size,
             "seed": config.seed,
+            "weights_kind": kind,
         },
         config=dumped,
+        sharded=sharded,
     )
 
 
@@ -135,6 +150,13 @@ def apply_state(
     """
     state = saved.trainer_state
     names = list(tensors)
+    if saved.sharded:
+        from .sharded import load_sharded
+
+        assert saved.directory is not None
+        load_sharded(saved.directory, model, tensors, optimizer, ema)
+        set_rng_state(saved.rng, context.rank)
+        return int(state["step"]), OrderPosition(epoch=int(state["epoch"]), batch=int(state["batch"]))
     with torch.no_grad():
         for name, tensor in tensors.items():
             if name not in saved.weights:

@@ -16,7 +16,22 @@ from torch import nn
 
 from pusa_fw.errors import CheckpointError
 
-__all__ = ["EMA", "load_optimizer_state", "optimizer_state_tensors", "rng_state", "set_rng_state"]
+__all__ = [
+    "EMA",
+    "load_optimizer_state",
+    "optimizer_groups",
+    "optimizer_state_tensors",
+    "rng_state",
+    "set_rng_state",
+]
+
+
+def optimizer_groups(optimizer: torch.optim.Optimizer, names: Sequence[str]) -> dict[str, Any]:
+    """The JSON part of an optimizer's state: its param groups (without the params) and the parameter names."""
+    groups = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
+    for group in groups:
+        group["betas"] = list(group.get("betas", ()))
+    return {"param_names": list(names), "param_groups": groups}
 
 
 def optimizer_state_tensors(

@@ -30,9 +30,10 @@ from pusa_fw.training_data import TrainingSource
 
 from .adapter import get_train_adapter
 from .build import build_model, build_optimizer, learning_rate
-from .checkpoint import CheckpointFiles, read_checkpoint, write_checkpoint
+from .checkpoint import CheckpointFiles, begin_checkpoint, read_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .loader import BatchLoader
+from .sharded import save_sharded
 from .signals import StopRequest
 from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
 from .order import DataOrder, OrderPosition
@@ -395,12 +396,14 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
 
-    def state_dict(self) -> CheckpointFiles | None:
+    def state_dict(self, *, sharded: bool = False) -> CheckpointFiles | None:
         """Everything a checkpoint holds: weights, AdamW state, EMA, every rank's RNG, step, data position.
 
-        Every rank must call it (sharded tensors are gathered); rank 0 gets the content, the others None.
+        Every rank must call it (sharded tensors are gathered, unless `sharded`: the DCP shards hold them);
+        rank 0 gets the content, the others None.
         """
         return collect_state(
+            sharded=sharded,
             context=self.context,
             config=self.config,
             step=self.step,
@@ -422,12 +425,28 @@ class Trainer:
             ema=self.ema,
         )
 
+    @property
+    def sharded_checkpoints(self) -> bool:
+        """Whether checkpoints are DCP shards (``checkpoint.format``; auto: a full fine-tune under FSDP2 on
+        several ranks; a LoRA's factors stay one safetensors file that ``export-lora`` reads)."""
+        wanted = self.config.checkpoint.format
+        fsdp = self.context.strategy == "fsdp" and self.context.is_distributed
+        return wanted == "dcp" or (wanted == "auto" and fsdp and self.config.mode == "full")
+
     def save(self) -> Path | None:
-        """Write a checkpoint of the current step (rank 0 writes, between barriers; every rank calls it)."""
-        files = self.state_dict()
+        """Write a checkpoint of the current step (every rank calls it).
+
+        Safetensors: the whole state is gathered and rank 0 writes it between barriers. DCP: every rank
+        writes its own shards into the directory rank 0 made, then rank 0 adds the rest and the manifest.
+        """
+        temp = None
+        if self.sharded_checkpoints:
+            temp = self.context.broadcast_object(begin_checkpoint(self.run_dir, self.step) if self.context.is_main else None)
+            save_sharded(temp, self.model, self.tensors, self.optimizer, self.ema)
+        files = self.state_dict(sharded=temp is not None)
         self._saved_step = self.step
         written = None
         with self.context.main_rank_work() as is_main:
             if is_main and files is not None:
-                written = write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last)
+                written = write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last, temp=temp)
         return written

@@ -67,3 +67,19 @@ def test_broken_manifest_is_a_one_line_error(toy_dir: Path, tmp_path: Path, caps
         load_toy_models(broken)
     assert main(["toy-pack", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x")]) == 2
     assert "neither a training run" in capsys.readouterr().err
+
+
+def test_pack_reads_the_dcp_shards_of_a_full_fsdp2_run(toy_dir: Path, tmp_path: Path) -> None:
+    import torch.distributed.checkpoint as dcp
+
+    state = _fake_run(toy_dir, tmp_path / "run", 0.25)
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-0000010"
+    for name in ("model.safetensors", "ema.safetensors"):
+        (checkpoint / name).unlink()
+    shards = {f"model.{key}": value for key, value in state.items()}
+    shards.update({f"ema.{key}": value * 3 for key, value in state.items()})
+    dcp.save(shards, checkpoint_id=str(checkpoint / "dcp"), no_dist=True)
+    for ema, factor in ((False, 1), (True, 3)):
+        packed = pack_checkpoint(tmp_path / "run", tmp_path / f"packed-{ema}", ema=ema)
+        loaded = load_toy_models(packed).dit.state_dict()
+        assert all(torch.equal(loaded[key], state[key] * factor) for key in state)
