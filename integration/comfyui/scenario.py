@@ -1,6 +1,7 @@
 """Stage 2 of the ComfyUI integration run, inside ComfyUI's venv (pusa-fw installed there).
 
-1. Write the tiny Wan DiT and VAE into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them.
+1. Write the tiny Wan DiT, VAE and a rank-4 LoRA (ComfyUI layout, as ``pusa-fw export-lora`` writes it)
+   into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them.
 2. Run ``pusa-fw generate`` for each example workflow (same task, frames, steps, shift, sampler, cfg, seed,
    prompts and images) with ``--save-latents``. Its prompt cache (``$XDG_CACHE_HOME`` pointed into the
    scratch folder) then holds the embeddings of the prompt and the negative prompt that generate fed its
@@ -31,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from comfy_server import ComfyServer  # noqa: E402
-from tiny_models import DIT_NAME, VAE_NAME, TinyFiles, write_tiny_models  # noqa: E402
+from tiny_models import DIT_NAME, LORA_NAME, VAE_NAME, TinyFiles, write_tiny_models  # noqa: E402
 from workflows_adapt import SETTINGS, adapt, bad_keyframe_workflow, generate_args, prompts_of  # noqa: E402
 
 PARITY_BOUND = 1e-4
@@ -55,7 +56,7 @@ def _generate(name: str, workflow: dict[str, Any], files: TinyFiles, input_dir: 
     latents = work / f"{name}.generate.safetensors"
     args = [
         "generate",
-        *generate_args(workflow, input_dir),
+        *generate_args(workflow, input_dir, files.lora),
         *files.cli_args(),
         "--dtype",
         "float32",
@@ -134,7 +135,7 @@ def main() -> int:
             )
         for name, workflow in workflows.items():
             run_started = time.perf_counter()
-            entry = server.wait(server.queue(adapt(workflow, DIT_NAME, VAE_NAME, embeddings)))
+            entry = server.wait(server.queue(adapt(workflow, DIT_NAME, VAE_NAME, embeddings, LORA_NAME)))
             seconds = time.perf_counter() - run_started
             if entry["status"]["status_str"] != "success":
                 failures.append(f"{name}: ComfyUI reported {json.dumps(entry['status'])[:1500]}")
@@ -197,7 +198,9 @@ def _bad_input_row(
     server: ComfyServer, workflow: dict[str, Any], embeddings: dict[str, Path], failures: list[str]
 ) -> list[str]:
     started = time.perf_counter()
-    entry = server.wait(server.queue(bad_keyframe_workflow(adapt(workflow, DIT_NAME, VAE_NAME, embeddings))))
+    entry = server.wait(
+        server.queue(bad_keyframe_workflow(adapt(workflow, DIT_NAME, VAE_NAME, embeddings, LORA_NAME)))
+    )
     seconds = time.perf_counter() - started
     errors = [data for kind, data in entry["status"].get("messages", []) if kind == "execution_error"]
     message = str(errors[0].get("exception_message", "")).strip() if errors else ""
@@ -218,8 +221,8 @@ def _print_table(rows: list[list[str]], timings: dict[str, float], files: TinyFi
     header = ["workflow", "comfy s", "max-abs vs pusa-fw generate", "bound", "result"]
     widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
     print(
-        "ComfyUI integration: DiT dim 128 x 2 layers (text 4096), VAE dim 96, "
-        f"{SETTINGS['num_frames']} frames "
+        "ComfyUI integration: DiT dim 128 x 2 layers (text 4096) + rank-4 LoRA at the workflows' 1.4, "
+        f"VAE dim 96, {SETTINGS['num_frames']} frames "
         f"{SETTINGS['height']}x{SETTINGS['width']}, {SETTINGS['num_steps']} steps, seed {SETTINGS['seed']}"
     )
     for row in [header, ["-" * width for width in widths], *rows]:

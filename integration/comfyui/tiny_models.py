@@ -26,12 +26,28 @@ from pusa_fw_wan.testing.tiny import _umt5_tensors, _write_tokenizer, randomise_
 from pusa_fw_wan.vae.model import WanVAE
 from pusa_fw_wan.weights import write_tensor_file
 
-__all__ = ["DIT_NAME", "TinyFiles", "VAE_NAME", "write_tiny_models"]
+__all__ = ["DIT_NAME", "LORA_NAME", "TinyFiles", "VAE_NAME", "write_tiny_models"]
 
 DIT_NAME = "pusa_tiny_wan21_t2v.safetensors"
 VAE_NAME = "pusa_tiny_wan21_vae.safetensors"
 TEXT_DIM = 4096
 """umT5-xxl width: ComfyUI sizes the Wan text embedding from it."""
+
+
+LORA_NAME = "pusa_tiny_lora.safetensors"
+LORA_TARGETS = (
+    "self_attn.q",
+    "self_attn.k",
+    "self_attn.v",
+    "self_attn.o",
+    "cross_attn.q",
+    "cross_attn.k",
+    "cross_attn.v",
+    "cross_attn.o",
+    "ffn.0",
+    "ffn.2",
+)
+"""The modules the Pusa V1 LoRA adapts in each block (attention projections and the FFN)."""
 
 
 @dataclass(frozen=True)
@@ -42,6 +58,7 @@ class TinyFiles:
     vae: Path
     text_encoder: Path
     tokenizer: Path
+    lora: Path
 
     def cli_args(self) -> list[str]:
         return [
@@ -67,7 +84,8 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
     generator = torch.Generator().manual_seed(seed)
     dit_dir = models_dir / "diffusion_models"
     vae_dir = models_dir / "vae"
-    for folder in (dit_dir, vae_dir, work_dir):
+    lora_dir = models_dir / "loras"
+    for folder in (dit_dir, vae_dir, lora_dir, work_dir):
         folder.mkdir(parents=True, exist_ok=True)
     config = WanConfig(dim=128, num_heads=1, num_layers=2, ffn_dim=256, freq_dim=256, text_dim=TEXT_DIM)
     dit = randomise_parameters(WanDiT(config), generator)
@@ -88,6 +106,33 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
     )
     write_tensor_file(text_encoder, tensors, {"format": "pt"})
     _write_tokenizer(work_dir / "tokenizer", 128)
+    write_tensor_file(lora_dir / LORA_NAME, _lora_tensors(dit, generator), {"format": "pt"})
     return TinyFiles(
-        dit_dir=dit_dir, vae=vae_dir / VAE_NAME, text_encoder=text_encoder, tokenizer=work_dir / "tokenizer"
+        dit_dir=dit_dir,
+        vae=vae_dir / VAE_NAME,
+        text_encoder=text_encoder,
+        tokenizer=work_dir / "tokenizer",
+        lora=lora_dir / LORA_NAME,
     )
+
+
+def _lora_tensors(dit: WanDiT, generator: torch.Generator, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A random rank-`rank` LoRA on `LORA_TARGETS` in the ComfyUI layout ``pusa-fw export-lora`` writes.
+
+    Keys ``diffusion_model.<module>.lora_A.weight`` `[rank, in]`, ``lora_B.weight`` `[out, rank]` and
+    ``.alpha`` (= rank, so scale 1); B is non-zero, so the LoRA changes every adapted layer.
+    """
+    tensors = {}
+    for name, module in dit.named_modules():
+        if not name.startswith("blocks.") or not name.endswith(LORA_TARGETS):
+            continue
+        out_features, in_features = module.weight.shape
+        prefix = f"diffusion_model.{name}"
+        tensors[f"{prefix}.lora_A.weight"] = (
+            torch.randn(rank, in_features, generator=generator) / in_features**0.5
+        )
+        tensors[f"{prefix}.lora_B.weight"] = (
+            0.2 * torch.randn(out_features, rank, generator=generator) / rank**0.5
+        )
+        tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+    return tensors

@@ -3,7 +3,8 @@
 `adapt` keeps the workflow's graph and settings (task and strengths, shift, sampler, cfg, history guidance,
 prompts, images, decode and SaveLatent) and changes only what a CPU test needs:
 
-- the loaders name the tiny DiT and VAE; the LoRA loader is bypassed (the model goes straight on);
+- the loaders name the tiny DiT, VAE and LoRA (a random one in the layout ``pusa-fw export-lora``
+  writes, at the workflow's strength, 1.4);
 - CLIPLoader + CLIPTextEncode become Pusa Prompt Embedding nodes reading the embedding pusa-fw computed for
   the same text (ComfyUI's umT5-xxl loader cannot build the tiny encoder);
 - frames, size, steps and seed become `SETTINGS`.
@@ -49,7 +50,9 @@ def prompts_of(workflow: Nodes) -> tuple[str, str]:
     return _text(workflow, sampler["positive"]), _text(workflow, sampler["negative"])
 
 
-def adapt(workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, Path]) -> Nodes:
+def adapt(
+    workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, Path], lora_name: str | None = None
+) -> Nodes:
     """A copy of `workflow` for the tiny models (see the module docstring).
 
     Args:
@@ -57,11 +60,16 @@ def adapt(workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, P
         dit_name: file name of the tiny DiT in ``models/diffusion_models``.
         vae_name: file name of the tiny VAE in ``models/vae``.
         embeddings: prompt text -> safetensors file of its embedding (pusa-fw prompt cache entry).
+        lora_name: file name of the tiny LoRA in ``models/loras`` (its strength stays the workflow's);
+            None bypasses the LoRA loader.
     """
     nodes = copy.deepcopy(workflow)
     bypass: dict[str, list[Any]] = {}
     for key in _of(nodes, "LoraLoaderModelOnly"):
-        bypass[key] = nodes.pop(key)["inputs"]["model"]
+        if lora_name is None:
+            bypass[key] = nodes.pop(key)["inputs"]["model"]
+        else:
+            nodes[key]["inputs"]["lora_name"] = lora_name
     for key in _of(nodes, "CLIPTextEncode"):
         text = nodes[key]["inputs"]["text"]
         nodes[key] = {
@@ -99,8 +107,9 @@ def _images(workflow: Nodes, link: list[Any]) -> list[str]:
     raise ValueError(f"an IMAGE from {node['class_type']} is not supported by the integration run")
 
 
-def generate_args(workflow: Nodes, input_dir: Path) -> list[str]:
-    """``pusa-fw generate`` options that run what `adapt(workflow)` runs in ComfyUI.
+def generate_args(workflow: Nodes, input_dir: Path, lora: Path | None = None) -> list[str]:
+    """``pusa-fw generate`` options that run what `adapt(workflow)` runs in ComfyUI (`lora`: the LoRA file
+    the adapted workflow's LoRA loader reads, at the workflow's strength).
 
     Raises:
         ValueError: the workflow uses a task setting the run does not map (then extend this function).
@@ -162,6 +171,8 @@ def generate_args(workflow: Nodes, input_dir: Path) -> list[str]:
         for index, (position, name) in enumerate(zip(positions, names)):
             suffix = f":{strengths[index]}" if strengths else ""
             args += ["--keyframe", f"{position}:{input_dir / name}{suffix}"]
+    if lora is not None:
+        args += [f"--lora={lora}:{_one(workflow, 'LoraLoaderModelOnly')['strength_model']}"]
     if any(name in conditioning for name in ("video", "video_b")):
         raise ValueError("video inputs are not mapped to generate options")
     return args
