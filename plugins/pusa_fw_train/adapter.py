@@ -10,7 +10,8 @@ it in ``model.backbone``. The adapter answers six questions:
 - ``default_lora_targets``: Linear-module name suffixes LoRA adapts when ``lora.targets`` is not given.
 - ``shard(model, mesh, **options)``: FSDP2 ``fully_shard`` of the model's blocks and root over ``mesh``.
 - ``codec(model_path)``: the codec (``decode``, ``geometry``) renders decode with; ``geometry(model_path)``
-  the latent geometry validation plans are built for.
+  the latent geometry validation plans are built for; ``text_encoder(model_path)`` the real text encoder
+  that encodes the sample prompts of renders (``encode(prompts) -> [B, L, D]``).
 - ``collate_context(contexts)``: stack the text contexts of one batch (e.g. zero-pad `[L, D]` to the longest).
 - ``tokens_per_sample(latents_shape)``: transformer tokens of one sample `[C, F, H, W]` (for throughput).
 - ``read_lora(path)`` and ``export_lora(checkpoint, out, **options)``: LoRA files of the backbone's own key
@@ -56,6 +57,10 @@ class TrainAdapter(Protocol):
 
     def geometry(self, model_path: str | None) -> LatentGeometry:
         """The latent geometry of the model's codec."""
+        ...
+
+    def text_encoder(self, model_path: str | None) -> Any:
+        """The model's text encoder, with ``encode(list[str]) -> [B, L, D]`` (raise `InputError` if none)."""
         ...
 
     def collate_context(self, contexts: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -170,6 +170,11 @@ class ValidationSection(BaseModel):
     render_every: int | None = Field(None, ge=1, description="render every N steps (None: validation.every)")
     render_num_steps: int = Field(4, ge=1, description="sampler steps of a render")
     render_seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed of every render")
+    render_prompts: tuple[str, ...] = Field(
+        (), description="sample prompts encoded by the backbone's text encoder (default: a held-out sample's)"
+    )
+    render_negative_prompt: str = Field("", description="negative prompt of classifier-free guidance")
+    render_cfg_scale: float = Field(1.0, ge=0, description="text guidance scale of renders (1: no CFG pass)")
 
     @property
     def render_interval(self) -> int:

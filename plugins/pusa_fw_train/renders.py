@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,10 +39,17 @@ class RenderSetup:
     Attributes:
         codec: a codec with ``decode([B, C, F, H, W]) -> [B, 3, T, H', W']`` and ``.geometry``.
         tasks: ``(name, task)`` pairs, built with `pusa_fw.get_task`.
+        prompts: ``(prompt, context [1, L, D])`` of the sample prompts, encoded once by the backbone's real
+            text encoder; empty: render the held-out sample's own caption context.
+        negative_context: `[1, L, D]` the negative prompt's context (classifier-free guidance), or None.
+        guidance: the guidance scales of every render.
     """
 
     codec: Any
     tasks: list[tuple[str, Any]]
+    prompts: list[tuple[str, torch.Tensor]] = field(default_factory=list)
+    negative_context: torch.Tensor | None = None
+    guidance: Any = None
 
 
 def build_render_tasks(
@@ -137,22 +144,27 @@ def render_tasks(
     written: list[Path] = []
     was_training = model.training
     model.eval()
+    prompts = [(f"-p{position}", prompt_context) for position, (_, prompt_context) in enumerate(setup.prompts)]
+    negative = None if setup.negative_context is None else setup.negative_context.to(latents.device)
     try:
         with torch.no_grad(), _kept_rng(latents.device):
             for name, task in setup.tasks:
                 plan = task.plan(num_frames=num_frames, num_steps=num_steps, geometry=geometry)
-                noise = draw_noise(latents.shape, seed, device=latents.device)
-                result = sample(
-                    model,
-                    plan,
-                    noise,
-                    source=latents,
-                    context=context,
-                    generator=torch.Generator().manual_seed(seed),
-                )
-                video = codec.to(result.device).decode(result.float())[0].float().cpu().clamp(-1, 1)
-                written.append(save_video(directory / f"{name}.mp4", video))
-                written.append(save_contact_sheet(directory / f"{name}.png", video))
+                for suffix, condition in prompts or [("", context)]:
+                    noise = draw_noise(latents.shape, seed, device=latents.device)
+                    result = sample(
+                        model,
+                        plan,
+                        noise,
+                        source=latents,
+                        context=condition.to(latents.device),
+                        negative_context=negative,
+                        guidance=setup.guidance,
+                        generator=torch.Generator().manual_seed(seed),
+                    )
+                    video = codec.to(result.device).decode(result.float())[0].float().cpu().clamp(-1, 1)
+                    written.append(save_video(directory / f"{name}{suffix}.mp4", video))
+                    written.append(save_contact_sheet(directory / f"{name}{suffix}.png", video))
     finally:
         model.train(was_training)
     record = {
@@ -162,6 +174,8 @@ def render_tasks(
         "num_steps": num_steps,
         "seed": seed,
         "num_frames": num_frames,
+        "prompts": [prompt for prompt, _ in setup.prompts],
+        "cfg_scale": 1.0 if setup.guidance is None else setup.guidance.cfg_scale,
     }
     written.append(atomic_write_bytes(directory / "renders.json", json.dumps(record, indent=2).encode()))
     return written

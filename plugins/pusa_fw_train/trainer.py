@@ -156,7 +156,17 @@ class Trainer:
             raise InputError("validation.render_tasks is not supported with FSDP (sharded weights); clear it")
         codec = self.adapter.codec(self.config.model.path)
         latents_count = int(self.source.load(self._render_index()).latents.shape[1])
-        return RenderSetup(codec, build_render_tasks(section.render_tasks, latents_count, codec.geometry))
+        setup = RenderSetup(codec, build_render_tasks(section.render_tasks, latents_count, codec.geometry))
+        if section.render_prompts or section.render_cfg_scale != 1.0:
+            from pusa_fw.guidance import Guidance
+
+            encoder = self.adapter.text_encoder(self.config.model.path)
+            with torch.no_grad():
+                setup.prompts = [(prompt, encoder.encode([prompt]).float().cpu()) for prompt in section.render_prompts]
+                if section.render_cfg_scale != 1.0:
+                    setup.negative_context = encoder.encode([section.render_negative_prompt]).float().cpu()
+            setup.guidance = Guidance(cfg_scale=section.render_cfg_scale)
+        return setup
 
     def _start_run_dir(self) -> None:
         if (self.run_dir / "checkpoints" / "latest").exists():

@@ -126,3 +126,26 @@ def test_render_settings_may_change_on_resume(toy_dir: Path, tmp_path: Path) -> 
     assert config_differences(saved, _config(tmp_path, toy_dir, every=3)) == [
         "validation.every: run has 2, given 3"
     ]
+
+
+def test_sample_prompts_render_through_the_real_text_encoder_with_cfg(toy_dir: Path, tmp_path: Path) -> None:
+    """``validation.render_prompts``: one render per task and prompt, each prompt (and the negative prompt of
+    classifier-free guidance) encoded by the model's own text encoder; CFG changes the render."""
+    from pusa_fw_toy.model_dir import load_toy_models
+
+    prompts = ["a red ball moves left", "a blue ball moves up"]
+    config = _config(tmp_path / "run", toy_dir, render_tasks=["t2v"], render_num_steps=2, render_prompts=prompts,
+                     render_cfg_scale=3.0, render_negative_prompt="blurry")
+    trainer = Trainer(config, source=_source(toy_dir))
+    encoder = load_toy_models(toy_dir).text_encoder
+    for (prompt, context), expected in zip(trainer._renders.prompts, prompts, strict=True):
+        assert prompt == expected and torch.equal(context, encoder.encode([expected]).float().cpu())
+    assert torch.equal(trainer._renders.negative_context, encoder.encode(["blurry"]).float().cpu())
+    files = trainer.render()
+    assert [file.name for file in files if file.suffix == ".mp4"] == ["t2v-p0.mp4", "t2v-p1.mp4"]
+    record = json.loads(files[-1].read_text())
+    assert record["prompts"] == prompts and record["cfg_scale"] == 3.0
+    plain = Trainer(_config(tmp_path / "plain", toy_dir, render_tasks=["t2v"], render_num_steps=2,
+                            render_prompts=prompts[:1]), source=_source(toy_dir))
+    with_cfg, without = (read_video(path).frames for path in (files[0], plain.render()[0]))
+    assert not (with_cfg == without).all(), "guidance at scale 3 changes the render"

@@ -68,6 +68,9 @@ class FrameMixerAdapter:
     def geometry(self, model_path: str | None) -> LatentGeometry:
         return WAN21_GEOMETRY
 
+    def text_encoder(self, model_path: str | None) -> Any:
+        raise InputError("frame-mixer has no text encoder")
+
     def collate_context(self, contexts: Sequence[torch.Tensor]) -> torch.Tensor:
         return pad_contexts(contexts)
 

@@ -102,6 +102,31 @@ class WanTrainAdapter:
             "validation.render_tasks"
         )
 
+    def text_encoder(self, model_path: str | None) -> Any:
+        """umT5 beside the DiT (fp32, CPU), or the text encoder of a registered model format's directory.
+
+        Raises:
+            InputError: a random-init model (no directory to find an encoder in).
+        """
+        import torch
+
+        from pusa_fw_wan.pipeline.loading import find_model_format, resolve_model_paths, umt5_overrides
+        from pusa_fw_wan.text.encoder import WanTextEncoder
+
+        if model_path is None:
+            raise InputError(
+                "validation.render_prompts needs the model's text encoder, but model.architecture (random "
+                "init) has none; set model.path to a model directory or clear validation.render_prompts"
+            )
+        paths = resolve_model_paths(_folder(model_path), None, None, None)
+        if paths.format is not None:  # a small registered format: its loader is the only way in
+            claimed = find_model_format(paths.dit)
+            return claimed.load(paths.dit, dtype=torch.float32, device="cpu").text_encoder
+        return WanTextEncoder.from_pretrained(
+            paths.text_encoder, tokenizer=paths.tokenizer, dtype=torch.float32, device="cpu", cache_dir=None,
+            **umt5_overrides(paths.text_encoder),
+        )
+
     def collate_context(self, contexts: Sequence[torch.Tensor]) -> torch.Tensor:
         """umT5 contexts `[L, D]` of different lengths, zero-padded to the longest: `[B, L_max, D]` float32."""
         from pusa_fw.training_data import pad_contexts
