@@ -93,10 +93,11 @@ def flash_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)[0]
 
 
-def build(num_layers: int, weights_dtype: str, lora_rank: int | None) -> WanDiT:
-    """A meta-device 14B-width model, bf16 compute, large linears in `weights_dtype`, optional fp32 LoRA."""
+def build(num_layers: int, weights_dtype: str, lora_rank: int | None, config: WanConfig | None = None) -> WanDiT:
+    """A meta-device model (14B width unless `config`), bf16 compute, large linears in `weights_dtype`,
+    optional fp32 LoRA on the Pusa targets."""
     with torch.device("meta"):
-        model = WanDiT(config_14b(num_layers))
+        model = WanDiT(config_14b(num_layers) if config is None else config)
     model.set_compute_dtype(torch.bfloat16).set_weights_dtype(weights_dtype)
     model.requires_grad_(False)
     if lora_rank is not None:
@@ -112,26 +113,29 @@ def build(num_layers: int, weights_dtype: str, lora_rank: int | None) -> WanDiT:
     return model.eval() if lora_rank is None else model
 
 
-def _inputs(grid: tuple[int, int], rope_dtype: torch.dtype) -> dict[str, torch.Tensor]:
+def _inputs(config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: torch.dtype
+            ) -> dict[str, torch.Tensor]:
     height, width = grid
-    tokens = FRAMES * height * width
+    tokens = frames * height * width
+    dim = config.dim
     return {
-        "x": torch.empty(1, tokens, 5120, device="meta"),
-        "time_projection": torch.empty(1, FRAMES, 6, 5120, device="meta"),
-        "time_embedding": torch.empty(1, FRAMES, 5120, device="meta"),
-        "context": torch.empty(1, 512, 4096, device="meta", dtype=torch.bfloat16),
-        "rope": cached_rope_frequencies((FRAMES, height, width), 128, torch.device("meta"), 1024, rope_dtype, 0),
+        "x": torch.empty(1, tokens, dim, device="meta"),
+        "time_projection": torch.empty(1, frames, 6, dim, device="meta"),
+        "time_embedding": torch.empty(1, frames, dim, device="meta"),
+        "context": torch.empty(1, config.text_len, config.text_dim, device="meta", dtype=torch.bfloat16),
+        "rope": cached_rope_frequencies((frames, height, width), config.head_dim, torch.device("meta"),
+                                        config.rope_max_positions, rope_dtype, 0),
     }
 
 
-def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str) -> dict[str, float]:
+def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FRAMES) -> dict[str, float]:
     """One pass over the model's blocks (+ text embedding and head); bytes beyond the weights.
 
     mode: ``inference`` (no grad), ``train`` or ``train_ckpt`` (LoRA training, gradient checkpointing).
     Returns ``peak`` (bytes), ``kept`` (live after the forward: what the backward needs) and ``grads``.
     """
     training = mode != "inference"
-    inputs = _inputs(grid, torch.complex64 if training else torch.complex128)
+    inputs = _inputs(model.config, frames, grid, torch.complex64 if training else torch.complex128)
     tracker = TensorTracker([*model.parameters(), *model.buffers(), *inputs.values()])
     original = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = flash_attention
