@@ -74,3 +74,9 @@ def test_unknown_weights_dtype_names_the_choices(tiny: TinyWan, tmp_path: Path, 
     last = capsys.readouterr().err.strip().splitlines()[-1]  # argparse: usage, then the one error line
     assert "--weights-dtype" in last and "float8_e4m3fn" in last and "Traceback" not in last, last
     assert not (tmp_path / "x.mp4").exists()
+
+
+def test_fp8_with_fsdp_is_refused_before_loading(tiny: TinyWan, tmp_path: Path, capsys) -> None:
+    assert _generate(tiny, tmp_path / "x.mp4", "--weights-dtype", "float8_e4m3fn", "--fsdp") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pusa-fw: error: --weights-dtype float8_e4m3fn with --fsdp") and "\n" not in err, err

@@ -149,6 +149,11 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     )
 
     started = time.perf_counter()
+    if config.fsdp and config.weights_dtype.startswith("float8"):
+        raise InputError(
+            f"--weights-dtype {config.weights_dtype} with --fsdp is not supported yet; "
+            "use --weights-dtype bfloat16 with --fsdp, or drop --fsdp"
+        )
     layout = parallel_layout(config)
     task = build_task(config)
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
@@ -171,11 +176,6 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     dtype = resolve_dtype(config.dtype, device)
     if layout is not None:
         check_parallel_run(layout, config, plan, paths.dit)
-        if layout.fsdp and config.weights_dtype.startswith("float8"):
-            raise InputError(
-                f"--weights-dtype {config.weights_dtype} with --fsdp is not supported yet; "
-                "use --weights-dtype bfloat16 with --fsdp, or drop --fsdp"
-            )
     media = load_media(
         holds, image=config.image, keyframes=[k.path for k in config.keyframe],
         video=config.video, video_b=config.video_b, size=(config.height, config.width), fps=config.fps,
