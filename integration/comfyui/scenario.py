@@ -181,6 +181,9 @@ def main() -> int:
             if not ok:
                 failures.append(f"control: different runs differ by only {control:.3e}")
         rows.append(_bad_input_row(server, workflows["pusa_i2v"], embeddings, failures))
+        unloaded = [line for line in server.log_tail(10_000).splitlines() if "lora key not loaded" in line]
+        if unloaded:  # ComfyUI's LoRA loader skipped keys of the tiny LoRA
+            failures.append(f"ComfyUI left {len(unloaded)} LoRA keys unloaded, e.g. {unloaded[0]}")
     finally:
         server.stop()
     timings["total (stage 2)"] = time.perf_counter() - started
