@@ -44,11 +44,11 @@ class TrainAdapter(Protocol):
     default_lora_targets: tuple[str, ...]
 
     def build_model(self, path: str | None, architecture: dict[str, Any] | None, init_seed: int) -> nn.Module:
-        """The model in fp32 on the CPU: loaded from `path`, or `architecture` initialised from `init_seed`."""
+        """The model in fp32 on the CPU: loaded from `path`, or `architecture` seeded by `init_seed`."""
         ...
 
     def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
-        """FSDP2-shard `model` over the 1-D `mesh` (options: param_dtype, reduce_dtype, reshard_after_forward)."""
+        """FSDP2-shard `model` over `mesh` (options: param_dtype, reduce_dtype, reshard_after_forward)."""
         ...
 
     def codec(self, model_path: str | None) -> Any:

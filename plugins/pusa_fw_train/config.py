@@ -63,7 +63,7 @@ _SECTION = ConfigDict(frozen=True, extra="forbid")
 
 
 class ModelSection(BaseModel):
-    """The base model: a registered `backbone`, and a checkpoint `path` or an `architecture` initialised randomly."""
+    """The base model: a registered `backbone`; a checkpoint `path` or a random-init `architecture`."""
 
     model_config = _SECTION
     backbone: str = Field("wan2.1-t2v", description="backbone name with a registered training adapter")
@@ -109,14 +109,20 @@ class DataSection(BaseModel):
     """Where samples come from and how they are batched: one `source`, or several `datasets`."""
 
     model_config = _SECTION
-    source: str | None = Field(None, description="registered source name, cache directory, or 'module:factory'")
+    source: str | None = Field(
+        None, description="registered source name, cache directory, or 'module:factory'"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the source")
-    datasets: tuple[DatasetEntry, ...] = Field((), description="several datasets with repeats (instead of source)")
+    datasets: tuple[DatasetEntry, ...] = Field(
+        (), description="several datasets with repeats (instead of source)"
+    )
     batch_size: int = Field(1, ge=1, description="samples per global micro-batch (all ranks together)")
     prefetch: int = Field(2, ge=0, description="micro-batches a background thread loads ahead (0: none)")
-    caption_dropout: float = Field(0.0, ge=0, le=1, description="probability of training a sample unconditioned")
+    caption_dropout: float = Field(
+        0.0, ge=0, le=1, description="probability of training a sample unconditioned"
+    )
     empty_context: str | None = Field(
-        None, description="empty-prompt embedding (.safetensors, tensor 'context'); default: the source's cached one"
+        None, description="empty-prompt embedding (.safetensors, tensor 'context'); default: the source's"
     )
 
     @model_validator(mode="after")
@@ -133,7 +139,7 @@ class LossSection(BaseModel):
 
     model_config = _SECTION
     frame_weighting: Literal["none", "bsmntw"] = Field(
-        "none", description="per-frame weight of each error (bsmntw: normalised to mean 1 under the run's PTSS law)"
+        "none", description="per-frame weight of each error (bsmntw: mean 1 under the run's PTSS law)"
     )
 
 
@@ -148,7 +154,7 @@ class OptimizerSection(BaseModel):
     schedule: Literal["constant", "cosine"] = "constant"
     warmup_steps: int = Field(0, ge=0)
     decay_steps: int | None = Field(
-        None, ge=1, description="steps the cosine spans (None: max_steps; set on resume when max_steps changes)"
+        None, ge=1, description="steps the cosine spans (None: max_steps; kept when resuming a longer run)"
     )
     min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine floor as a fraction of lr")
     max_grad_norm: float | None = Field(1.0, gt=0, description="clip the global grad norm; None: no clipping")
@@ -198,10 +204,10 @@ class CheckpointSection(BaseModel):
     keep_last: int | None = Field(3, ge=1, description="keep the newest N checkpoints; None: keep all")
     save_on_sigterm: bool = Field(True, description="on SIGTERM, save after the current step and stop")
     format: Literal["auto", "safetensors", "dcp"] = Field(
-        "auto", description="auto: DCP shards (each rank its own) for a full FSDP2 run on several ranks, else safetensors"
+        "auto", description="auto: DCP shards (each rank its own) for a full FSDP2 run on several ranks"
     )
     export_lora_every: int = Field(
-        0, ge=0, description="LoRA runs: also export <run>/exports/lora-step-N.safetensors every N steps (0: never)"
+        0, ge=0, description="LoRA: also write <run>/exports/lora-step-N.safetensors every N steps (0: never)"
     )
     export_layout: str = Field("comfyui", description="key layout of those exports (the backbone adapter's)")
     export_ema: bool = Field(False, description="export the EMA weights instead of the trained ones")
@@ -296,8 +302,9 @@ def load_train_config(path: str | os.PathLike[str], overrides: dict[str, Any] | 
     data = values.get("data")
     tables = [data, *(data.get("datasets") or [])] if isinstance(data, dict) else []
     for table in tables:
-        if isinstance(table, dict) and isinstance(table.get("source"), str) and (base / table["source"]).exists():
-            table["source"] = _resolve(base, table["source"])
+        source = table.get("source") if isinstance(table, dict) else None
+        if isinstance(source, str) and (base / source).exists():
+            table["source"] = _resolve(base, source)
     if isinstance(data, dict) and data.get("empty_context") is not None:
         data["empty_context"] = _resolve(base, data["empty_context"])
     return validate_train_config(apply_overrides(values, overrides or {}))

@@ -95,7 +95,7 @@ def apply_caption_dropout(
 
 
 def load_empty_context(path: str | None, source: TrainingSource) -> torch.Tensor:
-    """The empty prompt's embedding `[L, D]`: from `path` (tensor ``context``), else ``source.empty_context()``.
+    """The empty prompt's embedding `[L, D]`: from `path` (tensor ``context``), else the source's cached one.
 
     Raises:
         InputError: neither a file nor a source that caches one.
@@ -114,7 +114,8 @@ def load_empty_context(path: str | None, source: TrainingSource) -> torch.Tensor
     cached = getattr(source, "empty_context", None)
     if cached is None:
         raise InputError(
-            "data.caption_dropout needs the empty prompt's embedding: set data.empty_context to a .safetensors "
-            "file with a [L, D] 'context' tensor, or use a source that caches one (pusa-fw prepare does)"
+            "data.caption_dropout needs the empty prompt's embedding: set data.empty_context to a "
+            ".safetensors file with a [L, D] 'context' tensor, or use a source that caches one "
+            "(pusa-fw prepare does)"
         )
     return cached().float()

@@ -36,7 +36,15 @@ from pusa_fw.errors import InputError
 
 from .sharding import global_mean_loss, shard_global_batch
 
-__all__ = ["DEFAULT_TIMEOUT", "STRATEGIES", "ParallelContext", "Strategy", "init_distributed", "parallel_context"]
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "STRATEGIES",
+    "ParallelContext",
+    "Strategy",
+    "check_strategy",
+    "init_distributed",
+    "parallel_context",
+]
 
 Strategy = Literal["none", "ddp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("none", "ddp", "fsdp")
@@ -188,7 +196,9 @@ class ParallelContext:
         self.close()
 
 
-def parallel_context(strategy: str, mode: str, device: str, timeout: timedelta = DEFAULT_TIMEOUT) -> ParallelContext:
+def parallel_context(
+    strategy: str, mode: str, device: str, timeout: timedelta = DEFAULT_TIMEOUT
+) -> ParallelContext:
     """The context of a training run: one process on `device`, or torchrun's ranks under `strategy`.
 
     Args:
@@ -207,7 +217,7 @@ def parallel_context(strategy: str, mode: str, device: str, timeout: timedelta =
             f"distributed='none' but {world} processes were launched; set distributed to auto, ddp or fsdp"
         )
     if world == 1:
-        return ParallelContext(rank=0, world_size=1, local_rank=0, device=torch.device(device), timeout=timeout)
+        return ParallelContext(0, 1, 0, torch.device(device), timeout=timeout)
     if strategy == "auto":
         strategy = "ddp" if mode == "lora" else "fsdp"
     return init_distributed(strategy, timeout=timeout)

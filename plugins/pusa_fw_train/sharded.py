@@ -63,10 +63,11 @@ def save_sharded(
     optimizer: torch.optim.Optimizer,
     ema: EMA | None,
 ) -> None:
-    """Write this rank's shards of the weights, EMA and AdamW state into ``directory/dcp`` (every rank calls it)."""
+    """Write this rank's shards of the weights, EMA and AdamW state into ``directory/dcp`` (a collective)."""
     import torch.distributed.checkpoint as dcp
 
-    dcp.save(_state(model, tensors, optimizer, ema), checkpoint_id=str(directory / SHARDED_DIR), no_dist=_alone())
+    state = _state(model, tensors, optimizer, ema)
+    dcp.save(state, checkpoint_id=str(directory / SHARDED_DIR), no_dist=_alone())
 
 
 def load_sharded(
@@ -90,7 +91,8 @@ def load_sharded(
     missing = sorted(key for key in state if key not in stored)
     if missing:
         raise CheckpointError(
-            f"checkpoint {str(directory)!r} has no {missing[:3]} ({len(missing)} missing); it is from another run"
+            f"checkpoint {str(directory)!r} has no {missing[:3]} ({len(missing)} missing); "
+            "it is from another run"
         )
     with torch.no_grad():
         dcp.load(state, storage_reader=reader, no_dist=_alone())

@@ -57,8 +57,9 @@ def check_resume_config(directory: Path, config: TrainConfig | None) -> TrainCon
         raise CheckpointError(f"checkpoint {str(directory)!r} has no config.json; it is incomplete")
     saved = validate_train_config(json.loads(config_file.read_text(encoding="utf-8")))
     given = saved if config is None else config
-    if given.optimizer.decay_steps is None and (saved.optimizer.decay_steps or given.max_steps != saved.max_steps):
-        saved, given = (_with_span(one, saved.optimizer.decay_steps or saved.max_steps) for one in (saved, given))
+    span = saved.optimizer.decay_steps
+    if given.optimizer.decay_steps is None and (span or given.max_steps != saved.max_steps):
+        saved, given = (_with_span(one, span or saved.max_steps) for one in (saved, given))
     differences = config_differences(saved, given)
     if differences:
         raise CheckpointError(f"the config differs from the run's in {directory}: " + "; ".join(differences))
@@ -93,7 +94,7 @@ def collect_state(
     else:
         weights = {name: context.full_tensor(tensor) for name, tensor in tensors.items()}
         optimizer_tensors, optimizer_json = optimizer_state_tensors(optimizer, names, context.full_tensor)
-        shadow = None if ema is None else {name: context.full_tensor(value) for name, value in ema.shadow.items()}
+        shadow = None if ema is None else {name: context.full_tensor(v) for name, v in ema.shadow.items()}
     rng = context.gather_rng(rng_state(context.rank))
     if not context.is_main:
         return None

@@ -1,4 +1,4 @@
-"""`Trainer`: FAFM fine-tuning of any registered backbone (LoRA or full) from one `TrainConfig`, with exact resume.
+"""`Trainer`: FAFM fine-tuning of any registered backbone (LoRA or full) from one `TrainConfig`, exact resume.
 
     trainer = Trainer(config)              # a new run in config.output_dir
     trainer.run()                          # to config.max_steps, checkpoints and log.jsonl on the way
@@ -6,8 +6,9 @@
 
 The backbone (``model.backbone``) is reached only through its registered `TrainAdapter`. One optimizer step
 takes ``optimizer.grad_accumulation`` global batches from the data order; each is split over the ranks
-(`pusa_fw_train.parallel.ParallelContext`, when several processes run), drawn, noised and pushed through the wrapped
-model by `step.frame_loss_terms` (the core's `pusa_fw.fafm.fafm_forward`). A stopped and resumed run ends bit-identical
+(`pusa_fw_train.parallel.ParallelContext`, when several processes run), drawn, noised and pushed through
+the wrapped model by `step.frame_loss_terms` (the core's `pusa_fw.fafm.fafm_forward`). A stopped and
+resumed run ends bit-identical
 to an uninterrupted one on the CPU: weights, AdamW moments, the data position and the torch RNG states are
 restored, and the sigma/noise draws are keyed by (seed, step, sample).
 """
@@ -162,7 +163,9 @@ class Trainer:
 
             encoder = self.adapter.text_encoder(self.config.model.path)
             with torch.no_grad():
-                setup.prompts = [(prompt, encoder.encode([prompt]).float().cpu()) for prompt in section.render_prompts]
+                setup.prompts = [
+                    (prompt, encoder.encode([prompt]).float().cpu()) for prompt in section.render_prompts
+                ]
                 if section.render_cfg_scale != 1.0:
                     setup.negative_context = encoder.encode([section.render_negative_prompt]).float().cpu()
             setup.guidance = Guidance(cfg_scale=section.render_cfg_scale)
@@ -200,7 +203,9 @@ class Trainer:
         target = min(config.max_steps, stop_at) if stop_at is not None else config.max_steps
         metrics: dict[str, Any] = {}
         last_checkpoint = None
-        loader = BatchLoader(self.order, self.position, self.context.split, self.source.load, config.data.prefetch)
+        loader = BatchLoader(
+            self.order, self.position, self.context.split, self.source.load, config.data.prefetch
+        )
         try:
             with StopRequest(self.context, config.checkpoint.save_on_sigterm) as stop:
                 while self.step < target:
@@ -282,7 +287,7 @@ class Trainer:
         return last_checkpoint
 
     def export_lora(self, checkpoint: Path) -> Path:
-        """Export `checkpoint`'s LoRA to ``<run>/exports/lora-step-XXXXXXX.safetensors`` (the adapter's layout)."""
+        """Export `checkpoint`'s LoRA to ``<run>/exports/lora-step-XXXXXXX.safetensors`` (adapter's layout)."""
         section = self.config.checkpoint
         out = self.run_dir / "exports" / f"lora-step-{self.step:07d}.safetensors"
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -330,9 +335,8 @@ class Trainer:
                 )
                 (loss / accumulation).backward()
             loss_sum = loss_sum + loss.detach() / accumulation  # stays on the device: no host sync
-            tokens += (
-                self.adapter.tokens_per_sample(batch.latents.shape[1:]) * len(indices) * self.context.world_size
-            )
+            per_sample = self.adapter.tokens_per_sample(batch.latents.shape[1:])
+            tokens += per_sample * len(indices) * self.context.world_size
             last = (draws.sigmas, losses, draws.loss_mask)
         return loss_sum, tokens, last
 
@@ -451,12 +455,14 @@ class Trainer:
         """
         temp = None
         if self.sharded_checkpoints:
-            temp = self.context.broadcast_object(begin_checkpoint(self.run_dir, self.step) if self.context.is_main else None)
+            made = begin_checkpoint(self.run_dir, self.step) if self.context.is_main else None
+            temp = self.context.broadcast_object(made)
             save_sharded(temp, self.model, self.tensors, self.optimizer, self.ema)
         files = self.state_dict(sharded=temp is not None)
         self._saved_step = self.step
         written = None
         with self.context.main_rank_work() as is_main:
             if is_main and files is not None:
-                written = write_checkpoint(self.run_dir, files, keep_last=self.config.checkpoint.keep_last, temp=temp)
+                keep = self.config.checkpoint.keep_last
+                written = write_checkpoint(self.run_dir, files, keep_last=keep, temp=temp)
         return written
