@@ -29,6 +29,8 @@ from torch import nn
 
 from pusa_fw.errors import InputError
 
+from pusa_fw_wan.dit.fp8 import FP8_DTYPES, dequantize, quantize_fp8, row_scale
+
 __all__ = [
     "FP8_DTYPES",
     "WEIGHTS_DTYPES",
@@ -54,10 +56,6 @@ WEIGHTS_DTYPES: dict[str, torch.dtype | None] = {
     "float8_e5m2": torch.float8_e5m2,
 }
 """Names accepted for ``weights_dtype`` (``auto``: the file's fp8 dtype if it has one, else the compute dtype)."""
-
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-
-_CHUNK_ELEMENTS = 1 << 22  # 16 MB of float32 per step of quantize_fp8
 
 _LARGE_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.0|ffn\.2)$")
 
@@ -88,51 +86,6 @@ def parse_weights_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
     if name not in WEIGHTS_DTYPES:
         raise InputError(f"weights_dtype {name!r} is unknown; use one of {', '.join(WEIGHTS_DTYPES)}")
     return WEIGHTS_DTYPES[name]
-
-
-def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor scaled fp8: ``scale = amax / max(dtype)``, ``stored = weight / scale`` rounded to `dtype`.
-
-    Works through the weight in chunks of `_CHUNK_ELEMENTS`, so it never holds a float32 copy of the whole
-    tensor (a loader quantising a bf16 file keeps its peak near the stored size).
-
-    Args:
-        weight: `[out, in]` any float dtype.
-        dtype: ``torch.float8_e4m3fn`` or ``torch.float8_e5m2``.
-
-    Returns:
-        ``(stored [out, in] in dtype, scale [] float32)``; an all-zero weight gets scale 1.
-    """
-    values = weight.detach()
-    amax = torch.maximum(values.max(), -values.min()).float() if values.numel() else torch.zeros(())
-    finite_max = torch.finfo(dtype).max
-    scale = torch.where(amax > 0, amax / finite_max, torch.ones_like(amax)).to(torch.float32)
-    flat = values.reshape(-1)
-    stored = torch.empty(flat.shape, dtype=dtype, device=values.device)
-    for start in range(0, flat.numel(), _CHUNK_ELEMENTS):
-        chunk = flat[start : start + _CHUNK_ELEMENTS].float() / scale
-        stored[start : start + _CHUNK_ELEMENTS] = chunk.clamp_(-finite_max, finite_max).to(dtype)
-    return stored.reshape(values.shape), scale
-
-
-def _row_scale(scale: torch.Tensor | None, out_features: int) -> torch.Tensor | None:
-    """A scale as stored on the layer: `[]` (per tensor) or `[out, 1]` (per output row), float32."""
-    if scale is None:
-        return None
-    scale = scale.detach().to(torch.float32)
-    if scale.numel() == 1:
-        return scale.reshape(())
-    if scale.numel() == out_features:
-        return scale.reshape(out_features, 1)
-    raise InputError(
-        f"scale_weight has shape {tuple(scale.shape)}; expected one value or one per output row ({out_features})"
-    )
-
-
-def dequantize(stored: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """``stored.to(dtype) * scale`` (the scale broadcast per tensor or per output row)."""
-    weight = stored.to(dtype)
-    return weight if scale is None else weight * scale.to(device=weight.device, dtype=dtype)
 
 
 class LowPrecisionLinear(nn.Linear):
@@ -179,7 +132,7 @@ class LowPrecisionLinear(nn.Linear):
         dequantised to float32 and, for fp8 storage, quantised with a fresh per-tensor scale.
         """
         storage = self.weight.dtype
-        scale = _row_scale(scale, self.out_features)
+        scale = row_scale(scale, self.out_features)
         if weight.dtype == storage and (storage in FP8_DTYPES or scale is None):
             stored = weight
         else:
