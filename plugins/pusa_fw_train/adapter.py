@@ -5,8 +5,11 @@ DiT) registers one adapter per backbone name through the ``register_train_adapte
 it in ``model.backbone``. The adapter answers six questions:
 
 - ``build_model(path, architecture, init_seed)``: the model, fp32 on the CPU, from a checkpoint or a random
-  init. The model is an ``nn.Module`` called as ``model(x_sigma [B, C, F, H, W], sigmas [B, F], context)``
-  returning the velocity `[B, C, F, H, W]` (the same forward as inference, so DDP/FSDP2 can wrap it).
+  init. An adapter that also takes the keywords ``weights_dtype`` (a name of
+  `pusa_fw_train.memory_options.WeightsDtype`) and ``device`` stores the large frozen weights in that dtype
+  and puts them on that device as it loads them (see `pusa_fw_train.memory.build_base`). The model is an
+  ``nn.Module`` called as ``model(x_sigma [B, C, F, H, W], sigmas [B, F], context)`` returning the
+  velocity `[B, C, F, H, W]` (the same forward as inference, so DDP/FSDP2 can wrap it).
 - ``default_lora_targets``: Linear-module name suffixes LoRA adapts when ``lora.targets`` is not given.
 - ``shard(model, mesh, **options)``: FSDP2 ``fully_shard`` of the model's blocks and root over ``mesh``.
 - ``codec(model_path)``: the codec (``decode``, ``geometry``) renders decode with; ``geometry(model_path)``

@@ -13,12 +13,19 @@ from pusa_fw.errors import InputError
 from .adapter import TrainAdapter
 from .config import OptimizerSection, TrainConfig
 from .lora import inject_lora, load_lora_into, trainable_tensors
+from .memory import build_base
 
 __all__ = ["build_model", "build_optimizer", "learning_rate"]
 
 
-def build_model(config: TrainConfig, adapter: TrainAdapter) -> tuple[nn.Module, list[str]]:
-    """The model of `config` on the CPU in fp32 (built by the backbone's `adapter`), trainable tensors set up.
+def build_model(
+    config: TrainConfig, adapter: TrainAdapter, device: torch.device | str = "cpu"
+) -> tuple[nn.Module, list[str]]:
+    """The model of `config` (built by the backbone's `adapter`), trainable tensors set up.
+
+    The frozen base is stored in the run's ``weights_dtype`` (`pusa_fw_train.memory`) and, when the
+    adapter can, streamed from its checkpoint straight onto `device` (see `build_base`); the LoRA factors
+    are float32.
 
     Returns:
         The model and the LoRA target module paths (empty for a full fine-tune).
@@ -26,7 +33,7 @@ def build_model(config: TrainConfig, adapter: TrainAdapter) -> tuple[nn.Module, 
     Raises:
         InputError: gradient checkpointing asked of a model that cannot do it.
     """
-    model = adapter.build_model(config.model.path, config.model.architecture, config.model.init_seed)
+    model = build_base(config, adapter, device)
     targets: list[str] = []
     if config.mode == "lora":
         torch.manual_seed(config.seed)  # the LoRA A init draws from the global generator

@@ -59,6 +59,11 @@ class TrainCommand:
             "--max-steps", type=int, metavar="N", help="optimizer steps of the run (overrides max_steps)"
         )
         parser.add_argument(
+            "--weights-dtype",
+            choices=("auto", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"),
+            help="storage dtype of the frozen base (overrides weights_dtype; auto: bf16 for a bf16 LoRA)",
+        )
+        parser.add_argument(
             "--set",
             action="append",
             default=[],
@@ -83,6 +88,8 @@ class TrainCommand:
             overrides["output_dir"] = str(Path(args.output_dir).expanduser().resolve())
         if args.max_steps is not None:
             overrides["max_steps"] = args.max_steps
+        if args.weights_dtype is not None:
+            overrides["weights_dtype"] = args.weights_dtype
         if args.resume is not None:
             if args.output_dir is not None:
                 raise InputError(

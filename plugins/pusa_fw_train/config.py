@@ -35,6 +35,8 @@ from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
 from pusa_fw.ptss import PTSS
 
+from .memory_options import WeightsDtype, check_memory_options
+
 __all__ = [
     "TrainConfig",
     "config_differences",
@@ -237,6 +239,10 @@ class TrainConfig(BaseModel):
     optimizer: OptimizerSection = OptimizerSection()
     precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast with fp32 master weights")
     gradient_checkpointing: bool = False
+    weights_dtype: WeightsDtype = Field(
+        "auto", description="storage dtype of the frozen base (auto: bf16 for a LoRA under bf16, else fp32)"
+    )
+    block_swap: int = Field(0, ge=0, description="blocks whose frozen weights stay on the host (LoRA)")
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="EMA of the trained tensors (LoRA: of A and B separately); None: off"
     )
@@ -252,6 +258,7 @@ class TrainConfig(BaseModel):
             raise ValueError("checkpoint.export_lora_every exports LoRA files; it needs mode = 'lora'")
         if self.checkpoint.export_ema and self.ema_decay is None:
             raise ValueError("checkpoint.export_ema needs ema_decay (the run keeps no EMA)")
+        check_memory_options(self)
         return self
     collective_timeout_s: int = Field(
         600, ge=1, description="seconds a collective (a barrier around a save, a gradient reduce) may wait"

@@ -30,10 +30,12 @@ from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw.training_data import TrainingSource
 
 from .adapter import get_train_adapter
+from .block_swap import BlockSwap
 from .build import build_model, build_optimizer, learning_rate
 from .checkpoint import CheckpointFiles, begin_checkpoint, read_checkpoint, write_checkpoint
 from .config import TrainConfig
 from .loader import BatchLoader
+from .memory import fsdp_mixed_precision, resolve_device
 from .sharded import save_sharded
 from .signals import StopRequest
 from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
@@ -77,9 +79,9 @@ class Trainer:
     ) -> None:
         self.config = config
         self.run_dir = Path(config.output_dir).expanduser()
-        self.context = parallel_context(
-            config.distributed, config.mode, config.device, timedelta(seconds=config.collective_timeout_s)
-        )
+        timeout = timedelta(seconds=config.collective_timeout_s)
+        device = resolve_device(config.device)
+        self.context = parallel_context(config.distributed, config.mode, device, timeout)
         self.source = source if source is not None else open_data(config.data)
         dropout = config.data.caption_dropout
         self.empty_context = load_empty_context(config.data.empty_context, self.source) if dropout else None
@@ -89,8 +91,12 @@ class Trainer:
         self.step = 0
         self._saved_step = -1
         self.adapter = get_train_adapter(config.model.backbone)
-        self.model, self.targets = build_model(config, self.adapter)
-        self.wrapped = wrap_model(self.model, self.context, shard=self.adapter.shard)
+        self.model, self.targets = build_model(config, self.adapter, self.context.device)
+        swap = config.block_swap
+        self.block_swap = BlockSwap(self.model, swap, self.context.device) if swap else None
+        self.wrapped = wrap_model(
+            self.model, self.context, shard=self.adapter.shard, **fsdp_mixed_precision(config, self.context)
+        )
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
         self.tensors = dict(
             zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)

@@ -39,8 +39,22 @@ class WanTrainAdapter:
     name = "wan2.1-t2v"
     default_lora_targets = PUSA_LORA_TARGETS
 
-    def build_model(self, path: str | None, architecture: dict[str, Any] | None, init_seed: int) -> nn.Module:
-        """`WanDiT.from_pretrained(path)` in fp32, or a `WanConfig(**architecture)` initialised from `init_seed`."""
+    def build_model(
+        self,
+        path: str | None,
+        architecture: dict[str, Any] | None,
+        init_seed: int,
+        *,
+        weights_dtype: str = "float32",
+        device: str = "cpu",
+    ) -> nn.Module:
+        """`WanDiT.from_pretrained(path)`, or a `WanConfig(**architecture)` initialised from `init_seed`.
+
+        The model computes in float32 (the trainer's autocast gives bf16); its block linears are stored in
+        `weights_dtype` (`pusa_fw_wan.dit.storage`). A checkpoint is read tensor by tensor into a model
+        built on the meta device, each tensor converted to its storage dtype on `device` as it is read (no
+        float32 copy of a low-precision base); a random init is made in float32 on the CPU, then stored.
+        """
         import torch
 
         from pusa_fw_wan.dit.config import WanConfig
@@ -48,13 +62,15 @@ class WanTrainAdapter:
         from pusa_fw_wan.testing.tiny import randomise_parameters
 
         if path is not None:
-            return WanDiT.from_pretrained(path, dtype=torch.float32)
+            return WanDiT.from_pretrained(
+                path, dtype=torch.float32, device=device, weights_dtype=weights_dtype
+            )
         try:
             model = WanDiT(WanConfig(**(architecture or {})))
         except (TypeError, ValueError) as error:
             raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
         randomise_parameters(model, torch.Generator().manual_seed(init_seed))
-        return model
+        return model.set_weights_dtype(weights_dtype).to(device)
 
     def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
         """FSDP2 per transformer block, then the root (`pusa_fw_wan.parallel.fsdp.shard_dit`)."""

@@ -1,0 +1,47 @@
+"""The memory fields of a `TrainConfig` and the combinations of them that cannot work (refused when the
+config is validated; `pusa_fw_train.memory` resolves them for a run, `pusa_fw_train.block_swap` says why
+block swap needs what it needs)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+__all__ = ["WeightsDtype", "check_memory_options"]
+
+WeightsDtype = Literal["auto", "float32", "bfloat16", "float16", "float8_e4m3fn", "float8_e5m2"]
+_FP8 = ("float8_e4m3fn", "float8_e5m2")
+
+
+def check_memory_options(config: Any) -> None:
+    """Raise `ValueError` (one line, naming the fields) for memory options that cannot work together.
+
+    Args:
+        config: a `TrainConfig` being validated (its mode, weights_dtype, block_swap,
+            gradient_checkpointing and distributed).
+    """
+    if config.mode == "full" and config.weights_dtype not in ("auto", "float32"):
+        raise ValueError(
+            f"weights_dtype = {config.weights_dtype!r} stores a frozen base, but mode = 'full' trains every "
+            "weight (float32 masters); use weights_dtype = 'auto' or 'float32', or mode = 'lora'"
+        )
+    if config.weights_dtype in _FP8 and config.distributed == "fsdp":
+        raise ValueError(
+            f"weights_dtype = {config.weights_dtype!r} with distributed = 'fsdp' is not supported (FSDP2 "
+            "sharding of fp8 storage is not done); use bfloat16 or distributed = 'ddp'"
+        )
+    if not config.block_swap:
+        return
+    if config.mode != "lora":
+        raise ValueError(
+            "block_swap moves frozen weights only, but mode = 'full' trains every weight; set block_swap = 0"
+        )
+    if not config.gradient_checkpointing:
+        raise ValueError(
+            "block_swap needs gradient_checkpointing = true (without it autograd keeps every swapped block's "
+            "weights on the device until its backward, so nothing is saved)"
+        )
+    if config.distributed == "fsdp":
+        raise ValueError(
+            "block_swap cannot be combined with distributed = 'fsdp' (FSDP2 already shards the frozen "
+            "weights and moves them itself); use distributed = 'ddp' or block_swap = 0"
+        )
