@@ -17,6 +17,8 @@ from pusa_fw_wan.dit.storage import LowPrecisionLinear, is_large_linear, quantiz
 PREFIXES = ("", "model.diffusion_model.")
 LAYOUTS = ("bf16", "fp16", "fp8_e4m3fn", "fp8_e4m3fn_scaled")
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 
 def _module_of(key: str) -> str:
     return key.rpartition(".")[0]

@@ -14,6 +14,8 @@ from pusa_fw_wan.dit.storage import LowPrecisionLinear
 from pusa_fw_wan.lora.apply import LoraSpec, apply_loras, merge_loras, remove_loras, unmerge_loras
 from pusa_fw_wan.testing.storage_error import compare_lora_on_low_precision, write_random_lora
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 
 @pytest.fixture(scope="module")
 def inputs(wan_reference_dir: Path) -> dict[str, torch.Tensor]:

@@ -32,6 +32,8 @@ BOUNDS = {
     "float8_e5m2": (0.25, 0.05, 0.1),
 }
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: one thread is fastest
+
 
 @pytest.fixture(scope="module")
 def vectorized_case(wan_reference_dir: Path) -> dict[str, torch.Tensor]:
