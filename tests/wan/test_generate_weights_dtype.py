@@ -80,3 +80,16 @@ def test_fp8_with_fsdp_is_refused_before_loading(tiny: TinyWan, tmp_path: Path, 
     assert _generate(tiny, tmp_path / "x.mp4", "--weights-dtype", "float8_e4m3fn", "--fsdp") == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("pusa-fw: error: --weights-dtype float8_e4m3fn with --fsdp") and "\n" not in err, err
+
+
+def test_fp8_with_a_lora_and_block_offload_equals_resident(tiny: TinyWan, tmp_path: Path) -> None:
+    from pusa_fw_wan import WanDiT
+    from pusa_fw_wan.testing.storage_error import write_random_lora
+
+    lora = write_random_lora(str(tmp_path / "lora.safetensors"), WanDiT.from_pretrained(tiny.root), rank=2)
+    common = ["--weights-dtype", "float8_e4m3fn", "--lora", f"{lora}:1.4"]
+    assert _generate(tiny, tmp_path / "resident.mp4", *common) == 0
+    assert _generate(tiny, tmp_path / "block.mp4", *common, "--offload", "block") == 0
+    assert np.array_equal(_frames(tmp_path / "resident.mp4"), _frames(tmp_path / "block.mp4"))
+    runtime = _runtime(tmp_path / "block.mp4")
+    assert runtime["weights_dtype"] == "float8_e4m3fn" and runtime["lora_merged"] is True
