@@ -4,7 +4,6 @@ product is from the EMA of the merged delta B @ A is measured here, as the docst
 from __future__ import annotations
 
 import pytest
-import torch
 
 from pusa_fw_train import Trainer
 from pusa_fw_wan.testing.train import tiny_config
