@@ -60,5 +60,6 @@ def register_training_sources(register: Register) -> None:
 
 @hookspec
 def register_train_adapters(register: Register) -> None:
-    """Register training adapters, one per backbone name (``pusa_fw_train.adapter.TrainAdapter``: build or load
-    the model, default LoRA targets, sharding, codec, context collation, LoRA key layout; pass ``name=``)."""
+    """Register training adapters, one per backbone name (``pusa_fw_train.adapter.TrainAdapter``: build or
+    load the model, default LoRA targets, sharding, codec and text encoder, context collation, LoRA key
+    layout; pass ``name=``)."""
