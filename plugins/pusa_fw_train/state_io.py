@@ -116,7 +116,7 @@ class EMA:
     delta ``B @ A``: the product of averages is not the average of products. A merged-delta EMA would keep
     one ``[out, in]`` tensor per adapted Linear (the size of the base weights), which a LoRA run exists to
     avoid. Measured on the tiny test run (30 steps): ``||EMA(B) EMA(A) - EMA(B A)|| / ||EMA(B A)||`` is
-    0.042 at decay 0.9 and 0.32 at decay 0.99 (pinned by ``tests/train/test_train_ema.py``).
+    0.042 at decay 0.9 and 0.32 at decay 0.99 in fp32 (pinned by ``tests/train/test_train_ema.py``).
     """
 
     def __init__(self, tensors: dict[str, nn.Parameter], decay: float) -> None:
