@@ -155,3 +155,20 @@ def test_from_pretrained_gives_each_expert_its_own_checkpoint_and_lora(tmp_path)
             assert error <= 1e-5
     with pytest.raises(InputError, match="own checkpoint"):
         WanExpertsBackbone.from_pretrained(tmp_path / "high_noise_model", tmp_path / "high_noise_model")
+
+
+def test_from_pretrained_stores_both_experts_in_the_asked_weights_dtype(tmp_path):
+    high, low = tiny_dit(0), tiny_dit(1)
+    _save_official(high, tmp_path / "high_noise_model")
+    _save_official(low, tmp_path / "low_noise_model")
+    _write_lora(tmp_path / "high_noise_pusa.safetensors", high, 5)
+    backbone = WanExpertsBackbone.from_pretrained(
+        tmp_path / "high_noise_model", tmp_path / "low_noise_model", weights_dtype="float8_e4m3fn",
+        high_loras=[LoraSpec(tmp_path / "high_noise_pusa.safetensors", strength=1.4)], merge_loras=True,
+    )
+    assert backbone.high_noise.weights_dtype == backbone.low_noise.weights_dtype == torch.float8_e4m3fn
+    stored = copy.deepcopy(low).set_weights_dtype("float8_e4m3fn")
+    latents, context = inputs()
+    sigmas = torch.full((1, 2), 0.5)  # the low-noise expert
+    with torch.no_grad():
+        assert torch.equal(backbone(latents, sigmas, context), stored.velocity(latents, sigmas, context))

@@ -97,6 +97,7 @@ class WanExpertsBackbone(nn.Module, Backbone):
         device: torch.device | str = "cpu",
         merge_loras: bool = False,
         offload_device: torch.device | str | None = None,
+        weights_dtype: str | torch.dtype | None = None,
     ) -> WanExpertsBackbone:
         """Load both experts, each from its own checkpoint and with its own LoRAs.
 
@@ -110,6 +111,7 @@ class WanExpertsBackbone(nn.Module, Backbone):
             device: where the weights go.
             merge_loras: fold the LoRAs into the weights (see `pusa_fw_wan.lora.merge_loras`).
             offload_device: see the class.
+            weights_dtype: storage dtype of both experts' large linears (see `WanDiT.from_pretrained`).
 
         Returns:
             The backbone; `lora_reports["high_noise"]` / `["low_noise"]` say what each LoRA set did.
@@ -126,7 +128,7 @@ class WanExpertsBackbone(nn.Module, Backbone):
             ("high_noise", high_dir, high_loras),
             ("low_noise", low_dir, low_loras),
         ):
-            model = WanDiT.from_pretrained(directory, dtype=dtype, device=device)
+            model = WanDiT.from_pretrained(directory, dtype=dtype, device=device, weights_dtype=weights_dtype)
             if specs:
                 reports[role] = apply_loras(model, list(specs), merge=merge_loras)
             experts[role] = model
