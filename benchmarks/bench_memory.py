@@ -3,9 +3,10 @@
 Measured here (no GPU needed, and no compute): the real block code of `WanDiT` at the 14B width (dim 5120,
 40 heads, ffn 13824, text dim 4096) runs on PyTorch's ``meta`` device under a dispatcher-level tensor
 tracker, which adds up every storage an op creates and frees, with its real shape and dtype (compute dtype
-bf16, as on a GPU). Attention is routed to PyTorch's flash kernel (``_scaled_dot_product_flash_attention_for_cpu``,
-O(L) memory, saves out + logsumexp), standing in for the CUDA flash/cuDNN kernels. From 1 and 2 real blocks
-at four reduced token counts (21 frames x 8x8 .. 20x32 patches) it measures
+bf16, as on a GPU). Attention is routed to PyTorch's flash kernel
+(``_scaled_dot_product_flash_attention_for_cpu``: O(L) memory, saves out + logsumexp), standing in for the
+CUDA flash/cuDNN kernels. From 1-3 real blocks at four reduced token counts (21 frames x 8x8 .. 20x32
+patches) it measures
 
 - weight bytes per block per storage dtype (bf16, fp8 e4m3fn) and of the non-block modules;
 - activation bytes for inference (peak of one block pass), and for LoRA training with and without gradient
@@ -87,13 +88,16 @@ class TensorTracker(TorchDispatchMode):
         return out
 
 
-def flash_attention(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any,
-                    **kwargs: Any) -> torch.Tensor:
+def flash_attention(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, *args: Any, **kwargs: Any
+) -> torch.Tensor:
     """SDPA through the flash kernel (O(L) memory), as on a GPU; ``[B, H, L, d]`` in and out."""
     return torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(query, key, value)[0]
 
 
-def build(num_layers: int, weights_dtype: str, lora_rank: int | None, config: WanConfig | None = None) -> WanDiT:
+def build(
+    num_layers: int, weights_dtype: str, lora_rank: int | None, config: WanConfig | None = None
+) -> WanDiT:
     """A meta-device model (14B width unless `config`), bf16 compute, large linears in `weights_dtype`,
     optional fp32 LoRA on the Pusa targets."""
     with torch.device("meta"):
@@ -113,8 +117,9 @@ def build(num_layers: int, weights_dtype: str, lora_rank: int | None, config: Wa
     return model.eval() if lora_rank is None else model
 
 
-def _inputs(config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: torch.dtype
-            ) -> dict[str, torch.Tensor]:
+def _inputs(
+    config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: torch.dtype
+) -> dict[str, torch.Tensor]:
     height, width = grid
     tokens = frames * height * width
     dim = config.dim
@@ -123,8 +128,14 @@ def _inputs(config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: t
         "time_projection": torch.empty(1, frames, 6, dim, device="meta"),
         "time_embedding": torch.empty(1, frames, dim, device="meta"),
         "context": torch.empty(1, config.text_len, config.text_dim, device="meta", dtype=torch.bfloat16),
-        "rope": cached_rope_frequencies((frames, height, width), config.head_dim, torch.device("meta"),
-                                        config.rope_max_positions, rope_dtype, 0),
+        "rope": cached_rope_frequencies(
+            (frames, height, width),
+            config.head_dim,
+            torch.device("meta"),
+            config.rope_max_positions,
+            rope_dtype,
+            0,
+        ),
     }
 
 
@@ -145,7 +156,9 @@ def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FR
             x = inputs["x"]
             for block in model.blocks:
                 if mode == "train_ckpt":
-                    x = checkpoint(block, x, inputs["time_projection"], text, inputs["rope"], use_reentrant=False)
+                    x = checkpoint(
+                        block, x, inputs["time_projection"], text, inputs["rope"], use_reentrant=False
+                    )
                 else:
                     x = block(x, inputs["time_projection"], text, inputs["rope"])
             out = model.head(x, inputs["time_embedding"])
@@ -154,7 +167,9 @@ def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FR
                 before = tracker.live
                 out.float().square().mean().backward()
                 del out, x, text
-                grads = sum(p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None)
+                grads = sum(
+                    p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None
+                )
                 for parameter in model.parameters():
                     parameter.grad = None
                 del before
@@ -221,7 +236,9 @@ def measure() -> dict[str, Any]:
                 l480 = FRAMES * 30 * 52
                 projected_two = at(extra, l480) + 2 * at(per_block, l480)
                 results["train"][f"{storage}/r{rank}/{mode}"] = {
-                    "kept_per_block": per_block, "peak_extra": extra, "grad_bytes_one_block": grads,
+                    "kept_per_block": per_block,
+                    "peak_extra": extra,
+                    "grad_bytes_one_block": grads,
                     "check_480p_two_blocks": projected_two / direct_two["peak"] - 1,
                     "direct_480p_one_block_peak": direct_one["peak"],
                 }
@@ -241,9 +258,18 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
             weights = results["weights"][storage]
             activations = at(results["inference"][storage], tokens)
             for placement, blocks_on_device in (("resident", NUM_BLOCKS), ("block offload", 2)):
-                total = weights["non_block"] + blocks_on_device * weights["block"] + activations + CUDA_CONTEXT
-                rows.append({"what": "inference", "resolution": resolution, "base": storage, "setup": placement,
-                             "bytes": total})
+                total = (
+                    weights["non_block"] + blocks_on_device * weights["block"] + activations + CUDA_CONTEXT
+                )
+                rows.append(
+                    {
+                        "what": "inference",
+                        "resolution": resolution,
+                        "base": storage,
+                        "setup": placement,
+                        "bytes": total,
+                    }
+                )
         for storage in STORAGES:
             weights = results["weights"][storage]
             for rank in (512, 64):
@@ -257,7 +283,9 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
                     label = "ckpt" if mode == "train_ckpt" else "no ckpt"
                     setups = [(f"{label}, 1 GPU", NUM_BLOCKS, 1, kept)]
                     if mode == "train_ckpt":
-                        setups += [(f"{label}, block swap {n}", NUM_BLOCKS - n + 2, 1, kept) for n in (20, 38)]
+                        setups += [
+                            (f"{label}, block swap {n}", NUM_BLOCKS - n + 2, 1, kept) for n in (20, 38)
+                        ]
                         setups += [(f"{label} inputs on host*, block swap 38", 4, 1, 0.0)]
                         setups += [(f"{label}, 8-GPU FSDP2", None, 8, kept)]
                     for setup, blocks_on_device, world, kept_here in setups:
@@ -270,38 +298,58 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
                             device_weights += 2 * weights["block"]
                             state = lora_state / world
                         total = device_weights + state + activations + CUDA_CONTEXT
-                        rows.append({"what": f"LoRA r{rank}", "resolution": resolution, "base": storage,
-                                     "setup": setup, "bytes": total})
+                        rows.append(
+                            {
+                                "what": f"LoRA r{rank}",
+                                "resolution": resolution,
+                                "base": storage,
+                                "setup": setup,
+                                "bytes": total,
+                            }
+                        )
     return rows
 
 
 def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     print("MEASURED (tensor accounting, meta device, 14B width, bf16 compute)")
     for storage, weights in results["weights"].items():
-        print(f"  weights {storage:<14} per block {weights['block'] / GB:6.3f} GB, non-block "
-              f"{weights['non_block'] / GB:6.3f} GB, 40 blocks + rest "
-              f"{(40 * weights['block'] + weights['non_block']) / GB:6.2f} GB")
+        print(
+            f"  weights {storage:<14} per block {weights['block'] / GB:6.3f} GB, non-block "
+            f"{weights['non_block'] / GB:6.3f} GB, 40 blocks + rest "
+            f"{(40 * weights['block'] + weights['non_block']) / GB:6.2f} GB"
+        )
     for rank, lora in results["lora"].items():
-        print(f"  LoRA r{rank}: {lora['params_per_block'] / 1e6:.1f} M fp32 params per block "
-              f"({lora['params_per_block'] * 40 / 1e9:.3f} B for 40 blocks)")
+        print(
+            f"  LoRA r{rank}: {lora['params_per_block'] / 1e6:.1f} M fp32 params per block "
+            f"({lora['params_per_block'] * 40 / 1e9:.3f} B for 40 blocks)"
+        )
     print(f"  token counts fitted: {results['tokens']}")
     for storage, term in results["inference"].items():
-        print(f"  inference peak, {storage:<14}: {term['a'] / GB:6.3f} GB + {term['b'] / 1e3:7.2f} kB/token "
-              f"(fit error {term['fit_error']:.1e}, 480p direct vs fit {term['check_480p']:+.1e}, "
-              f"3 blocks / 2 blocks peak {term['three_blocks_over_two']:.3f})")
+        print(
+            f"  inference peak, {storage:<14}: {term['a'] / GB:6.3f} GB + {term['b'] / 1e3:7.2f} kB/token "
+            f"(fit error {term['fit_error']:.1e}, 480p direct vs fit {term['check_480p']:+.1e}, "
+            f"3 blocks / 2 blocks peak {term['three_blocks_over_two']:.3f})"
+        )
     for key, term in results["train"].items():
         kept, extra = term["kept_per_block"], term["peak_extra"]
-        print(f"  train {key:<30} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
-              f"(fit err {kept['fit_error']:.1e}); peak extra {extra['a'] / GB:6.3f} GB + "
-              f"{extra['b'] / 1e3:6.2f} kB/token (fit err {extra['fit_error']:.1e}); "
-              f"480p 2-block check {term['check_480p_two_blocks']:+.1e}")
+        print(
+            f"  train {key:<30} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
+            f"(fit err {kept['fit_error']:.1e}); peak extra {extra['a'] / GB:6.3f} GB + "
+            f"{extra['b'] / 1e3:6.2f} kB/token (fit err {extra['fit_error']:.1e}); "
+            f"480p 2-block check {term['check_480p_two_blocks']:+.1e}"
+        )
     print("\nPROJECTED (40 blocks, 81 frames; + 1 GiB CUDA context; fits 24 / 48 / 80 GiB)")
     print(f"{'what':<10}{'res':>6}  {'base':<14}{'setup':<38}{'GiB':>8}  fits")
     for row in rows:
-        print(f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<38}"
-              f"{row['bytes'] / 2**30:>8.1f}  {_verdict(row['bytes'])}")
-    print("* not in pusa-fw yet: the checkpointed block inputs kept in host memory (diffusion-pipe's 'unsloth');"
-          " block swap in training is issue 15 item 6 (not implemented yet)")
+        print(
+            f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<38}"
+            f"{row['bytes'] / 2**30:>8.1f}  {_verdict(row['bytes'])}"
+        )
+    print(
+        "* not in pusa-fw yet: the checkpointed block inputs kept in host memory "
+        "(diffusion-pipe's 'unsloth');"
+        " block swap in training is issue 15 item 6 (not implemented yet)"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

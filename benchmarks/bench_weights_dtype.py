@@ -44,12 +44,16 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps(results))
         return
-    print(f"{'weights_dtype':<15}{'stored KB':>10}{'vel max-abs':>13}{'vel rel':>10}"
-          f"{'layer max-abs':>15}{'layer rel':>11}  worst layer")
+    print(
+        f"{'weights_dtype':<15}{'stored KB':>10}{'vel max-abs':>13}{'vel rel':>10}"
+        f"{'layer max-abs':>15}{'layer rel':>11}  worst layer"
+    )
     for row in results:
-        print(f"{row['weights_dtype']:<15}{row['stored_bytes'] / 1024:>10.0f}{row['velocity_max_abs']:>13.2e}"
-              f"{row['velocity_relative']:>10.2e}{row['layer_max_abs']:>15.2e}{row['layer_relative']:>11.2e}"
-              f"  {row['worst_layer']}")
+        print(
+            f"{row['weights_dtype']:<15}{row['stored_bytes'] / 1024:>10.0f}{row['velocity_max_abs']:>13.2e}"
+            f"{row['velocity_relative']:>10.2e}{row['layer_max_abs']:>15.2e}{row['layer_relative']:>11.2e}"
+            f"  {row['worst_layer']}"
+        )
 
 
 if __name__ == "__main__":

@@ -51,8 +51,12 @@ class Size:
     repeats: int
 
 
-FULL = Size(WanConfig(dim=5120, ffn_dim=13824, num_heads=40, text_dim=4096, num_layers=4), (21, 30, 52), 512, 3)
-TINY = Size(WanConfig(dim=256, ffn_dim=512, num_heads=2, text_dim=64, text_len=16, num_layers=2), (3, 4, 6), 8, 1)
+FULL = Size(
+    WanConfig(dim=5120, ffn_dim=13824, num_heads=40, text_dim=4096, num_layers=4), (21, 30, 52), 512, 3
+)
+TINY = Size(
+    WanConfig(dim=256, ffn_dim=512, num_heads=2, text_dim=64, text_len=16, num_layers=2), (3, 4, 6), 8, 1
+)
 
 
 def forward_flops(config: WanConfig, tokens: int) -> float:
@@ -82,8 +86,11 @@ def inputs(size: Size, device: torch.device, per_frame: bool) -> dict[str, torch
     frames, height, width = size.grid
     generator = torch.Generator(device=device).manual_seed(1)
     latents = torch.randn(1, 16, frames, 2 * height, 2 * width, device=device, generator=generator)
-    sigmas = torch.linspace(0.1, 0.9, frames, device=device)[None] if per_frame else torch.full((1,), 0.5,
-                                                                                               device=device)
+    sigmas = (
+        torch.linspace(0.1, 0.9, frames, device=device)[None]
+        if per_frame
+        else torch.full((1,), 0.5, device=device)
+    )
     rows = min(128, size.config.text_len)
     context = torch.randn(1, rows, size.config.text_dim, device=device, generator=generator)
     return {"latents": latents, "sigmas": sigmas, "context": context}
@@ -157,8 +164,13 @@ def projected_peak(size: Size, weights_dtype: str, training: bool) -> float:
     return storage_bytes(model) + 12 * trainable + activations
 
 
-def dcp_resume_check(size: Size, model: WanDiT, trainable: list[torch.nn.Parameter],
-                     optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
+def dcp_resume_check(
+    size: Size,
+    model: WanDiT,
+    trainable: list[torch.nn.Parameter],
+    optimizer: torch.optim.Optimizer,
+    batch: dict[str, torch.Tensor],
+) -> dict[str, Any]:
     """Save LoRA + AdamW with torch.distributed.checkpoint, resume a copy, compare the next step's loss."""
     import torch.distributed.checkpoint as dcp
 
@@ -184,8 +196,13 @@ def dcp_resume_check(size: Size, model: WanDiT, trainable: list[torch.nn.Paramet
         loaded_s = time.perf_counter() - start
     expected = train_step(model, optimizer, batch)
     got = train_step(resumed, resumed_optimizer, batch)
-    return {"save_s": saved_s, "load_s": loaded_s, "loss": expected, "resumed_loss": got,
-            "exact": expected == got}
+    return {
+        "save_s": saved_s,
+        "load_s": loaded_s,
+        "loss": expected,
+        "resumed_loss": got,
+        "exact": expected == got,
+    }
 
 
 def run(size: Size, device: torch.device) -> dict[str, Any]:
@@ -194,8 +211,14 @@ def run(size: Size, device: torch.device) -> dict[str, Any]:
     flops = forward_flops(size.config, tokens)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     peak_tflops = next((value for key, value in BF16_PEAK_TFLOPS.items() if key in name), None)
-    report: dict[str, Any] = {"device": name, "tokens": tokens, "blocks": size.config.num_layers,
-                              "forward_tflop": flops / 1e12, "bf16_peak_tflops": peak_tflops, "rows": []}
+    report: dict[str, Any] = {
+        "device": name,
+        "tokens": tokens,
+        "blocks": size.config.num_layers,
+        "forward_tflop": flops / 1e12,
+        "bf16_peak_tflops": peak_tflops,
+        "rows": [],
+    }
     base = random_model(size, device)
     for weights_dtype in ("bfloat16", "float8_e4m3fn"):
         model = copy.deepcopy(base).set_weights_dtype(weights_dtype)
@@ -203,23 +226,44 @@ def run(size: Size, device: torch.device) -> dict[str, Any]:
             batch = inputs(size, device, per_frame)
             _reset_peak(device)
             with torch.no_grad():
-                seconds = timed(lambda model=model, batch=batch: model.velocity(**batch), device, size.repeats)
+                seconds = timed(
+                    lambda model=model, batch=batch: model.velocity(**batch), device, size.repeats
+                )
             mfu = None if peak_tflops is None else flops / seconds / (peak_tflops * 1e12)
-            report["rows"].append({"what": "forward", "weights_dtype": weights_dtype,
-                                   "sigmas": "per-frame" if per_frame else "scalar", "seconds": seconds,
-                                   "mfu": mfu, "peak_bytes": _peak(device),
-                                   "projected_bytes": projected_peak(size, weights_dtype, False)})
+            report["rows"].append(
+                {
+                    "what": "forward",
+                    "weights_dtype": weights_dtype,
+                    "sigmas": "per-frame" if per_frame else "scalar",
+                    "seconds": seconds,
+                    "mfu": mfu,
+                    "peak_bytes": _peak(device),
+                    "projected_bytes": projected_peak(size, weights_dtype, False),
+                }
+            )
         trainable = inject_lora(model, size.lora_rank)
         optimizer = torch.optim.AdamW(trainable, lr=1e-4)
         batch = inputs(size, device, True)
         _reset_peak(device)
-        seconds = timed(lambda model=model, optimizer=optimizer, batch=batch: train_step(model, optimizer, batch),
-                        device, size.repeats)
-        mfu = None if peak_tflops is None else 4 * flops / seconds / (peak_tflops * 1e12)  # fwd + recompute + bwd
-        report["rows"].append({"what": f"LoRA r{size.lora_rank} step", "weights_dtype": weights_dtype,
-                               "sigmas": "per-frame", "seconds": seconds, "mfu": mfu,
-                               "peak_bytes": _peak(device),
-                               "projected_bytes": projected_peak(size, weights_dtype, True)})
+        seconds = timed(
+            lambda model=model, optimizer=optimizer, batch=batch: train_step(model, optimizer, batch),
+            device,
+            size.repeats,
+        )
+        mfu = (
+            None if peak_tflops is None else 4 * flops / seconds / (peak_tflops * 1e12)
+        )  # fwd + recompute + bwd
+        report["rows"].append(
+            {
+                "what": f"LoRA r{size.lora_rank} step",
+                "weights_dtype": weights_dtype,
+                "sigmas": "per-frame",
+                "seconds": seconds,
+                "mfu": mfu,
+                "peak_bytes": _peak(device),
+                "projected_bytes": projected_peak(size, weights_dtype, True),
+            }
+        )
         if weights_dtype == "bfloat16":
             report["dcp_resume"] = dcp_resume_check(size, model, trainable, optimizer, batch)
         del model, optimizer, trainable
@@ -227,27 +271,41 @@ def run(size: Size, device: torch.device) -> dict[str, Any]:
     offloaded_model = copy.deepcopy(base).to("cpu")
     placement = BlockOffload(offloaded_model, device)
     with placement.active(), torch.no_grad():
-        offloaded = timed(lambda: offloaded_model.velocity(**inputs(size, device, True)), device, size.repeats)
-    report["block_offload"] = {"resident_s": resident, "offloaded_s": offloaded, "overhead": offloaded / resident - 1}
+        offloaded = timed(
+            lambda: offloaded_model.velocity(**inputs(size, device, True)), device, size.repeats
+        )
+    report["block_offload"] = {
+        "resident_s": resident,
+        "offloaded_s": offloaded,
+        "overhead": offloaded / resident - 1,
+    }
     return report
 
 
 def print_report(report: dict[str, Any]) -> None:
-    print(f"{report['device']}: {report['blocks']} blocks, L = {report['tokens']}, "
-          f"{report['forward_tflop']:.1f} TFLOP per forward, bf16 peak {report['bf16_peak_tflops']} TFLOP/s")
+    print(
+        f"{report['device']}: {report['blocks']} blocks, L = {report['tokens']}, "
+        f"{report['forward_tflop']:.1f} TFLOP per forward, bf16 peak {report['bf16_peak_tflops']} TFLOP/s"
+    )
     print(f"{'what':<18}{'weights':<15}{'sigmas':<11}{'s':>9}{'MFU':>7}{'peak GiB':>10}{'projected':>11}")
     for row in report["rows"]:
         mfu = "-" if row["mfu"] is None else f"{100 * row['mfu']:.0f}%"
         peak = "-" if row["peak_bytes"] is None else f"{row['peak_bytes'] / 2**30:.1f}"
         projected = "-" if row["projected_bytes"] is None else f"{row['projected_bytes'] / 2**30:.1f}"
-        print(f"{row['what']:<18}{row['weights_dtype']:<15}{row['sigmas']:<11}{row['seconds']:>9.3f}{mfu:>7}"
-              f"{peak:>10}{projected:>11}")
+        print(
+            f"{row['what']:<18}{row['weights_dtype']:<15}{row['sigmas']:<11}{row['seconds']:>9.3f}{mfu:>7}"
+            f"{peak:>10}{projected:>11}"
+        )
     offload = report["block_offload"]
-    print(f"block offload (prefetch): {offload['offloaded_s']:.3f} s vs resident {offload['resident_s']:.3f} s "
-          f"({100 * offload['overhead']:+.0f}%)")
+    print(
+        f"block offload (prefetch): {offload['offloaded_s']:.3f} s vs resident {offload['resident_s']:.3f} s "
+        f"({100 * offload['overhead']:+.0f}%)"
+    )
     resume = report["dcp_resume"]
-    print(f"DCP save {resume['save_s']:.2f} s, load {resume['load_s']:.2f} s; next step after resume "
-          f"{'equal' if resume['exact'] else 'DIFFERENT'} ({resume['loss']:.6g} / {resume['resumed_loss']:.6g})")
+    print(
+        f"DCP save {resume['save_s']:.2f} s, load {resume['load_s']:.2f} s; next step after resume "
+        f"{'equal' if resume['exact'] else 'DIFFERENT'} ({resume['loss']:.6g} / {resume['resumed_loss']:.6g})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:

@@ -24,8 +24,9 @@ def _module_of(key: str) -> str:
     return key.rpartition(".")[0]
 
 
-def checkpoint_tensors(state: dict[str, torch.Tensor], layout: str, scale_shape: tuple[int, ...] = ()
-                       ) -> dict[str, torch.Tensor]:
+def checkpoint_tensors(
+    state: dict[str, torch.Tensor], layout: str, scale_shape: tuple[int, ...] = ()
+) -> dict[str, torch.Tensor]:
     """The fixture's float32 state dict in one user layout (official key names, no prefix)."""
     if layout in ("bf16", "fp16"):
         dtype = torch.bfloat16 if layout == "bf16" else torch.float16
@@ -49,8 +50,9 @@ def checkpoint_tensors(state: dict[str, torch.Tensor], layout: str, scale_shape:
     return tensors
 
 
-def write_layout(folder: Path, state: dict[str, torch.Tensor], layout: str, prefix: str,
-                 scale_shape: tuple[int, ...] = ()) -> Path:
+def write_layout(
+    folder: Path, state: dict[str, torch.Tensor], layout: str, prefix: str, scale_shape: tuple[int, ...] = ()
+) -> Path:
     tensors = checkpoint_tensors(state, layout, scale_shape)
     path = folder / f"wan_{layout}_{'prefixed' if prefix else 'bare'}.safetensors"
     save_file({prefix + name: tensor.contiguous() for name, tensor in tensors.items()}, str(path))
@@ -65,8 +67,11 @@ def fixture_state(reference_dit) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def inputs(wan_reference_dir: Path) -> dict[str, torch.Tensor]:
     case = load_file(str(wan_reference_dir / "dit" / "dit_vectorized_io.safetensors"))
-    return {"latents": case["x"][None], "sigmas": case["frame_timesteps"][1:2] / 1000.0,
-            "context": case["context"][None]}
+    return {
+        "latents": case["x"][None],
+        "sigmas": case["frame_timesteps"][1:2] / 1000.0,
+        "context": case["context"][None],
+    }
 
 
 def _velocity(model: WanDiT, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -76,8 +81,9 @@ def _velocity(model: WanDiT, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 @pytest.mark.parametrize("prefix", PREFIXES)
 @pytest.mark.parametrize("layout", LAYOUTS)
-def test_user_layouts_load_and_keep_fp8(layout, prefix, fixture_state, reference_dit, inputs,
-                                        tmp_path: Path) -> None:
+def test_user_layouts_load_and_keep_fp8(
+    layout, prefix, fixture_state, reference_dit, inputs, tmp_path: Path
+) -> None:
     path = write_layout(tmp_path, fixture_state, layout, prefix)
     file = load_file(str(path))
     model = WanDiT.from_pretrained(path)
@@ -135,7 +141,9 @@ def test_sharded_scaled_fp8_with_scales_in_another_shard(fixture_state, inputs, 
     save_file(scales, str(shards / "diffusion_pytorch_model-00002-of-00002.safetensors"))
     weight_map = {name: "diffusion_pytorch_model-00001-of-00002.safetensors" for name in weights}
     weight_map.update({name: "diffusion_pytorch_model-00002-of-00002.safetensors" for name in scales})
-    (shards / "diffusion_pytorch_model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    (shards / "diffusion_pytorch_model.safetensors.index.json").write_text(
+        json.dumps({"weight_map": weight_map})
+    )
     single = write_layout(tmp_path, fixture_state, "fp8_e4m3fn_scaled", "")
     sharded = WanDiT.from_pretrained(shards)
     assert sharded.weights_dtype == torch.float8_e4m3fn
@@ -148,8 +156,9 @@ def test_fp8_torch_file_loads_without_pickle(fixture_state, inputs, tmp_path: Pa
     model = WanDiT.from_pretrained(tmp_path / "wan_fp8.pt")
     assert model.weights_dtype == torch.float8_e4m3fn
     save_file(tensors, str(tmp_path / "wan_fp8.safetensors"))
-    assert torch.equal(_velocity(model, inputs),
-                       _velocity(WanDiT.from_pretrained(tmp_path / "wan_fp8.safetensors"), inputs))
+    assert torch.equal(
+        _velocity(model, inputs), _velocity(WanDiT.from_pretrained(tmp_path / "wan_fp8.safetensors"), inputs)
+    )
 
 
 def test_a_scale_without_its_weight_is_named(fixture_state, tmp_path: Path) -> None:

@@ -18,8 +18,22 @@ from pusa_fw_wan.testing.tiny import TinyWan
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-FAST = ["--prompt", "a cat on the beach", "--height", "32", "--width", "48", "--num-frames", "5",
-        "--steps", "2", "--cfg", "1", "--seed", "3"]
+FAST = [
+    "--prompt",
+    "a cat on the beach",
+    "--height",
+    "32",
+    "--width",
+    "48",
+    "--num-frames",
+    "5",
+    "--steps",
+    "2",
+    "--cfg",
+    "1",
+    "--seed",
+    "3",
+]
 
 
 def _generate(tiny: TinyWan, out: Path, *args: str) -> int:
@@ -56,14 +70,31 @@ def test_an_fp8_model_directory_stays_fp8(tiny: TinyWan, tmp_path: Path) -> None
     shutil.copytree(tiny.root, folder)
     weights = folder / "diffusion_pytorch_model.safetensors"
     state = load_file(str(weights))
-    save_file({name: tensor.to(torch.float8_e4m3fn) if is_large_linear(name.rpartition(".")[0])
-               and name.endswith(".weight") else tensor for name, tensor in state.items()}, str(weights))
-    args = ["--model", str(folder), "--vae", str(tiny.vae), "--text-encoder", str(tiny.text_encoder),
-            "--tokenizer", str(tiny.tokenizer)]
+    save_file(
+        {
+            name: tensor.to(torch.float8_e4m3fn)
+            if is_large_linear(name.rpartition(".")[0]) and name.endswith(".weight")
+            else tensor
+            for name, tensor in state.items()
+        },
+        str(weights),
+    )
+    args = [
+        "--model",
+        str(folder),
+        "--vae",
+        str(tiny.vae),
+        "--text-encoder",
+        str(tiny.text_encoder),
+        "--tokenizer",
+        str(tiny.tokenizer),
+    ]
     out = tmp_path / "auto.mp4"
     assert main(["generate", *args, *FAST, "--out", str(out)]) == 0
     assert _runtime(out)["weights_dtype"] == "float8_e4m3fn"
-    assert main(["generate", *args, *FAST, "--out", str(tmp_path / "up.mp4"), "--weights-dtype", "float32"]) == 0
+    assert (
+        main(["generate", *args, *FAST, "--out", str(tmp_path / "up.mp4"), "--weights-dtype", "float32"]) == 0
+    )
     assert _runtime(tmp_path / "up.mp4")["weights_dtype"] == "float32"
     # Same values either way: fp8 storage computes what the upcast file computes.
     assert np.array_equal(_frames(out), _frames(tmp_path / "up.mp4"))
@@ -79,7 +110,9 @@ def test_unknown_weights_dtype_names_the_choices(tiny: TinyWan, tmp_path: Path, 
 def test_fp8_with_fsdp_is_refused_before_loading(tiny: TinyWan, tmp_path: Path, capsys) -> None:
     assert _generate(tiny, tmp_path / "x.mp4", "--weights-dtype", "float8_e4m3fn", "--fsdp") == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith("pusa-fw: error: --weights-dtype float8_e4m3fn with --fsdp") and "\n" not in err, err
+    assert err.startswith("pusa-fw: error: --weights-dtype float8_e4m3fn with --fsdp") and "\n" not in err, (
+        err
+    )
 
 
 def test_fp8_with_a_lora_and_block_offload_equals_resident(tiny: TinyWan, tmp_path: Path) -> None:

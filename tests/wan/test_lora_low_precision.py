@@ -49,8 +49,11 @@ def test_merged_per_layer_equals_unmerged_and_tracks_the_fp32_merge(
 
 def test_merge_never_touches_the_stored_fp8_bits(reference_dit, lora_file, inputs) -> None:
     model = copy.deepcopy(reference_dit).set_weights_dtype("float8_e4m3fn")
-    stored = {name: tensor.view(torch.uint8).clone() for name, tensor in model.state_dict().items()
-              if tensor.dtype == torch.float8_e4m3fn}
+    stored = {
+        name: tensor.view(torch.uint8).clone()
+        for name, tensor in model.state_dict().items()
+        if tensor.dtype == torch.float8_e4m3fn
+    }
     with torch.no_grad():
         plain = model.velocity(**inputs)
     report = apply_loras(model, [LoraSpec(lora_file, strength=1.4)], merge=True)

@@ -1,4 +1,4 @@
-"""Low-precision storage of the large linears: error bounds per storage dtype, fp8 quantisation, dtypes kept."""
+"""Low-precision storage of the large linears: error bounds per dtype, fp8 quantisation, dtypes kept."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ def test_quantize_fp8_error_is_within_the_format_rounding(values, dtype) -> None
     stored, scale = quantize_fp8(weight, dtype)
     restored = dequantize(stored, scale, torch.float32)
     mantissa_bits = 3 if dtype == torch.float8_e4m3fn else 2
-    smallest_step = torch.finfo(dtype).smallest_normal * 2.0 ** -mantissa_bits
+    smallest_step = torch.finfo(dtype).smallest_normal * 2.0**-mantissa_bits
     bound = weight.abs() * 2.0 ** -(mantissa_bits + 1) + scale * smallest_step / 2 + 1e-6 * weight.abs()
     assert bool(((restored - weight).abs() <= bound * (1 + 1e-5)).all())
     amax = weight.abs().max()
@@ -145,8 +145,10 @@ def test_loaded_fp8_model_state_dict_round_trips(reference_dit, tmp_path: Path) 
     loaded = WanDiT.from_pretrained(tmp_path / "m.safetensors")
     assert loaded.weights_dtype == torch.float8_e4m3fn
     for name, tensor in loaded.state_dict().items():
-        assert torch.equal(tensor.view(torch.uint8) if tensor.dtype.itemsize == 1 else tensor,
-                           state[name].view(torch.uint8) if tensor.dtype.itemsize == 1 else state[name]), name
+        assert torch.equal(
+            tensor.view(torch.uint8) if tensor.dtype.itemsize == 1 else tensor,
+            state[name].view(torch.uint8) if tensor.dtype.itemsize == 1 else state[name],
+        ), name
 
 
 @pytest.mark.parametrize("weights_dtype", ["bfloat16", "float8_e4m3fn"])
@@ -177,5 +179,6 @@ def test_backward_through_a_frozen_stored_base_keeps_only_the_stored_weights(
     reference_latents = latents.detach().clone().requires_grad_(True)
     plain.velocity(reference_latents, **inputs).square().mean().backward()
     assert torch.allclose(latents.grad, reference_latents.grad, rtol=1e-4, atol=1e-7)
-    assert torch.allclose(stored.blocks[1].self_attn.q.bias.grad, plain.blocks[1].self_attn.q.bias.grad,
-                          rtol=1e-4, atol=1e-7)
+    assert torch.allclose(
+        stored.blocks[1].self_attn.q.bias.grad, plain.blocks[1].self_attn.q.bias.grad, rtol=1e-4, atol=1e-7
+    )

@@ -111,7 +111,7 @@ class RMSNorm(nn.Module):
 
 
 def _linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``linear`` to ``x`` cast to the linear's compute dtype (its weight's, unless stored low-precision)."""
+    """Apply ``linear`` to ``x`` cast to its compute dtype (its weight's, unless stored low-precision)."""
     return linear(x.to(compute_dtype_of(linear)))
 
 

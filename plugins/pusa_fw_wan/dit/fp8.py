@@ -34,8 +34,9 @@ def quantize_fp8(weight: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor
     amax = torch.maximum(values.max(), -values.min()).float() if values.numel() else torch.zeros(())
     finite_max = torch.finfo(dtype).max
     # amax / max underflows for float32 weights below ~5e-36: keep the scale a normal float32 then
-    scale = torch.where(amax > 0, (amax / finite_max).clamp_min(torch.finfo(torch.float32).tiny),
-                        torch.ones_like(amax)).to(torch.float32)
+    scale = torch.where(
+        amax > 0, (amax / finite_max).clamp_min(torch.finfo(torch.float32).tiny), torch.ones_like(amax)
+    ).to(torch.float32)
     flat = values.reshape(-1)
     stored = torch.empty(flat.shape, dtype=dtype, device=values.device)
     for start in range(0, flat.numel(), _CHUNK_ELEMENTS):
@@ -54,7 +55,8 @@ def row_scale(scale: torch.Tensor | None, out_features: int) -> torch.Tensor | N
     if scale.numel() == out_features:
         return scale.reshape(out_features, 1)
     raise InputError(
-        f"scale_weight has shape {tuple(scale.shape)}; expected one value or one per output row ({out_features})"
+        f"scale_weight has shape {tuple(scale.shape)}; expected one value or one per output row "
+        f"({out_features})"
     )
 
 
@@ -62,5 +64,3 @@ def dequantize(stored: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dt
     """``stored.to(dtype) * scale`` (the scale broadcast per tensor or per output row)."""
     weight = stored.to(dtype)
     return weight if scale is None else weight * scale.to(device=weight.device, dtype=dtype)
-
-

@@ -55,7 +55,7 @@ WEIGHTS_DTYPES: dict[str, torch.dtype | None] = {
     "float8_e4m3fn": torch.float8_e4m3fn,
     "float8_e5m2": torch.float8_e5m2,
 }
-"""Names accepted for ``weights_dtype`` (``auto``: the file's fp8 dtype if it has one, else the compute dtype)."""
+"""Names accepted for ``weights_dtype`` (``auto``: a file's fp8 dtype if it has one, else compute dtype)."""
 
 _LARGE_LINEAR = re.compile(r"^blocks\.\d+\.(self_attn\.[qkvo]|cross_attn\.[qkvo]|ffn\.0|ffn\.2)$")
 
@@ -67,8 +67,11 @@ def is_large_linear(module_path: str) -> bool:
 
 def large_linear_names(model: nn.Module) -> list[str]:
     """Module paths of the model's large linears (plain or already low-precision)."""
-    return [name for name, module in model.named_modules()
-            if is_large_linear(name) and isinstance(_base(module), nn.Linear)]
+    return [
+        name
+        for name, module in model.named_modules()
+        if is_large_linear(name) and isinstance(_base(module), nn.Linear)
+    ]
 
 
 def parse_weights_dtype(name: str | torch.dtype | None) -> torch.dtype | None:
@@ -98,9 +101,16 @@ class LowPrecisionLinear(nn.Linear):
             added to the dequantised weight in every forward (see the module docstring).
     """
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
-                 storage_dtype: torch.dtype, compute_dtype: torch.dtype,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        *,
+        storage_dtype: torch.dtype,
+        compute_dtype: torch.dtype,
+        device: torch.device | str | None = None,
+    ) -> None:
         nn.Module.__init__(self)
         self.in_features, self.out_features = in_features, out_features
         self.compute_dtype = compute_dtype
@@ -108,8 +118,9 @@ class LowPrecisionLinear(nn.Linear):
             torch.empty(out_features, in_features, dtype=storage_dtype, device=device),
             requires_grad=False,
         )
-        self.bias = (nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device=device))
-                     if bias else None)
+        self.bias = (
+            nn.Parameter(torch.empty(out_features, dtype=compute_dtype, device=device)) if bias else None
+        )
         self.register_buffer("scale_weight", None)
         self.merged_deltas: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, float]] = []
 
@@ -119,11 +130,18 @@ class LowPrecisionLinear(nn.Linear):
         return self.weight.dtype
 
     @classmethod
-    def empty_like(cls, linear: nn.Linear, storage_dtype: torch.dtype,
-                   compute_dtype: torch.dtype) -> LowPrecisionLinear:
+    def empty_like(
+        cls, linear: nn.Linear, storage_dtype: torch.dtype, compute_dtype: torch.dtype
+    ) -> LowPrecisionLinear:
         """An uninitialised layer of the same shape on the same device (meta stays meta)."""
-        return cls(linear.in_features, linear.out_features, linear.bias is not None,
-                   storage_dtype=storage_dtype, compute_dtype=compute_dtype, device=linear.weight.device)
+        return cls(
+            linear.in_features,
+            linear.out_features,
+            linear.bias is not None,
+            storage_dtype=storage_dtype,
+            compute_dtype=compute_dtype,
+            device=linear.weight.device,
+        )
 
     def set_weight(self, weight: torch.Tensor, scale: torch.Tensor | None = None) -> None:
         """Store `weight` (`[out, in]`, any float dtype; fp8 with its `scale`) in the storage dtype.
@@ -178,22 +196,26 @@ class LowPrecisionLinear(nn.Linear):
         return F.linear(x, self.dequantized_weight(), self._bias())
 
     def extra_repr(self) -> str:
-        return (f"{super().extra_repr()}, storage_dtype={self.weight.dtype}, "
-                f"compute_dtype={self.compute_dtype}")
+        return (
+            f"{super().extra_repr()}, storage_dtype={self.weight.dtype}, compute_dtype={self.compute_dtype}"
+        )
 
 
 class _FrozenStoredLinear(torch.autograd.Function):
     """``x @ dequantize(weight).T + bias`` that saves the stored weight, not its dequantised copy."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None,
-                bias: torch.Tensor | None) -> torch.Tensor:
+    def forward(
+        ctx: Any, x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor | None, bias: torch.Tensor | None
+    ) -> torch.Tensor:
         ctx.save_for_backward(weight, scale)
         ctx.has_bias = bias is not None
         return F.linear(x, dequantize(weight, scale, x.dtype), bias)
 
     @staticmethod
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, None, None, torch.Tensor | None]:
+    def backward(
+        ctx: Any, grad_out: torch.Tensor
+    ) -> tuple[torch.Tensor | None, None, None, torch.Tensor | None]:
         weight, scale = ctx.saved_tensors
         grad_x = grad_out @ dequantize(weight, scale, grad_out.dtype) if ctx.needs_input_grad[0] else None
         grad_bias = None
@@ -225,8 +247,9 @@ def _base(module: nn.Module) -> nn.Module:
     return module.get_base_layer() if hasattr(module, "get_base_layer") else module
 
 
-def set_weights_dtype(model: nn.Module, weights_dtype: str | torch.dtype | None,
-                      compute_dtype: torch.dtype | None = None) -> nn.Module:
+def set_weights_dtype(
+    model: nn.Module, weights_dtype: str | torch.dtype | None, compute_dtype: torch.dtype | None = None
+) -> nn.Module:
     """Store the large linears of a (loaded or meta) model in `weights_dtype`, computed in `compute_dtype`.
 
     Storing in the compute dtype gives plain `nn.Linear` layers back. Meta layers stay meta (the loader
@@ -253,10 +276,14 @@ def set_weights_dtype(model: nn.Module, weights_dtype: str | torch.dtype | None,
         if storage == compute_dtype:
             if not isinstance(current, LowPrecisionLinear):
                 continue
-            plain = nn.Linear(current.in_features, current.out_features, bias is not None,
-                              device=current.weight.device, dtype=compute_dtype)
-            plain.weight = nn.Parameter(current.dequantized_weight(compute_dtype),
-                                        requires_grad=False)
+            plain = nn.Linear(
+                current.in_features,
+                current.out_features,
+                bias is not None,
+                device=current.weight.device,
+                dtype=compute_dtype,
+            )
+            plain.weight = nn.Parameter(current.dequantized_weight(compute_dtype), requires_grad=False)
             if bias is not None:
                 plain.bias = nn.Parameter(bias.detach().to(compute_dtype), requires_grad=bias.requires_grad)
             _replace(model, path, plain)
@@ -289,5 +316,7 @@ def describe_storage(model: nn.Module) -> dict[str, Any]:
     storage = weights_dtype_of(model)
     names = large_linear_names(model)
     compute = compute_dtype_of(model.get_submodule(names[0])) if names else None
-    return {"weights_dtype": str(storage).replace("torch.", "") if storage else None,
-            "compute_dtype": str(compute).replace("torch.", "") if compute else None}
+    return {
+        "weights_dtype": str(storage).replace("torch.", "") if storage else None,
+        "compute_dtype": str(compute).replace("torch.", "") if compute else None,
+    }

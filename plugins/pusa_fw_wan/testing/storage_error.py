@@ -15,7 +15,10 @@ from torch import nn
 from pusa_fw_wan.dit.storage import large_linear_names, storage_bytes
 
 __all__ = [
-    "LoraOnLowPrecision", "StorageError", "compare_lora_on_low_precision", "measure_storage_error",
+    "LoraOnLowPrecision",
+    "StorageError",
+    "compare_lora_on_low_precision",
+    "measure_storage_error",
     "write_random_lora",
 ]
 
@@ -55,9 +58,11 @@ def write_random_lora(path: str, model: nn.Module, rank: int = 4, seed: int = 0,
     for name in large_linear_names(model):
         layer = model.get_submodule(name)
         tensors[f"{name}.lora_A.weight"] = torch.randn(rank, layer.in_features, generator=generator) * (
-            layer.in_features ** -0.5)
+            layer.in_features**-0.5
+        )
         tensors[f"{name}.lora_B.weight"] = torch.randn(layer.out_features, rank, generator=generator) * (
-            size * rank ** -0.5)
+            size * rank**-0.5
+        )
     write_tensor_file(path, tensors)
     return str(path)
 
@@ -174,8 +179,9 @@ def compare_lora_on_low_precision(
         unmerged = stored.velocity(latents, sigmas, context)
         requantized = copy.deepcopy(reference)
         apply_loras(requantized, spec, merge=True)
-        merged_weights = {path: layer.get_base_layer().weight.detach().clone()
-                          for path, layer in lora_layers(requantized)}
+        merged_weights = {
+            path: layer.get_base_layer().weight.detach().clone() for path, layer in lora_layers(requantized)
+        }
         remove_loras(requantized)
         for path, weight in merged_weights.items():
             requantized.get_submodule(path).weight.copy_(weight)
