@@ -180,3 +180,16 @@ def test_scratch_buffer_reads_equal_fresh_reads(fixture_state, tmp_path: Path) -
         bits, expected = tensor.reshape(-1).view(torch.uint8), fresh[name].reshape(-1).view(torch.uint8)
         assert tensor.dtype == fresh[name].dtype and torch.equal(bits, expected), name
     assert len(storages) < len(fresh) / 4  # one buffer, regrown only when a larger tensor comes
+
+
+def test_a_bare_scaled_fp8_marker_beside_prefixed_keys(fixture_state, inputs, tmp_path: Path) -> None:
+    tensors = checkpoint_tensors(fixture_state, "fp8_e4m3fn_scaled")
+    marker = tensors.pop("scaled_fp8")
+    prefixed = {f"model.diffusion_model.{name}": tensor for name, tensor in tensors.items()}
+    save_file({**prefixed, "scaled_fp8": marker}, str(tmp_path / "mixed.safetensors"))
+    save_file(tensors, str(tmp_path / "plain.safetensors"))
+    mixed = WanDiT.from_pretrained(tmp_path / "mixed.safetensors")
+    assert mixed.weights_dtype == torch.float8_e4m3fn
+    assert torch.equal(
+        _velocity(mixed, inputs), _velocity(WanDiT.from_pretrained(tmp_path / "plain.safetensors"), inputs)
+    )

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -139,6 +140,11 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     )
 
 
+def _without_bare_marker(raw_shapes: dict[str, Any]) -> dict[str, Any]:
+    """The keys without an unprefixed ``scaled_fp8`` marker (a prefixed one is dropped with the scales)."""
+    return {key: value for key, value in raw_shapes.items() if key != _FP8_MARKER}
+
+
 def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
     """The architecture of a checkpoint from its ``config.json`` or tensor shapes, without loading weights.
 
@@ -146,7 +152,7 @@ def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
         CheckpointError: unreadable files or unknown layout.
     """
     files = find_checkpoint_files(path)
-    raw_shapes = read_shapes(files.weight_files, what=_WHAT)
+    raw_shapes = _without_bare_marker(read_shapes(files.weight_files, what=_WHAT))
     prefix = strip_prefix(raw_shapes)
     unprefixed = [key[len(prefix) :] for key in raw_shapes]
     diffusers = is_diffusers_naming(unprefixed)
@@ -258,7 +264,7 @@ def load_wan_dit(
         InputError: an unknown `weights_dtype`.
     """
     files = find_checkpoint_files(path)
-    raw_shapes = read_shapes(files.weight_files, what=_WHAT)
+    raw_shapes = _without_bare_marker(read_shapes(files.weight_files, what=_WHAT))
     prefix = strip_prefix(raw_shapes)
     unprefixed = [key[len(prefix) :] for key in raw_shapes]
     diffusers = is_diffusers_naming(unprefixed)
