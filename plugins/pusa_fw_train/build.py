@@ -13,7 +13,7 @@ from pusa_fw.errors import InputError
 from .adapter import TrainAdapter
 from .config import OptimizerSection, TrainConfig
 from .lora import inject_lora, load_lora_into, trainable_tensors
-from .memory import build_base
+from .memory import build_base, resolve_gradient_checkpointing
 
 __all__ = ["build_model", "build_optimizer", "learning_rate"]
 
@@ -50,9 +50,10 @@ def build_model(
     else:
         model.requires_grad_(True)
     checkpointing = getattr(model, "enable_gradient_checkpointing", None)
+    wanted = resolve_gradient_checkpointing(config, can=checkpointing is not None)
     if checkpointing is not None:
-        checkpointing(config.gradient_checkpointing)
-    elif config.gradient_checkpointing:
+        checkpointing(wanted)
+    elif wanted:
         raise InputError(
             f"gradient_checkpointing is on but the {config.model.backbone!r} model has no "
             "enable_gradient_checkpointing; turn it off"

@@ -237,8 +237,10 @@ class TrainConfig(BaseModel):
     ptss: PTSS = PTSS()
     loss: LossSection = LossSection()
     optimizer: OptimizerSection = OptimizerSection()
-    precision: Literal["fp32", "bf16"] = Field("fp32", description="bf16: autocast with fp32 master weights")
-    gradient_checkpointing: bool = False
+    precision: Literal["fp32", "bf16"] = Field("bf16", description="bf16: autocast with fp32 master weights")
+    gradient_checkpointing: bool | None = Field(
+        None, description="recompute each block in the backward (None: on for a LoRA when the model can)"
+    )
     weights_dtype: WeightsDtype = Field(
         "auto", description="storage dtype of the frozen base (auto: bf16 for a LoRA under bf16, else fp32)"
     )
@@ -250,7 +252,9 @@ class TrainConfig(BaseModel):
     checkpoint: CheckpointSection = CheckpointSection()
     logging: LoggingSection = LoggingSection()
     distributed: Literal["auto", "none", "ddp", "fsdp"] = "auto"
-    device: str = Field("cpu", description="torch device of this rank (cuda: the local rank's GPU)")
+    device: str = Field(
+        "auto", description="torch device of one process (auto: cuda when available; torchrun: the local GPU)"
+    )
 
     @model_validator(mode="after")
     def _exports_need_a_lora(self) -> TrainConfig:

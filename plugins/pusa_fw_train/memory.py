@@ -30,6 +30,7 @@ __all__ = [
     "build_base",
     "fsdp_mixed_precision",
     "resolve_device",
+    "resolve_gradient_checkpointing",
     "resolve_weights_dtype",
 ]
 
@@ -77,6 +78,26 @@ def build_base(config: TrainConfig, adapter: TrainAdapter, device: torch.device 
         options["device"] = str(device)
     model = config.model
     return adapter.build_model(model.path, model.architecture, model.init_seed, **options)
+
+
+def resolve_gradient_checkpointing(config: TrainConfig, *, can: bool) -> bool:
+    """Whether the run recomputes block activations in the backward.
+
+    ``gradient_checkpointing = None`` (the default) is on for a LoRA when the model `can` (it has
+    ``enable_gradient_checkpointing``) and off otherwise; true or false is what was asked.
+
+    Raises:
+        InputError: ``block_swap`` on a model that cannot checkpoint (the swap would save nothing).
+    """
+    wanted = config.gradient_checkpointing
+    if wanted is None:
+        wanted = config.mode == "lora" and can
+    if config.block_swap and not can:
+        raise InputError(
+            f"block_swap needs gradient checkpointing, but the {config.model.backbone!r} model has no "
+            "enable_gradient_checkpointing; set block_swap = 0"
+        )
+    return wanted
 
 
 def resolve_device(name: str) -> str:

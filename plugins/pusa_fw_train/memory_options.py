@@ -35,10 +35,10 @@ def check_memory_options(config: Any) -> None:
         raise ValueError(
             "block_swap moves frozen weights only, but mode = 'full' trains every weight; set block_swap = 0"
         )
-    if not config.gradient_checkpointing:
+    if config.gradient_checkpointing is False:  # None: on for a LoRA (the model's ability is checked at build)
         raise ValueError(
-            "block_swap needs gradient_checkpointing = true (without it autograd keeps every swapped block's "
-            "weights on the device until its backward, so nothing is saved)"
+            "block_swap needs gradient_checkpointing = true or unset (without it autograd keeps every "
+            "swapped block's weights on the device until its backward, so nothing is saved)"
         )
     if config.distributed == "fsdp":
         raise ValueError(

@@ -206,3 +206,51 @@ def test_cli_weights_dtype_flag_sets_the_run_field(tmp_path):
     assert saved["weights_dtype"] == "bfloat16"
     refused = ["train", "--config", str(run_file), "--weights-dtype", "float8_e5m2", "--set", 'mode="full"']
     assert main(refused) == 2
+
+
+def test_the_defaults_fit_a_gpu(tmp_path):
+    from pusa_fw_train.config import validate_train_config
+    from pusa_fw_wan.testing.train import TINY_ARCHITECTURE
+
+    values = {
+        "output_dir": str(tmp_path),
+        "max_steps": 1,
+        "model": {"architecture": TINY_ARCHITECTURE},
+        "lora": {"rank": 4, "alpha": 4.0},
+        "data": {"source": "random"},
+    }
+    config = validate_train_config(values)
+    assert (config.precision, config.device, config.weights_dtype) == ("bf16", "auto", "auto")
+    model, _ = build_model(config, WanTrainAdapter())
+    assert model.gradient_checkpointing is True, "a LoRA checkpoints by default"
+    assert {linear.weight.dtype for linear in _base_linears(model)} == {torch.bfloat16}
+    full, _ = build_model(validate_train_config({**values, "mode": "full"}), WanTrainAdapter())
+    assert full.gradient_checkpointing is False and not _base_linears(full)
+    assert all(parameter.dtype == torch.float32 for parameter in full.parameters())
+
+
+@pytest.mark.slow  # ~40 s: one 2-process torchrun launch of two 3-step runs
+def test_fsdp_keeps_a_shard_per_rank_with_bf16_params_and_fp32_reduce(tmp_path):
+    import subprocess
+
+    import train_memory_worker as worker
+
+    from pusa_fw_wan.parallel.launch import run_torchrun
+
+    try:
+        launched = run_torchrun([str(Path(worker.__file__)), str(tmp_path)], nproc=2, timeout=300,
+                                env={"PYTHONWARNINGS": "ignore"})
+    except subprocess.TimeoutExpired:
+        pytest.fail("torchrun did not finish within 300 s (a hang)")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    for name in worker.SCENARIOS:
+        reports = [json.loads((tmp_path / f"{name}-rank{rank}.json").read_text()) for rank in (0, 1)]
+        for report in reports:
+            assert report["sharded"] and report["param_dtype"] == "torch.bfloat16"
+            assert report["reduce_dtype"] == "torch.float32"
+            assert report["trained_dtypes"] == ["torch.float32"] and report["moment_dtypes"] == ["torch.float32"]
+            assert report["loss"] is not None and report["loss"] == report["loss"]  # finite, logged
+        full = reports[0]["block_weight_full"]
+        assert [report["block_weight_local"] for report in reports] == [full // 2, full // 2], name
+        expected = "torch.bfloat16" if worker.SCENARIOS[name] == "lora" else "torch.float32"
+        assert {report["block_weight_dtype"] for report in reports} == {expected}

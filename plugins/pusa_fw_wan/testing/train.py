@@ -35,5 +35,10 @@ def tiny_config(output_dir, **overrides: Any) -> TrainConfig:
         },
         "optimizer": {"lr": 5e-3, "warmup_steps": 2, "schedule": "cosine"},
         "logging": {"tensorboard": False, "every": 1},
+        # Pinned against the GPU-minded defaults (bf16, checkpointing for a LoRA, device auto): exact fp32
+        # arithmetic, no recomputation, the CPU.
+        "precision": "fp32",
+        "gradient_checkpointing": False,
+        "device": "cpu",
     }
     return validate_train_config(apply_overrides(values, overrides))
