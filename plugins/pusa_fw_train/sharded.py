@@ -21,7 +21,7 @@ from pusa_fw.errors import CheckpointError
 
 from .state_io import EMA
 
-__all__ = ["SHARDED_DIR", "load_sharded", "read_sharded_tensors", "save_sharded"]
+__all__ = ["SHARDED_DIR", "load_sharded", "read_sharded_tensors", "safetensors_copy", "save_sharded"]
 
 SHARDED_DIR = "dcp"
 
@@ -125,3 +125,32 @@ def read_sharded_tensors(directory: Path, prefix: str) -> dict[str, torch.Tensor
         raise CheckpointError(f"checkpoint {str(directory)!r} holds no {prefix!r} tensors in {SHARDED_DIR}/")
     dcp.load(state, storage_reader=reader, no_dist=True)
     return {key[len(prefix) + 1 :]: tensor for key, tensor in state.items()}
+
+
+def safetensors_copy(directory: Path, scratch: Path) -> Path:
+    """A safetensors-layout copy of a sharded checkpoint's weights (and EMA) with their metadata and config,
+    for tools that read that layout (the backbone adapter's LoRA export).
+
+    Args:
+        directory: the sharded checkpoint.
+        scratch: an empty directory to write the copy into.
+
+    Returns:
+        `scratch`, now holding ``adapter.safetensors`` or ``model.safetensors``, ``ema.safetensors`` when the
+        run kept an EMA, and ``config.json``.
+    """
+    import json
+    import shutil
+
+    from safetensors.torch import save_file
+
+    state = json.loads((directory / "trainer_state.json").read_text(encoding="utf-8"))
+    metadata = {str(key): str(value) for key, value in state.get("weights_metadata", {}).items()}
+    kind = str(state.get("weights_kind", "model"))
+    save_file(read_sharded_tensors(directory, "model"), str(scratch / f"{kind}.safetensors"), metadata)
+    try:
+        save_file(read_sharded_tensors(directory, "ema"), str(scratch / "ema.safetensors"), metadata)
+    except CheckpointError:  # the run kept no EMA
+        pass
+    shutil.copyfile(directory / "config.json", scratch / "config.json")
+    return scratch

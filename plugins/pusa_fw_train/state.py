@@ -123,6 +123,7 @@ def collect_state(
             "world_size": context.world_size,
             "seed": config.seed,
             "weights_kind": kind,
+            **({"weights_metadata": metadata} if sharded else {}),
         },
         config=dumped,
         sharded=sharded,

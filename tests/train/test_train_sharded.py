@@ -34,3 +34,23 @@ def test_a_dcp_run_stopped_and_resumed_ends_bit_identical(tmp_path, mode):
     assert all(torch.equal(ema[name], straight.ema.shadow[name]) for name in ema)
     stored = {path.name for path in (final / "dcp").iterdir()}
     assert stored and all(name.endswith(".distcp") or name == ".metadata" for name in stored)
+
+
+def test_lora_exports_of_a_dcp_run_equal_those_of_a_safetensors_run(tmp_path):
+    from safetensors import safe_open
+
+    exports = {}
+    for layout in ("dcp", "safetensors"):
+        overrides = {
+            "checkpoint.format": layout, "checkpoint.export_lora_every": 2, "checkpoint.export_ema": True
+        }
+        Trainer(tiny_config(tmp_path / layout, max_steps=2, ema_decay=0.9, **overrides)).run()
+        path = tmp_path / layout / "exports" / "lora-step-0000002.safetensors"
+        with safe_open(str(path), framework="pt") as handle:
+            exports[layout] = ({key: handle.get_tensor(key) for key in handle.keys()}, handle.metadata())
+    (dcp_tensors, dcp_metadata), (plain_tensors, plain_metadata) = exports["dcp"], exports["safetensors"]
+    assert (tmp_path / "dcp" / "checkpoints" / "step-0000002" / "dcp").is_dir()
+    assert dcp_tensors.keys() == plain_tensors.keys() and dcp_tensors
+    assert all(torch.equal(dcp_tensors[key], plain_tensors[key]) for key in plain_tensors)
+    for key in ("rank", "alpha", "targets", "ptss", "step", "ema"):
+        assert dcp_metadata[key] == plain_metadata[key], key
