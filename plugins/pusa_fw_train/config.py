@@ -55,8 +55,10 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "checkpoint",
     "logging",
     "collective_timeout_s",
+    "block_swap",
 )
-"""Top-level fields that may change when a run is resumed (everything else must match the saved config)."""
+"""Top-level fields that may change when a run is resumed (everything else must match the saved config;
+``block_swap`` only moves frozen weights between host and device, the arithmetic is the same)."""
 
 RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_", "data.prefetch")
 """Dotted-key prefixes that may change on resume too (renders never touch the training trajectory)."""

@@ -254,3 +254,16 @@ def test_fsdp_keeps_a_shard_per_rank_with_bf16_params_and_fp32_reduce(tmp_path):
         assert [report["block_weight_local"] for report in reports] == [full // 2, full // 2], name
         expected = "torch.bfloat16" if worker.SCENARIOS[name] == "lora" else "torch.float32"
         assert {report["block_weight_dtype"] for report in reports} == {expected}
+
+
+def test_a_run_resumes_with_another_block_swap_bit_identically(tmp_path):
+    straight = Trainer(tiny_config(tmp_path / "straight", max_steps=3, gradient_checkpointing=True))
+    straight.run()
+    paused = tiny_config(tmp_path / "paused", max_steps=3, gradient_checkpointing=True)
+    Trainer(paused).run(stop_at=2)
+    swapped = tiny_config(tmp_path / "paused", max_steps=3, gradient_checkpointing=True, block_swap=2)
+    resumed = Trainer.resume(tmp_path / "paused", swapped)
+    assert resumed.block_swap is not None and resumed.step == 2
+    resumed.run()
+    for name, tensor in straight.tensors.items():
+        assert torch.equal(resumed.tensors[name], tensor), name
