@@ -3,9 +3,10 @@
 Usage (what `test_train_memory.py` runs):
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/train/train_memory_worker.py OUT
 
-Two scenarios of a tiny Wan, 3 steps each, ``precision = "bf16"`` (FSDP2's MixedPrecisionPolicy: bf16
+Two FSDP2 scenarios of a tiny Wan, 3 steps each, ``precision = "bf16"`` (FSDP2's MixedPrecisionPolicy: bf16
 parameters, fp32 gradient reduction): a LoRA on a bfloat16 frozen base sharded with ``distributed = "fsdp"``,
-and a full fine-tune. Every rank writes ``OUT/<scenario>-rank<R>.json``: its local shard sizes of one frozen
+and a full fine-tune; and a DDP LoRA run with ``block_swap = 1`` in fp32 (compared by the test with one
+process without swap). Every rank writes ``OUT/<scenario>-rank<R>.json``: its local shard sizes of one frozen
 (or trained) block weight against the full size, the storage dtypes, the dtypes of the trained tensors and
 their AdamW moments, the FSDP mixed-precision dtypes, and the logged losses.
 """
@@ -19,6 +20,15 @@ from pathlib import Path
 import torch
 
 SCENARIOS = {"lora_bf16_base": "lora", "full": "full"}
+SWAP_SCENARIO = "ddp_block_swap"
+
+
+def swap_config(out: Path, strategy: str = "ddp", block_swap: int = 1):
+    """A DDP LoRA run with `block_swap` (the test's reference: strategy "none", block_swap 0)."""
+    from pusa_fw_wan.testing.train import tiny_config
+
+    overrides = {"distributed": strategy, "max_steps": 3, "data.batch_size": 2, "block_swap": block_swap}
+    return tiny_config(out / f"{SWAP_SCENARIO}-{strategy}", gradient_checkpointing=True, **overrides)
 
 
 def scenario_config(out: Path, name: str):
@@ -50,7 +60,8 @@ def main(out: Path) -> None:
         base = model.blocks[0].ffn[0]
         base = base.base_layer if hasattr(base, "base_layer") else base
         policy = model._get_fsdp_state()._mp_policy if isinstance(model, FSDPModule) else None
-        moments = [state[key] for state in trainer.optimizer.state.values() for key in ("exp_avg", "exp_avg_sq")]
+        states = trainer.optimizer.state.values()
+        moments = [state[key] for state in states for key in ("exp_avg", "exp_avg_sq")]
         report = {
             "rank": trainer.context.rank,
             "sharded": isinstance(model, FSDPModule),
@@ -65,7 +76,9 @@ def main(out: Path) -> None:
         }
         (out / f"{name}-rank{trainer.context.rank}.json").write_text(json.dumps(report))
         trainer.context.barrier()
-    trainer.context.close()
+    swapped = Trainer(swap_config(out))
+    swapped.run()
+    swapped.context.close()
 
 
 if __name__ == "__main__":
