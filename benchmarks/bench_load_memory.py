@@ -12,6 +12,10 @@ gives the baseline. The figure of merit is
 goal <= 1.15: about one copy of the weights *in their storage dtype* (no float32 copy, no state dict
 beside the model). ``--size small`` uses 6 blocks instead of 30 for a quick run.
 
+The ``train`` rows load the same files the way ``pusa-fw train`` does: the trainer's ``build_model`` (the Wan
+training adapter: float32 compute, the frozen base in ``weights_dtype``, LoRA r = 64 on Pusa's targets in
+float32), against a baseline process that imports the trainer and peft too; stored bytes include the LoRA.
+
     python benchmarks/bench_load_memory.py [--json] [--keep DIR] [--size 1.3b|small]
 """
 
@@ -42,6 +46,14 @@ CASES = (
     ("fp8", "bfloat16", "auto"),
     ("fp8", "float32", "auto"),
 )
+# (checkpoint, weights_dtype) loaded by the trainer's build_model (LoRA r = 64, compute float32)
+TRAIN_CASES = (
+    ("bf16", "float32"),
+    ("bf16", "bfloat16"),
+    ("bf16", "float8_e4m3fn"),
+    ("fp8", "float8_e4m3fn"),
+)
+TRAIN_LORA_RANK = 64
 
 # VmHWM (peak RSS of this address space): ru_maxrss would carry the parent's peak over execve.
 _PEAK_RSS = """
@@ -71,6 +83,41 @@ import json
 import torch
 from pusa_fw_wan import WanDiT
 from pusa_fw_wan.dit.storage import storage_bytes
+print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
+"""
+)
+
+
+_TRAIN_IMPORTS = """
+import json, sys, time
+import torch
+import peft
+from pusa_fw_wan.dit.storage import storage_bytes
+from pusa_fw_train.adapter import get_train_adapter
+from pusa_fw_train.build import build_model
+from pusa_fw_train.config import validate_train_config
+"""
+_CHILD_TRAIN = (
+    _PEAK_RSS
+    + _TRAIN_IMPORTS
+    + """
+config = validate_train_config({
+    "output_dir": "unused", "max_steps": 1, "model": {"path": sys.argv[1]}, "data": {"source": "random"},
+    "weights_dtype": sys.argv[2], "lora": {"rank": int(sys.argv[3]), "alpha": float(sys.argv[3])},
+    "device": "cpu",
+})
+start = time.perf_counter()
+model, _ = build_model(config, get_train_adapter("wan2.1-t2v"))
+seconds = time.perf_counter() - start
+storage = model.blocks[0].ffn[0].base_layer.weight.dtype
+print(json.dumps({"peak_rss_mb": peak_rss_mb(), "load_s": seconds, "stored_bytes": storage_bytes(model),
+                  "weights_dtype": str(storage).replace("torch.", "")}))
+"""
+)
+_CHILD_TRAIN_BASELINE = (
+    _PEAK_RSS
+    + _TRAIN_IMPORTS
+    + """
 print(json.dumps({"peak_rss_mb": peak_rss_mb()}))
 """
 )
@@ -118,7 +165,9 @@ def write_checkpoints(directory: Path, config: WanConfig) -> dict[str, Path]:
 
 
 def run_child(code: str, *args: str) -> dict[str, float]:
-    completed = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
+    completed = subprocess.run(
+        [sys.executable, "-c", code, *args], capture_output=True, text=True, check=True
+    )
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
@@ -132,6 +181,7 @@ class Row:
     extra_peak_mb: float
     ratio: float
     load_s: float
+    path: str = "generate"
 
 
 def measure(directory: Path, config: WanConfig) -> list[Row]:
@@ -143,15 +193,36 @@ def measure(directory: Path, config: WanConfig) -> list[Row]:
         stored_mb = loaded["stored_bytes"] / 2**20
         extra = loaded["peak_rss_mb"] - baseline
         size = (paths[kind] / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
-        rows.append(Row(kind, size, compute, str(loaded["weights_dtype"]), stored_mb, extra, extra / stored_mb,
-                        loaded["load_s"]))
+        rows.append(
+            Row(
+                kind,
+                size,
+                compute,
+                str(loaded["weights_dtype"]),
+                stored_mb,
+                extra,
+                extra / stored_mb,
+                loaded["load_s"],
+            )
+        )
+    train_baseline = run_child(_CHILD_TRAIN_BASELINE)["peak_rss_mb"]
+    for kind, weights_dtype in TRAIN_CASES:
+        loaded = run_child(_CHILD_TRAIN, str(paths[kind]), weights_dtype, str(TRAIN_LORA_RANK))
+        stored_mb = loaded["stored_bytes"] / 2**20
+        extra = loaded["peak_rss_mb"] - train_baseline
+        size = (paths[kind] / "diffusion_pytorch_model.safetensors").stat().st_size / 2**20
+        stored = str(loaded["weights_dtype"])
+        ratio = extra / stored_mb
+        rows.append(Row(kind, size, "float32", stored, stored_mb, extra, ratio, loaded["load_s"], "train"))
     return rows
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON list")
-    parser.add_argument("--keep", type=Path, help="write the checkpoints here and keep them (default: temp dir)")
+    parser.add_argument(
+        "--keep", type=Path, help="write the checkpoints here and keep them (default: temp dir)"
+    )
     parser.add_argument("--size", choices=("1.3b", "small"), default="1.3b", help="30 blocks (1.3B) or 6")
     args = parser.parse_args(argv)
     config = WanConfig.t2v_1_3b()
@@ -166,12 +237,18 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         print(json.dumps([dataclasses.asdict(row) for row in rows]))
         return
-    print(f"Wan2.1 T2V {args.size} ({config.num_layers} blocks), CPU load, goal (peak - baseline) / stored <= {GOAL}")
-    print(f"{'file':<6}{'file MB':>9}{'compute':>10}{'weights_dtype':>15}{'stored MB':>11}{'peak-base MB':>14}"
-          f"{'ratio':>7}{'load s':>8}")
+    print(
+        f"Wan2.1 T2V {args.size} ({config.num_layers} blocks), CPU load, goal (peak - baseline) / stored <= {GOAL}"
+    )
+    print(
+        f"{'path':<9}{'file':<6}{'file MB':>9}{'compute':>10}{'weights_dtype':>15}{'stored MB':>11}{'peak-base MB':>14}"
+        f"{'ratio':>7}{'load s':>8}"
+    )
     for row in rows:
-        print(f"{row.checkpoint:<6}{row.checkpoint_mb:>9.0f}{row.compute_dtype:>10}{row.weights_dtype:>15}"
-              f"{row.stored_mb:>11.0f}{row.extra_peak_mb:>14.0f}{row.ratio:>7.3f}{row.load_s:>8.1f}")
+        print(
+            f"{row.path:<9}{row.checkpoint:<6}{row.checkpoint_mb:>9.0f}{row.compute_dtype:>10}{row.weights_dtype:>15}"
+            f"{row.stored_mb:>11.0f}{row.extra_peak_mb:>14.0f}{row.ratio:>7.3f}{row.load_s:>8.1f}"
+        )
 
 
 if __name__ == "__main__":
