@@ -23,6 +23,7 @@ and no FSDP2 (FSDP2 already shards the frozen weights over the ranks and moves t
 from __future__ import annotations
 
 import contextlib
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -77,6 +78,8 @@ class BlockSwap:
     Attributes:
         copies: number of block copies made so far (each swapped block is copied once in a forward and
             once more in the recomputation of the backward).
+        live_bytes: bytes of swapped-block copies alive now (on the device).
+        peak_live_bytes: the most `live_bytes` has been (at most two blocks' worth).
 
     Raises:
         InputError: no ``blocks`` ModuleList, or `count` outside 1 .. len(blocks).
@@ -101,6 +104,8 @@ class BlockSwap:
         self.blocks = [_SwappedBlock(blocks[index], f"blocks.{index}.", pin) for index in self.indices]
         self.prefetch = prefetch
         self.copies = 0
+        self.live_bytes = 0
+        self.peak_live_bytes = 0
         self._direction = 1
         self._pending: dict[int, tuple[list[torch.Tensor], Any]] = {}
         on_cuda = self.device.type == "cuda" and prefetch
@@ -140,8 +145,17 @@ class BlockSwap:
 
     def _copy(self, position: int) -> list[torch.Tensor]:
         self.copies += 1
-        return [master.detach().to(self.device, copy=True, non_blocking=master.is_pinned())
-                for master in self.blocks[position].masters]
+        copies = [master.detach().to(self.device, copy=True, non_blocking=master.is_pinned())
+                  for master in self.blocks[position].masters]
+        for copy in copies:  # count the device bytes until autograd (or this object) lets go of them
+            size = copy.numel() * copy.element_size()
+            self.live_bytes += size
+            weakref.finalize(copy, self._release, size)
+        self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+        return copies
+
+    def _release(self, size: int) -> None:
+        self.live_bytes -= size
 
     def _start_prefetch(self, position: int) -> None:
         if not self.prefetch or not 0 <= position < len(self.blocks) or position in self._pending:

@@ -134,6 +134,12 @@ def test_block_swap_gradients_equal_no_swap(tmp_path, weights_dtype, autocast):
             # each swapped block is copied for its forward and again for its recomputation in the backward
             assert block_swap.copies == 2 * 2
             assert block_swap.host_bytes() > 0
+            # never more than two swapped blocks' weights on the device, and none once the step is done
+            per_block = block_swap.host_bytes() // 2
+            assert per_block < block_swap.peak_live_bytes <= 2 * per_block
+            model.zero_grad(set_to_none=True)
+            del terms
+            assert block_swap.live_bytes == 0
             for index in (1, 2):  # the last two blocks' frozen tensors are the host masters again
                 base = model.blocks[index].ffn[0].base_layer
                 assert base.weight.device.type == "cpu" and not base.weight.requires_grad
@@ -143,17 +149,22 @@ def test_block_swap_gradients_equal_no_swap(tmp_path, weights_dtype, autocast):
         assert torch.equal(grads[0][name], grads[1][name]), name
 
 
-def test_a_block_swap_run_trains_exactly_like_no_swap(tmp_path):
-    weights = []
+def test_a_block_swap_run_trains_and_validates_exactly_like_no_swap(tmp_path):
+    weights, validations = [], []
     for swap in (0, 1):
         run = tmp_path / f"swap{swap}"
-        config = tiny_config(run, max_steps=3, gradient_checkpointing=True, block_swap=swap)
+        config = tiny_config(
+            run, max_steps=3, gradient_checkpointing=True, block_swap=swap,
+            **{"validation.every": 2, "validation.num_samples": 1},
+        )
         trainer = Trainer(config)
         assert (trainer.block_swap is None) == (swap == 0)
         trainer.run()
         weights.append({name: tensor.detach().clone() for name, tensor in trainer.tensors.items()})
+        validations.append(trainer.validate())  # an eval forward without gradients through the swap
     for name in weights[0]:
         assert torch.equal(weights[0][name], weights[1][name]), name
+    assert validations[0] == validations[1] and validations[0]
 
 
 def test_block_swap_keeps_its_masters_where_to_leaves_them(tmp_path):
