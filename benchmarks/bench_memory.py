@@ -96,11 +96,15 @@ def flash_attention(
 
 
 def build(
-    num_layers: int, weights_dtype: str, lora_rank: int | None, config: WanConfig | None = None
+    num_layers: int,
+    weights_dtype: str,
+    lora_rank: int | None,
+    config: WanConfig | None = None,
+    device: str = "meta",
 ) -> WanDiT:
     """A meta-device model (14B width unless `config`), bf16 compute, large linears in `weights_dtype`,
-    optional fp32 LoRA on the Pusa targets."""
-    with torch.device("meta"):
+    optional fp32 LoRA on the Pusa targets. ``device="cpu"`` builds a real one (to check the accounting)."""
+    with torch.device(device):
         model = WanDiT(config_14b(num_layers) if config is None else config)
     model.set_compute_dtype(torch.bfloat16).set_weights_dtype(weights_dtype)
     model.requires_grad_(False)
@@ -118,20 +122,20 @@ def build(
 
 
 def _inputs(
-    config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: torch.dtype
+    config: WanConfig, frames: int, grid: tuple[int, int], rope_dtype: torch.dtype, device: torch.device
 ) -> dict[str, torch.Tensor]:
     height, width = grid
     tokens = frames * height * width
     dim = config.dim
     return {
-        "x": torch.empty(1, tokens, dim, device="meta"),
-        "time_projection": torch.empty(1, frames, 6, dim, device="meta"),
-        "time_embedding": torch.empty(1, frames, dim, device="meta"),
-        "context": torch.empty(1, config.text_len, config.text_dim, device="meta", dtype=torch.bfloat16),
+        "x": torch.zeros(1, tokens, dim, device=device),
+        "time_projection": torch.zeros(1, frames, 6, dim, device=device),
+        "time_embedding": torch.zeros(1, frames, dim, device=device),
+        "context": torch.zeros(1, config.text_len, config.text_dim, device=device, dtype=torch.bfloat16),
         "rope": cached_rope_frequencies(
             (frames, height, width),
             config.head_dim,
-            torch.device("meta"),
+            torch.device(device),
             config.rope_max_positions,
             rope_dtype,
             0,
@@ -146,7 +150,8 @@ def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FR
     Returns ``peak`` (bytes), ``kept`` (live after the forward: what the backward needs) and ``grads``.
     """
     training = mode != "inference"
-    inputs = _inputs(model.config, frames, grid, torch.complex64 if training else torch.complex128)
+    device = model.patch_embedding.weight.device
+    inputs = _inputs(model.config, frames, grid, torch.complex64 if training else torch.complex128, device)
     tracker = TensorTracker([*model.parameters(), *model.buffers(), *inputs.values()])
     original = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = flash_attention

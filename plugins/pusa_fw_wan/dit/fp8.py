@@ -61,6 +61,15 @@ def row_scale(scale: torch.Tensor | None, out_features: int) -> torch.Tensor | N
 
 
 def dequantize(stored: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """``stored.to(dtype) * scale`` (the scale broadcast per tensor or per output row)."""
+    """``stored.to(dtype) * scale`` (the scale broadcast per tensor or per output row).
+
+    The scale is applied in place on the fresh upcast copy, so dequantising a layer makes one full-size
+    temporary, not two.
+    """
     weight = stored.to(dtype)
-    return weight if scale is None else weight * scale.to(device=weight.device, dtype=dtype)
+    if scale is None:
+        return weight
+    scale = scale.to(device=weight.device, dtype=dtype)
+    if weight is stored:
+        return weight * scale  # `.to` returned the stored tensor itself: never scale that in place
+    return weight.mul_(scale)

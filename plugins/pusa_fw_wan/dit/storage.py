@@ -289,6 +289,8 @@ def set_weights_dtype(
             _replace(model, path, plain)
             continue
         layer = LowPrecisionLinear.empty_like(current, storage, compute_dtype)
+        if current.weight.is_meta and storage in FP8_DTYPES:  # the shape a loaded fp8 layer has (the
+            layer._buffers["scale_weight"] = torch.empty((), device="meta")  # loader replaces it)
         if not current.weight.is_meta:
             if isinstance(current, LowPrecisionLinear):
                 layer.set_weight(current.weight.detach(), current.scale_weight)
