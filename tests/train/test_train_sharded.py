@@ -36,7 +36,7 @@ def test_a_dcp_run_stopped_and_resumed_ends_bit_identical(tmp_path, mode):
     assert stored and all(name.endswith(".distcp") or name == ".metadata" for name in stored)
 
 
-def test_lora_exports_of_a_dcp_run_equal_those_of_a_safetensors_run(tmp_path):
+def test_lora_exports_of_a_dcp_run_equal_those_of_a_safetensors_run(tmp_path, capsys):
     from safetensors import safe_open
 
     exports = {}
@@ -54,3 +54,9 @@ def test_lora_exports_of_a_dcp_run_equal_those_of_a_safetensors_run(tmp_path):
     assert all(torch.equal(dcp_tensors[key], plain_tensors[key]) for key in plain_tensors)
     for key in ("rank", "alpha", "targets", "ptss", "step", "ema"):
         assert dcp_metadata[key] == plain_metadata[key], key
+    from pusa_fw.cli import main  # pusa-fw export-lora reads the DCP checkpoint too
+
+    checkpoint = tmp_path / "dcp" / "checkpoints" / "step-0000002"
+    assert main(["export-lora", str(checkpoint), "--out", str(tmp_path / "cli.safetensors"), "--ema"]) == 0
+    with safe_open(str(tmp_path / "cli.safetensors"), framework="pt") as handle:
+        assert all(torch.equal(handle.get_tensor(key), plain_tensors[key]) for key in plain_tensors)

@@ -63,7 +63,7 @@ def find_checkpoint(path: str | os.PathLike[str]) -> Path:
         CheckpointError: nothing there is a checkpoint, or ``latest`` names a missing directory.
     """
     given = Path(path).expanduser()
-    if (given / "adapter.safetensors").is_file() or (given / "model.safetensors").is_file():
+    if any((given / name).exists() for name in ("adapter.safetensors", "model.safetensors", "dcp")):
         return given
     for pointer in (given / "checkpoints" / "latest", given / "latest"):
         if pointer.is_file():
@@ -228,6 +228,14 @@ def export_lora(
     if layout not in LAYOUTS:
         raise InputError(f"--layout {layout!r} is unknown; use {' or '.join(LAYOUTS)}")
     checkpoint = find_checkpoint(checkpoint_or_run)
+    if (checkpoint / "dcp").is_dir():  # sharded by an FSDP2 run: read whole into a safetensors copy first
+        import tempfile
+
+        from pusa_fw_train.sharded import safetensors_copy
+
+        with tempfile.TemporaryDirectory(prefix="pusa-fw-export-") as scratch:
+            copy = safetensors_copy(checkpoint, Path(scratch))
+            return export_lora(copy, out, layout=layout, ema=ema, strength=strength, base_model=base_model)
     source = _adapter_file(checkpoint, ema)
     tensors, metadata = read_tensor_file(source)
     if metadata.get("format") != _ADAPTER_FORMAT and ema:
