@@ -39,7 +39,7 @@ def test_wan_plugin_does_not_even_name_the_toy_plugin() -> None:
 
 
 def test_wan_plugin_imports_the_trainer_only_in_its_testing_helpers_and_export() -> None:
-    """Besides hooks, Wan reads the trainer's checkpoints (export-lora of DCP shards) and builds test configs."""
+    """Besides hooks, Wan reads the trainer's checkpoints (export-lora of DCP shards) and builds configs."""
     allowed = ("train.py:", "export.py:")
     offending = [line for line in _offending(pusa_fw_wan, {"pusa_fw_train"}) if not line.startswith(allowed)]
     assert not offending, "pusa_fw_wan must reach the trainer only through hooks:\n" + "\n".join(offending)
