@@ -11,6 +11,8 @@ or in one process (DCP reads the byte ranges each rank's shards need).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,14 @@ from pusa_fw.errors import CheckpointError
 
 from .state_io import EMA
 
-__all__ = ["SHARDED_DIR", "load_sharded", "read_sharded_tensors", "safetensors_copy", "save_sharded"]
+__all__ = [
+    "SHARDED_DIR",
+    "load_sharded",
+    "read_sharded_tensors",
+    "safetensors_copy",
+    "safetensors_view",
+    "save_sharded",
+]
 
 SHARDED_DIR = "dcp"
 
@@ -154,3 +163,12 @@ def safetensors_copy(directory: Path, scratch: Path) -> Path:
         pass
     shutil.copyfile(directory / "config.json", scratch / "config.json")
     return scratch
+
+
+@contextmanager
+def safetensors_view(directory: Path) -> Iterator[Path]:
+    """`safetensors_copy` of a sharded checkpoint in a temporary directory, removed when the block ends."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="pusa-fw-export-") as scratch:
+        yield safetensors_copy(directory, Path(scratch))

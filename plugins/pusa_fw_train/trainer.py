@@ -15,7 +15,6 @@ restored, and the sigma/noise draws are keyed by (seed, step, sample).
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from .checkpoint import CheckpointFiles, begin_checkpoint, read_checkpoint, writ
 from .config import TrainConfig
 from .loader import BatchLoader
 from .memory import fsdp_mixed_precision, resolve_device
-from .sharded import SHARDED_DIR, safetensors_copy, save_sharded
+from .sharded import SHARDED_DIR, safetensors_view, save_sharded
 from .signals import StopRequest
 from .metrics import MetricsLog, device_synchronize, sigma_bin_losses
 from .order import DataOrder, OrderPosition
@@ -302,8 +301,8 @@ class Trainer:
         options = {"layout": section.export_layout, "ema": section.export_ema}
         if not (checkpoint / SHARDED_DIR).is_dir():
             return self.adapter.export_lora(checkpoint, out, **options)
-        with tempfile.TemporaryDirectory(prefix="pusa-fw-export-") as scratch:
-            return self.adapter.export_lora(safetensors_copy(checkpoint, Path(scratch)), out, **options)
+        with safetensors_view(checkpoint) as copy:
+            return self.adapter.export_lora(copy, out, **options)
 
     def _accumulate(self, loader: BatchLoader) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]:
         """Forward and backward every micro-batch of one optimizer step; returns the summed loss."""

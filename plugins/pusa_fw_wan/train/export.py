@@ -229,12 +229,9 @@ def export_lora(
         raise InputError(f"--layout {layout!r} is unknown; use {' or '.join(LAYOUTS)}")
     checkpoint = find_checkpoint(checkpoint_or_run)
     if (checkpoint / "dcp").is_dir():  # sharded by an FSDP2 run: read whole into a safetensors copy first
-        import tempfile
+        from pusa_fw_train.sharded import safetensors_view
 
-        from pusa_fw_train.sharded import safetensors_copy
-
-        with tempfile.TemporaryDirectory(prefix="pusa-fw-export-") as scratch:
-            copy = safetensors_copy(checkpoint, Path(scratch))
+        with safetensors_view(checkpoint) as copy:
             return export_lora(copy, out, layout=layout, ema=ema, strength=strength, base_model=base_model)
     source = _adapter_file(checkpoint, ema)
     tensors, metadata = read_tensor_file(source)
