@@ -101,10 +101,11 @@ def three_heads(tmp_path_factory: pytest.TempPathFactory) -> TinyWan:
 def test_bad_layout_fails_on_every_rank_with_one_line(request: pytest.FixtureRequest, tmp_path: Path,
                                                       model: str, args: list[str], message: str) -> None:
     out = tmp_path / "never.mp4"
-    # torchrun stops the other ranks at its next check after the first one fails; checking every 3 s lets
-    # each rank reach (and report) the layout check on its own, which is what this test is about.
+    # torchrun stops the other ranks at its next check after the first one fails; checking every 8 s lets
+    # each rank reach (and report) the layout check on its own, which is what this test is about (at 3 s a
+    # busy machine sometimes started the second rank too late and the test failed on the race).
     returncode, stderr = torchrun_generate(request.getfixturevalue(model), 2, *args, "--cfg", "1",
-                                           "--out", str(out), monitor_interval=3)
+                                           "--out", str(out), monitor_interval=8)
     assert returncode != 0
     errors = [line for line in stderr.splitlines() if line.startswith("pusa-fw: error:")]
     assert len(errors) == 2, stderr[-3000:]  # one line from each rank
