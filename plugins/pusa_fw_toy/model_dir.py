@@ -133,9 +133,9 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
     dit = WanDiT(config)
     root.mkdir(exist_ok=True)
     if randomise:
-        from pusa_fw_wan.testing.tiny import randomise_parameters
+        from pusa_fw_wan.dit.init import init_from_seed
 
-        randomise_parameters(dit, torch.Generator().manual_seed(seed))
+        init_from_seed(dit, torch.Generator().manual_seed(seed))
     with atomic_path(root / DIT_WEIGHTS) as temp:
         save_file({key: value.contiguous() for key, value in dit.state_dict().items()}, str(temp),
                   metadata={"format": "pt"})

@@ -73,7 +73,7 @@ class TinyWan:
 
 
 def randomise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Module:
-    """Fill every parameter with random non-zero values: N(0, 1/fan_in) weights, small biases, norms ~1.
+    """Fill every parameter with random non-zero values (`pusa_fw_wan.dit.init.init_from_seed`).
 
     Args:
         model: any module; changed in place.
@@ -82,20 +82,9 @@ def randomise_parameters(model: nn.Module, generator: torch.Generator) -> nn.Mod
     Returns:
         The same module.
     """
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            shape = parameter.shape
-            if name.endswith("bias"):
-                values = 0.05 * torch.randn(shape, generator=generator)
-            elif "norm" in name or name.endswith("gamma"):
-                values = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-            elif name.endswith("modulation"):
-                values = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
-            else:
-                fan_in = parameter[0].numel() if parameter.ndim > 1 else parameter.numel()
-                values = torch.randn(shape, generator=generator) / max(fan_in, 1) ** 0.5
-            parameter.copy_(values.to(parameter.dtype))
-    return model
+    from pusa_fw_wan.dit.init import init_from_seed
+
+    return init_from_seed(model, generator)
 
 
 def _save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:

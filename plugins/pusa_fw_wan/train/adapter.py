@@ -59,7 +59,7 @@ class WanTrainAdapter:
 
         from pusa_fw_wan.dit.config import WanConfig
         from pusa_fw_wan.dit.model import WanDiT
-        from pusa_fw_wan.testing.tiny import randomise_parameters
+        from pusa_fw_wan.dit.init import init_from_seed
 
         if path is not None:
             return WanDiT.from_pretrained(
@@ -69,7 +69,7 @@ class WanTrainAdapter:
             model = WanDiT(WanConfig(**(architecture or {})))
         except (TypeError, ValueError) as error:
             raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
-        randomise_parameters(model, torch.Generator().manual_seed(init_seed))
+        init_from_seed(model, torch.Generator().manual_seed(init_seed))
         return model.set_weights_dtype(weights_dtype).to(device)
 
     def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
