@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", deadline=None, max_examples=40, suppress_health_check=[HealthCheck.too_slow])
@@ -29,3 +30,12 @@ def fixtures_dir() -> Path:
     """The Wan reference fixtures (``tests/fixtures/wan_reference``; see its README and manifest)."""
     assert FIXTURES.is_dir(), f"reference fixtures not found at {FIXTURES}; the checkout is incomplete"
     return FIXTURES
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

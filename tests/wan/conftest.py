@@ -101,15 +101,6 @@ def make_random_dit():
     return make
 
 
-@pytest.fixture(scope="module")
-def one_thread():
-    """Tiny tensors run fastest on one thread (and do not fight other processes for cores)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(autouse=True)
 def private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Prompt and file-hash caches go to a temporary directory, never to the home directory."""
