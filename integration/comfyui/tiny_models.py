@@ -22,7 +22,7 @@ import torch
 from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT
-from pusa_fw_wan.testing.tiny import _umt5_tensors, _write_tokenizer, randomise_parameters
+from pusa_fw_wan.testing.tiny import randomise_parameters, umt5_tensors, write_tokenizer
 from pusa_fw_wan.vae.model import WanVAE
 from pusa_fw_wan.weights import write_tensor_file
 
@@ -94,7 +94,7 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
     vae = randomise_parameters(WanVAE(dim=96, z_dim=16), generator)
     write_tensor_file(vae_dir / VAE_NAME, dict(vae.state_dict()), {"format": "pt"})
     text_encoder = work_dir / "tiny_umt5_d4096.safetensors"
-    tensors = _umt5_tensors(
+    tensors = umt5_tensors(
         vocab_size=128,
         d_model=TEXT_DIM,
         num_heads=2,
@@ -105,7 +105,7 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
         generator=generator,
     )
     write_tensor_file(text_encoder, tensors, {"format": "pt"})
-    _write_tokenizer(work_dir / "tokenizer", 128)
+    write_tokenizer(work_dir / "tokenizer", 128)
     write_tensor_file(lora_dir / LORA_NAME, _lora_tensors(dit, generator), {"format": "pt"})
     return TinyFiles(
         dit_dir=dit_dir,

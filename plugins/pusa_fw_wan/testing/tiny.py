@@ -31,7 +31,7 @@ from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.weights import write_tensor_file
 
-__all__ = ["TINY_WORDS", "TinyWan", "build_tiny_wan", "randomise_parameters"]
+__all__ = ["TINY_WORDS", "TinyWan", "build_tiny_wan", "randomise_parameters", "umt5_tensors", "write_tokenizer"]
 
 DIT_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 VAE_NAME = "Wan2.1_VAE.safetensors"
@@ -106,9 +106,13 @@ def _write_vae(path: Path, dim: int, generator: torch.Generator) -> None:
     _save_tensors(path, dict(model.state_dict()))
 
 
-def _umt5_tensors(vocab_size: int, d_model: int, num_heads: int, d_kv: int, d_ff: int, num_layers: int,
-                  buckets: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Random umT5 encoder tensors under the original Wan keys (`wan/modules/t5.py`)."""
+def umt5_tensors(vocab_size: int, d_model: int, num_heads: int, d_kv: int, d_ff: int, num_layers: int,
+                 buckets: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random umT5 encoder tensors under the original Wan keys (`wan/modules/t5.py`).
+
+    ``d_kv`` and ``d_ff`` are free (unlike `build_tiny_wan`'s), so a wide ``d_model`` (4096, what ComfyUI's
+    Wan expects) can keep tiny attention and FFN widths.
+    """
 
     def linear(rows: int, columns: int) -> torch.Tensor:
         return torch.randn(rows, columns, generator=generator) / columns**0.5
@@ -138,7 +142,8 @@ def _umt5_tensors(vocab_size: int, d_model: int, num_heads: int, d_kv: int, d_ff
     return tensors
 
 
-def _write_tokenizer(directory: Path, vocab_size: int) -> None:
+def write_tokenizer(directory: Path, vocab_size: int) -> None:
+    """The tiny word-level tokenizer (`TINY_WORDS`, at most `vocab_size` ids) saved into `directory`."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
@@ -208,9 +213,9 @@ def build_tiny_wan(
                        freq_dim=freq_dim, text_dim=text_dim)
     _write_dit(root, config, generator)
     _write_vae(root / VAE_NAME, vae_dim, generator)
-    tensors = _umt5_tensors(vocab_size, text_dim, text_heads, text_dim // text_heads, 2 * text_dim,
+    tensors = umt5_tensors(vocab_size, text_dim, text_heads, text_dim // text_heads, 2 * text_dim,
                             text_layers, 32, generator)
     _save_tensors(root / TEXT_ENCODER_NAME, tensors)
-    _write_tokenizer(root / TOKENIZER_DIR, vocab_size)
+    write_tokenizer(root / TOKENIZER_DIR, vocab_size)
     return TinyWan(root=root, vae=root / VAE_NAME, text_encoder=root / TEXT_ENCODER_NAME,
                    tokenizer=root / TOKENIZER_DIR)
