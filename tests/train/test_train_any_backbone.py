@@ -107,6 +107,10 @@ output_dir = "{output}"
 max_steps = 40
 seed = 5
 mode = "{mode}"
+# Pinned: the run compares exact float32 weights on the CPU whatever the machine's defaults resolve to.
+precision = "fp32"
+gradient_checkpointing = false
+device = "cpu"
 [model]
 backbone = "frame-mixer"
 architecture = {{channels = 4, hidden = 32, text_dim = 8}}
