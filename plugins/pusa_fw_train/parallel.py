@@ -22,18 +22,18 @@ from __future__ import annotations
 
 import atexit
 import gc
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from pusa_fw.errors import InputError
 
+from .launch_env import STRATEGIES, Strategy, check_strategy, env_int, mesh_layout, rank_device
 from .sharding import global_mean_loss, shard_global_batch
 
 __all__ = [
@@ -46,8 +46,6 @@ __all__ = [
     "parallel_context",
 ]
 
-Strategy = Literal["none", "ddp", "fsdp"]
-STRATEGIES: tuple[str, ...] = ("none", "ddp", "fsdp")
 DEFAULT_TIMEOUT = timedelta(minutes=10)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -211,7 +209,7 @@ def parallel_context(
     Raises:
         InputError: ``"none"`` under a multi-process launch, or a bad launch environment.
     """
-    world = _env_int("WORLD_SIZE", 1)
+    world = env_int("WORLD_SIZE", 1)
     if world > 1 and strategy == "none":
         raise InputError(
             f"distributed='none' but {world} processes were launched; set distributed to auto, ddp or fsdp"
@@ -221,53 +219,6 @@ def parallel_context(
     if strategy == "auto":
         strategy = "ddp" if mode == "lora" else "fsdp"
     return init_distributed(strategy, timeout=timeout)
-
-
-def _env_int(name: str, default: int | None = None) -> int:
-    raw = os.environ.get(name)
-    if raw is None:
-        if default is None:
-            raise InputError(f"{name} is not set; launch with torchrun, which sets RANK/WORLD_SIZE/LOCAL_RANK")
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise InputError(f"{name}={raw!r} is not an integer; launch with torchrun") from None
-
-
-def check_strategy(strategy: str) -> None:
-    """Raise `InputError` for a strategy that is not one of `STRATEGIES`."""
-    if strategy not in STRATEGIES:
-        raise InputError(f"unknown distributed strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
-
-
-def _mesh_layout(mesh_shape: Mapping[str, int] | None, world_size: int) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    layout = dict(mesh_shape) if mesh_shape is not None else {"dp": world_size}
-    if "dp" not in layout:
-        raise InputError(f"the device mesh needs a 'dp' dimension, got {sorted(layout)}")
-    sizes = tuple(int(size) for size in layout.values())
-    product = 1
-    for size in sizes:
-        product *= size
-    if min(sizes) < 1 or product != world_size:
-        raise InputError(
-            f"mesh shape {layout} holds {product} ranks but the world size is {world_size}; "
-            f"make the sizes multiply to {world_size}"
-        )
-    return tuple(layout), sizes
-
-
-def _rank_device(local_rank: int) -> torch.device:
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    count = torch.cuda.device_count()
-    if local_rank >= count:
-        raise InputError(
-            f"local rank {local_rank} has no GPU (this node has {count}); "
-            f"use torchrun --nproc_per_node {count} or fewer"
-        )
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
 
 
 def init_distributed(
@@ -295,9 +246,9 @@ def init_distributed(
             environment, a mesh that does not fit the world size, or more local ranks than GPUs.
     """
     check_strategy(strategy)
-    world_size = _env_int("WORLD_SIZE", 1)
-    rank = _env_int("RANK") if world_size > 1 else _env_int("RANK", 0)
-    local_rank = _env_int("LOCAL_RANK", rank)
+    world_size = env_int("WORLD_SIZE", 1)
+    rank = env_int("RANK") if world_size > 1 else env_int("RANK", 0)
+    local_rank = env_int("LOCAL_RANK", rank)
     if world_size < 1 or not 0 <= rank < world_size or not 0 <= local_rank <= rank:
         raise InputError(
             f"inconsistent launch environment RANK={rank} LOCAL_RANK={local_rank} WORLD_SIZE={world_size}; "
@@ -308,8 +259,8 @@ def init_distributed(
             f"strategy 'none' was given but {world_size} processes were launched; use ddp or fsdp "
             "(or launch a single process)"
         )
-    names, sizes = _mesh_layout(mesh_shape, world_size)
-    device = _rank_device(local_rank) if device is None or world_size > 1 else torch.device(device)
+    names, sizes = mesh_layout(mesh_shape, world_size)
+    device = rank_device(local_rank) if device is None or world_size > 1 else torch.device(device)
     if world_size == 1:
         return ParallelContext(rank, 1, local_rank, device, None, strategy, timeout)
     owns = False
