@@ -2,8 +2,11 @@
 
 A step is: noise the latents per frame, ``model(noised, sigmas, context)``, FAFM loss, backward, AdamW
 step. Both models have the same random base weights (diffusers' ``WanTransformer3DModel`` is loaded from
-ours); LoRA is injected with peft (``inject_adapter_in_model``) on Pusa's targets (q, k, v, o of self-
-and cross-attention, ``ffn.0``, ``ffn.2``), rank = alpha = ``--rank``. Our model takes per-frame sigmas
+ours). Ours is what ``pusa-fw train`` runs: LoRA injected by the trainer (`pusa_fw_train.lora.inject_lora`)
+and the trainer's loss (`pusa_fw_train.step.frame_loss_terms`, through the core's ``fafm_forward``);
+diffusers gets LoRA from peft (``inject_adapter_in_model``) and the core's ``noise_latents`` /
+``fafm_loss``. Targets are Pusa's (q, k, v, o of self- and cross-attention, ``ffn.0``, ``ffn.2``), rank =
+alpha = ``--rank``. Our model takes per-frame sigmas
 ``[B, F]``; diffusers gets per-token timesteps ``[B, L]`` (the per-frame values repeated over each
 frame's tokens), which is how it trains with one timestep per frame.
 
@@ -19,8 +22,11 @@ Times: one warm-up step each, then ``--repeats`` rounds over all variants (round
 every other round; the median is reported). Peak memory: one step in a fresh process per variant
 (``--peak``): peak of live tensor bytes (tracked at the dispatcher, deterministic: weights, inputs,
 activations, gradients, optimizer state) and peak RSS (``VmHWM``, allocator noise included).
+``--profile`` adds, for ours and diffusers' LoRA step, where the time goes: self CPU time per operator
+group (torch.profiler over one step after the timed rounds).
 
     python benchmarks/bench_train.py [--size large|toy|both] [--repeats 3] [--rank R] [--threads N] [--json]
+        [--profile]
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_backbone import TensorMemoryTracker, peak_rss_mb
 
 from pusa_fw.fafm import fafm_loss, noise_latents
+from pusa_fw_train.lora import inject_lora
+from pusa_fw_train.step import Batch, StepDraws, frame_loss_terms
 from pusa_fw_wan import WanConfig, WanDiT
 
 OURS_TARGETS = ["self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
@@ -92,7 +100,7 @@ def build_inputs(size: Size) -> dict[str, torch.Tensor]:
     }
 
 
-def _inject_lora(model: torch.nn.Module, targets: list[str], rank: int) -> torch.nn.Module:
+def _inject_peft_lora(model: torch.nn.Module, targets: list[str], rank: int) -> torch.nn.Module:
     from peft import LoraConfig, inject_adapter_in_model
 
     model.requires_grad_(False)
@@ -105,7 +113,9 @@ def _inject_lora(model: torch.nn.Module, targets: list[str], rank: int) -> torch
 def build_ours(size: Size, lora: bool, rank: int) -> torch.nn.Module:
     torch.manual_seed(0)
     model = WanDiT(size.config).train()
-    return _inject_lora(model, OURS_TARGETS, rank) if lora else model
+    if lora:
+        inject_lora(model, tuple(OURS_TARGETS), rank, float(rank))
+    return model
 
 
 def build_diffusers(size: Size, rank: int) -> torch.nn.Module:
@@ -118,7 +128,7 @@ def build_diffusers(size: Size, rank: int) -> torch.nn.Module:
     model = WanTransformer3DModel(**size.config.to_diffusers_kwargs())
     model.load_state_dict({official_to_diffusers(k): v for k, v in base.state_dict().items()}, strict=True)
     del base
-    return _inject_lora(model.train(), DIFFUSERS_TARGETS, rank)
+    return _inject_peft_lora(model.train(), DIFFUSERS_TARGETS, rank)
 
 
 def make_step(variant: str, model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], float]:
@@ -128,10 +138,15 @@ def make_step(variant: str, model: torch.nn.Module, inputs: dict[str, torch.Tens
     checkpointing = variant.endswith("_gc")
     x0, noise, sigmas, context = inputs["x0"], inputs["noise"], inputs["sigmas"], inputs["context"]
 
-    def predict(noised: torch.Tensor) -> torch.Tensor:
+    batch = Batch(latents=x0, context=context, indices=tuple(range(x0.shape[0])), captions=("",) * x0.shape[0])
+    draws = StepDraws(sigmas=sigmas, eps=noise, loss_mask=torch.ones_like(sigmas, dtype=torch.bool))
+
+    def loss_of_step() -> torch.Tensor:
         if variant.startswith("diffusers"):
-            return model(noised, inputs["token_timesteps"], context, return_dict=False)[0]
-        return model(noised, sigmas, context)
+            noised = noise_latents(x0, noise, sigmas)
+            return fafm_loss(model(noised, inputs["token_timesteps"], context, return_dict=False)[0], x0, noise)
+        terms, _ = frame_loss_terms(model, batch, draws)
+        return terms.mean()
 
     def step() -> float:
         if variant.startswith("diffusers"):
@@ -139,7 +154,7 @@ def make_step(variant: str, model: torch.nn.Module, inputs: dict[str, torch.Tens
         else:
             model.enable_gradient_checkpointing(checkpointing)
         optimizer.zero_grad(set_to_none=True)
-        loss = fafm_loss(predict(noise_latents(x0, noise, sigmas)), x0, noise)
+        loss = loss_of_step()
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -177,6 +192,48 @@ def time_size(size: Size, rank: int, repeats: int) -> dict[str, float]:
     results["first_loss_ours_lora"] = first_loss["ours_lora"]
     results["first_loss_diffusers_lora"] = first_loss["diffusers_lora"]
     return results
+
+
+PROFILE_GROUPS = (
+    ("matmul (linears, LoRA)", ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear")),
+    ("attention fwd + bwd", ("scaled_dot_product", "_flash_attention")),
+    ("gelu fwd + bwd", ("aten::gelu",)),
+    ("norms fwd + bwd", ("layer_norm", "rms_norm", "aten::rsqrt", "aten::pow")),
+    ("elementwise (mul, add, copy, ...)", ("aten::mul", "aten::add", "aten::copy_", "aten::addcmul", "aten::sub",
+                                           "aten::cat", "aten::fill_", "aten::div", "aten::clone")),
+    ("optimizer (AdamW)", ("aten::lerp", "aten::addcdiv", "aten::sqrt", "aten::_foreach", "aten::mul_",
+                           "aten::add_")),
+)
+
+
+def profile_step(size: Size, variant: str, rank: int) -> dict[str, float]:
+    """Self CPU seconds of one warm step of `variant`, by operator group (`PROFILE_GROUPS`, rest "other")."""
+    from torch.profiler import ProfilerActivity, profile
+
+    inputs = build_inputs(size)
+    kind = variant.removesuffix("_gc")
+    model = build_diffusers(size, rank) if kind == "diffusers_lora" else build_ours(size, kind == "ours_lora", rank)
+    step = make_step(variant, model, inputs)
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    groups = {name: 0.0 for name, _ in PROFILE_GROUPS} | {"other": 0.0}
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6
+        group = next((name for name, keys in PROFILE_GROUPS if any(key in event.key for key in keys)), "other")
+        groups[group] += seconds
+    return groups
+
+
+def print_profile(size_name: str, rank: int) -> None:
+    size = SIZES[size_name]
+    ours, theirs = profile_step(size, "ours_lora", rank), profile_step(size, "diffusers_lora", rank)
+    print(f"\n{size_name}: where one LoRA step's time goes (self CPU s, torch.profiler, one warm step each)")
+    print(f"{'operator group':<36} {'ours':>8} {'diffusers':>10} {'ours - diff.':>13}")
+    for group in ours:
+        print(f"{group:<36} {ours[group]:>8.3f} {theirs[group]:>10.3f} {ours[group] - theirs[group]:>+13.3f}")
+    total_ours, total_theirs = sum(ours.values()), sum(theirs.values())
+    print(f"{'total':<36} {total_ours:>8.3f} {total_theirs:>10.3f} {total_ours - total_theirs:>+13.3f}")
 
 
 def peak_child(size_name: str, variant: str, rank: int) -> dict[str, float]:
@@ -241,6 +298,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rank", type=int, help="LoRA rank, alpha = rank (default 128 large, 16 toy)")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--profile", action="store_true", help="add the per-operator-group time of one LoRA step")
     parser.add_argument("--peak", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads is not None:
@@ -260,6 +318,9 @@ def main(argv: list[str] | None = None) -> None:
     print(json.dumps(report) if args.json else "", end="\n" if args.json else "")
     if not args.json:
         print_table(report)
+    if args.profile:
+        for size_name in sizes:
+            print_profile(size_name, args.rank or SIZES[size_name].lora_rank)
 
 
 if __name__ == "__main__":
