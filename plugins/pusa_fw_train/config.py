@@ -56,9 +56,11 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "logging",
     "collective_timeout_s",
     "block_swap",
+    "activation_offload",
 )
 """Top-level fields that may change when a run is resumed (everything else must match the saved config;
-``block_swap`` only moves frozen weights between host and device, the arithmetic is the same)."""
+``block_swap`` and ``activation_offload`` only move frozen weights or saved activations between host and
+device, the arithmetic is the same)."""
 
 RESUMABLE_PREFIXES: tuple[str, ...] = ("validation.render_", "data.prefetch")
 """Dotted-key prefixes that may change on resume too (renders never touch the training trajectory)."""
@@ -247,6 +249,9 @@ class TrainConfig(BaseModel):
         "auto", description="storage dtype of the frozen base (auto: bf16 for a LoRA under bf16, else fp32)"
     )
     block_swap: int = Field(0, ge=0, description="blocks whose frozen weights stay on the host (LoRA)")
+    activation_offload: bool = Field(
+        False, description="keep the checkpointed block inputs in host memory until the backward"
+    )
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="EMA of the trained tensors (LoRA: of A and B separately); None: off"
     )

@@ -1,6 +1,6 @@
 """The memory fields of a `TrainConfig` and the combinations of them that cannot work (refused when the
-config is validated; `pusa_fw_train.memory` resolves them for a run, `pusa_fw_train.block_swap` says why
-block swap needs what it needs)."""
+config is validated; `pusa_fw_train.memory` resolves them for a run; `pusa_fw_train.block_swap` and
+`pusa_fw_train.activation_offload` say why block swap and activation offload need what they need)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ def check_memory_options(config: Any) -> None:
 
     Args:
         config: a `TrainConfig` being validated (its mode, weights_dtype, block_swap,
-            gradient_checkpointing and distributed).
+            activation_offload, gradient_checkpointing and distributed).
     """
     if config.mode == "full" and config.weights_dtype not in ("auto", "float32"):
         raise ValueError(
@@ -29,6 +29,8 @@ def check_memory_options(config: Any) -> None:
             f"weights_dtype = {config.weights_dtype!r} with distributed = 'fsdp' is not supported (FSDP2 "
             "sharding of fp8 storage is not done); use bfloat16 or distributed = 'ddp'"
         )
+    if config.activation_offload:
+        _check_activation_offload(config)
     if not config.block_swap:
         return
     if config.mode != "lora":
@@ -44,4 +46,20 @@ def check_memory_options(config: Any) -> None:
         raise ValueError(
             "block_swap cannot be combined with distributed = 'fsdp' (FSDP2 already shards the frozen "
             "weights and moves them itself); use distributed = 'ddp' or block_swap = 0"
+        )
+
+
+def _check_activation_offload(config: Any) -> None:
+    checkpointing = config.gradient_checkpointing
+    if checkpointing is False or (checkpointing is None and config.mode != "lora"):
+        why = "is false" if checkpointing is False else "unset is off for mode = 'full'"
+        raise ValueError(
+            f"activation_offload needs gradient checkpointing, but gradient_checkpointing {why} (without it "
+            "every activation of every block would be copied to the host); set gradient_checkpointing = true "
+            "or activation_offload = false"
+        )
+    if config.distributed == "fsdp":
+        raise ValueError(
+            "activation_offload cannot be combined with distributed = 'fsdp' (not supported yet); use "
+            "distributed = 'ddp' or activation_offload = false"
         )
