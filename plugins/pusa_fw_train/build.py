@@ -15,7 +15,7 @@ from .config import OptimizerSection, TrainConfig
 from .lora import inject_lora, load_lora_into, trainable_tensors
 from .memory import build_base, resolve_gradient_checkpointing
 
-__all__ = ["build_model", "build_optimizer", "learning_rate"]
+__all__ = ["build_model", "build_optimizer", "learning_rate", "set_up_trainable"]
 
 
 def build_model(
@@ -34,6 +34,16 @@ def build_model(
         InputError: gradient checkpointing asked of a model that cannot do it.
     """
     model = build_base(config, adapter, device)
+    return model, set_up_trainable(model, config, adapter)
+
+
+def set_up_trainable(model: nn.Module, config: TrainConfig, adapter: TrainAdapter) -> list[str]:
+    """Inject the run's LoRA (seeded by ``config.seed``) or unfreeze every weight; set gradient checkpointing
+    and train mode. Returns the LoRA target module paths (empty for a full fine-tune).
+
+    Raises:
+        InputError: gradient checkpointing asked of a model that cannot do it.
+    """
     targets: list[str] = []
     if config.mode == "lora":
         torch.manual_seed(config.seed)  # the LoRA A init draws from the global generator
@@ -59,7 +69,7 @@ def build_model(
             "enable_gradient_checkpointing; turn it off"
         )
     model.train()  # a loaded checkpoint comes in eval mode; train mode takes the lean training forward
-    return model, targets
+    return targets
 
 
 def build_optimizer(model: nn.Module, section: OptimizerSection) -> tuple[torch.optim.Optimizer, list[str]]:

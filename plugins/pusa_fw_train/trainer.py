@@ -34,6 +34,7 @@ from .metrics import MetricsLog
 from .mixing import load_empty_context
 from .order import DataOrder, OrderPosition
 from .parallel import parallel_context
+from .sharded_build import build_sharded_model, can_build_sharded
 from .sources import open_data
 from .state import check_resume_config, find_checkpoint, truncate_log
 from .state_io import EMA
@@ -72,12 +73,19 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
         self.step = 0
         self._saved_step = -1
         self.adapter = get_train_adapter(config.model.backbone)
-        self.model, self.targets = build_model(config, self.adapter, self.context.device)
-        swap = config.block_swap
-        self.block_swap = BlockSwap(self.model, swap, self.context.device) if swap else None
-        self.wrapped = wrap_model(
-            self.model, self.context, shard=self.adapter.shard, **fsdp_mixed_precision(config, self.context)
-        )
+        precision = fsdp_mixed_precision(config, self.context)
+        self.load_report = None  # what a shard-only build read and kept on this rank (adapter-defined)
+        self.block_swap = None
+        if can_build_sharded(config, self.adapter, self.context):  # FSDP2: this rank's shards only
+            self.model, self.targets, self.load_report = build_sharded_model(
+                config, self.adapter, self.context, **precision
+            )
+            self.wrapped = self.model
+        else:
+            self.model, self.targets = build_model(config, self.adapter, self.context.device)
+            swap = config.block_swap
+            self.block_swap = BlockSwap(self.model, swap, self.context.device) if swap else None
+            self.wrapped = wrap_model(self.model, self.context, shard=self.adapter.shard, **precision)
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
         self.tensors = dict(
             zip(self.names, (group for group in self.optimizer.param_groups[0]["params"]), strict=True)

@@ -19,11 +19,30 @@ from pusa_fw.errors import InputError
 
 from .parallel import ParallelContext, Strategy, check_strategy
 
-__all__ = ["gradient_sync", "unwrap_model", "wrap_model"]
+__all__ = ["check_trainable", "gradient_sync", "unwrap_model", "wrap_model"]
 
 
 def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     return [parameter for parameter in model.parameters() if parameter.requires_grad]
+
+
+def _require_trainable(model: nn.Module) -> None:
+    if not _trainable_parameters(model):
+        raise InputError("the model has no trainable parameters (requires_grad); inject LoRA or unfreeze it")
+
+
+def check_trainable(model: nn.Module, ctx: ParallelContext) -> None:
+    """Something to train, and (several ranks) the same parameter names, shapes and trainable flags on all.
+
+    Raises:
+        InputError: nothing trainable, or ranks that built different models.
+    """
+    _require_trainable(model)
+    if ctx.is_distributed:
+        ctx.check_same_on_all_ranks(
+            "model structure (parameter names, shapes, trainable flags)",
+            [(name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters()],
+        )
 
 
 def wrap_model(
@@ -57,16 +76,12 @@ def wrap_model(
     """
     strategy = ctx.strategy if strategy is None else strategy
     check_strategy(strategy)
-    if not _trainable_parameters(model):
-        raise InputError("the model has no trainable parameters (requires_grad); inject LoRA or unfreeze it")
+    _require_trainable(model)
     if strategy != "fsdp" and (param_dtype is not None or reduce_dtype is not None):
         raise InputError(f"param_dtype/reduce_dtype are FSDP2 options; strategy {strategy!r} does not take them")
     if not ctx.is_distributed or strategy == "none":
         return model.to(ctx.device)
-    ctx.check_same_on_all_ranks(
-        "model structure (parameter names, shapes, trainable flags)",
-        [(name, tuple(p.shape), p.requires_grad) for name, p in model.named_parameters()],
-    )
+    check_trainable(model, ctx)
     if strategy == "ddp":
         from torch.nn.parallel import DistributedDataParallel
 

@@ -17,119 +17,36 @@ cast and moved to their device, and assigned as parameters.
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from pusa_fw.errors import CheckpointError
 
+from pusa_fw_wan.dit.checkpoint_source import (
+    _WEIGHTS_NAME,  # noqa: F401 (pusa_fw_wan.hooks imports it from here)
+    _WHAT,
+    CheckpointFiles,
+    WanDiTSource,
+    dequantized,
+    find_checkpoint_files,
+    open_wan_dit,
+    read_wan_config,
+)
 from pusa_fw_wan.dit.config import WanConfig
-from pusa_fw_wan.dit.model import WanDiT, _keeps_fp32
-from pusa_fw_wan.dit.key_mapping import diffusers_to_official, infer_config, is_diffusers_naming, strip_prefix
-from pusa_fw_wan.dit.storage import (
-    FP8_DTYPES,
-    LowPrecisionLinear,
-    is_large_linear,
-    parse_weights_dtype,
-    set_weights_dtype,
-)
-from pusa_fw_wan.weights import (
-    INDEX_SUFFIX,
-    compare_keys,
-    format_key_list,
-    iter_file_tensors,
-    read_shapes,
-    shard_files,
-)
-from pusa_fw_wan.weights.files import read_torch_file
-from pusa_fw_wan.weights.safetensors import read_header
+from pusa_fw_wan.dit.model import WanDiT
+from pusa_fw_wan.dit.storage import LowPrecisionLinear
+from pusa_fw_wan.weights import format_key_list, iter_file_tensors
 
-__all__ = ["CheckpointFiles", "find_checkpoint_files", "load_wan_dit", "read_wan_config"]
-
-_WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-_INDEX_NAME = _WEIGHTS_NAME + INDEX_SUFFIX
-_MAX_LISTED = 20  # directory entries shown when no weights are found
-_WHAT = "Wan DiT checkpoint"
-_SCALE_WEIGHT = ".scale_weight"
-_SCALE_INPUT = ".scale_input"
-_FP8_MARKER = "scaled_fp8"
-
-
-class CheckpointFiles:
-    """The weight files of one checkpoint and its optional ``config.json``."""
-
-    def __init__(self, weight_files: list[Path], config_file: Path | None) -> None:
-        self.weight_files = weight_files
-        self.config_file = config_file
-
-
-def find_checkpoint_files(path: str | os.PathLike[str]) -> CheckpointFiles:
-    """Resolve a checkpoint path to its weight files.
-
-    Raises:
-        CheckpointError: the path does not exist or holds no recognisable weights.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint path {path} does not exist")
-    if path.is_file():
-        sibling_config = path.parent / "config.json"
-        return CheckpointFiles([path], sibling_config if sibling_config.is_file() else None)
-    if (
-        (path / "transformer").is_dir()
-        and not (path / _WEIGHTS_NAME).exists()
-        and not (path / _INDEX_NAME).exists()
-    ):
-        path = path / "transformer"
-    config_file = path / "config.json" if (path / "config.json").is_file() else None
-    index_file = path / _INDEX_NAME
-    if index_file.is_file():
-        return CheckpointFiles(shard_files(index_file), config_file)
-    if (path / _WEIGHTS_NAME).is_file():
-        return CheckpointFiles([path / _WEIGHTS_NAME], config_file)
-    candidates = sorted(path.glob("*.safetensors"))
-    if len(candidates) == 1:
-        return CheckpointFiles(candidates, config_file)
-    listing = sorted(child.name for child in path.iterdir())[:_MAX_LISTED]
-    raise CheckpointError(
-        f"no Wan DiT weights found in {path}: expected {_WEIGHTS_NAME}, {_INDEX_NAME} with shards, "
-        f"a transformer/ directory, or exactly one .safetensors file; the directory holds {listing}"
-    )
-
-
-def _resolve_config(
-    files: CheckpointFiles, official_shapes: dict[str, tuple[int, ...]], given: WanConfig | None
-) -> WanConfig:
-    if given is not None:
-        return given
-    text_dim = official_shapes.get("text_embedding.0.weight", (None, None))[1]
-    if files.config_file is not None:
-        try:
-            data = json.loads(files.config_file.read_text())
-        except (OSError, ValueError) as error:
-            raise CheckpointError(f"{files.config_file} is not valid JSON: {error}") from error
-        if data.get("_class_name") == "WanTransformer3DModel" or "num_attention_heads" in data:
-            return WanConfig.from_diffusers_json(data)
-        if "dim" in data and "num_heads" in data:
-            return WanConfig.from_official_json(data, text_dim=text_dim)
-    return infer_config(official_shapes)
-
-
-def _check_keys(model: nn.Module, official_shapes: dict[str, tuple[int, ...]], source: Path) -> None:
-    expected = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-    report = compare_keys(official_shapes, expected)
-    image_keys = any("img" in key or "image" in key for key in report.unexpected)
-    report.raise_if_bad(
-        source,
-        "the Wan DiT config",
-        "Pass the matching config=WanConfig(...) or the right checkpoint.",
-        unexpected_hint=" (image-conditioned i2v/flf2v keys are not supported)" if image_keys else "",
-    )
-
+__all__ = [
+    "CheckpointFiles",
+    "WanDiTSource",
+    "find_checkpoint_files",
+    "load_wan_dit",
+    "open_wan_dit",
+    "read_wan_config",
+]
 
 def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module_path, _, attribute = name.rpartition(".")
@@ -138,89 +55,6 @@ def _assign(model: nn.Module, name: str, tensor: torch.Tensor) -> None:
     module._parameters[attribute] = nn.Parameter(
         tensor, requires_grad=old.requires_grad if old is not None else True
     )
-
-
-def _without_bare_marker(raw_shapes: dict[str, Any]) -> dict[str, Any]:
-    """The keys without an unprefixed ``scaled_fp8`` marker (a prefixed one is dropped with the scales)."""
-    return {key: value for key, value in raw_shapes.items() if key != _FP8_MARKER}
-
-
-def read_wan_config(path: str | os.PathLike[str]) -> WanConfig:
-    """The architecture of a checkpoint from its ``config.json`` or tensor shapes, without loading weights.
-
-    Raises:
-        CheckpointError: unreadable files or unknown layout.
-    """
-    files = find_checkpoint_files(path)
-    raw_shapes = _without_bare_marker(read_shapes(files.weight_files, what=_WHAT))
-    prefix = strip_prefix(raw_shapes)
-    unprefixed = [key[len(prefix) :] for key in raw_shapes]
-    diffusers = is_diffusers_naming(unprefixed)
-    official_shapes = {
-        diffusers_to_official(key) if diffusers else key: shape
-        for key, (shape, _) in zip(unprefixed, raw_shapes.values())
-    }
-    return _resolve_config(files, official_shapes, None)
-
-
-def _file_dtypes(files: CheckpointFiles) -> dict[str, torch.dtype]:
-    """Raw key -> stored dtype over the checkpoint's files (headers only for safetensors)."""
-    dtypes: dict[str, torch.dtype] = {}
-    for file in files.weight_files:
-        if file.suffix.lower() == ".safetensors":
-            dtypes.update({name: info.dtype for name, info in read_header(file).items()})
-        else:
-            dtypes.update({name: t.dtype for name, t in read_torch_file(file, what=_WHAT, mmap=True).items()})
-    return dtypes
-
-
-def _split_scales(official_names: dict[str, str]) -> tuple[dict[str, str], dict[str, str], list[str]]:
-    """Separate the scaled-fp8 extras from the weights.
-
-    Args:
-        official_names: raw key -> official name.
-
-    Returns:
-        ``(weights, scale_weights, ignored)``: raw key -> official name of the weights; module path ->
-        raw key of each ``scale_weight``; raw keys that are dropped (``scale_input``, used only by fp8
-        matmuls, and the ``scaled_fp8`` format marker).
-    """
-    weights: dict[str, str] = {}
-    scales: dict[str, str] = {}
-    ignored: list[str] = []
-    for raw, name in official_names.items():
-        if name == _FP8_MARKER:
-            ignored.append(raw)
-        elif name.endswith(_SCALE_WEIGHT):
-            scales[name[: -len(_SCALE_WEIGHT)]] = raw
-        elif name.endswith(_SCALE_INPUT):
-            ignored.append(raw)
-        else:
-            weights[raw] = name
-    return weights, scales, ignored
-
-
-def _resolve_storage(
-    weights_dtype: str | torch.dtype | None, file_dtypes: dict[str, torch.dtype], compute: torch.dtype
-) -> torch.dtype:
-    """The storage dtype of the large linears: the asked one, else the file's fp8 dtype, else `compute`."""
-    asked = parse_weights_dtype(weights_dtype)
-    if asked is not None:
-        return asked
-    found = set(file_dtypes.values())
-    if len(found) == 1 and next(iter(found)) in FP8_DTYPES:
-        return next(iter(found))
-    return compute
-
-
-def _dequantized(tensor: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
-    """A checkpoint tensor as `dtype`, multiplied by its scale (per tensor, or per output row)."""
-    if scale is None:
-        return tensor.to(dtype)
-    scale = scale.to(device=tensor.device, dtype=torch.float32)
-    if scale.numel() != 1:
-        scale = scale.reshape(tensor.shape[0], *([1] * (tensor.ndim - 1)))
-    return (tensor.to(torch.float32) * scale).to(dtype)
 
 
 def _owned(converted: torch.Tensor, read: torch.Tensor) -> torch.Tensor:
@@ -245,7 +79,7 @@ def load_wan_dit(
     ``scale_weight`` tensors of "scaled fp8" files and their ``scale_input`` / ``scaled_fp8`` entries,
     which are not needed and dropped) load the same way. Each tensor is read, converted to its target
     dtype on `device` and assigned before the next one is read, so no full-precision copy of the model
-    ever exists.
+    ever exists. (Under FSDP2, `pusa_fw_wan.parallel.shard_load` fills only a rank's shards instead.)
 
     Args:
         path: directory or weight file.
@@ -263,57 +97,24 @@ def load_wan_dit(
         CheckpointError: unreadable files, unknown layout, or keys that do not fit (all listed).
         InputError: an unknown `weights_dtype`.
     """
-    files = find_checkpoint_files(path)
-    raw_shapes = _without_bare_marker(read_shapes(files.weight_files, what=_WHAT))
-    prefix = strip_prefix(raw_shapes)
-    unprefixed = [key[len(prefix) :] for key in raw_shapes]
-    diffusers = is_diffusers_naming(unprefixed)
-
-    def official_name(raw_key: str) -> str:
-        key = raw_key[len(prefix) :]
-        return diffusers_to_official(key) if diffusers else key
-
-    weight_names, scale_keys, ignored = _split_scales({key: official_name(key) for key in raw_shapes})
-    official_shapes = {name: raw_shapes[raw][0] for raw, name in weight_names.items()}
-    orphans = sorted(f"{module}{_SCALE_WEIGHT}" for module in scale_keys
-                     if f"{module}.weight" not in official_shapes)
-    if orphans:
-        raise CheckpointError(
-            f"checkpoint {path} has scale_weight tensors without a weight: {format_key_list(orphans)}"
-        )
-    resolved = _resolve_config(files, official_shapes, config)
-    with torch.device("meta"):
-        model = WanDiT(resolved)
-    _check_keys(model, official_shapes, Path(path))
-    all_dtypes = _file_dtypes(files)
-    linear_dtypes = {raw: all_dtypes[raw] for raw, name in weight_names.items()
-                     if name.endswith(".weight") and is_large_linear(name[: -len(".weight")])}
-    storage = _resolve_storage(weights_dtype, linear_dtypes, dtype)
-    if storage != dtype:
-        set_weights_dtype(model, storage, dtype)
-
+    model, source = open_wan_dit(path, dtype=dtype, config=config, weights_dtype=weights_dtype)
     device = torch.device(device)
-    scales: dict[str, torch.Tensor] = {}
-    scale_files = {raw_shapes[raw][1] for raw in scale_keys.values()}
-    for file in files.weight_files:
-        if file in scale_files:
-            scales.update(iter_file_tensors(file, what=_WHAT, names=scale_keys.values()))
-    skipped = set(scale_keys.values()) | set(ignored)
-    for file in files.weight_files:
-        names = [raw for raw, (_, owner) in raw_shapes.items() if owner == file and raw not in skipped]
+    scales = source.read_scales()
+    for file in source.files.weight_files:
         # One scratch read buffer: whatever is kept is converted or copied out of it (`_owned`).
-        for raw_key, tensor in iter_file_tensors(file, what=_WHAT, names=names, reuse_buffer=True):
-            name = official_name(raw_key)
+        for raw_key, tensor in iter_file_tensors(file, what=_WHAT, names=source.file_keys(file),
+                                                 reuse_buffer=True):
+            name = source.weight_names[raw_key]
             module_path, _, attribute = name.rpartition(".")
-            scale_key = scale_keys.get(module_path) if attribute == "weight" else None
+            scale_key = source.scale_keys.get(module_path) if attribute == "weight" else None
             scale = scales.get(scale_key) if scale_key is not None else None
             module = model.get_submodule(module_path) if module_path else model
             if isinstance(module, LowPrecisionLinear) and attribute == "weight":
                 module.set_weight(tensor.to(device), scale)
                 module.weight = nn.Parameter(_owned(module.weight.data, tensor), requires_grad=False)
             else:
-                target = torch.float32 if _keeps_fp32(name) else dtype
-                _assign(model, name, _owned(_dequantized(tensor.to(device), scale, target), tensor))
+                target = source.target_dtype(name)
+                _assign(model, name, _owned(dequantized(tensor.to(device), scale, target), tensor))
             del tensor
     still_meta = [name for name, parameter in model.named_parameters() if parameter.is_meta]
     still_meta += [name for name, buffer in model.named_buffers() if buffer.is_meta]

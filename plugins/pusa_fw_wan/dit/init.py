@@ -8,25 +8,33 @@ then cast to each parameter's dtype).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-__all__ = ["init_from_seed"]
+__all__ = ["init_from_seed", "initial_value"]
+
+
+def initial_value(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
+    """The float32 CPU value of parameter `name` of `shape` from `generator` (the module docstring's laws).
+
+    `init_from_seed` calls it for every parameter in ``named_parameters`` order; a sharded load that calls it
+    in the same order gets the same values, one tensor at a time.
+    """
+    if name.endswith("bias"):
+        return 0.05 * torch.randn(shape, generator=generator)
+    if "norm" in name or name.endswith("gamma"):
+        return 1.0 + 0.1 * torch.randn(shape, generator=generator)
+    if name.endswith("modulation"):
+        return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+    fan_in = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)
+    return torch.randn(shape, generator=generator) / max(fan_in, 1) ** 0.5
 
 
 def init_from_seed(model: nn.Module, generator: torch.Generator) -> nn.Module:
     """Fill every parameter of `model` in place from `generator` (a CPU generator) and return `model`."""
     with torch.no_grad():
         for name, parameter in model.named_parameters():
-            shape = parameter.shape
-            if name.endswith("bias"):
-                values = 0.05 * torch.randn(shape, generator=generator)
-            elif "norm" in name or name.endswith("gamma"):
-                values = 1.0 + 0.1 * torch.randn(shape, generator=generator)
-            elif name.endswith("modulation"):
-                values = torch.randn(shape, generator=generator) / shape[-1] ** 0.5
-            else:
-                fan_in = parameter[0].numel() if parameter.ndim > 1 else parameter.numel()
-                values = torch.randn(shape, generator=generator) / max(fan_in, 1) ** 0.5
-            parameter.copy_(values.to(parameter.dtype))
+            parameter.copy_(initial_value(name, parameter.shape, generator).to(parameter.dtype))
     return model

@@ -54,6 +54,7 @@ class WanTrainAdapter:
         `weights_dtype` (`pusa_fw_wan.dit.storage`). A checkpoint is read tensor by tensor into a model
         built on the meta device, each tensor converted to its storage dtype on `device` as it is read (no
         float32 copy of a low-precision base); a random init is made in float32 on the CPU, then stored.
+        ``device="meta"`` reads no weight: the structure only, filled by `load_shards` after FSDP2 sharding.
         """
         import torch
 
@@ -61,6 +62,8 @@ class WanTrainAdapter:
         from pusa_fw_wan.dit.model import WanDiT
         from pusa_fw_wan.dit.init import init_from_seed
 
+        if device == "meta":
+            return self._meta_model(path, architecture, weights_dtype)
         if path is not None:
             return WanDiT.from_pretrained(
                 path, dtype=torch.float32, device=device, weights_dtype=weights_dtype
@@ -71,6 +74,46 @@ class WanTrainAdapter:
             raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
         init_from_seed(model, torch.Generator().manual_seed(init_seed))
         return model.set_weights_dtype(weights_dtype).to(device)
+
+    def _meta_model(self, path: str | None, architecture: dict[str, Any] | None, weights_dtype: str) -> nn.Module:
+        """The float32-compute model of `build_model` on the meta device (headers read, no weights)."""
+        import torch
+
+        from pusa_fw_wan.dit.checkpoint import open_wan_dit
+        from pusa_fw_wan.dit.config import WanConfig
+        from pusa_fw_wan.parallel.shard_load import meta_wan_dit
+
+        if path is not None:
+            return open_wan_dit(path, dtype=torch.float32, weights_dtype=weights_dtype)[0]
+        try:
+            config = WanConfig(**(architecture or {}))
+        except (TypeError, ValueError) as error:
+            raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
+        return meta_wan_dit(config, weights_dtype)
+
+    def load_shards(
+        self, model: nn.Module, path: str | None, architecture: dict[str, Any] | None, init_seed: int, *,
+        weights_dtype: str = "float32",
+    ) -> Any:
+        """Fill the local shards of a ``build_model(device="meta")`` model, FSDP2-sharded and ``to_empty``-ed.
+
+        A checkpoint: each rank reads only its own rows, tensor by tensor; a random init: the draws of
+        `build_model`, one full tensor at a time, sliced (`pusa_fw_wan.parallel.shard_load`).
+
+        Returns:
+            The rank's `ShardLoadReport` (bytes read, kept and in full).
+        """
+        import torch
+
+        from pusa_fw_wan.dit.checkpoint import open_wan_dit
+        from pusa_fw_wan.dit.config import WanConfig
+        from pusa_fw_wan.parallel.shard_load import init_dit_shards, load_dit_shards
+
+        if path is not None:
+            _, source = open_wan_dit(path, dtype=torch.float32, weights_dtype=weights_dtype)
+            return load_dit_shards(model, source)
+        config = WanConfig(**(architecture or {}))
+        return init_dit_shards(model, config, torch.Generator().manual_seed(init_seed))
 
     def shard(self, model: nn.Module, mesh: Any, **options: Any) -> nn.Module:
         """FSDP2 per transformer block, then the root (`pusa_fw_wan.parallel.fsdp.shard_dit`)."""
