@@ -10,16 +10,19 @@ patches) it measures
 
 - weight bytes per block per storage dtype (bf16, fp8 e4m3fn) and of the non-block modules;
 - activation bytes for inference (peak of one block pass), and for LoRA training with and without gradient
-  checkpointing (bytes kept per block after the forward, and the peak on top of them in the backward);
+  checkpointing (bytes kept per block after the forward, and the peak on top of them in the backward), and
+  with checkpointing plus the trainer's activation offload (`pusa_fw_train.activation_offload`, run as is:
+  its host copies of the meta tensors are counted as host bytes, per block and shared);
 - LoRA r = 512 and r = 64 (Pusa targets q, k, v, o of both attentions + both FFN layers, fp32 factors):
   trainable bytes and the gradients the backward makes; AdamW (2 x fp32) and EMA (fp32) are counted.
 
 Each per-token term is fitted as ``a + b * L`` by least squares (the fit error is printed) and checked
 against a direct measurement at the 480p token count. Then it projects 40 blocks at 480p and 720p x 81 frames
 (L = 32,760 / 75,600) for inference (bf16 / fp8, resident / block offload) and Pusa LoRA training (r 512 / 64,
-bf16 / fp8 base, checkpointing, block swap N, 1 GPU and 8-GPU FSDP2) against 24, 48 and 80 GB. Projections
-add 1 GiB for the CUDA context and do not model allocator fragmentation; `benchmarks/gpu_check.py` compares
-them with a real peak when a GPU is at hand.
+bf16 / fp8 base, checkpointing, block swap N, activation offload, 1 GPU and 8-GPU FSDP2) against 24, 48 and
+80 GB, with the host memory that block swap and activation offload need, and says whether issue 15's
+training goals are met. Projections add 1 GiB for the CUDA context and do not model allocator fragmentation;
+`benchmarks/gpu_check.py` compares them with a real peak when a GPU is at hand.
 
     python benchmarks/bench_memory.py [--json]
 """
@@ -27,6 +30,7 @@ them with a real peak when a GPU is at hand.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import weakref
 from typing import Any
@@ -37,6 +41,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.checkpoint import checkpoint
 
+from pusa_fw_train.activation_offload import DEFAULT_MIN_BYTES, ActivationOffload
 from pusa_fw_wan import WanConfig, WanDiT
 from pusa_fw_wan.dit.rope import cached_rope_frequencies
 from pusa_fw_wan.dit.storage import storage_bytes
@@ -49,7 +54,19 @@ RESOLUTIONS = {"480p": (30, 52), "720p": (45, 80), "512sq": (32, 32)}
 CUDA_CONTEXT = 2**30
 TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 STORAGES = ("bfloat16", "float8_e4m3fn")
+TRAIN_MODES = ("train", "train_ckpt", "train_ckpt_offload")
+# (mode, label, blocks swapped, GPUs) of the projected training rows
+TRAIN_SETUPS = (
+    ("train_ckpt", "ckpt, 1 GPU", 0, 1),
+    ("train_ckpt", "ckpt, block swap 20", 20, 1),
+    ("train_ckpt", "ckpt, block swap 38", 38, 1),
+    ("train_ckpt_offload", "ckpt + activation offload, 1 GPU", 0, 1),
+    ("train_ckpt_offload", "ckpt + activation offload, swap 38", 38, 1),
+    ("train_ckpt", "ckpt, 8-GPU FSDP2", 0, 8),
+    ("train", "no ckpt, 1 GPU", 0, 1),
+)
 NUM_BLOCKS = 40
+OFFLOAD_MIN_BYTES = DEFAULT_MIN_BYTES  # the trainer's threshold
 
 
 def config_14b(num_layers: int) -> WanConfig:
@@ -57,29 +74,47 @@ def config_14b(num_layers: int) -> WanConfig:
 
 
 class TensorTracker(TorchDispatchMode):
-    """Live and peak bytes of the storages ops create (keyed by storage identity: works on ``meta``)."""
+    """Live and peak bytes of the storages ops create (keyed by storage identity: works on ``meta``).
 
-    def __init__(self, existing: list[torch.Tensor]) -> None:
+    Storages on `device` (default: every storage) are device memory (`live`, `peak`); the others are host
+    memory (`host_live`, `host_peak`): the host copies of activation offload. A copy of a ``meta`` tensor
+    into a host tensor is sized but moves no data (a meta tensor has none).
+    """
+
+    def __init__(self, existing: list[torch.Tensor], device: torch.device | None = None) -> None:
         super().__init__()
         # Storages that exist already (weights, inputs) are not counted, also when an op returns a view
         # of them (a transposed weight).
         self.seen: set[int] = {tensor.untyped_storage()._cdata for tensor in existing}
+        self.device = device
         self.live = 0
         self.peak = 0
+        self.host_live = 0
+        self.host_peak = 0
 
     def _count(self, storage: torch.UntypedStorage) -> None:
         key = storage._cdata
         if key in self.seen or storage.nbytes() == 0:
             return
         self.seen.add(key)
-        self.live += storage.nbytes()
-        weakref.finalize(storage, self._release, key, storage.nbytes())
+        on_host = self.device is not None and storage.device != self.device
+        if on_host:
+            self.host_live += storage.nbytes()
+            self.host_peak = max(self.host_peak, self.host_live)
+        else:
+            self.live += storage.nbytes()
+        weakref.finalize(storage, self._release, key, storage.nbytes(), on_host)
 
-    def _release(self, key: int, nbytes: int) -> None:
-        self.live -= nbytes
+    def _release(self, key: int, nbytes: int, on_host: bool) -> None:
+        if on_host:
+            self.host_live -= nbytes
+        else:
+            self.live -= nbytes
         self.seen.discard(key)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        if func is torch.ops.aten.copy_.default and args[1].is_meta and not args[0].is_meta:
+            return args[0]
         out = func(*args, **(kwargs or {}))
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor):
@@ -146,32 +181,39 @@ def _inputs(
 def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FRAMES) -> dict[str, float]:
     """One pass over the model's blocks (+ text embedding and head); bytes beyond the weights.
 
-    mode: ``inference`` (no grad), ``train`` or ``train_ckpt`` (LoRA training, gradient checkpointing).
-    Returns ``peak`` (bytes), ``kept`` (live after the forward: what the backward needs) and ``grads``.
+    mode: ``inference`` (no grad), ``train`` or ``train_ckpt`` (LoRA training, gradient checkpointing), or
+    ``train_ckpt_offload`` (checkpointing with the trainer's `ActivationOffload`: what autograd keeps
+    outside the blocks goes to the host).
+    Returns ``peak`` (device bytes), ``kept`` (live on the device after the forward: what the backward
+    needs), ``grads``, and ``host_peak`` (bytes of host copies).
     """
     training = mode != "inference"
     device = model.patch_embedding.weight.device
     inputs = _inputs(model.config, frames, grid, torch.complex64 if training else torch.complex128, device)
-    tracker = TensorTracker([*model.parameters(), *model.buffers(), *inputs.values()])
+    tracker = TensorTracker([*model.parameters(), *model.buffers(), *inputs.values()], device)
+    offloading = mode == "train_ckpt_offload"
+    offload = ActivationOffload(None, device, min_bytes=OFFLOAD_MIN_BYTES) if offloading else None
     original = F.scaled_dot_product_attention
     F.scaled_dot_product_attention = flash_attention
     try:
         with torch.set_grad_enabled(training), tracker:
-            text = model.text_embedding(inputs["context"])
-            x = inputs["x"]
-            for block in model.blocks:
-                if mode == "train_ckpt":
-                    x = checkpoint(
-                        block, x, inputs["time_projection"], text, inputs["rope"], use_reentrant=False
-                    )
-                else:
-                    x = block(x, inputs["time_projection"], text, inputs["rope"])
-            out = model.head(x, inputs["time_embedding"])
+            with offload.hooks() if offload is not None else contextlib.nullcontext():
+                text = model.text_embedding(inputs["context"])
+                x = inputs["x"]
+                for block in model.blocks:
+                    if mode.startswith("train_ckpt"):
+                        x = checkpoint(
+                            block, x, inputs["time_projection"], text, inputs["rope"], use_reentrant=False
+                        )
+                    else:
+                        x = block(x, inputs["time_projection"], text, inputs["rope"])
+                out = model.head(x, inputs["time_embedding"])
+                del x, text  # as when the model's forward returns: only what autograd saved stays
             kept = tracker.live
             if training:
                 before = tracker.live
                 out.float().square().mean().backward()
-                del out, x, text
+                del out
                 grads = sum(
                     p.grad.numel() * p.grad.element_size() for p in model.parameters() if p.grad is not None
                 )
@@ -182,7 +224,12 @@ def run_blocks(model: WanDiT, grid: tuple[int, int], mode: str, frames: int = FR
                 grads = 0
     finally:
         F.scaled_dot_product_attention = original
-    return {"peak": float(tracker.peak), "kept": float(kept), "grads": float(grads)}
+    return {
+        "peak": float(tracker.peak),
+        "kept": float(kept),
+        "grads": float(grads),
+        "host_peak": float(tracker.host_peak),
+    }
 
 
 def fit(tokens: list[int], values: list[float]) -> dict[str, float]:
@@ -224,30 +271,49 @@ def measure() -> dict[str, Any]:
         results["lora"][rank] = {"params_per_block": per_block, "param_bytes_per_block": 4 * per_block}
     for storage in STORAGES:
         for rank in (512, 64):
-            for mode in ("train", "train_ckpt"):
-                one, two = build(1, storage, rank), build(2, storage, rank)
-                kept_one, kept_two, peak_one, grads = [], [], [], 0.0
-                for grid in FIT_GRIDS:
-                    first = run_blocks(one, grid, mode)
-                    second = run_blocks(two, grid, mode)
-                    kept_one.append(first["kept"])
-                    kept_two.append(second["kept"])
-                    peak_one.append(first["peak"])
-                    grads = first["grads"]
-                per_block = fit(tokens, [b - a for a, b in zip(kept_one, kept_two)])
-                extra = fit(tokens, [p - (b - a) for p, a, b in zip(peak_one, kept_one, kept_two)])
-                direct_one = run_blocks(one, RESOLUTIONS["480p"], mode)
-                direct_two = run_blocks(two, RESOLUTIONS["480p"], mode)
-                l480 = FRAMES * 30 * 52
-                projected_two = at(extra, l480) + 2 * at(per_block, l480)
-                results["train"][f"{storage}/r{rank}/{mode}"] = {
-                    "kept_per_block": per_block,
-                    "peak_extra": extra,
-                    "grad_bytes_one_block": grads,
-                    "check_480p_two_blocks": projected_two / direct_two["peak"] - 1,
-                    "direct_480p_one_block_peak": direct_one["peak"],
-                }
+            for mode in TRAIN_MODES:
+                results["train"][f"{storage}/r{rank}/{mode}"] = _train_terms(storage, rank, mode, tokens)
     return results
+
+
+def _train_terms(storage: str, rank: int, mode: str, tokens: list[int]) -> dict[str, Any]:
+    """Per-block terms of one training setup from 1- and 2-block passes at the fit grids.
+
+    ``kept_per_block``: device bytes one more block keeps after the forward; ``peak_extra``: the backward's
+    peak on top of what the blocks keep (from the 1-block pass; with offload from the 2-block pass, which
+    also holds the prefetched input of the block before); with offload, ``host_per_block`` and
+    ``host_shared`` (host copies: one per block, plus the text embedding's and the head's saved tensors).
+    """
+    one, two = build(1, storage, rank), build(2, storage, rank)
+    passes = [(run_blocks(one, grid, mode), run_blocks(two, grid, mode)) for grid in FIT_GRIDS]
+    per_block = fit(tokens, [second["kept"] - first["kept"] for first, second in passes])
+    offload = mode == "train_ckpt_offload"
+    if offload:
+        extra_values = [second["peak"] - 2 * (second["kept"] - first["kept"]) for first, second in passes]
+    else:
+        extra_values = [first["peak"] - (second["kept"] - first["kept"]) for first, second in passes]
+    extra = fit(tokens, extra_values)
+    direct_one = run_blocks(one, RESOLUTIONS["480p"], mode)
+    direct_two = run_blocks(two, RESOLUTIONS["480p"], mode)
+    l480 = FRAMES * 30 * 52
+    projected_two = at(extra, l480) + 2 * at(per_block, l480)
+    terms: dict[str, Any] = {
+        "kept_per_block": per_block,
+        "peak_extra": extra,
+        "grad_bytes_one_block": passes[0][0]["grads"],
+        "check_480p_two_blocks": projected_two / direct_two["peak"] - 1,
+        "direct_480p_one_block_peak": direct_one["peak"],
+    }
+    if offload:
+        host_per_block = fit(tokens, [second["host_peak"] - first["host_peak"] for first, second in passes])
+        host_shared = fit(
+            tokens, [2 * first["host_peak"] - second["host_peak"] for first, second in passes]
+        )
+        projected_host = at(host_shared, l480) + 2 * at(host_per_block, l480)
+        terms["host_per_block"] = host_per_block
+        terms["host_shared"] = host_shared
+        terms["check_480p_two_blocks_host"] = projected_host / direct_two["host_peak"] - 1
+    return terms
 
 
 def _verdict(total: float) -> str:
@@ -280,38 +346,35 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
             for rank in (512, 64):
                 lora = results["lora"][rank]["param_bytes_per_block"] * NUM_BLOCKS
                 lora_state = lora * (1 + 1 + 2 + 1)  # params, grads, AdamW moments, EMA (fp32)
-                for mode in ("train_ckpt", "train"):
+                for mode, setup, swapped, world in TRAIN_SETUPS:
                     term = results["train"][f"{storage}/r{rank}/{mode}"]
+                    offload = mode == "train_ckpt_offload"
                     kept = NUM_BLOCKS * at(term["kept_per_block"], tokens)
-                    # + the residual input of block 0 (fp32 [L, D]): given, so not in the 1-block measurement
-                    transient = at(term["peak_extra"], tokens) + tokens * 5120 * 4
-                    label = "ckpt" if mode == "train_ckpt" else "no ckpt"
-                    setups = [(f"{label}, 1 GPU", NUM_BLOCKS, 1, kept)]
-                    if mode == "train_ckpt":
-                        setups += [
-                            (f"{label}, block swap {n}", NUM_BLOCKS - n + 2, 1, kept) for n in (20, 38)
-                        ]
-                        setups += [(f"{label} inputs on host*, block swap 38", 4, 1, 0.0)]
-                        setups += [(f"{label}, 8-GPU FSDP2", None, 8, kept)]
-                    for setup, blocks_on_device, world, kept_here in setups:
-                        activations = kept_here + transient
-                        if world == 1:
-                            device_weights = weights["non_block"] + blocks_on_device * weights["block"]
-                            state = lora_state
-                        else:  # sharded weights and LoRA state, two blocks gathered at a time
-                            device_weights = (weights["non_block"] + NUM_BLOCKS * weights["block"]) / world
-                            device_weights += 2 * weights["block"]
-                            state = lora_state / world
-                        total = device_weights + state + activations + CUDA_CONTEXT
-                        rows.append(
-                            {
-                                "what": f"LoRA r{rank}",
-                                "resolution": resolution,
-                                "base": storage,
-                                "setup": setup,
-                                "bytes": total,
-                            }
-                        )
+                    transient = at(term["peak_extra"], tokens)
+                    if not offload:  # + block 0's residual input (fp32 [L, D]): given, so not measured
+                        transient += tokens * 5120 * 4
+                    host = swapped * weights["block"]
+                    if offload:
+                        host += NUM_BLOCKS * at(term["host_per_block"], tokens)
+                        host += at(term["host_shared"], tokens)
+                    if world == 1:  # swap N: the other blocks resident, two swapped ones copied at a time
+                        blocks_on_device = NUM_BLOCKS - swapped + (2 if swapped else 0)
+                        device_weights = weights["non_block"] + blocks_on_device * weights["block"]
+                        state = lora_state
+                    else:  # sharded weights and LoRA state, two blocks gathered at a time
+                        device_weights = (weights["non_block"] + NUM_BLOCKS * weights["block"]) / world
+                        device_weights += 2 * weights["block"]
+                        state = lora_state / world
+                    rows.append(
+                        {
+                            "what": f"LoRA r{rank}",
+                            "resolution": resolution,
+                            "base": storage,
+                            "setup": setup,
+                            "bytes": device_weights + state + kept + transient + CUDA_CONTEXT,
+                            "host_bytes": host,
+                        }
+                    )
     return rows
 
 
@@ -338,23 +401,50 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     for key, term in results["train"].items():
         kept, extra = term["kept_per_block"], term["peak_extra"]
         print(
-            f"  train {key:<30} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
+            f"  train {key:<37} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
             f"(fit err {kept['fit_error']:.1e}); peak extra {extra['a'] / GB:6.3f} GB + "
             f"{extra['b'] / 1e3:6.2f} kB/token (fit err {extra['fit_error']:.1e}); "
             f"480p 2-block check {term['check_480p_two_blocks']:+.1e}"
         )
-    print("\nPROJECTED (40 blocks, 81 frames; + 1 GiB CUDA context; fits 24 / 48 / 80 GiB)")
-    print(f"{'what':<10}{'res':>6}  {'base':<14}{'setup':<38}{'GiB':>8}  fits")
+        if "host_per_block" in term:
+            host, shared = term["host_per_block"], term["host_shared"]
+            print(
+                f"  {'':<43} host/block {host['a'] / GB:6.3f} GB + {host['b'] / 1e3:6.2f} kB/token "
+                f"(fit err {host['fit_error']:.1e}); host shared {shared['a'] / GB:6.3f} GB + "
+                f"{shared['b'] / 1e3:6.2f} kB/token; 480p 2-block host check "
+                f"{term['check_480p_two_blocks_host']:+.1e}"
+            )
+    print("\nPROJECTED (40 blocks, 81 frames; + 1 GiB CUDA context; fits 24 / 48 / 80 GiB; host: swapped")
+    print("block weights + offloaded activations)")
+    print(f"{'what':<10}{'res':>6}  {'base':<14}{'setup':<36}{'GiB':>7}{'host GiB':>10}  fits")
     for row in rows:
+        host = f"{row['host_bytes'] / 2**30:>10.1f}" if "host_bytes" in row else f"{'':>10}"
         print(
-            f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<38}"
-            f"{row['bytes'] / 2**30:>8.1f}  {_verdict(row['bytes'])}"
+            f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<36}"
+            f"{row['bytes'] / 2**30:>7.1f}{host}  {_verdict(row['bytes'])}"
         )
-    print(
-        "* not in pusa-fw yet: the checkpointed block inputs kept in host memory "
-        "(diffusion-pipe's 'unsloth');"
-        " block swap in training is issue 15 item 6 (not implemented yet)"
-    )
+    print("\nGOALS (480p x 81, one GPU)")
+    for goal in goals(rows):
+        print(f"  {goal}")
+
+
+def goals(rows: list[dict[str, Any]]) -> list[str]:
+    """Issue 15's training goals against the projection: met, or missed by how much (best setup)."""
+    lines = []
+    for rank, budget, bases, needs_swap in ((512, 80, STORAGES, False), (64, 24, ("float8_e4m3fn",), True)):
+        candidates = [
+            row for row in rows
+            if row["what"] == f"LoRA r{rank}" and row["resolution"] == "480p" and row["base"] in bases
+            and "FSDP2" not in row["setup"] and (not needs_swap or "swap" in row["setup"])
+        ]
+        best = min(candidates, key=lambda row: row["bytes"])
+        gib = best["bytes"] / 2**30
+        verdict = "met" if gib <= budget else f"missed by {gib - budget:.1f} GiB"
+        lines.append(
+            f"LoRA r{rank} on one {budget} GB GPU: {verdict} (best: {best['base']}, {best['setup']}: "
+            f"{gib:.1f} GiB device, {best['host_bytes'] / 2**30:.1f} GiB host)"
+        )
+    return lines
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -73,7 +73,8 @@ class ActivationOffload:
     from then on every call of the model with gradients on offloads (see the module docstring).
 
     Args:
-        model: the module whose calls are wrapped (e.g. `WanDiT` with gradient checkpointing on).
+        model: the module whose calls are wrapped (e.g. `WanDiT` with gradient checkpointing on); None: wrap
+            nothing, the caller enters `hooks` around its own forward.
         device: the compute device; tensors elsewhere are left alone.
         pin_memory: pin the host copies (default: on for CUDA, where it lets the copies overlap compute).
         prefetch: in the backward, copy the next tensor back while the current block is recomputed.
@@ -89,7 +90,7 @@ class ActivationOffload:
 
     def __init__(
         self,
-        model: nn.Module,
+        model: nn.Module | None,
         device: torch.device | str,
         *,
         pin_memory: bool | None = None,
@@ -112,6 +113,8 @@ class ActivationOffload:
         self._last: weakref.ref[_Packed] | None = None
         self._model_forward: Callable[..., Any] | None = None
         self._model = model
+        if model is None:
+            return
         forward = model.forward
 
         @functools.wraps(forward)
@@ -126,7 +129,7 @@ class ActivationOffload:
 
     def detach(self) -> None:
         """Give the model its own forward back (no offload from the next call on)."""
-        if self._model_forward is not None:
+        if self._model is not None and self._model_forward is not None:
             self._model.__dict__.pop("forward", None)
             self._model_forward = None
 

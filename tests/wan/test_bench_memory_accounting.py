@@ -53,3 +53,42 @@ def test_fit_is_exact_on_a_line_and_reports_its_residual(bench_memory) -> None:
     assert exact["a"] == pytest.approx(3.0) and exact["b"] == pytest.approx(2.0) and exact["fit_error"] < 1e-9
     bent = bench_memory.fit([10, 20, 40], [10.0, 20.0, 80.0])
     assert bent["fit_error"] > 0.05
+
+
+def test_activation_offload_keeps_no_block_input_on_the_device(bench_memory, monkeypatch) -> None:
+    monkeypatch.setattr(bench_memory, "OFFLOAD_MIN_BYTES", 0)  # the tiny model's tensors are all small
+    frames, grid = 3, (4, 6)
+    tokens = frames * grid[0] * grid[1]
+    passes = {}
+    for layers in (1, 2):
+        config = CONFIG.model_copy(update={"num_layers": layers})
+        model = bench_memory.build(layers, "bfloat16", 4, config=config)
+        passes[layers] = {
+            mode: bench_memory.run_blocks(model, grid, mode, frames=frames)
+            for mode in ("train_ckpt", "train_ckpt_offload")
+        }
+    kept = {mode: passes[2][mode]["kept"] - passes[1][mode]["kept"] for mode in passes[1]}
+    assert kept["train_ckpt"] == tokens * CONFIG.dim * 4  # each checkpointed block keeps its fp32 input
+    assert kept["train_ckpt_offload"] == 0  # ... which offload moves to the host
+    host = passes[2]["train_ckpt_offload"]["host_peak"] - passes[1]["train_ckpt_offload"]["host_peak"]
+    assert host == tokens * CONFIG.dim * 4
+    assert passes[1]["train_ckpt"]["host_peak"] == 0
+
+
+def test_goals_say_met_or_missed_by_how_much(bench_memory) -> None:
+    gib = 2**30
+    rows = [
+        {"what": "LoRA r512", "resolution": "480p", "base": "bfloat16", "setup": "ckpt, 1 GPU",
+         "bytes": 90 * gib, "host_bytes": 0},
+        {"what": "LoRA r512", "resolution": "480p", "base": "float8_e4m3fn", "setup": "ckpt, block swap 38",
+         "bytes": 70 * gib, "host_bytes": 40 * gib},
+        {"what": "LoRA r512", "resolution": "480p", "base": "bfloat16", "setup": "ckpt, 8-GPU FSDP2",
+         "bytes": 20 * gib, "host_bytes": 0},
+        {"what": "LoRA r64", "resolution": "480p", "base": "float8_e4m3fn", "setup": "ckpt, block swap 38",
+         "bytes": 26.5 * gib, "host_bytes": 13 * gib},
+        {"what": "LoRA r64", "resolution": "512sq", "base": "float8_e4m3fn", "setup": "ckpt, block swap 38",
+         "bytes": 10 * gib, "host_bytes": 13 * gib},
+    ]
+    r512, r64 = bench_memory.goals(rows)
+    assert r512.startswith("LoRA r512 on one 80 GB GPU: met") and "block swap 38: 70.0 GiB" in r512
+    assert r64.startswith("LoRA r64 on one 24 GB GPU: missed by 2.5 GiB")
