@@ -1,4 +1,5 @@
-"""File input and output: atomic writes, images (Pillow) and mp4 videos (PyAV).
+"""File input and output: atomic writes, file hashes and ``.safetensors`` headers, images (Pillow) and
+mp4 videos (PyAV).
 
 Names are imported on first access, so `import pusa_fw.io` works without Pillow or PyAV installed;
 `pusa_fw.io.save_video` then needs PyAV, `pusa_fw.io.load_image` Pillow (the `video` extra).
@@ -12,6 +13,9 @@ _EXPORTS = {
     "atomic_path": ".atomic",
     "atomic_write_bytes": ".atomic",
     "check_output_path": ".atomic",
+    "file_sha256": ".files",
+    "read_safetensors_header": ".files",
+    "tensor_shapes": ".files",
     "video_to_uint8": ".pixels",
     "uint8_to_video": ".pixels",
     "image_to_uint8": ".pixels",

@@ -8,7 +8,6 @@ resolved path, size and modification time (a changed file is hashed again).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -18,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pusa_fw.io.atomic import atomic_write_bytes
+from pusa_fw.io.files import file_sha256 as sha256_of_file
 
 from pusa_fw_wan.weights import CHECKPOINT_FILE_SUFFIXES
 
@@ -31,7 +31,6 @@ PACKAGES = (
     "pusa-fw", "torch", "transformers", "tokenizers", "peft", "safetensors", "einops", "pydantic", "av",
     "Pillow", "numpy", "tqdm",
 )
-_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 def sidecar_path(video_path: Path) -> Path:
@@ -66,11 +65,7 @@ def file_sha256(path: Path, *, use_cache: bool = True) -> str:
     cache = _read_hash_cache(cache_file) if use_cache else {}
     if key in cache:
         return cache[key]
-    digest = hashlib.sha256()
-    with resolved.open("rb") as handle:
-        while chunk := handle.read(_CHUNK_BYTES):
-            digest.update(chunk)
-    value = digest.hexdigest()
+    value = sha256_of_file(resolved)
     if use_cache:
         cache[key] = value
         try:

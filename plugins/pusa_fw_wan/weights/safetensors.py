@@ -20,6 +20,7 @@ import torch
 
 from pusa_fw.errors import CheckpointError
 from pusa_fw.io.atomic import atomic_path
+from pusa_fw.io.files import read_safetensors_header
 
 __all__ = ["TensorInfo", "iter_tensors", "read_header", "read_metadata", "write_streaming"]
 
@@ -38,7 +39,6 @@ _DTYPES = {
     "BOOL": torch.bool,
 }
 _DTYPE_NAMES = {dtype: name for name, dtype in _DTYPES.items()}
-_MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
 class TensorInfo:
@@ -52,22 +52,7 @@ class TensorInfo:
 
 def _read_json_header(path: Path) -> tuple[dict, int]:
     """The parsed JSON header of a ``.safetensors`` file and the byte offset where its data starts."""
-    try:
-        with path.open("rb") as handle:
-            size_bytes = handle.read(8)
-            if len(size_bytes) != 8:
-                raise CheckpointError(f"{path} is not a safetensors file (shorter than 8 bytes)")
-            (header_size,) = struct.unpack("<Q", size_bytes)
-            if header_size > _MAX_HEADER_BYTES:
-                raise CheckpointError(f"{path} is not a safetensors file (header size {header_size})")
-            header = json.loads(handle.read(header_size))
-    except OSError as error:
-        raise CheckpointError(f"cannot read checkpoint file {path}: {error}") from error
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{path} is not a safetensors file (bad JSON header): {error}") from error
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a safetensors file (its header is not a JSON object)")
-    return header, 8 + header_size
+    return read_safetensors_header(path)
 
 
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
