@@ -3,15 +3,34 @@
 A backbone knows nothing about tasks, schedules or conditioning. It is handed the latents of the frames
 in the current window, one sigma per frame, and an opaque context (text embeddings for Wan; whatever a
 test backbone needs), and returns the flow-matching velocity `v = eps - x0`.
+
+Plugins register backbone *factories* (`BackboneFactory`: ``name`` and ``load``) through the
+``register_backbones`` hook. A factory may offer more than loading, as optional methods that any backbone's
+factory can implement (`BACKBONE_CAPABILITIES`); `backbone_factory` returns a registered factory checked to
+have the ones a caller needs, so other plugins reach a backbone through the registry alone.
 """
 
 from __future__ import annotations
 
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import torch
+
+__all__ = ["BACKBONE_CAPABILITIES", "Backbone", "BackboneFactory", "LoraFile", "backbone_factory"]
+
+LoraFile = tuple[str | os.PathLike[str], float]
+"""One LoRA file to apply and its strength (1.0 = the file as trained): ``(path, strength)``."""
+
+BACKBONE_CAPABILITIES: dict[str, str] = {
+    "save": "save(model, directory) -> Path: write the model into `directory` (created if missing) in the "
+            "checkpoint layout `load` reads back; returns the directory",
+    "apply_loras": "apply_loras(model, loras: Sequence[LoraFile], *, merge=False) -> report: apply LoRA "
+                   "files to a loaded model, each `(path, strength)`; `merge` folds them into the base weights",
+}
+"""Optional methods of a `BackboneFactory`, by name, with what each does."""
 
 
 class Backbone(ABC):
@@ -50,3 +69,47 @@ class Backbone(ABC):
 
     def __call__(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self.velocity(latents, sigmas, context)
+
+
+@runtime_checkable
+class BackboneFactory(Protocol):
+    """What ``register_backbones`` registers: loads a backbone by name (see `BACKBONE_CAPABILITIES` for the
+    optional methods a factory may add)."""
+
+    name: str
+
+    def load(self, *args: Any, **kwargs: Any) -> Any:
+        """The backbone (an ``nn.Module`` `Backbone`) from a checkpoint (``dtype``, ``device``, ...)."""
+        ...
+
+
+def backbone_factory(name: str, *, needs: Sequence[str] = ()) -> Any:
+    """The registered factory of backbone `name`, checked to offer the optional methods `needs`.
+
+    Example: ``backbone_factory("wan2.1-t2v", needs=["apply_loras"]).apply_loras(model, [(path, 1.0)])``.
+
+    Args:
+        name: a registered backbone (``pusa-fw plugins`` lists them).
+        needs: names from `BACKBONE_CAPABILITIES` the caller will use.
+
+    Raises:
+        UnknownComponentError: no backbone is registered under `name`.
+        InputError: `needs` names an unknown capability, or the factory lacks one (names the plugin).
+    """
+    from .errors import InputError
+    from .plugins import get_registry
+
+    unknown = sorted(set(needs) - set(BACKBONE_CAPABILITIES))
+    if unknown:
+        raise InputError(
+            f"unknown backbone capabilities {unknown}; choose from {sorted(BACKBONE_CAPABILITIES)}"
+        )
+    entry = get_registry().entry("backbones", name)
+    missing = [need for need in needs if not callable(getattr(entry.component, need, None))]
+    if missing:
+        wanted = "; ".join(BACKBONE_CAPABILITIES[need] for need in missing)
+        raise InputError(
+            f"backbone {name!r} (plugin {entry.plugin!r}) has no {', '.join(missing)}; its factory must "
+            f"implement {wanted}, or use a backbone that does"
+        )
+    return entry.component

@@ -9,7 +9,10 @@ it in ``model.backbone``. The adapter answers six questions:
   `pusa_fw_train.memory_options.WeightsDtype`) and ``device`` stores the large frozen weights in that dtype
   and puts them on that device as it loads them (see `pusa_fw_train.memory.build_base`). The model is an
   ``nn.Module`` called as ``model(x_sigma [B, C, F, H, W], sigmas [B, F], context)`` returning the
-  velocity `[B, C, F, H, W]` (the same forward as inference, so DDP/FSDP2 can wrap it).
+  velocity `[B, C, F, H, W]` (the same forward as inference, so DDP/FSDP2 can wrap it). An adapter that
+  takes the keyword ``init`` builds an architecture with ``init="default"`` in its layers' own
+  initialisation drawn after ``torch.manual_seed(init_seed)`` (a start from scratch, e.g. a toy model)
+  instead of its random one.
 - ``default_lora_targets``: Linear-module name suffixes LoRA adapts when ``lora.targets`` is not given.
 - ``shard(model, mesh, **options)``: FSDP2 ``fully_shard`` of the model's blocks and root over ``mesh``.
 - ``codec(model_path)``: the codec (``decode``, ``geometry``) renders decode with; ``geometry(model_path)``

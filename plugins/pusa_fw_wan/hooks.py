@@ -6,6 +6,8 @@ Nothing heavy is imported here: torch and the model code load only when a factor
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pusa_fw.geometry import WAN21_GEOMETRY
@@ -14,6 +16,8 @@ from pusa_fw.hookspecs import Register, hookimpl
 from pusa_fw_wan.cli.commands import register_commands  # re-exported: the generate command is this plugin's hook too
 
 if TYPE_CHECKING:
+    from pusa_fw.backbone import LoraFile
+
     from pusa_fw_wan.dit.model import WanDiT
 
 __all__ = [
@@ -27,7 +31,8 @@ __all__ = [
 
 
 class WanT2VBackboneFactory:
-    """Loads `pusa_fw_wan.WanDiT` (Wan2.1 text-to-video DiT with per-frame timesteps) from a checkpoint."""
+    """Loads `pusa_fw_wan.WanDiT` (Wan2.1 text-to-video DiT with per-frame timesteps) from a checkpoint;
+    saves one and applies LoRA files to one (the optional ``save`` and ``apply_loras`` of `pusa_fw.backbone`)."""
 
     name = "wan2.1-t2v"
     summary = "Wan2.1 T2V DiT (1.3B / 14B; Pusa V1.0 base) with one timestep per latent frame"
@@ -52,6 +57,46 @@ class WanT2VBackboneFactory:
         return WanDiT.from_pretrained(
             path, dtype=torch.float32 if dtype is None else dtype, device=device, **kwargs
         )
+
+    def save(self, model: Any, directory: str | os.PathLike[str]) -> Path:
+        """Write `model` as an official checkpoint directory: ``config.json`` + one weights file.
+
+        The inverse of `load` (see `pusa_fw.backbone.BACKBONE_CAPABILITIES`): the weights go to
+        ``diffusion_pytorch_model.safetensors`` as stored (contiguous, on the CPU), each file atomically.
+
+        Args:
+            model: a `WanDiT` carrying no LoRA adapters.
+            directory: created if missing (its parent must exist); files of the same names are replaced.
+
+        Returns:
+            The directory.
+        """
+        import json
+
+        from pusa_fw.io.atomic import atomic_write_bytes
+
+        from pusa_fw_wan.dit.checkpoint import _WEIGHTS_NAME as WEIGHTS_NAME
+        from pusa_fw_wan.weights.files import write_tensor_file
+
+        root = Path(directory).expanduser()
+        root.mkdir(exist_ok=True)
+        write_tensor_file(root / WEIGHTS_NAME, dict(model.state_dict()), metadata={"format": "pt"})
+        config = json.dumps(model.config.to_official_json(), indent=2)
+        atomic_write_bytes(root / "config.json", config.encode())
+        return root
+
+    def apply_loras(self, model: Any, loras: Sequence[LoraFile], *, merge: bool = False) -> Any:
+        """Apply LoRA files of any layout `pusa_fw_wan.lora` reads, each ``(path, strength)``.
+
+        See `pusa_fw_wan.lora.apply.apply_loras` (strict: every key must match a module).
+
+        Returns:
+            The `pusa_fw_wan.lora.LoraReport`.
+        """
+        from pusa_fw_wan.lora.apply import LoraSpec, apply_loras
+
+        specs = [LoraSpec(path, strength=strength) for path, strength in loras]
+        return apply_loras(model, specs, merge=merge)
 
 
 class Wan22ExpertsBackboneFactory:

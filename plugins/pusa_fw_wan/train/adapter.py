@@ -47,6 +47,7 @@ class WanTrainAdapter:
         *,
         weights_dtype: str = "float32",
         device: str = "cpu",
+        init: str = "random",
     ) -> nn.Module:
         """`WanDiT.from_pretrained(path)`, or a `WanConfig(**architecture)` initialised from `init_seed`.
 
@@ -55,6 +56,11 @@ class WanTrainAdapter:
         built on the meta device, each tensor converted to its storage dtype on `device` as it is read (no
         float32 copy of a low-precision base); a random init is made in float32 on the CPU, then stored.
         ``device="meta"`` reads no weight: the structure only, filled by `load_shards` after FSDP2 sharding.
+
+        Args:
+            init: for an `architecture`: ``"random"`` fills every parameter with random non-zero values
+                (`pusa_fw_wan.dit.init.init_from_seed`); ``"default"`` keeps PyTorch's own initialisation of
+                the layers, drawn after ``torch.manual_seed(init_seed)`` (a start for training from scratch).
         """
         import torch
 
@@ -68,11 +74,22 @@ class WanTrainAdapter:
             return WanDiT.from_pretrained(
                 path, dtype=torch.float32, device=device, weights_dtype=weights_dtype
             )
+        if init not in ("random", "default"):
+            raise InputError(f"init {init!r} is not a Wan initialisation; use 'random' or 'default'")
         try:
-            model = WanDiT(WanConfig(**(architecture or {})))
+            config = WanConfig(**(architecture or {}))
+            if init == "default":
+                torch.manual_seed(init_seed)
+            model = WanDiT(config)
         except (TypeError, ValueError) as error:
-            raise InputError(f"model.architecture is not a Wan architecture: {error}") from None
-        init_from_seed(model, torch.Generator().manual_seed(init_seed))
+            from pydantic import ValidationError
+
+            from pusa_fw.cli_params import one_line_validation_error
+
+            detail = one_line_validation_error(error) if isinstance(error, ValidationError) else str(error)
+            raise InputError(f"model.architecture is not a Wan architecture: {detail}") from None
+        if init == "random":
+            init_from_seed(model, torch.Generator().manual_seed(init_seed))
         return model.set_weights_dtype(weights_dtype).to(device)
 
     def _meta_model(self, path: str | None, architecture: dict[str, Any] | None, weights_dtype: str) -> nn.Module:
