@@ -122,16 +122,18 @@ def summarise(per_model: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 
 def _load(config: EvalConfig) -> tuple[Any, list[Any], Any]:
-    from pusa_fw_toy.model_dir import load_toy_models
-    from pusa_fw_wan.lora.apply import LoraSpec, apply_loras
+    from pusa_fw.backbone import backbone_factory
+
+    from pusa_fw_toy.model_dir import BACKBONE, load_toy_models
 
     base = load_toy_models(config.base)
+    factory = backbone_factory(BACKBONE, needs=["apply_loras"])
     vtas = []
     for path in config.loras:
         if not path.expanduser().is_file():
             raise InputError(f"--lora {str(path)!r} does not exist; check the path")
         dit = copy.deepcopy(base.dit)
-        apply_loras(dit, [LoraSpec(path.expanduser(), strength=1.0)], merge=True)
+        factory.apply_loras(dit, [(path.expanduser(), 1.0)], merge=True)
         vtas.append(dit)
     return base, vtas, base.spec.world
 

@@ -1,5 +1,5 @@
 """Batched generation of toy-world videos with any registered task, through the same parts as
-``pusa-fw generate``: the task's plan and holds, `encode_sources` for the held media, the core
+``pusa-fw generate``: the task's plan and holds, the core's `encode_sources` for the held media, the core
 `pusa_fw.sampling.sample` loop with guidance, the codec's decode.
 
 Each item's noise is drawn from its own seed (as `WanPipeline.generate` draws it for batch 1), so an
@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from pusa_fw.conditioning_media import ConditioningMedia, encode_sources
 from pusa_fw.guidance import Guidance
 from pusa_fw.sampling import sample
 from pusa_fw.seeding import draw_noise, make_generator
@@ -71,10 +72,8 @@ def given_frames(name: str, world: WorldConfig, geometry: Any) -> list[int]:
             "extension": list(range(extension_frames(world, geometry)))}[name]
 
 
-def media_for(name: str, clip: WorldClip, world: WorldConfig, geometry: Any) -> Any:
+def media_for(name: str, clip: WorldClip, world: WorldConfig, geometry: Any) -> ConditioningMedia:
     """The `ConditioningMedia` of task `name` taken from the ground-truth clip."""
-    from pusa_fw_wan.pipeline.media import ConditioningMedia
-
     video = clip.video
     if name == "i2v":
         return ConditioningMedia(image=video[:, 0])
@@ -91,7 +90,7 @@ def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: st
     """Generate one video per clip with `task` (conditioned on each clip's given frames and caption).
 
     Args:
-        dit: the backbone (a `WanDiT`).
+        dit: the toy DiT (a `pusa_fw.backbone.Backbone` module).
         codec: the `ToyCodec`.
         text_encoder: the `ToyTextEncoder`.
         task: the task instance.
@@ -107,8 +106,6 @@ def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: st
     Returns:
         `[B, 3, T, H, W]` videos in [-1, 1] on the CPU.
     """
-    from pusa_fw_wan.pipeline.media import encode_sources
-
     geometry = codec.geometry
     num_frames = world.num_frames
     latents_shape = geometry.latent_shape(num_frames, world.size, world.size)

@@ -1,19 +1,20 @@
-"""A toy model directory: a `WanDiT` checkpoint plus a small JSON naming its codec and text encoder.
+"""A toy model directory: a Wan2.1 DiT checkpoint plus a small JSON naming its codec and text encoder.
 
 Layout (``--model DIR`` of ``pusa-fw generate`` finds everything from it)::
 
     DIR/toy.json                             format, codec layout, text encoder file, the world
-    DIR/config.json                          the WanDiT architecture (official keys)
-    DIR/diffusion_pytorch_model.safetensors  the WanDiT weights
+    DIR/config.json                          the DiT architecture (official Wan keys)
+    DIR/diffusion_pytorch_model.safetensors  the DiT weights
     DIR/text_encoder.safetensors             the frozen word-level text encoder
 
-`build_toy_dir` writes one with fresh weights (PyTorch's default initialisation, or random non-zero
-values everywhere for tests); `load_toy_models` reads it back.
+The DiT is the registered backbone `BACKBONE`, reached only through pusa-fw's registries: its training
+adapter builds a fresh one (`build_toy_dir`), its backbone factory saves and loads it (`load_toy_models`).
+`build_toy_dir` writes one with fresh weights (PyTorch's default initialisation, or random non-zero values
+everywhere for tests); `load_toy_models` reads it back.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +24,20 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pusa_fw.errors import CheckpointError, InputError
-from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
+from pusa_fw.io.atomic import atomic_write_bytes
 
 from pusa_fw_toy.codec import ToyCodec, ToyCodecConfig
 from pusa_fw_toy.text import ToyTextEncoder
 from pusa_fw_toy.world import WorldConfig
 
-__all__ = ["TOY_MANIFEST", "ToyModelSpec", "ToyModels", "build_toy_dir", "is_toy_dir", "load_toy_models", "read_spec",
-           "toy_wan_config"]
+__all__ = ["BACKBONE", "TOY_MANIFEST", "ToyModelSpec", "ToyModels", "build_toy_dir", "is_toy_dir", "load_toy_models",
+           "read_spec", "toy_architecture"]
 
+BACKBONE = "wan2.1-t2v"
+"""The registered backbone (and training adapter) the toy DiT is."""
 TOY_MANIFEST = "toy.json"
 DIT_WEIGHTS = "diffusion_pytorch_model.safetensors"
+"""The weights file the backbone's ``save`` writes and its ``load`` reads in a directory."""
 TEXT_ENCODER = "text_encoder.safetensors"
 
 
@@ -81,15 +85,15 @@ def read_spec(directory: str | os.PathLike[str]) -> ToyModelSpec:
         raise CheckpointError(f"{str(path)!r}: {where}: {first['msg']}; rebuild the toy model") from error
 
 
-def toy_wan_config(spec: ToyModelSpec, *, dim: int = 192, num_heads: int = 2, num_layers: int = 4,
-                   ffn_dim: int | None = None, freq_dim: int = 64, text_dim: int = 32, text_len: int = 8) -> Any:
-    """The `WanConfig` of a toy DiT whose in/out channels and patch follow the codec."""
-    from pusa_fw_wan.dit.config import WanConfig
-
+def toy_architecture(spec: ToyModelSpec, *, dim: int = 192, num_heads: int = 2, num_layers: int = 4,
+                      ffn_dim: int | None = None, freq_dim: int = 64, text_dim: int = 32,
+                      text_len: int = 8) -> dict[str, Any]:
+    """The architecture of a toy DiT whose in/out channels and patch follow the codec (the ``architecture``
+    of the `BACKBONE` training adapter's ``build_model``)."""
     patch = spec.codec.patch_size
-    return WanConfig(in_dim=spec.codec.channels, out_dim=spec.codec.channels, patch_size=(1, patch, patch),
-                     dim=dim, num_heads=num_heads, num_layers=num_layers, ffn_dim=ffn_dim or 4 * dim,
-                     freq_dim=freq_dim, text_dim=text_dim, text_len=text_len)
+    return {"in_dim": spec.codec.channels, "out_dim": spec.codec.channels, "patch_size": (1, patch, patch),
+            "dim": dim, "num_heads": num_heads, "num_layers": num_layers, "ffn_dim": ffn_dim or 4 * dim,
+            "freq_dim": freq_dim, "text_dim": text_dim, "text_len": text_len}
 
 
 def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | None = None, seed: int = 0,
@@ -102,19 +106,18 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
         seed: seed of every weight.
         randomise: fill every DiT parameter with random non-zero values (tests: every input then changes
             the output) instead of PyTorch's default initialisation (a starting point for training).
-        **dit_sizes: `toy_wan_config` sizes (``dim``, ``num_heads``, ``num_layers``, ``ffn_dim``,
+        **dit_sizes: `toy_architecture` sizes (``dim``, ``num_heads``, ``num_layers``, ``ffn_dim``,
             ``freq_dim``, ``text_dim``, ``text_len``).
 
     Returns:
         The directory.
 
     Raises:
-        InputError: the parent is not a directory, the path is a file, or the seed is out of range; nothing
-            is written then (nor for sizes the `WanConfig` rejects).
+        InputError: the parent is not a directory, the path is a file, the seed is out of range, or the
+            backbone rejects the sizes; nothing is written then.
     """
-    from safetensors.torch import save_file
-
-    from pusa_fw_wan.dit.model import WanDiT
+    from pusa_fw.backbone import backbone_factory
+    from pusa_fw_train.adapter import get_train_adapter
 
     root = Path(directory).expanduser()
     if not root.parent.is_dir():
@@ -128,19 +131,18 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
     if not 0 <= seed < 2**63 - 1:
         raise InputError(f"seed {seed} is out of range; use 0 <= seed < 2**63 - 1")
     spec = spec or ToyModelSpec()
-    config = toy_wan_config(spec, **dit_sizes)  # every check before anything is written
+    architecture = toy_architecture(spec, **dit_sizes)
+    factory = backbone_factory(BACKBONE, needs=["save"])
     torch.manual_seed(seed)
-    dit = WanDiT(config)
-    root.mkdir(exist_ok=True)
-    if randomise:
-        from pusa_fw_wan.dit.init import init_from_seed
-
-        init_from_seed(dit, torch.Generator().manual_seed(seed))
-    with atomic_path(root / DIT_WEIGHTS) as temp:
-        save_file({key: value.contiguous() for key, value in dit.state_dict().items()}, str(temp),
-                  metadata={"format": "pt"})
-    atomic_write_bytes(root / "config.json", json.dumps(config.to_official_json(), indent=2).encode())
-    encoder = ToyTextEncoder.random(dim=config.text_dim, max_length=config.text_len, seed=seed + 1)
+    try:  # every check before anything is written
+        dit = get_train_adapter(BACKBONE).build_model(None, architecture, seed,
+                                                      init="random" if randomise else "default")
+    except InputError as error:
+        raise InputError(f"the toy DiT sizes do not fit ({error}); change dim, num_heads or num_layers "
+                         "(toy-init: --dim, --heads, --layers)") from None
+    factory.save(dit, root)
+    encoder = ToyTextEncoder.random(dim=architecture["text_dim"], max_length=architecture["text_len"],
+                                    seed=seed + 1)
     encoder.save(root / spec.text_encoder)
     atomic_write_bytes(root / TOY_MANIFEST, spec.model_dump_json(indent=2).encode())
     return root
@@ -153,11 +155,11 @@ def load_toy_models(directory: str | os.PathLike[str], *, dtype: torch.dtype = t
     Raises:
         CheckpointError: a file is missing, or the parts do not fit together.
     """
-    from pusa_fw_wan.dit.model import WanDiT
+    from pusa_fw.api import load_backbone
 
     root = Path(directory).expanduser()
     spec = read_spec(root)
-    dit = WanDiT.from_pretrained(root, dtype=dtype, device=device).eval().requires_grad_(False)
+    dit = load_backbone(BACKBONE, root, dtype=dtype, device=device).eval().requires_grad_(False)
     codec = ToyCodec(spec.codec).to(device)
     text_encoder = ToyTextEncoder.load(root / spec.text_encoder, device=device)
     config = dit.config

@@ -88,7 +88,7 @@ def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: st
           ema: bool) -> Path:
     import shutil
 
-    from pusa_fw_wan.weights.safetensors import read_header
+    from pusa_fw.io.files import tensor_shapes
 
     if not weights.is_file():
         raise CheckpointError(f"{str(source)!r} has no {weights.name}; it is not a full-training checkpoint"
@@ -100,8 +100,8 @@ def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: st
             raise CheckpointError(f"{str(source / 'config.json')!r} does not name model.path; pass --init DIR") from error
     start = Path(str(init_dir)).expanduser()
     spec = read_spec(start)
-    expected = {name: info.shape for name, info in read_header(start / DIT_WEIGHTS).items()}
-    found = {name: info.shape for name, info in read_header(weights).items()}
+    expected = tensor_shapes(start / DIT_WEIGHTS)
+    found = tensor_shapes(weights)
     if expected != found:
         different = sorted(set(expected) ^ set(found)) or sorted(k for k in expected if expected[k] != found[k])
         raise CheckpointError(

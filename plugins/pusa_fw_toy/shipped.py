@@ -19,18 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from pusa_fw.errors import CheckpointError
+from pusa_fw.io.files import file_sha256  # hashed afresh: no hash cache is trusted for verification
 
 __all__ = ["SHIPPED_ROOT", "file_sha256", "read_manifest", "shipped_lora", "shipped_model_dir", "verify_shipped"]
 
 SHIPPED_ROOT = Path(__file__).resolve().parent / "weights"
 MANIFEST = "MANIFEST.json"
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, hashed afresh (the sidecar's hash cache is not trusted for verification)."""
-    from pusa_fw_wan.pipeline.sidecar import file_sha256 as sidecar_sha256
-
-    return sidecar_sha256(path, use_cache=False)
 
 
 def read_manifest(root: Path = SHIPPED_ROOT) -> dict[str, Any]:

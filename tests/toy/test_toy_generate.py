@@ -4,7 +4,6 @@ back bit for bit."""
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -54,20 +53,20 @@ def test_toy_dir_runs_every_task_through_generate(task: str, toy_dir: Path, medi
 
 
 def test_clean_i2v_keeps_the_image_bit_for_bit(toy_dir: Path, media: dict[str, Path], tmp_path: Path) -> None:
-    from pusa_fw_wan.cli.commands import GenerateCommand, config_from_args
-    from pusa_fw_wan.cli.generate_run import run_generate
+    from safetensors.torch import load_file
 
-    parser = argparse.ArgumentParser()
-    GenerateCommand().add_arguments(parser)
-    args = parser.parse_args(["--model", str(toy_dir), "--task", "i2v", "--policy", "clean", "--image",
-                              str(media["first"]), "--prompt", "a red square", "--num-frames", "9",
-                              "--height", "16", "--width", "16", "--steps", "3", "--cfg", "2",
-                              "--out", str(tmp_path / "clean.mp4")])
-    outcome = run_generate(config_from_args(args))
+    from pusa_fw_toy.model_format import ToyModelFormat
+
+    out, latents_file = tmp_path / "clean.mp4", tmp_path / "clean.safetensors"
+    assert main(["generate", "--model", str(toy_dir), "--task", "i2v", "--policy", "clean", "--image",
+                 str(media["first"]), "--prompt", "a red square", "--num-frames", "9", "--height", "16",
+                 "--width", "16", "--steps", "3", "--cfg", "2", "--out", str(out),
+                 "--save-latents", str(latents_file)]) == 0
+    video = ToyModelFormat().codec(toy_dir).decode(load_file(str(latents_file))["latents"])[0]
     image = load_image(media["first"], (16, 16))
-    assert torch.equal(outcome.result.video[:, 0], image)
-    assert outcome.result.clean_frames == [0]
-    assert not torch.equal(outcome.result.video[:, 1], image)
+    assert torch.equal(video[:, 0], image)
+    assert json.loads(out.with_suffix(".json").read_text())["clean_held_frames"] == [0]
+    assert not torch.equal(video[:, 1], image)
 
 
 def test_toy_dir_with_extra_model_files_is_a_one_line_error(toy_dir: Path, tmp_path: Path,
