@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from pusa_fw_wan.dit.rope import apply_rope
 from pusa_fw_wan.dit.storage import compute_dtype_of
@@ -215,6 +216,9 @@ class AttentionBlock(nn.Module):
             nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim)
         )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        # > 1: with gradients on, the FFN runs over this many groups of frames, each checkpointed
+        # (`WanDiT.enable_gradient_checkpointing`); 1: one pass (inference always takes it).
+        self.ffn_chunks = 1
 
     def forward(
         self,
@@ -256,15 +260,54 @@ class AttentionBlock(nn.Module):
         x = x + self.cross_attn(cross_in, context).float()
 
         x_frames = per_frame(x)
-        ffn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_ffn, scale_ffn)
-        hidden = _linear_in_weight_dtype(self.ffn[0], per_token(ffn_in))
+        if self.ffn_chunks > 1 and torch.is_grad_enabled():
+            ffn_out = self._checkpointed_ffn_chunks(x_frames, shift_ffn, scale_ffn)
+        else:
+            ffn_out = self._ffn_branch(x_frames, shift_ffn, scale_ffn)
+        x_frames = torch.addcmul(x_frames, ffn_out, gate_ffn)
+        return per_token(x_frames)
+
+    def _ffn_branch(self, x_frames: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+        """The modulated FFN of some frames: `[B, f, S, D]` float32 in, `[B, f, S, D]` float32 out.
+
+        Args:
+            x_frames: `[B, f, S, D]` residual stream of f frames.
+            shift: `[B, f, 1, D]` float32, the FFN shift of those frames.
+            scale: `[B, f, 1, D]` float32.
+        """
+        frames = x_frames.shape[1]
+        ffn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift, scale)
+        hidden = _linear_in_weight_dtype(self.ffn[0], rearrange(ffn_in, "b f s d -> b (f s) d"))
         if torch.is_grad_enabled():
             hidden = self.ffn[1](hidden)
         else:  # inference: reuse the [B, L, ffn_dim] buffer (the largest activation of the block)
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.ffn[1].approximate)
         ffn_out = _linear_in_weight_dtype(self.ffn[2], hidden).float()
-        x_frames = torch.addcmul(x_frames, per_frame(ffn_out), gate_ffn)
-        return per_token(x_frames)
+        return rearrange(ffn_out, "b (f s) d -> b f s d", f=frames)
+
+    def _checkpointed_ffn_chunks(
+        self, x_frames: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
+    ) -> torch.Tensor:
+        """`_ffn_branch` over ``ffn_chunks`` groups of whole frames, each checkpointed on its own.
+
+        The backward then holds the FFN activations (`[L, ffn_dim]` in several forms, and the float32 norm
+        and modulation of the FFN input) of one group of frames at a time instead of all of them, for one
+        more forward of the FFN. Rows are computed in smaller matmuls, so the result may differ from the
+        unchunked one in the last bits.
+        """
+        frames = x_frames.shape[1]
+        size = -(-frames // self.ffn_chunks)
+        outputs = [
+            checkpoint(
+                self._ffn_branch,
+                x_frames[:, start : start + size],
+                shift[:, start : start + size],
+                scale[:, start : start + size],
+                use_reentrant=False,
+            )
+            for start in range(0, frames, size)
+        ]
+        return torch.cat(outputs, dim=1)
 
 
 class Head(nn.Module):

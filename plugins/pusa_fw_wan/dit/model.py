@@ -158,9 +158,24 @@ class WanDiT(nn.Module, Backbone):
         """True in ``train()`` mode with gradients on: the forward takes the lean training path."""
         return self.training and torch.is_grad_enabled()
 
-    def enable_gradient_checkpointing(self, enabled: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
+    def enable_gradient_checkpointing(self, enabled: bool = True, *, ffn_chunks: int = 1) -> None:
+        """Recompute each block in the backward pass instead of storing its activations.
+
+        Args:
+            enabled: checkpoint every block.
+            ffn_chunks: > 1 also checkpoints each block's FFN over this many groups of whole frames, so the
+                backward of a block holds one group's FFN activations at a time (the largest part of its
+                peak) for one more FFN forward; the gradients may differ from one pass in the last bits.
+                Inference is unaffected.
+
+        Raises:
+            InputError: `ffn_chunks` below 1.
+        """
+        if isinstance(ffn_chunks, bool) or not isinstance(ffn_chunks, int) or ffn_chunks < 1:
+            raise InputError(f"ffn_chunks must be an integer >= 1 (1: no chunking), got {ffn_chunks!r}")
         self.gradient_checkpointing = enabled
+        for block in self.blocks:
+            block.ffn_chunks = ffn_chunks
 
     # ------------------------------------------------------------------ public prediction API
 
