@@ -54,14 +54,19 @@ RESOLUTIONS = {"480p": (30, 52), "720p": (45, 80), "512sq": (32, 32)}
 CUDA_CONTEXT = 2**30
 TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 STORAGES = ("bfloat16", "float8_e4m3fn")
-TRAIN_MODES = ("train", "train_ckpt", "train_ckpt_offload")
-# (mode, label, blocks swapped, GPUs) of the projected training rows
+FFN_CHUNKS = 7  # WanDiT.enable_gradient_checkpointing(ffn_chunks=7): 3 of the 21 latent frames per FFN group
+# (run_blocks mode, ffn_chunks) of the measured training setups
+TRAIN_MODES = (("train", 1), ("train_ckpt", 1), ("train_ckpt_offload", 1), ("train_ckpt_offload", FFN_CHUNKS))
+# (measured setup, label, blocks swapped, GPUs) of the projected training rows
+_CHUNKED = f"train_ckpt_offload+ffn{FFN_CHUNKS}"
 TRAIN_SETUPS = (
     ("train_ckpt", "ckpt, 1 GPU", 0, 1),
     ("train_ckpt", "ckpt, block swap 20", 20, 1),
     ("train_ckpt", "ckpt, block swap 38", 38, 1),
-    ("train_ckpt_offload", "ckpt + activation offload, 1 GPU", 0, 1),
-    ("train_ckpt_offload", "ckpt + activation offload, swap 38", 38, 1),
+    ("train_ckpt_offload", "ckpt + offload, 1 GPU", 0, 1),
+    ("train_ckpt_offload", "ckpt + offload, swap 38", 38, 1),
+    (_CHUNKED, f"ckpt + offload + ffn_chunks {FFN_CHUNKS}, 1 GPU", 0, 1),
+    (_CHUNKED, f"ckpt + offload + ffn_chunks {FFN_CHUNKS}, swap 38", 38, 1),
     ("train_ckpt", "ckpt, 8-GPU FSDP2", 0, 8),
     ("train", "no ckpt, 1 GPU", 0, 1),
 )
@@ -136,12 +141,15 @@ def build(
     lora_rank: int | None,
     config: WanConfig | None = None,
     device: str = "meta",
+    ffn_chunks: int = 1,
 ) -> WanDiT:
     """A meta-device model (14B width unless `config`), bf16 compute, large linears in `weights_dtype`,
-    optional fp32 LoRA on the Pusa targets. ``device="cpu"`` builds a real one (to check the accounting)."""
+    optional fp32 LoRA on the Pusa targets, FFN checkpointed in `ffn_chunks` groups of frames when > 1.
+    ``device="cpu"`` builds a real one (to check the accounting)."""
     with torch.device(device):
         model = WanDiT(config_14b(num_layers) if config is None else config)
     model.set_compute_dtype(torch.bfloat16).set_weights_dtype(weights_dtype)
+    model.enable_gradient_checkpointing(False, ffn_chunks=ffn_chunks)  # run_blocks checkpoints the blocks
     model.requires_grad_(False)
     if lora_rank is not None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -271,12 +279,13 @@ def measure() -> dict[str, Any]:
         results["lora"][rank] = {"params_per_block": per_block, "param_bytes_per_block": 4 * per_block}
     for storage in STORAGES:
         for rank in (512, 64):
-            for mode in TRAIN_MODES:
-                results["train"][f"{storage}/r{rank}/{mode}"] = _train_terms(storage, rank, mode, tokens)
+            for mode, chunks in TRAIN_MODES:
+                key = f"{storage}/r{rank}/{mode}" + (f"+ffn{chunks}" if chunks > 1 else "")
+                results["train"][key] = _train_terms(storage, rank, mode, tokens, chunks)
     return results
 
 
-def _train_terms(storage: str, rank: int, mode: str, tokens: list[int]) -> dict[str, Any]:
+def _train_terms(storage: str, rank: int, mode: str, tokens: list[int], ffn_chunks: int) -> dict[str, Any]:
     """Per-block terms of one training setup from 1- and 2-block passes at the fit grids.
 
     ``kept_per_block``: device bytes one more block keeps after the forward; ``peak_extra``: the backward's
@@ -284,7 +293,7 @@ def _train_terms(storage: str, rank: int, mode: str, tokens: list[int]) -> dict[
     also holds the prefetched input of the block before); with offload, ``host_per_block`` and
     ``host_shared`` (host copies: one per block, plus the text embedding's and the head's saved tensors).
     """
-    one, two = build(1, storage, rank), build(2, storage, rank)
+    one, two = build(1, storage, rank, ffn_chunks=ffn_chunks), build(2, storage, rank, ffn_chunks=ffn_chunks)
     passes = [(run_blocks(one, grid, mode), run_blocks(two, grid, mode)) for grid in FIT_GRIDS]
     per_block = fit(tokens, [second["kept"] - first["kept"] for first, second in passes])
     offload = mode == "train_ckpt_offload"
@@ -348,7 +357,7 @@ def project(results: dict[str, Any]) -> list[dict[str, Any]]:
                 lora_state = lora * (1 + 1 + 2 + 1)  # params, grads, AdamW moments, EMA (fp32)
                 for mode, setup, swapped, world in TRAIN_SETUPS:
                     term = results["train"][f"{storage}/r{rank}/{mode}"]
-                    offload = mode == "train_ckpt_offload"
+                    offload = mode.startswith("train_ckpt_offload")
                     kept = NUM_BLOCKS * at(term["kept_per_block"], tokens)
                     transient = at(term["peak_extra"], tokens)
                     if not offload:  # + block 0's residual input (fp32 [L, D]): given, so not measured
@@ -401,7 +410,7 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     for key, term in results["train"].items():
         kept, extra = term["kept_per_block"], term["peak_extra"]
         print(
-            f"  train {key:<37} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
+            f"  train {key:<43} kept/block {kept['a'] / GB:6.3f} GB + {kept['b'] / 1e3:6.2f} kB/token "
             f"(fit err {kept['fit_error']:.1e}); peak extra {extra['a'] / GB:6.3f} GB + "
             f"{extra['b'] / 1e3:6.2f} kB/token (fit err {extra['fit_error']:.1e}); "
             f"480p 2-block check {term['check_480p_two_blocks']:+.1e}"
@@ -409,18 +418,18 @@ def print_report(results: dict[str, Any], rows: list[dict[str, Any]]) -> None:
         if "host_per_block" in term:
             host, shared = term["host_per_block"], term["host_shared"]
             print(
-                f"  {'':<43} host/block {host['a'] / GB:6.3f} GB + {host['b'] / 1e3:6.2f} kB/token "
+                f"  {'':<49} host/block {host['a'] / GB:6.3f} GB + {host['b'] / 1e3:6.2f} kB/token "
                 f"(fit err {host['fit_error']:.1e}); host shared {shared['a'] / GB:6.3f} GB + "
                 f"{shared['b'] / 1e3:6.2f} kB/token; 480p 2-block host check "
                 f"{term['check_480p_two_blocks_host']:+.1e}"
             )
     print("\nPROJECTED (40 blocks, 81 frames; + 1 GiB CUDA context; fits 24 / 48 / 80 GiB; host: swapped")
     print("block weights + offloaded activations)")
-    print(f"{'what':<10}{'res':>6}  {'base':<14}{'setup':<36}{'GiB':>7}{'host GiB':>10}  fits")
+    print(f"{'what':<10}{'res':>6}  {'base':<14}{'setup':<41}{'GiB':>7}{'host GiB':>10}  fits")
     for row in rows:
         host = f"{row['host_bytes'] / 2**30:>10.1f}" if "host_bytes" in row else f"{'':>10}"
         print(
-            f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<36}"
+            f"{row['what']:<10}{row['resolution']:>6}  {row['base']:<14}{row['setup']:<41}"
             f"{row['bytes'] / 2**30:>7.1f}{host}  {_verdict(row['bytes'])}"
         )
     print("\nGOALS (480p x 81, one GPU)")

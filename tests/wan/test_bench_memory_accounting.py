@@ -92,3 +92,13 @@ def test_goals_say_met_or_missed_by_how_much(bench_memory) -> None:
     r512, r64 = bench_memory.goals(rows)
     assert r512.startswith("LoRA r512 on one 80 GB GPU: met") and "block swap 38: 70.0 GiB" in r512
     assert r64.startswith("LoRA r64 on one 24 GB GPU: missed by 2.5 GiB")
+
+
+def test_ffn_chunks_lower_the_backward_peak_of_a_checkpointed_block(bench_memory, monkeypatch) -> None:
+    monkeypatch.setattr(bench_memory, "OFFLOAD_MIN_BYTES", 0)
+    peaks = []
+    for chunks in (1, 3):
+        model = bench_memory.build(2, "bfloat16", 4, config=CONFIG, ffn_chunks=chunks)
+        passes = bench_memory.run_blocks(model, (4, 6), "train_ckpt_offload", frames=3)
+        peaks.append(passes["peak"])
+    assert peaks[1] < peaks[0]
