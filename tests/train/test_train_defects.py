@@ -90,7 +90,7 @@ def test_a_loading_error_in_the_prefetch_thread_reaches_the_training_loop():
 
 def test_logged_step_times_wait_for_the_device(tmp_path, monkeypatch):
     import pusa_fw_train.metrics as metrics
-    import pusa_fw_train.trainer as trainer_module
+    import pusa_fw_train.trainer_loop as trainer_module
     from pusa_fw_train import Trainer
     from pusa_fw_wan.testing.train import tiny_config
 
