@@ -5,9 +5,9 @@ The model is built on the meta device (`pusa_fw_wan.dit.checkpoint_source.open_w
 root) while still on meta, and materialised with ``model.to_empty(device=...)``: each rank then owns
 uninitialised local shards only. `load_dit_shards` fills them from the checkpoint one tensor at a time:
 FSDP2 shards every parameter on dim 0 (``torch.chunk`` rows), so a rank's shard of a C-contiguous tensor
-is one contiguous byte range of the file, and the rank reads exactly that range (``safe_open``'s
-``get_slice``; a ``.pt`` file is memory-mapped and sliced). It converts the rows to their storage dtype on
-the rank's device and copies them into its local shard. Peak host memory per rank is one tensor's shard
+is one contiguous byte range of the file, and the rank reads exactly that range
+(`pusa_fw_wan.weights.rows.read_rows`). It converts the rows to their storage dtype on the rank's device
+and copies them into its local shard. Peak host memory per rank is one tensor's shard
 rows plus their converted copy; bytes read per rank are about the checkpoint's size / world size (the
 small replicated ``scale_weight`` tensors are read whole). No rank ever holds a full-size tensor of a
 parameter whose first dimension is at least the world size, and no collective runs during the load.
@@ -30,8 +30,6 @@ here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -44,6 +42,7 @@ from pusa_fw_wan.dit.init import initial_value
 from pusa_fw_wan.dit.low_precision import LowPrecisionLinear
 from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.dit.storage import set_weights_dtype
+from pusa_fw_wan.weights.rows import read_rows
 
 __all__ = ["ShardLoadReport", "init_dit_shards", "load_dit_shards", "local_rows", "meta_wan_dit"]
 
@@ -163,22 +162,6 @@ def _account(report: ShardLoadReport, name: str, parameter: torch.Tensor, read: 
         report.full_tensors.append(name)
 
 
-def _read_rows(file: Path, raw_key: str, start: int, stop: int) -> torch.Tensor:
-    """Rows ``[start, stop)`` of tensor `raw_key` of `file`, read without reading the rest."""
-    if file.suffix.lower() == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(file), framework="pt", device="cpu") as handle:
-            view = handle.get_slice(raw_key)
-            if not view.get_shape():
-                return handle.get_tensor(raw_key)
-            return view[start:stop]
-    from pusa_fw_wan.weights.files import read_torch_file
-
-    tensor = read_torch_file(file, what="Wan DiT checkpoint", mmap=True)[raw_key]
-    return tensor.clone() if tensor.ndim == 0 else tensor[start:stop].clone()
-
-
 def load_dit_shards(model: nn.Module, source: WanDiTSource) -> ShardLoadReport:
     """Fill the local shards of a sharded, ``to_empty``-materialised DiT from `source` (module docstring).
 
@@ -206,7 +189,7 @@ def load_dit_shards(model: nn.Module, source: WanDiTSource) -> ShardLoadReport:
             scale = scales.get(scale_key) if scale_key is not None else None
             parameter = getattr(module, attribute)
             start, stop = local_rows(parameter)
-            rows = _read_rows(file, raw_key, start, stop)
+            rows = read_rows(file, raw_key, start, stop, what="Wan DiT checkpoint")
             _store(module, attribute, name, rows, scale, start, stop, source.target_dtype(name))
             held = int(rows.shape[0]) if rows.ndim else 1
             _account(report, name, parameter, rows.numel() * rows.element_size(), held)
