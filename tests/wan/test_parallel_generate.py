@@ -48,11 +48,13 @@ def torchrun_generate(tiny: TinyWan, nproc: int, *args: str, monitor_interval: f
 
 
 def check_same_video(tiny: TinyWan, picture: str, tmp_path: Path, task: str, nproc: int,
-                     layout: list[str]) -> None:
-    """One process and ``nproc`` torchrun ranks under ``layout`` write the same video; only rank 0 writes."""
-    single, parallel = tmp_path / "single.mp4", tmp_path / "parallel.mp4"
+                     layout: list[str], single: tuple[str, ...] | list[str] = ()) -> None:
+    """One process (with `single` options) and ``nproc`` torchrun ranks under ``layout`` write the same
+    video; only rank 0 writes."""
     args = [*TASKS[task], "--image", picture]
-    assert main(["generate", *tiny.cli_args(), *SMALL, *args, "--out", str(single)]) == 0
+    one = [*args, *single, "--out", str(tmp_path / "single.mp4")]
+    assert main(["generate", *tiny.cli_args(), *SMALL, *one]) == 0
+    single, parallel = tmp_path / "single.mp4", tmp_path / "parallel.mp4"
     returncode, stderr = torchrun_generate(tiny, nproc, *args, *layout, "--out", str(parallel))
     assert returncode == 0, stderr[-3000:]
     expected, got = frames_of(single), frames_of(parallel)
@@ -83,6 +85,54 @@ def test_torchrun_generation_equals_one_process(tiny: TinyWan, picture: str, tmp
 def test_more_layouts_generate_the_same_video(tiny: TinyWan, picture: str, tmp_path: Path, task: str,
                                               nproc: int, layout: list[str]) -> None:
     check_same_video(tiny, picture, tmp_path, task, nproc, layout)
+
+
+def scaled_fp8_copy(tiny: TinyWan, folder: Path) -> TinyWan:
+    """The tiny set with its DiT's large linears stored as scaled fp8 (e4m3fn bits, one scale per row)."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from pusa_fw_wan.dit.storage import is_large_linear
+
+    shutil.copytree(tiny.root, folder)
+    weights = folder / "diffusion_pytorch_model.safetensors"
+    tensors = {}
+    for name, tensor in load_file(str(weights)).items():
+        module = name.removesuffix(".weight")
+        if name.endswith(".weight") and is_large_linear(module):
+            scale = tensor.abs().amax(dim=1).clamp_min(1e-12) / torch.finfo(torch.float8_e4m3fn).max
+            tensors[name] = (tensor / scale[:, None]).to(torch.float8_e4m3fn)
+            tensors[f"{module}.scale_weight"] = scale
+        else:
+            tensors[name] = tensor
+    save_file(tensors, str(weights))
+    return TinyWan(root=folder, vae=tiny.vae, text_encoder=tiny.text_encoder, tokenizer=tiny.tokenizer)
+
+
+@pytest.mark.parametrize("weights_dtype", ["float8_e4m3fn", "bfloat16"])
+def test_fsdp_loads_its_shards_of_a_scaled_fp8_file_and_equals_one_process(
+        tiny: TinyWan, picture: str, tmp_path: Path, weights_dtype: str) -> None:
+    """Shard-only ``--fsdp`` load: fp8 bits and per-row scales kept, or dequantised row by row to bf16."""
+    fp8 = scaled_fp8_copy(tiny, tmp_path / "fp8_model")
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    check_same_video(fp8, picture, videos, "i2v", 2, ["--fsdp", "--weights-dtype", weights_dtype],
+                     single=["--weights-dtype", weights_dtype])
+    record = json.loads((videos / "parallel.json").read_text())
+    assert record["runtime"]["weights_dtype"] == weights_dtype
+
+
+def test_fp8_with_fsdp_from_a_file_not_in_fp8_is_one_line_before_loading(tiny: TinyWan, tmp_path: Path,
+                                                                         capsys) -> None:
+    out = tmp_path / "never.mp4"
+    args = ["--task", "t2v", "--num-frames", "9", "--weights-dtype", "float8_e4m3fn", "--fsdp", "--out", str(out)]
+    assert main(["generate", *tiny.cli_args(), *SMALL, *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pusa-fw: error: --weights-dtype float8_e4m3fn with --fsdp needs a Wan DiT file "
+                          "stored in float8_e4m3fn") and "\n" not in err, err
+    assert not out.exists()
 
 
 @pytest.fixture(scope="module")

@@ -3,6 +3,14 @@
 Every check that can fail runs before the process group starts and before any collective, on every
 rank alike (they all see the same flags, plan and checkpoint), so a bad layout is the same one-line
 error on every rank and exit status 2, never a hang.
+
+Under ``--fsdp`` a Wan DiT checkpoint without ``--lora`` is loaded shard-only (`sharded_dit`): each rank
+builds the model on meta, shards it and reads only its own rows of every tensor, so no rank holds the
+whole DiT. With ``--lora`` (merged into the weights, which needs them whole) or a registered model format,
+every rank loads the whole DiT on the CPU and shards it after. fp8 storage (``--weights-dtype
+float8_e4m3fn``/``float8_e5m2``) with ``--fsdp`` needs the shard-only load of a file already stored in that
+fp8 dtype: its bits and scales are kept; quantising another file needs each whole tensor's amax, which no
+rank holds, so that is refused in one line before the process group starts.
 """
 
 from __future__ import annotations
@@ -16,7 +24,7 @@ from pusa_fw.plan import Plan
 from pusa_fw_wan.parallel.layout import ParallelLayout
 from pusa_fw_wan.parallel.runtime import environment_world_size
 
-__all__ = ["check_parallel_run", "parallel_layout"]
+__all__ = ["check_parallel_run", "parallel_layout", "sharded_dit"]
 
 
 def parallel_layout(config: Any) -> ParallelLayout | None:
@@ -65,3 +73,39 @@ def check_parallel_run(layout: ParallelLayout, config: Any, plan: Plan, dit_path
         )
     heads = _dit_heads(dit_path)
     layout.check_model(heads if heads is not None else layout.ulysses, smallest_window(plan), config.cfg)
+    if layout.fsdp and config.weights_dtype.startswith("float8"):
+        _check_fp8_shards(config, dit_path)
+
+
+def _check_fp8_shards(config: Any, dit_path: Path | None) -> None:
+    """fp8 under --fsdp: only a shard-only load of a file stored in that fp8 dtype (module docstring)."""
+    wanted = config.weights_dtype
+    if config.lora:
+        raise InputError(f"--weights-dtype {wanted} with --fsdp cannot merge a --lora; drop one of them")
+    from pusa_fw_wan.dit.checkpoint import open_wan_dit
+
+    try:
+        _, source = open_wan_dit(dit_path, weights_dtype=wanted) if dit_path is not None else (None, None)
+    except CheckpointError:
+        source = None
+    found = sorted(str(dtype).replace("torch.", "") for dtype in source.linear_dtypes) if source else ["?"]
+    if found != [wanted]:
+        raise InputError(
+            f"--weights-dtype {wanted} with --fsdp needs a Wan DiT file stored in {wanted} (scaled fp8), "
+            f"but its large linears are {', '.join(found)}: quantising needs each whole tensor, which no "
+            "rank holds; use --weights-dtype bfloat16 with --fsdp, or drop --fsdp"
+        )
+
+
+def sharded_dit(config: Any, paths: Any, loras: list[Any], runtime: Any, dtype: Any) -> Any:
+    """The DiT loaded shard-only on this rank under ``--fsdp`` (module docstring), else None (load it whole).
+
+    Every rank calls it after the process group started; it reads only this rank's rows.
+    """
+    if runtime is None or not runtime.layout.fsdp or paths.format is not None or loras:
+        return None
+    from pusa_fw_wan.parallel.fsdp import load_sharded_dit
+
+    model, _report = load_sharded_dit(paths.dit, runtime.shard_mesh, runtime.device, dtype=dtype,
+                                      weights_dtype=config.weights_dtype)
+    return model

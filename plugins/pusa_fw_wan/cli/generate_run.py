@@ -23,7 +23,7 @@ from pusa_fw.task import Hold, Task
 
 from pusa_fw_wan.pipeline.media import check_media, load_media
 from pusa_fw_wan.cli.generate_config import GenerateConfig
-from pusa_fw_wan.cli.generate_parallel import check_parallel_run, parallel_layout
+from pusa_fw_wan.cli.generate_parallel import check_parallel_run, parallel_layout, sharded_dit
 from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.wan import GenerationResult, WanPipeline
 from pusa_fw_wan.pipeline.sidecar import describe_files, sidecar_bytes, sidecar_path
@@ -149,11 +149,6 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     )
 
     started = time.perf_counter()
-    if config.fsdp and config.weights_dtype.startswith("float8"):
-        raise InputError(
-            f"--weights-dtype {config.weights_dtype} with --fsdp is not supported yet; "
-            "use --weights-dtype bfloat16 with --fsdp, or drop --fsdp"
-        )
     layout = parallel_layout(config)
     task = build_task(config)
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
@@ -208,7 +203,8 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
     # A sharded text encoder gathers its weights with collectives: no rank may skip it on a cache hit.
     models = load_models(paths, loras=loras, dtype=dtype, device=torch.device("cpu") if sharded else device,
                          offload=config.offload, weights_dtype=config.weights_dtype,
-                         prompt_cache=config.prompt_cache and not (layout is not None and layout.fsdp_text))
+                         prompt_cache=config.prompt_cache and not (layout is not None and layout.fsdp_text),
+                         dit=sharded_dit(config, paths, loras, runtime, dtype))  # --fsdp: own shards only
     dit = models.dit
     if runtime is not None:
         from pusa_fw_wan.parallel.runtime import parallelize_backbone, parallelize_text_encoder

@@ -13,6 +13,7 @@ the stored dtypes (e.g. after `WanDiT.set_compute_dtype`, which keeps norms and 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -20,7 +21,7 @@ from torch import nn
 
 from pusa_fw.errors import InputError
 
-__all__ = ["dit_blocks", "shard_dit", "shard_text_encoder"]
+__all__ = ["dit_blocks", "load_sharded_dit", "shard_dit", "shard_text_encoder"]
 
 
 def dit_blocks(model: nn.Module) -> list[nn.Module]:
@@ -73,6 +74,50 @@ def shard_dit(
         fully_shard(block, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return model
+
+
+def load_sharded_dit(
+    path: str | Path,
+    mesh: Any,
+    device: torch.device | str,
+    *,
+    dtype: torch.dtype = torch.float32,
+    weights_dtype: str | torch.dtype | None = None,
+) -> tuple[nn.Module, Any]:
+    """A Wan DiT checkpoint loaded shard-only: built on meta, `shard_dit`, ``to_empty``, own rows read.
+
+    Every rank of `mesh` calls it; each reads only its rows of every tensor and keeps only its shards
+    (`pusa_fw_wan.parallel.shard_load`), so no rank ever holds the whole model, on the host or the device.
+    The weights equal `WanDiT.from_pretrained(path, dtype=dtype, weights_dtype=weights_dtype)` sharded.
+    The gathered weights compute in their stored dtypes (no ``param_dtype`` cast, so fp8 weights keep
+    their scales); FSDP2 all-gathers a block of mixed dtypes as bytes.
+
+    Returns:
+        ``(model, report)``: the sharded model in eval mode, frozen, and this rank's `ShardLoadReport`.
+
+    Raises:
+        CheckpointError: unreadable files or keys that do not fit.
+        InputError: fp8 storage asked of a file whose large linears are not stored in that fp8 dtype.
+    """
+    from pusa_fw_wan.dit.checkpoint import open_wan_dit
+    from pusa_fw_wan.dit.storage import FP8_DTYPES
+    from pusa_fw_wan.parallel.shard_load import load_dit_shards
+
+    model, source = open_wan_dit(path, dtype=dtype, weights_dtype=weights_dtype)
+    if source.storage in FP8_DTYPES and source.linear_dtypes != {source.storage}:
+        found = ", ".join(sorted(str(d).replace("torch.", "") for d in source.linear_dtypes))
+        wanted = str(source.storage).replace("torch.", "")
+        raise InputError(
+            f"--weights-dtype {wanted} with --fsdp needs a checkpoint whose large linears are stored in "
+            f"{wanted} (a scaled-fp8 file), but {path} stores {found}; use --weights-dtype bfloat16 or "
+            "that fp8 file (quantising needs each whole tensor's amax, which no rank holds)"
+        )
+    model.set_compute_dtype(dtype)  # on meta: the dtypes the loaded model has
+    model.requires_grad_(False)
+    shard_dit(model, mesh)
+    model.to_empty(device=device)
+    report = load_dit_shards(model, source)
+    return model.eval(), report
 
 
 def shard_text_encoder(model: nn.Module, mesh: Any, *, param_dtype: torch.dtype | None = None,

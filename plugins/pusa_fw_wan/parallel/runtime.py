@@ -113,6 +113,12 @@ def _wan_dits(backbone: nn.Module) -> list[nn.Module]:
     return [module for module in backbone.modules() if isinstance(module, WanDiT)]
 
 
+def _is_sharded(module: nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(module, FSDPModule)
+
+
 def parallelize_backbone(backbone: Backbone, runtime: ParallelRuntime, *,
                          param_dtype: torch.dtype | None = None) -> Backbone:
     """Apply ``runtime.layout`` to a backbone (in place for its DiTs); return the backbone to sample with.
@@ -129,7 +135,7 @@ def parallelize_backbone(backbone: Backbone, runtime: ParallelRuntime, *,
     for dit in _wan_dits(backbone):
         if layout.ulysses > 1:
             enable_sequence_parallel(dit, runtime.mesh.get_group("ulysses"), runtime.stats)
-        if layout.fsdp:
+        if layout.fsdp and not _is_sharded(dit):  # a shard-only load (`load_sharded_dit`) is sharded already
             shard_dit(dit, runtime.shard_mesh, param_dtype=param_dtype)
     if layout.cfg_parallel:
         return CfgParallelBackbone(backbone, runtime.mesh.get_group("cfg"))

@@ -184,8 +184,9 @@ def umt5_overrides(path: Path) -> dict[str, int]:
 
 def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: torch.dtype,
                 device: torch.device, offload: str, prompt_cache: bool,
-                weights_dtype: str = "auto") -> LoadedModels:
-    """Load DiT (+ LoRAs, merged), VAE (float32) and text encoder.
+                weights_dtype: str = "auto", dit: torch.nn.Module | None = None) -> LoadedModels:
+    """Load DiT (+ LoRAs, merged), VAE (float32) and text encoder; a given `dit` (e.g. one loaded shard-only
+    under FSDP2, `pusa_fw_wan.parallel.fsdp.load_sharded_dit`) is used as it is instead of `paths.dit`.
 
     Models go straight to `device` when not offloading, else to the CPU (the pipeline moves them). The
     DiT's large linears are stored in `weights_dtype` (`pusa_fw_wan.dit.storage`), streamed from the
@@ -206,7 +207,10 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
         if not path.expanduser().is_file():
             raise CheckpointError(f"--lora {str(path)!r} does not exist; check the path")
     other = None
-    if paths.format is not None:
+    if dit is not None:
+        if paths.format is not None or loras:
+            raise InputError("a preloaded DiT takes no --lora and no registered model format")
+    elif paths.format is not None:
         other = _format(paths.format).load(paths.dit, dtype=dtype, device=home)
         dit = other.dit
         if weights_dtype != "auto":
