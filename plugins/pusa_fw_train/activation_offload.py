@@ -50,11 +50,14 @@ class _Packed:
         host: the host copy (pinned on CUDA).
         device: the device the tensor came from and goes back to.
         ready: CUDA event recorded after the copy to the host (None off CUDA).
-        previous: the record packed just before this one (weak), prefetched when this one is unpacked.
+        previous: the record packed just before this one (weak); the nearest one that is not shared is
+            prefetched when this one is unpacked.
         prefetched: a device copy made ahead of its unpack and the event that marks it done.
+        shared: saved more than once (e.g. the text given to every block); unpacked once per saver, so its
+            unpacks say nothing about what the backward needs next and prefetch nothing.
     """
 
-    __slots__ = ("__weakref__", "device", "host", "prefetched", "previous", "ready")
+    __slots__ = ("__weakref__", "device", "host", "prefetched", "previous", "ready", "shared", "unpacked")
 
     def __init__(
         self, host: torch.Tensor, device: torch.device, ready: Any, previous: weakref.ref[_Packed] | None
@@ -64,6 +67,8 @@ class _Packed:
         self.ready = ready
         self.previous = previous
         self.prefetched: tuple[torch.Tensor, Any] | None = None
+        self.shared = False
+        self.unpacked = False
 
 
 class ActivationOffload:
@@ -86,6 +91,9 @@ class ActivationOffload:
         host_bytes: bytes of host copies alive now.
         peak_host_bytes: the most `host_bytes` has been: the host memory the offload needs.
         offloaded_bytes: bytes copied to the host by the last forward.
+        prefetch_hits: unpacks that found their copy already made ahead.
+        peak_prefetched: the most device copies made ahead and not yet used at one time, per forward (1 in
+            the backward of checkpointed blocks: the input of the block recomputed next).
     """
 
     def __init__(
@@ -98,6 +106,8 @@ class ActivationOffload:
         min_bytes: int = DEFAULT_MIN_BYTES,
     ) -> None:
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())  # tensors carry their index
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self.prefetch = prefetch
         self.min_bytes = min_bytes
@@ -106,6 +116,9 @@ class ActivationOffload:
         self.host_bytes = 0
         self.peak_host_bytes = 0
         self.offloaded_bytes = 0
+        self.peak_prefetched = 0
+        self.prefetch_hits = 0
+        self._prefetched = 0
         self._on_cuda = self.device.type == "cuda"
         self._stream: Any = torch.cuda.Stream(self.device) if self._on_cuda else None
         # Weak: the autograd graph owns the records; these only find them again within one forward.
@@ -136,6 +149,7 @@ class ActivationOffload:
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         """The saved-tensor hooks of one forward (a context manager; `ActivationOffload` enters it itself)."""
         self.offloaded_bytes = 0
+        self._prefetched = 0
         self._seen.clear()
         self._last = None
         return _Hooks(self)
@@ -158,6 +172,7 @@ class ActivationOffload:
         if known is not None and known[0]() is tensor and known[1] == tensor._version:
             record = known[2]()
             if record is not None:
+                record.shared = True
                 return record
         record = self._to_host(tensor)
         self._seen[id(tensor)] = (weakref.ref(tensor), tensor._version, weakref.ref(record))
@@ -196,15 +211,21 @@ class ActivationOffload:
         if not isinstance(packed, _Packed):
             return packed
         tensor = self._take(packed)
-        previous = packed.previous() if packed.previous is not None else None
-        if self.prefetch and previous is not None and previous.prefetched is None:
-            previous.prefetched = self._to_device(previous, on_side_stream=True)
+        if self.prefetch and not packed.shared:
+            previous = _before(packed)
+            if previous is not None and previous.prefetched is None and not previous.unpacked:
+                previous.prefetched = self._to_device(previous, on_side_stream=True)
+                self._prefetched += 1
+                self.peak_prefetched = max(self.peak_prefetched, self._prefetched)
         return tensor
 
     def _take(self, packed: _Packed) -> torch.Tensor:
+        packed.unpacked = True
         prefetched, packed.prefetched = packed.prefetched, None
         if prefetched is None:
             return self._to_device(packed, on_side_stream=False)[0]
+        self._prefetched -= 1
+        self.prefetch_hits += 1
         tensor, done = prefetched
         if done is not None:
             compute = torch.cuda.current_stream(self.device)
@@ -228,6 +249,14 @@ class ActivationOffload:
             done = torch.cuda.Event()
             done.record(self._stream)
         return tensor, done
+
+
+def _before(packed: _Packed) -> _Packed | None:
+    """The nearest record packed before `packed` that is not shared (None when there is none left)."""
+    previous = packed.previous() if packed.previous is not None else None
+    while previous is not None and previous.shared:
+        previous = previous.previous() if previous.previous is not None else None
+    return previous
 
 
 class _Hooks(torch.autograd.graph.saved_tensors_hooks):

@@ -180,3 +180,17 @@ def test_offload_is_accepted_with_checkpointing_and_block_swap(tmp_path):
     assert config.activation_offload and config.block_swap == 1
     full = tiny_config(tmp_path, activation_offload=True, gradient_checkpointing=True, mode="full")
     assert full.activation_offload
+
+
+def test_each_block_input_is_prefetched_while_the_block_after_it_is_recomputed(tmp_path):
+    batch, draws = _batch()
+    model = _model(tmp_path, "lora", layers=4)
+    block_input_bytes = 2 * 3 * 2 * 2 * model.config.dim * 4  # fp32 [B, L, D]
+    offload = ActivationOffload(model, "cpu", min_bytes=block_input_bytes)
+    terms, _ = frame_loss_terms(model, batch, draws)
+    masked_frame_mean(terms, None, draws.loss_mask).backward()
+    # the four block inputs and the head's input, plus one tensor every block is given (unpacked by each)
+    assert offload.packed == 4 + 1 + 1 and offload.unpacked == 5 + 4
+    # every block input was already back when its block's recomputation asked for it (the head's input
+    # brought block 3's, block 3's brought block 2's, ...), and never more than one copy waited
+    assert offload.prefetch_hits == 4 and offload.peak_prefetched == 1
