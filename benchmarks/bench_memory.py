@@ -12,7 +12,8 @@ patches) it measures
 - activation bytes for inference (peak of one block pass), and for LoRA training with and without gradient
   checkpointing (bytes kept per block after the forward, and the peak on top of them in the backward), and
   with checkpointing plus the trainer's activation offload (`pusa_fw_train.activation_offload`, run as is:
-  its host copies of the meta tensors are counted as host bytes, per block and shared);
+  its host copies of the meta tensors are counted as host bytes, per block and shared), also with the
+  cross-attention and FFN of each block checkpointed in groups of frames (`WanDiT`'s ``token_chunks``);
 - LoRA r = 512 and r = 64 (Pusa targets q, k, v, o of both attentions + both FFN layers, fp32 factors):
   trainable bytes and the gradients the backward makes; AdamW (2 x fp32) and EMA (fp32) are counted.
 
@@ -54,19 +55,21 @@ RESOLUTIONS = {"480p": (30, 52), "720p": (45, 80), "512sq": (32, 32)}
 CUDA_CONTEXT = 2**30
 TARGETS = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 STORAGES = ("bfloat16", "float8_e4m3fn")
-FFN_CHUNKS = 7  # WanDiT.enable_gradient_checkpointing(ffn_chunks=7): 3 of the 21 latent frames per FFN group
-# (run_blocks mode, ffn_chunks) of the measured training setups
-TRAIN_MODES = (("train", 1), ("train_ckpt", 1), ("train_ckpt_offload", 1), ("train_ckpt_offload", FFN_CHUNKS))
+TOKEN_CHUNKS = 7  # WanDiT.enable_gradient_checkpointing(token_chunks=7): groups of 3 of the 21 latent frames
+# (run_blocks mode, token_chunks) of the measured training setups
+TRAIN_MODES = (
+    ("train", 1), ("train_ckpt", 1), ("train_ckpt_offload", 1), ("train_ckpt_offload", TOKEN_CHUNKS)
+)
 # (measured setup, label, blocks swapped, GPUs) of the projected training rows
-_CHUNKED = f"train_ckpt_offload+ffn{FFN_CHUNKS}"
+_CHUNKED = f"train_ckpt_offload+chunks{TOKEN_CHUNKS}"
 TRAIN_SETUPS = (
     ("train_ckpt", "ckpt, 1 GPU", 0, 1),
     ("train_ckpt", "ckpt, block swap 20", 20, 1),
     ("train_ckpt", "ckpt, block swap 38", 38, 1),
     ("train_ckpt_offload", "ckpt + offload, 1 GPU", 0, 1),
     ("train_ckpt_offload", "ckpt + offload, swap 38", 38, 1),
-    (_CHUNKED, f"ckpt + offload + ffn_chunks {FFN_CHUNKS}, 1 GPU", 0, 1),
-    (_CHUNKED, f"ckpt + offload + ffn_chunks {FFN_CHUNKS}, swap 38", 38, 1),
+    (_CHUNKED, f"ckpt + offload + token_chunks {TOKEN_CHUNKS}, 1 GPU", 0, 1),
+    (_CHUNKED, f"ckpt + offload + token_chunks {TOKEN_CHUNKS}, swap 38", 38, 1),
     ("train_ckpt", "ckpt, 8-GPU FSDP2", 0, 8),
     ("train", "no ckpt, 1 GPU", 0, 1),
 )
@@ -141,15 +144,16 @@ def build(
     lora_rank: int | None,
     config: WanConfig | None = None,
     device: str = "meta",
-    ffn_chunks: int = 1,
+    token_chunks: int = 1,
 ) -> WanDiT:
     """A meta-device model (14B width unless `config`), bf16 compute, large linears in `weights_dtype`,
-    optional fp32 LoRA on the Pusa targets, FFN checkpointed in `ffn_chunks` groups of frames when > 1.
+    optional fp32 LoRA on the Pusa targets, cross-attention and FFN checkpointed in `token_chunks` groups of
+    frames when > 1.
     ``device="cpu"`` builds a real one (to check the accounting)."""
     with torch.device(device):
         model = WanDiT(config_14b(num_layers) if config is None else config)
     model.set_compute_dtype(torch.bfloat16).set_weights_dtype(weights_dtype)
-    model.enable_gradient_checkpointing(False, ffn_chunks=ffn_chunks)  # run_blocks checkpoints the blocks
+    model.enable_gradient_checkpointing(False, token_chunks=token_chunks)  # run_blocks checkpoints the blocks
     model.requires_grad_(False)
     if lora_rank is not None:
         from peft import LoraConfig, inject_adapter_in_model
@@ -280,12 +284,12 @@ def measure() -> dict[str, Any]:
     for storage in STORAGES:
         for rank in (512, 64):
             for mode, chunks in TRAIN_MODES:
-                key = f"{storage}/r{rank}/{mode}" + (f"+ffn{chunks}" if chunks > 1 else "")
+                key = f"{storage}/r{rank}/{mode}" + (f"+chunks{chunks}" if chunks > 1 else "")
                 results["train"][key] = _train_terms(storage, rank, mode, tokens, chunks)
     return results
 
 
-def _train_terms(storage: str, rank: int, mode: str, tokens: list[int], ffn_chunks: int) -> dict[str, Any]:
+def _train_terms(storage: str, rank: int, mode: str, tokens: list[int], chunks: int) -> dict[str, Any]:
     """Per-block terms of one training setup from 1- and 2-block passes at the fit grids.
 
     ``kept_per_block``: device bytes one more block keeps after the forward; ``peak_extra``: the backward's
@@ -293,7 +297,7 @@ def _train_terms(storage: str, rank: int, mode: str, tokens: list[int], ffn_chun
     also holds the prefetched input of the block before); with offload, ``host_per_block`` and
     ``host_shared`` (host copies: one per block, plus the text embedding's and the head's saved tensors).
     """
-    one, two = build(1, storage, rank, ffn_chunks=ffn_chunks), build(2, storage, rank, ffn_chunks=ffn_chunks)
+    one, two = build(1, storage, rank, token_chunks=chunks), build(2, storage, rank, token_chunks=chunks)
     passes = [(run_blocks(one, grid, mode), run_blocks(two, grid, mode)) for grid in FIT_GRIDS]
     per_block = fit(tokens, [second["kept"] - first["kept"] for first, second in passes])
     offload = mode == "train_ckpt_offload"

@@ -94,11 +94,11 @@ def test_goals_say_met_or_missed_by_how_much(bench_memory) -> None:
     assert r64.startswith("LoRA r64 on one 24 GB GPU: missed by 2.5 GiB")
 
 
-def test_ffn_chunks_lower_the_backward_peak_of_a_checkpointed_block(bench_memory, monkeypatch) -> None:
+def test_token_chunks_lower_the_backward_peak_of_a_checkpointed_block(bench_memory, monkeypatch) -> None:
     monkeypatch.setattr(bench_memory, "OFFLOAD_MIN_BYTES", 0)
     peaks = []
     for chunks in (1, 3):
-        model = bench_memory.build(2, "bfloat16", 4, config=CONFIG, ffn_chunks=chunks)
+        model = bench_memory.build(2, "bfloat16", 4, config=CONFIG, token_chunks=chunks)
         passes = bench_memory.run_blocks(model, (4, 6), "train_ckpt_offload", frames=3)
         peaks.append(passes["peak"])
     assert peaks[1] < peaks[0]

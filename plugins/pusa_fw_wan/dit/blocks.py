@@ -12,6 +12,7 @@ their weights; RoPE runs in float64 (see `rope.py`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -216,9 +217,9 @@ class AttentionBlock(nn.Module):
             nn.Linear(dim, ffn_dim), nn.GELU(approximate="tanh"), nn.Linear(ffn_dim, dim)
         )
         self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
-        # > 1: with gradients on, the FFN runs over this many groups of frames, each checkpointed
-        # (`WanDiT.enable_gradient_checkpointing`); 1: one pass (inference always takes it).
-        self.ffn_chunks = 1
+        # > 1: with gradients on, cross-attention and the FFN run over this many groups of whole frames,
+        # each checkpointed (`WanDiT.enable_gradient_checkpointing`); 1: one pass (inference always).
+        self.token_chunks = 1
 
     def forward(
         self,
@@ -255,17 +256,32 @@ class AttentionBlock(nn.Module):
         x_frames = torch.addcmul(x_frames, per_frame(attn_out), gate_msa)
 
         x = per_token(x_frames)
-        norm3 = self.norm3 if isinstance(self.norm3, nn.LayerNorm) else None
-        cross_in = layer_norm_fp32(x, self.eps, norm3) if norm3 is not None else x
-        x = x + self.cross_attn(cross_in, context).float()
+        chunked = self.token_chunks > 1 and torch.is_grad_enabled()
+        if chunked:
+            x = x + per_token(self._checkpointed_chunks(self._cross_branch, per_frame(x), context))
+        else:
+            x = x + self._cross_branch(x, context)
 
         x_frames = per_frame(x)
-        if self.ffn_chunks > 1 and torch.is_grad_enabled():
-            ffn_out = self._checkpointed_ffn_chunks(x_frames, shift_ffn, scale_ffn)
+        if chunked:
+            ffn_out = self._checkpointed_chunks(self._ffn_branch, x_frames, shift_ffn, scale_ffn)
         else:
             ffn_out = self._ffn_branch(x_frames, shift_ffn, scale_ffn)
         x_frames = torch.addcmul(x_frames, ffn_out, gate_ffn)
         return per_token(x_frames)
+
+    def _cross_branch(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+        """Cross-attention of tokens to the whole text, float32: `[B, l, D]` or `[B, f, S, D]` in and out.
+
+        Args:
+            x: the residual stream of the tokens (per token, or per frame for a group of frames).
+            context: `[B, Lt, D]` embedded text.
+        """
+        shape = x.shape
+        tokens = rearrange(x, "b f s d -> b (f s) d") if x.ndim == 4 else x
+        norm3 = self.norm3 if isinstance(self.norm3, nn.LayerNorm) else None
+        cross_in = layer_norm_fp32(tokens, self.eps, norm3) if norm3 is not None else tokens
+        return self.cross_attn(cross_in, context).float().reshape(shape)
 
     def _ffn_branch(self, x_frames: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
         """The modulated FFN of some frames: `[B, f, S, D]` float32 in, `[B, f, S, D]` float32 out.
@@ -285,28 +301,32 @@ class AttentionBlock(nn.Module):
         ffn_out = _linear_in_weight_dtype(self.ffn[2], hidden).float()
         return rearrange(ffn_out, "b (f s) d -> b f s d", f=frames)
 
-    def _checkpointed_ffn_chunks(
-        self, x_frames: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor
+    def _checkpointed_chunks(
+        self, branch: Callable[..., torch.Tensor], x_frames: torch.Tensor, *others: torch.Tensor
     ) -> torch.Tensor:
-        """`_ffn_branch` over ``ffn_chunks`` groups of whole frames, each checkpointed on its own.
+        """A per-token `branch` over ``token_chunks`` groups of whole frames, each checkpointed on its own.
 
-        The backward then holds the FFN activations (`[L, ffn_dim]` in several forms, and the float32 norm
-        and modulation of the FFN input) of one group of frames at a time instead of all of them, for one
-        more forward of the FFN. Rows are computed in smaller matmuls, so the result may differ from the
-        unchunked one in the last bits.
+        The backward then holds the branch's activations (for the FFN: `[L, ffn_dim]` in several forms and
+        the float32 norm and modulation of its input) of one group of frames at a time instead of all of
+        them, for one more forward of the branch. Rows are computed in smaller matmuls, so gradients may
+        differ from one pass in the last bits.
+
+        Args:
+            branch: `_cross_branch` or `_ffn_branch`.
+            x_frames: `[B, F, S, D]` residual stream.
+            others: the branch's other arguments; per-frame ones (`[B, F, 1, D]`) are split with the
+                frames, the rest (the text `[B, Lt, D]`) is given whole to every group.
+
+        Returns:
+            `[B, F, S, D]` float32.
         """
         frames = x_frames.shape[1]
-        size = -(-frames // self.ffn_chunks)
-        outputs = [
-            checkpoint(
-                self._ffn_branch,
-                x_frames[:, start : start + size],
-                shift[:, start : start + size],
-                scale[:, start : start + size],
-                use_reentrant=False,
-            )
-            for start in range(0, frames, size)
-        ]
+        size = -(-frames // self.token_chunks)
+        outputs = []
+        for start in range(0, frames, size):
+            group = slice(start, start + size)
+            arguments = [other[:, group] if other.ndim == 4 else other for other in others]
+            outputs.append(checkpoint(branch, x_frames[:, group], *arguments, use_reentrant=False))
         return torch.cat(outputs, dim=1)
 
 

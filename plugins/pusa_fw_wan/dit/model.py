@@ -158,24 +158,25 @@ class WanDiT(nn.Module, Backbone):
         """True in ``train()`` mode with gradients on: the forward takes the lean training path."""
         return self.training and torch.is_grad_enabled()
 
-    def enable_gradient_checkpointing(self, enabled: bool = True, *, ffn_chunks: int = 1) -> None:
+    def enable_gradient_checkpointing(self, enabled: bool = True, *, token_chunks: int = 1) -> None:
         """Recompute each block in the backward pass instead of storing its activations.
 
         Args:
             enabled: checkpoint every block.
-            ffn_chunks: > 1 also checkpoints each block's FFN over this many groups of whole frames, so the
-                backward of a block holds one group's FFN activations at a time (the largest part of its
-                peak) for one more FFN forward; the gradients may differ from one pass in the last bits.
-                Inference is unaffected.
+            token_chunks: > 1 also checkpoints each block's per-token parts (cross-attention, and the FFN
+                with its norm and modulation) over this many groups of whole frames, so the backward of a
+                block holds one group's activations of them at a time (most of its peak) for one more
+                forward of them; the gradients may differ from one pass in the last bits. Inference is
+                unaffected.
 
         Raises:
-            InputError: `ffn_chunks` below 1.
+            InputError: `token_chunks` below 1.
         """
-        if isinstance(ffn_chunks, bool) or not isinstance(ffn_chunks, int) or ffn_chunks < 1:
-            raise InputError(f"ffn_chunks must be an integer >= 1 (1: no chunking), got {ffn_chunks!r}")
+        if isinstance(token_chunks, bool) or not isinstance(token_chunks, int) or token_chunks < 1:
+            raise InputError(f"token_chunks must be an integer >= 1 (1: no chunking), got {token_chunks!r}")
         self.gradient_checkpointing = enabled
         for block in self.blocks:
-            block.ffn_chunks = ffn_chunks
+            block.token_chunks = token_chunks
 
     # ------------------------------------------------------------------ public prediction API
 

@@ -1,6 +1,6 @@
-"""Checkpointed FFN chunks (``WanDiT.enable_gradient_checkpointing(ffn_chunks=n)``): the backward of a block
-holds one group of frames' FFN activations at a time; gradients equal one pass within float32 rounding,
-inference unchanged."""
+"""Checkpointed token chunks (``WanDiT.enable_gradient_checkpointing(token_chunks=n)``): the backward of a
+block holds one group of frames' cross-attention and FFN activations at a time; outputs equal one pass,
+gradients within float32 rounding, inference unchanged."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _gradients(model: WanDiT, chunks: int, full: bool) -> tuple[torch.Tensor, di
     if not full:  # a LoRA-like subset: the FFN and attention output weights
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(name.endswith(("ffn.0.weight", "ffn.2.weight", "o.weight")))
-    model.enable_gradient_checkpointing(True, ffn_chunks=chunks)
+    model.enable_gradient_checkpointing(True, token_chunks=chunks)
     latents, sigmas, context = _inputs()
     out = model(latents, sigmas, context)
     out.square().mean().backward()
@@ -46,7 +46,7 @@ def _gradients(model: WanDiT, chunks: int, full: bool) -> tuple[torch.Tensor, di
 
 @pytest.mark.parametrize("full", [False, True])
 @pytest.mark.parametrize("chunks", [2, 3, 5])
-def test_chunked_ffn_gradients_equal_one_pass_within_rounding(chunks, full):
+def test_chunked_gradients_equal_one_pass_within_rounding(chunks, full):
     model = _model()
     out, grads = _gradients(model, 1, full)
     chunked_out, chunked = _gradients(model, chunks, full)
@@ -56,19 +56,20 @@ def test_chunked_ffn_gradients_equal_one_pass_within_rounding(chunks, full):
         torch.testing.assert_close(chunked[name], grads[name], rtol=1e-5, atol=1e-6, msg=name)
 
 
-def test_the_chunks_are_recomputed_in_the_backward():
+@pytest.mark.parametrize("branch", ["_cross_branch", "_ffn_branch"])
+def test_the_chunks_are_recomputed_in_the_backward(branch):
     model = _model()
     calls = []
-    original = type(model.blocks[0])._ffn_branch
+    original = getattr(type(model.blocks[0]), branch)
 
     def counting(block, *args):
         calls.append(args[0].shape[1])
         return original(block, *args)
 
     for block in model.blocks:
-        block._ffn_branch = counting.__get__(block)
+        setattr(block, branch, counting.__get__(block))
     model.train().requires_grad_(True)
-    model.enable_gradient_checkpointing(True, ffn_chunks=3)
+    model.enable_gradient_checkpointing(True, token_chunks=3)
     latents, sigmas, context = _inputs()
     model(latents, sigmas, context).square().mean().backward()
     # per block: 3 groups (2, 2, 1 frames) in the forward, again in the block's recomputation, and once
@@ -81,12 +82,12 @@ def test_inference_ignores_the_chunks_bit_exactly():
     latents, sigmas, context = _inputs()
     with torch.no_grad():
         plain = model(latents, sigmas, context)
-        model.enable_gradient_checkpointing(True, ffn_chunks=3)
+        model.enable_gradient_checkpointing(True, token_chunks=3)
         chunked = model(latents, sigmas, context)
     assert torch.equal(plain, chunked)
 
 
 @pytest.mark.parametrize("chunks", [0, -1, 1.5, True])
 def test_a_bad_chunk_count_is_one_line(chunks):
-    with pytest.raises(InputError, match="ffn_chunks must be an integer >= 1"):
-        _model().enable_gradient_checkpointing(True, ffn_chunks=chunks)
+    with pytest.raises(InputError, match="token_chunks must be an integer >= 1"):
+        _model().enable_gradient_checkpointing(True, token_chunks=chunks)
