@@ -83,7 +83,7 @@ class ActivationOffload:
         device: the compute device; tensors elsewhere are left alone.
         pin_memory: pin the host copies (default: on for CUDA, where it lets the copies overlap compute).
         prefetch: in the backward, copy the next tensor back while the current block is recomputed.
-        min_bytes: smallest tensor offloaded.
+        min_bytes: smallest tensor offloaded (default `DEFAULT_MIN_BYTES`, read when the object is made).
 
     Attributes:
         packed: tensors copied to the host so far (each once per forward).
@@ -103,14 +103,14 @@ class ActivationOffload:
         *,
         pin_memory: bool | None = None,
         prefetch: bool = True,
-        min_bytes: int = DEFAULT_MIN_BYTES,
+        min_bytes: int | None = None,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())  # tensors carry their index
         self.pin_memory = self.device.type == "cuda" if pin_memory is None else pin_memory
         self.prefetch = prefetch
-        self.min_bytes = min_bytes
+        self.min_bytes = DEFAULT_MIN_BYTES if min_bytes is None else min_bytes
         self.packed = 0
         self.unpacked = 0
         self.host_bytes = 0
