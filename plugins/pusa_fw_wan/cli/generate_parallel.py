@@ -4,13 +4,15 @@ Every check that can fail runs before the process group starts and before any co
 rank alike (they all see the same flags, plan and checkpoint), so a bad layout is the same one-line
 error on every rank and exit status 2, never a hang.
 
-Under ``--fsdp`` a Wan DiT checkpoint without ``--lora`` is loaded shard-only (`sharded_dit`): each rank
-builds the model on meta, shards it and reads only its own rows of every tensor, so no rank holds the
-whole DiT. With ``--lora`` (merged into the weights, which needs them whole) or a registered model format,
-every rank loads the whole DiT on the CPU and shards it after. fp8 storage (``--weights-dtype
-float8_e4m3fn``/``float8_e5m2``) with ``--fsdp`` needs the shard-only load of a file already stored in that
-fp8 dtype: its bits and scales are kept; quantising another file needs each whole tensor's amax, which no
-rank holds, so that is refused in one line before the process group starts.
+Under ``--fsdp`` a Wan DiT checkpoint is loaded shard-only (`sharded_dit`): each rank builds the model on
+meta, shards it and reads only its own rows of every tensor, so no rank holds the whole DiT. ``--lora``
+files (small) are read whole by every rank and merged row by row as the rows are filled, exactly as one
+process merges them (`pusa_fw_wan.parallel.shard_lora`; layers stored low-precision keep the factors and
+merge per layer at compute time, as without ``--fsdp``). A registered model format is loaded whole on
+every rank's CPU and sharded after. fp8 storage (``--weights-dtype float8_e4m3fn``/``float8_e5m2``) with
+``--fsdp`` needs a file already stored in that fp8 dtype: its bits and scales are kept; quantising another
+file needs each whole tensor's amax, which no rank holds, so that is refused in one line before the
+process group starts.
 """
 
 from __future__ import annotations
@@ -80,8 +82,6 @@ def check_parallel_run(layout: ParallelLayout, config: Any, plan: Plan, dit_path
 def _check_fp8_shards(config: Any, dit_path: Path | None) -> None:
     """fp8 under --fsdp: only a shard-only load of a file stored in that fp8 dtype (module docstring)."""
     wanted = config.weights_dtype
-    if config.lora:
-        raise InputError(f"--weights-dtype {wanted} with --fsdp cannot merge a --lora; drop one of them")
     from pusa_fw_wan.dit.checkpoint import open_wan_dit
 
     try:
@@ -98,14 +98,17 @@ def _check_fp8_shards(config: Any, dit_path: Path | None) -> None:
 
 
 def sharded_dit(config: Any, paths: Any, loras: list[Any], runtime: Any, dtype: Any) -> Any:
-    """The DiT loaded shard-only on this rank under ``--fsdp`` (module docstring), else None (load it whole).
+    """The DiT loaded shard-only on this rank under ``--fsdp`` (module docstring), with `loras`
+    (``(path, strength)``) merged, and its `ShardLoadReport`; None when it is to be loaded whole.
 
-    Every rank calls it after the process group started; it reads only this rank's rows.
+    Every rank calls it after the process group started; it reads only this rank's rows (and every LoRA
+    file whole).
     """
-    if runtime is None or not runtime.layout.fsdp or paths.format is not None or loras:
+    if runtime is None or not runtime.layout.fsdp or paths.format is not None:
         return None
+    from pusa_fw_wan.lora.apply import LoraSpec
     from pusa_fw_wan.parallel.fsdp import load_sharded_dit
 
-    model, _report = load_sharded_dit(paths.dit, runtime.shard_mesh, runtime.device, dtype=dtype,
-                                      weights_dtype=config.weights_dtype)
-    return model
+    specs = [LoraSpec(Path(path).expanduser(), strength=strength) for path, strength in loras]
+    return load_sharded_dit(paths.dit, runtime.shard_mesh, runtime.device, dtype=dtype,
+                            weights_dtype=config.weights_dtype, loras=specs)

@@ -201,10 +201,13 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
     layout = None if runtime is None else runtime.layout
     sharded = layout is not None and (layout.fsdp or layout.fsdp_text)
     # A sharded text encoder gathers its weights with collectives: no rank may skip it on a cache hit.
+    # --fsdp: this rank's shards only, the LoRAs merged into its rows
+    preloaded = sharded_dit(config, paths, loras, runtime, dtype)
     models = load_models(paths, loras=loras, dtype=dtype, device=torch.device("cpu") if sharded else device,
                          offload=config.offload, weights_dtype=config.weights_dtype,
                          prompt_cache=config.prompt_cache and not (layout is not None and layout.fsdp_text),
-                         dit=sharded_dit(config, paths, loras, runtime, dtype))  # --fsdp: own shards only
+                         dit=None if preloaded is None else preloaded[0],
+                         dit_lora_report=None if preloaded is None else preloaded[1].lora_report)
     dit = models.dit
     if runtime is not None:
         from pusa_fw_wan.parallel.runtime import parallelize_backbone, parallelize_text_encoder

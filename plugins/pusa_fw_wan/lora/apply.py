@@ -131,6 +131,46 @@ def _load_and_match(model: nn.Module, spec: LoraSpec, strict: bool) -> tuple[Lor
     return state, matched
 
 
+def read_and_match_loras(
+    model: nn.Module, specs: Sequence[LoraSpec], strict: bool = True
+) -> list[tuple[LoraSpec, LoraState, MatchedLora]]:
+    """Read every LoRA file and match it against `model` (meta parameters suffice); the model is not changed.
+
+    Raises:
+        InputError: `specs` is not a list of `LoraSpec`, or adapter names clash.
+        CheckpointError: a file that matches nothing, or (strict) keys that match no module.
+    """
+    if isinstance(specs, LoraSpec) or not all(isinstance(spec, LoraSpec) for spec in specs):
+        raise InputError(
+            f"apply_loras expects a list of LoraSpec, got {specs!r}; wrap each path in LoraSpec(path)"
+        )
+    registry = get_registry(model)
+    taken = set(registry.adapters) if registry else set()
+    taken |= set(getattr(model, "peft_config", {}) or {})
+    names = [spec.adapter_name for spec in specs]
+    clashes = sorted({name for name in names if name in taken or names.count(name) > 1})
+    if clashes:
+        raise InputError(
+            f"LoRA names {clashes} are used twice or already applied; give each LoraSpec a distinct name="
+        )
+    return [(spec, *_load_and_match(model, spec, strict)) for spec in specs]
+
+
+def applied_lora(spec: LoraSpec, state: LoraState, matched: MatchedLora) -> AppliedLora:
+    """The report entry of one LoRA file applied with `spec`."""
+    return AppliedLora(
+        name=spec.adapter_name,
+        source=state.source,
+        naming=state.naming,
+        strength=float(spec.strength),
+        modules=tuple(sorted(matched.pairs)),
+        diff_parameters=tuple(sorted(matched.diffs)),
+        ranks=tuple(sorted({entry.rank for entry in matched.pairs.values()})),
+        scales=tuple(sorted({entry.scale for entry in matched.pairs.values()})),
+        unmatched_keys=tuple(matched.unmatched_keys),
+    )
+
+
 def apply_loras(
     model: nn.Module, specs: Sequence[LoraSpec], merge: bool = False, strict: bool = True
 ) -> LoraReport:
@@ -150,20 +190,7 @@ def apply_loras(
     Returns:
         A `LoraReport`.
     """
-    if isinstance(specs, LoraSpec) or not all(isinstance(spec, LoraSpec) for spec in specs):
-        raise InputError(
-            f"apply_loras expects a list of LoraSpec, got {specs!r}; wrap each path in LoraSpec(path)"
-        )
-    registry = get_registry(model)
-    taken = set(registry.adapters) if registry else set()
-    taken |= set(getattr(model, "peft_config", {}) or {})
-    names = [spec.adapter_name for spec in specs]
-    clashes = sorted({name for name in names if name in taken or names.count(name) > 1})
-    if clashes:
-        raise InputError(
-            f"LoRA names {clashes} are used twice or already applied; give each LoraSpec a distinct name="
-        )
-    loaded = [(spec, *_load_and_match(model, spec, strict)) for spec in specs]
+    loaded = read_and_match_loras(model, specs, strict)
     registry = get_registry(model, create=True)
     assert registry is not None
     was_merged = registry.merged
@@ -177,19 +204,7 @@ def apply_loras(
         registry.adapters[name] = AdapterRecord(float(spec.strength), tuple(sorted(matched.pairs)), diffs)
         activate_all(model, registry)
         apply_strength(model, registry, name)
-        applied.append(
-            AppliedLora(
-                name=name,
-                source=state.source,
-                naming=state.naming,
-                strength=float(spec.strength),
-                modules=tuple(sorted(matched.pairs)),
-                diff_parameters=tuple(sorted(matched.diffs)),
-                ranks=tuple(sorted({entry.rank for entry in matched.pairs.values()})),
-                scales=tuple(sorted({entry.scale for entry in matched.pairs.values()})),
-                unmatched_keys=tuple(matched.unmatched_keys),
-            )
-        )
+        applied.append(applied_lora(spec, state, matched))
     refresh_diffs(registry)
     if merge or was_merged:
         merge_all(model, registry)

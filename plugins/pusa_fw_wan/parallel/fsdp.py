@@ -13,6 +13,7 @@ the stored dtypes (e.g. after `WanDiT.set_compute_dtype`, which keeps norms and 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,7 @@ def load_sharded_dit(
     *,
     dtype: torch.dtype = torch.float32,
     weights_dtype: str | torch.dtype | None = None,
+    loras: Sequence[Any] = (),
 ) -> tuple[nn.Module, Any]:
     """A Wan DiT checkpoint loaded shard-only: built on meta, `shard_dit`, ``to_empty``, own rows read.
 
@@ -92,16 +94,23 @@ def load_sharded_dit(
     The gathered weights compute in their stored dtypes (no ``param_dtype`` cast, so fp8 weights keep
     their scales); FSDP2 all-gathers a block of mixed dtypes as bytes.
 
+    `loras` (`pusa_fw_wan.lora.apply.LoraSpec`) are read whole by every rank, checked against the meta
+    model before anything is sharded, and merged as each rank fills its rows
+    (`pusa_fw_wan.parallel.shard_lora`): the weights then equal the one-process
+    ``apply_loras(model, loras, merge=True)``.
+
     Returns:
-        ``(model, report)``: the sharded model in eval mode, frozen, and this rank's `ShardLoadReport`.
+        ``(model, report)``: the sharded model in eval mode, frozen, and this rank's `ShardLoadReport`
+        (its ``lora_report`` says what the LoRAs patched).
 
     Raises:
-        CheckpointError: unreadable files or keys that do not fit.
+        CheckpointError: unreadable files, keys that do not fit, or a LoRA that does not fit.
         InputError: fp8 storage asked of a file whose large linears are not stored in that fp8 dtype.
     """
     from pusa_fw_wan.dit.checkpoint import open_wan_dit
     from pusa_fw_wan.dit.storage import FP8_DTYPES
     from pusa_fw_wan.parallel.shard_load import load_dit_shards
+    from pusa_fw_wan.parallel.shard_lora import ShardLoras
 
     model, source = open_wan_dit(path, dtype=dtype, weights_dtype=weights_dtype)
     if source.storage in FP8_DTYPES and source.linear_dtypes != {source.storage}:
@@ -114,9 +123,10 @@ def load_sharded_dit(
         )
     model.set_compute_dtype(dtype)  # on meta: the dtypes the loaded model has
     model.requires_grad_(False)
+    merged = ShardLoras(model, loras) if loras else None  # bad LoRAs fail here, before any shard exists
     shard_dit(model, mesh)
     model.to_empty(device=device)
-    report = load_dit_shards(model, source)
+    report = load_dit_shards(model, source, merged)
     return model.eval(), report
 
 

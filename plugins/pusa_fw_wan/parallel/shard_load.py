@@ -20,7 +20,9 @@ weights (the draws need the whole tensor: a random init holds one full tensor at
 Storage dtypes: bf16 / fp16 / fp32 large linears, and fp8 ones from a file stored in the same fp8 dtype
 (bits and ``scale_weight`` kept). Quantising a non-fp8 file to fp8 needs the amax of the whole tensor, so
 that case is refused with one line (use a scaled-fp8 file, or bf16). A LoRA-injected model (peft) is
-filled through each target's ``base_layer``; the LoRA factors are the caller's.
+filled through each target's ``base_layer``; the LoRA factors are the caller's. LoRA files to *merge*
+(``generate --fsdp --lora``) are added to each rank's rows as they are filled
+(`pusa_fw_wan.parallel.shard_lora`).
 
 What a CPU test cannot show: on CUDA the rows are read to host memory and copied to the GPU shard one
 tensor at a time (pinned memory and NCCL play no part in the load); the host peak at 14B was not measured
@@ -30,6 +32,8 @@ here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
 import torch
 from torch import nn
 
@@ -44,6 +48,9 @@ from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.dit.storage import set_weights_dtype
 from pusa_fw_wan.weights.rows import read_rows
 
+if TYPE_CHECKING:
+    from pusa_fw_wan.parallel.shard_lora import ShardLoras
+
 __all__ = ["ShardLoadReport", "init_dit_shards", "load_dit_shards", "local_rows", "meta_wan_dit"]
 
 
@@ -57,12 +64,17 @@ class ShardLoadReport:
         bytes_full: bytes of every filled parameter in full (what a whole-model load would hold).
         full_tensors: parameters whose full tensor this rank held although their first dimension is at
             least the world size (empty for a checkpoint load; every one for a random init).
+        lora_bytes_read: bytes of the factors and diffs of the LoRAs merged into the load (every rank
+            reads and holds them whole).
+        lora_report: the `LoraReport` of those LoRAs (None without any).
     """
 
     bytes_read: int = 0
     bytes_kept: int = 0
     bytes_full: int = 0
     full_tensors: list[str] = field(default_factory=list)
+    lora_bytes_read: int = 0
+    lora_report: Any = None
 
 
 def local_rows(parameter: torch.Tensor) -> tuple[int, int]:
@@ -162,7 +174,8 @@ def _account(report: ShardLoadReport, name: str, parameter: torch.Tensor, read: 
         report.full_tensors.append(name)
 
 
-def load_dit_shards(model: nn.Module, source: WanDiTSource) -> ShardLoadReport:
+def load_dit_shards(model: nn.Module, source: WanDiTSource, loras: ShardLoras | None = None
+                    ) -> ShardLoadReport:
     """Fill the local shards of a sharded, ``to_empty``-materialised DiT from `source` (module docstring).
 
     Args:
@@ -170,6 +183,9 @@ def load_dit_shards(model: nn.Module, source: WanDiTSource) -> ShardLoadReport:
             materialised with ``to_empty``; its dtypes must be the loader's (float32 compute: as built;
             another compute dtype: after ``set_compute_dtype`` on meta).
         source: from the same `open_wan_dit` call.
+        loras: LoRAs to merge (`pusa_fw_wan.parallel.shard_lora.ShardLoras`, read against the same meta
+            model): each local shard gets its rows' deltas as it is filled; low-precision layers get the
+            whole factors as ``merged_deltas``.
 
     Returns:
         This rank's `ShardLoadReport`.
@@ -191,9 +207,14 @@ def load_dit_shards(model: nn.Module, source: WanDiTSource) -> ShardLoadReport:
             start, stop = local_rows(parameter)
             rows = read_rows(file, raw_key, start, stop, what="Wan DiT checkpoint")
             _store(module, attribute, name, rows, scale, start, stop, source.target_dtype(name))
+            if loras is not None:
+                loras.add_rows(module, attribute, name, _local(parameter), start, stop)
             held = int(rows.shape[0]) if rows.ndim else 1
             _account(report, name, parameter, rows.numel() * rows.element_size(), held)
             del rows
+    if loras is not None:
+        loras.attach_low_precision(model)
+        report.lora_bytes_read, report.lora_report = loras.bytes_read, loras.report
     return report
 
 

@@ -184,9 +184,11 @@ def umt5_overrides(path: Path) -> dict[str, int]:
 
 def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: torch.dtype,
                 device: torch.device, offload: str, prompt_cache: bool,
-                weights_dtype: str = "auto", dit: torch.nn.Module | None = None) -> LoadedModels:
+                weights_dtype: str = "auto", dit: torch.nn.Module | None = None,
+                dit_lora_report: Any | None = None) -> LoadedModels:
     """Load DiT (+ LoRAs, merged), VAE (float32) and text encoder; a given `dit` (e.g. one loaded shard-only
-    under FSDP2, `pusa_fw_wan.parallel.fsdp.load_sharded_dit`) is used as it is instead of `paths.dit`.
+    under FSDP2, `pusa_fw_wan.parallel.fsdp.load_sharded_dit`) is used as it is instead of `paths.dit`: it
+    already carries `loras` merged, as `dit_lora_report` says.
 
     Models go straight to `device` when not offloading, else to the CPU (the pipeline moves them). The
     DiT's large linears are stored in `weights_dtype` (`pusa_fw_wan.dit.storage`), streamed from the
@@ -208,8 +210,9 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
             raise CheckpointError(f"--lora {str(path)!r} does not exist; check the path")
     other = None
     if dit is not None:
-        if paths.format is not None or loras:
-            raise InputError("a preloaded DiT takes no --lora and no registered model format")
+        if paths.format is not None or (loras and dit_lora_report is None):
+            raise InputError("a preloaded DiT takes no registered model format, and --lora only when it was "
+                             "loaded with them (give its dit_lora_report)")
     elif paths.format is not None:
         other = _format(paths.format).load(paths.dit, dtype=dtype, device=home)
         dit = other.dit
@@ -218,8 +221,8 @@ def load_models(paths: ModelPaths, *, loras: list[tuple[Path, float]], dtype: to
     else:
         dit = WanDiT.from_pretrained(paths.dit, dtype=dtype, device=home, weights_dtype=weights_dtype)
         dit = dit.eval().requires_grad_(False)
-    report = None
-    if loras:
+    report = dit_lora_report
+    if loras and report is None:
         specs = [LoraSpec(path.expanduser(), strength=strength) for path, strength in loras]
         report = apply_loras(dit, specs, merge=True)
     if other is not None:
