@@ -88,3 +88,17 @@ def test_a_random_init_keeps_only_the_shards_but_draws_each_whole_tensor(launche
     for report in reports:
         assert report["bytes_kept"] <= 0.55 * total
         assert report["bytes_read"] == total  # the draws need every value of a tensor, one at a time
+
+
+def test_the_shard_only_build_refuses_the_default_init_in_one_line() -> None:
+    """`load_shards` fills a meta model with the seeded random init only, so ``init="default"`` is refused."""
+    from pusa_fw.errors import InputError
+    from pusa_fw_wan.testing.train import TINY_ARCHITECTURE
+
+    adapter = get_train_adapter("wan2.1-t2v")
+    with pytest.raises(InputError) as error:
+        adapter.build_model(None, dict(TINY_ARCHITECTURE), 0, device="meta", init="default")
+    message = str(error.value)
+    assert message.startswith("init 'default' cannot be built shard-only") and "\n" not in message
+    model = adapter.build_model(None, dict(TINY_ARCHITECTURE), 0, device="meta", init="random")
+    assert all(parameter.is_meta for parameter in model.parameters())

@@ -55,7 +55,8 @@ class WanTrainAdapter:
         `weights_dtype` (`pusa_fw_wan.dit.storage`). A checkpoint is read tensor by tensor into a model
         built on the meta device, each tensor converted to its storage dtype on `device` as it is read (no
         float32 copy of a low-precision base); a random init is made in float32 on the CPU, then stored.
-        ``device="meta"`` reads no weight: the structure only, filled by `load_shards` after FSDP2 sharding.
+        ``device="meta"`` reads no weight: the structure only, filled by `load_shards` after FSDP2 sharding
+        (from the checkpoint, or with the ``"random"`` init; ``init="default"`` is refused there).
 
         Args:
             init: for an `architecture`: ``"random"`` fills every parameter with random non-zero values
@@ -68,14 +69,19 @@ class WanTrainAdapter:
         from pusa_fw_wan.dit.model import WanDiT
         from pusa_fw_wan.dit.init import init_from_seed
 
+        if init not in ("random", "default"):
+            raise InputError(f"init {init!r} is not a Wan initialisation; use 'random' or 'default'")
         if device == "meta":
+            if path is None and init == "default":
+                raise InputError(
+                    "init 'default' cannot be built shard-only (device='meta'): load_shards fills the shards "
+                    "with the seeded random init; use init='random', or build on a device and shard after"
+                )
             return self._meta_model(path, architecture, weights_dtype)
         if path is not None:
             return WanDiT.from_pretrained(
                 path, dtype=torch.float32, device=device, weights_dtype=weights_dtype
             )
-        if init not in ("random", "default"):
-            raise InputError(f"init {init!r} is not a Wan initialisation; use 'random' or 'default'")
         try:
             config = WanConfig(**(architecture or {}))
             if init == "default":
