@@ -22,6 +22,20 @@ it in ``model.backbone``. The adapter answers six questions:
 - ``tokens_per_sample(latents_shape)``: transformer tokens of one sample `[C, F, H, W]` (for throughput).
 - ``read_lora(path)`` and ``export_lora(checkpoint, out, **options)``: LoRA files of the backbone's own key
   layout (continuing from one; exporting a checkpoint for its users' tools).
+
+Optional: ``load_shards(model, path, architecture, init_seed, *, weights_dtype)`` lets an FSDP2 run build
+shard-only (`pusa_fw_train.sharded_build`, used when ``distributed = "fsdp"`` runs on several ranks without
+``block_swap`` and ``build_model`` takes a ``device`` keyword). The trainer then calls
+``build_model(path, architecture, init_seed, device="meta"[, weights_dtype=...])`` for the structure only
+(no weight read), injects the LoRA (its factors drawn on the CPU as in one process) or unfreezes the model,
+calls ``shard(model, mesh, reshard_after_forward=True, ...)`` and ``model.to_empty(device=...)``, and then
+``load_shards`` with the run's ``model.path``, ``model.architecture``, ``model.init_seed`` and resolved
+``weights_dtype`` name. It must fill every local shard of the base (a peft-wrapped target through its
+``base_layer``; each rank reads only the rows of its own shards, FSDP2 shards dim 0) with exactly the values
+``build_model`` on a device would give them (the checkpoint converted to ``weights_dtype``, or the seeded
+random init), must run no collective, and returns a report (e.g. bytes read and kept on this rank) that the
+trainer keeps as its load report; the trainer copies the LoRA factors in afterwards. An adapter without
+``load_shards`` loads the whole model on every rank and shards it after.
 """
 
 from __future__ import annotations
