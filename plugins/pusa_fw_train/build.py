@@ -3,6 +3,7 @@ checkpoint or a random init) with LoRA or unfrozen, the AdamW optimizer, and the
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import torch
@@ -42,7 +43,7 @@ def set_up_trainable(model: nn.Module, config: TrainConfig, adapter: TrainAdapte
     and train mode. Returns the LoRA target module paths (empty for a full fine-tune).
 
     Raises:
-        InputError: gradient checkpointing asked of a model that cannot do it.
+        InputError: gradient checkpointing or ``token_chunks`` asked of a model that cannot do it.
     """
     targets: list[str] = []
     if config.mode == "lora":
@@ -61,7 +62,14 @@ def set_up_trainable(model: nn.Module, config: TrainConfig, adapter: TrainAdapte
         model.requires_grad_(True)
     checkpointing = getattr(model, "enable_gradient_checkpointing", None)
     wanted = resolve_gradient_checkpointing(config, can=checkpointing is not None)
-    if checkpointing is not None:
+    if checkpointing is not None and config.token_chunks > 1:
+        if "token_chunks" not in inspect.signature(checkpointing).parameters:
+            raise InputError(
+                f"token_chunks = {config.token_chunks} but the {config.model.backbone!r} model's "
+                "enable_gradient_checkpointing takes no token_chunks; set token_chunks = 1"
+            )
+        checkpointing(wanted, token_chunks=config.token_chunks)
+    elif checkpointing is not None:
         checkpointing(wanted)
     elif wanted:
         raise InputError(

@@ -252,6 +252,10 @@ class TrainConfig(BaseModel):
     activation_offload: bool = Field(
         False, description="keep the checkpointed block inputs in host memory until the backward"
     )
+    token_chunks: int = Field(
+        1, ge=1, le=4096,
+        description="checkpoint each block's per-token parts over this many groups of frames (1: off)",
+    )
     ema_decay: float | None = Field(
         None, gt=0, lt=1, description="EMA of the trained tensors (LoRA: of A and B separately); None: off"
     )

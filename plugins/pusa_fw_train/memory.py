@@ -80,6 +80,9 @@ def build_base(config: TrainConfig, adapter: TrainAdapter, device: torch.device 
     return adapter.build_model(model.path, model.architecture, model.init_seed, **options)
 
 
+_OFF = {"block_swap": "0", "activation_offload": "false", "token_chunks": "1"}
+
+
 def resolve_gradient_checkpointing(config: TrainConfig, *, can: bool) -> bool:
     """Whether the run recomputes block activations in the backward.
 
@@ -87,16 +90,20 @@ def resolve_gradient_checkpointing(config: TrainConfig, *, can: bool) -> bool:
     ``enable_gradient_checkpointing``) and off otherwise; true or false is what was asked.
 
     Raises:
-        InputError: ``block_swap`` on a model that cannot checkpoint (the swap would save nothing).
+        InputError: ``block_swap``, ``activation_offload`` or ``token_chunks`` on a model that cannot
+            checkpoint (they act on checkpointed blocks).
     """
     wanted = config.gradient_checkpointing
     if wanted is None:
         wanted = config.mode == "lora" and can
-    if config.block_swap and not can:
-        raise InputError(
-            f"block_swap needs gradient checkpointing, but the {config.model.backbone!r} model has no "
-            "enable_gradient_checkpointing; set block_swap = 0"
-        )
+    asked = {"block_swap": config.block_swap > 0, "activation_offload": config.activation_offload,
+             "token_chunks": config.token_chunks > 1}
+    for field, on in asked.items():
+        if on and not can:
+            raise InputError(
+                f"{field} needs gradient checkpointing, but the {config.model.backbone!r} model has no "
+                f"enable_gradient_checkpointing; set {field} = {_OFF[field]}"
+            )
     return wanted
 
 

@@ -17,7 +17,7 @@ def check_memory_options(config: Any) -> None:
 
     Args:
         config: a `TrainConfig` being validated (its mode, weights_dtype, block_swap,
-            activation_offload, gradient_checkpointing and distributed).
+            activation_offload, token_chunks, gradient_checkpointing and distributed).
     """
     if config.mode == "full" and config.weights_dtype not in ("auto", "float32"):
         raise ValueError(
@@ -31,6 +31,15 @@ def check_memory_options(config: Any) -> None:
         )
     if config.activation_offload:
         _check_activation_offload(config)
+    checkpointing_off = config.gradient_checkpointing is False or (
+        config.gradient_checkpointing is None and config.mode != "lora"
+    )
+    if config.token_chunks > 1 and checkpointing_off:
+        raise ValueError(
+            f"token_chunks = {config.token_chunks} splits the checkpointed blocks' recomputation, but gradient "
+            "checkpointing is off (false, or unset for mode = 'full'); set gradient_checkpointing = true or "
+            "token_chunks = 1"
+        )
     if not config.block_swap:
         return
     if config.mode != "lora":

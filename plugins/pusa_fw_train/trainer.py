@@ -24,6 +24,7 @@ from pusa_fw.errors import InputError
 from pusa_fw.io.atomic import atomic_write_bytes
 from pusa_fw.training_data import TrainingSource
 
+from .activation_offload import ActivationOffload
 from .adapter import get_train_adapter
 from .block_swap import BlockSwap
 from .build import build_model, build_optimizer
@@ -76,6 +77,7 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
         precision = fsdp_mixed_precision(config, self.context)
         self.load_report = None  # what a shard-only build read and kept on this rank (adapter-defined)
         self.block_swap = None
+        self.activation_offload = None
         if can_build_sharded(config, self.adapter, self.context):  # FSDP2: this rank's shards only
             self.model, self.targets, self.load_report = build_sharded_model(
                 config, self.adapter, self.context, **precision
@@ -85,6 +87,8 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
             self.model, self.targets = build_model(config, self.adapter, self.context.device)
             swap = config.block_swap
             self.block_swap = BlockSwap(self.model, swap, self.context.device) if swap else None
+            if config.activation_offload:  # the checkpointed block inputs wait in host memory
+                self.activation_offload = ActivationOffload(self.model, self.context.device)
             self.wrapped = wrap_model(self.model, self.context, shard=self.adapter.shard, **precision)
         self.optimizer, self.names = build_optimizer(self.model, config.optimizer)
         self.tensors = dict(
