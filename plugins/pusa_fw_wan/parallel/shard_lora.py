@@ -110,7 +110,10 @@ class ShardLoras:
             start: first row of the full tensor that `local` holds; stop: one past its last.
         """
         diffs = self.diffs.get(name, ())
-        if diffs:
+        if diffs and local.ndim == 0:
+            for strength, delta in diffs:
+                local.add_(delta.to(dtype=local.dtype, device=local.device), alpha=strength)
+        elif diffs:
             # on a full-size scratch tensor, so the kernel rounds each element as on the whole parameter
             # (a bf16 add with alpha rounds a vector's tail differently); it is the size of the diffs held
             full = torch.zeros(getattr(module, attribute).shape, dtype=local.dtype, device=local.device)
