@@ -1,4 +1,4 @@
-"""Building blocks of the Wan2.1 DiT: norms, attention, the transformer block and the output head.
+"""Building blocks of the Wan2.1 DiT: norms, the transformer block and the output head (attention.py: attention).
 
 Module and parameter names equal the official ``wan/modules/model.py`` ones, so a state dict of the
 released checkpoints loads by name. Time conditioning enters per *frame*: a block receives the time
@@ -13,7 +13,6 @@ their weights; RoPE runs in float64 (see `rope.py`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -21,8 +20,7 @@ from einops import rearrange
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from pusa_fw_wan.dit.rope import apply_rope
-from pusa_fw_wan.dit.storage import compute_dtype_of
+from pusa_fw_wan.dit.attention import CrossAttention, RMSNorm, SelfAttention, linear_in_weight_dtype
 
 __all__ = [
     "AttentionBlock",
@@ -87,113 +85,6 @@ def modulate(normed: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> 
         `[B, F, S, D]` float32.
     """
     return torch.addcmul(normed, normed, scale).add_(shift)
-
-
-class RMSNorm(nn.Module):
-    """RMS norm over the full width (across heads), with a learnable weight (official ``WanRMSNorm``).
-
-    The statistic is computed in float32; the result is cast back to the input dtype and multiplied by
-    the weight, so a float32 weight gives a float32 output.
-    """
-
-    def __init__(self, dim: int, eps: float = 1e-6) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """`[..., D]` -> `[..., D]`."""
-        x32 = x.float()
-        # One reduction pass (no [..., D] square temporary): mean(x^2) = ||x||^2 / D.
-        mean_square = torch.linalg.vector_norm(x32, dim=-1, keepdim=True).square() / x.shape[-1]
-        normed = (x32 * torch.rsqrt(mean_square + self.eps)).to(x.dtype)
-        if torch.is_grad_enabled() or normed.dtype != self.weight.dtype:
-            return normed * self.weight  # bf16 input * fp32 weight gives fp32 q/k, as in the official code
-        return normed.mul_(self.weight)
-
-
-def _linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``linear`` to ``x`` cast to its compute dtype (its weight's, unless stored low-precision)."""
-    return linear(x.to(compute_dtype_of(linear)))
-
-
-class _Attention(nn.Module):
-    """The q/k/v/o projections and q/k norms shared by self- and cross-attention."""
-
-    def __init__(self, dim: int, num_heads: int, qk_norm: bool, eps: float) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-        self.norm_k: nn.Module = RMSNorm(dim, eps) if qk_norm else nn.Identity()
-
-    def _attend(self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Softmax attention through SDPA in the dtype of the value projection, then ``o``.
-
-        Args:
-            queries: `[B, Lq, heads, head_dim]`.
-            keys: `[B, Lk, heads, head_dim]`.
-            values: `[B, Lk, heads, head_dim]`.
-
-        Returns:
-            `[B, Lq, D]` after the output projection ``o`` (dtype of ``o``'s weight).
-        """
-        return self._project_out(self._scaled_dot_product(queries, keys, values))
-
-    def _scaled_dot_product(
-        self, queries: torch.Tensor, keys: torch.Tensor, values: torch.Tensor
-    ) -> torch.Tensor:
-        """SDPA per head in the dtype of the value projection: `[B, Lq, heads, head_dim]` out."""
-        compute_dtype = compute_dtype_of(self.v)
-        attended = F.scaled_dot_product_attention(
-            rearrange(queries.to(compute_dtype), "b l h d -> b h l d"),
-            rearrange(keys.to(compute_dtype), "b l h d -> b h l d"),
-            rearrange(values.to(compute_dtype), "b l h d -> b h l d"),
-        )
-        return rearrange(attended, "b h l d -> b l h d")
-
-    def _project_out(self, attended: torch.Tensor) -> torch.Tensor:
-        """The output projection ``o`` of `[B, L, heads, head_dim]` heads: `[B, L, D]`."""
-        return _linear_in_weight_dtype(self.o, rearrange(attended, "b l h d -> b l (h d)"))
-
-
-class SelfAttention(_Attention):
-    """Self-attention over all tokens with RMS-normed q/k and 3D RoPE.
-
-    ``sequence_parallel`` (None unless `pusa_fw_wan.parallel.enable_sequence_parallel` set it) holds
-    this rank's frame shard: x then carries only the local tokens and the attention runs over the whole
-    sequence through a Ulysses all-to-all.
-    """
-
-    sequence_parallel: Any = None
-
-    def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128. Returns `[B, L, D]`."""
-        queries = self.norm_q(_linear_in_weight_dtype(self.q, x))
-        keys = self.norm_k(_linear_in_weight_dtype(self.k, x))
-        values = _linear_in_weight_dtype(self.v, x)
-        split = "b l (h d) -> b l h d"
-        queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope)
-        keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope)
-        values = rearrange(values, split, h=self.num_heads)
-        if self.sequence_parallel is not None:
-            return self.sequence_parallel.attention(self, queries, keys, values)
-        return self._attend(queries, keys, values)
-
-
-class CrossAttention(_Attention):
-    """Cross-attention from video tokens to all text rows (no mask, no RoPE)."""
-
-    def forward(self, x: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-        """Args: x `[B, L, D]`; context `[B, Lt, D]` embedded text. Returns `[B, L, D]`."""
-        split = "b l (h d) -> b l h d"
-        queries = rearrange(self.norm_q(_linear_in_weight_dtype(self.q, x)), split, h=self.num_heads)
-        keys = rearrange(self.norm_k(_linear_in_weight_dtype(self.k, context)), split, h=self.num_heads)
-        values = rearrange(_linear_in_weight_dtype(self.v, context), split, h=self.num_heads)
-        return self._attend(queries, keys, values)
 
 
 class AttentionBlock(nn.Module):
@@ -293,12 +184,12 @@ class AttentionBlock(nn.Module):
         """
         frames = x_frames.shape[1]
         ffn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift, scale)
-        hidden = _linear_in_weight_dtype(self.ffn[0], rearrange(ffn_in, "b f s d -> b (f s) d"))
+        hidden = linear_in_weight_dtype(self.ffn[0], rearrange(ffn_in, "b f s d -> b (f s) d"))
         if torch.is_grad_enabled():
             hidden = self.ffn[1](hidden)
         else:  # inference: reuse the [B, L, ffn_dim] buffer (the largest activation of the block)
             hidden = torch.ops.aten.gelu_(hidden, approximate=self.ffn[1].approximate)
-        ffn_out = _linear_in_weight_dtype(self.ffn[2], hidden).float()
+        ffn_out = linear_in_weight_dtype(self.ffn[2], hidden).float()
         return rearrange(ffn_out, "b (f s) d -> b f s d", f=frames)
 
     def _checkpointed_chunks(
@@ -352,4 +243,4 @@ class Head(nn.Module):
         head_in = rearrange(
             modulate(layer_norm_fp32(x_frames, self.eps), shift, scale), "b f s d -> b (f s) d"
         )
-        return _linear_in_weight_dtype(self.head, head_in).float()
+        return linear_in_weight_dtype(self.head, head_in).float()

@@ -153,7 +153,7 @@ class SequenceParallel:
 
 
 def _self_attentions(model: nn.Module) -> list[nn.Module]:
-    from pusa_fw_wan.dit.blocks import SelfAttention
+    from pusa_fw_wan.dit.attention import SelfAttention
 
     return [module for module in model.modules() if isinstance(module, SelfAttention)]
 
