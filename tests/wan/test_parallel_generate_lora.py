@@ -119,3 +119,25 @@ def test_generate_fsdp_lora_equals_one_process(launched: Path, tiny: TinyWan, tm
     record = json.loads((launched / "fsdp.json").read_text())
     assert record["parallel"]["fsdp"] is True and record["runtime"]["lora_merged"] is True
     assert [lora["strength"] for lora in record["loras"]] == list(worker.STRENGTHS.values())
+
+
+def test_a_lora_that_does_not_fit_is_one_line_before_the_process_group(tiny: TinyWan, tmp_path: Path, capsys,
+                                                                       monkeypatch) -> None:
+    from safetensors.torch import save_file
+
+    import pusa_fw_wan.parallel.runtime as runtime
+
+    def started(*_args, **_kwargs):
+        raise AssertionError("the process group started before the LoRA was checked")
+
+    monkeypatch.setattr(runtime, "init_parallel", started)
+    bad = tmp_path / "other_model.safetensors"
+    save_file({"blocks.0.self_attn.q.lora_A.weight": torch.zeros(3, 7),
+               "blocks.0.self_attn.q.lora_B.weight": torch.zeros(32, 3)}, str(bad))
+    out = tmp_path / "never.mp4"
+    args = worker.generate_args(tmp_path, tiny.cli_args(), tmp_path / "never.safetensors", out)
+    args = [arg for arg in args if "_lora.safetensors" not in arg and arg != "--lora"]
+    assert main([*args, "--fsdp", "--lora", f"{bad}:1.4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("pusa-fw: error: LoRA file") and "do not fit the model" in err, err
+    assert "\n" not in err and not out.exists()

@@ -77,6 +77,23 @@ def check_parallel_run(layout: ParallelLayout, config: Any, plan: Plan, dit_path
     layout.check_model(heads if heads is not None else layout.ulysses, smallest_window(plan), config.cfg)
     if layout.fsdp and config.weights_dtype.startswith("float8"):
         _check_fp8_shards(config, dit_path)
+    if layout.fsdp and config.lora and dit_path is not None:
+        _check_loras(config, dit_path)
+
+
+def _check_loras(config: Any, dit_path: Path) -> None:
+    """Under --fsdp, read every --lora and match it against the DiT's meta model (headers only), so a LoRA
+    that does not fit is the same one-line error on every rank before the process group starts."""
+    from pusa_fw_wan.dit.checkpoint import open_wan_dit
+    from pusa_fw_wan.lora.apply import LoraSpec
+    from pusa_fw_wan.parallel.shard_lora import ShardLoras
+
+    try:
+        model, _ = open_wan_dit(dit_path, weights_dtype=config.weights_dtype)
+    except CheckpointError:
+        return  # not a Wan DiT checkpoint (a registered format): loaded whole, its LoRAs checked there
+    specs = [LoraSpec(Path(item.path).expanduser(), strength=item.strength) for item in config.lora]
+    ShardLoras(model, specs)
 
 
 def _check_fp8_shards(config: Any, dit_path: Path | None) -> None:
