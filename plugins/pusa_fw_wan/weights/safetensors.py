@@ -50,18 +50,13 @@ class TensorInfo:
         self.dtype, self.shape, self.begin, self.end = dtype, shape, begin, end
 
 
-def _read_json_header(path: Path) -> tuple[dict, int]:
-    """The parsed JSON header of a ``.safetensors`` file and the byte offset where its data starts."""
-    return read_safetensors_header(path)
-
-
 def read_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
     """The string metadata of a ``.safetensors`` header (``{}`` when there is none); reads only the header.
 
     Raises:
         CheckpointError: the file is missing or not a valid safetensors file.
     """
-    header, _ = _read_json_header(Path(path))
+    header, _ = read_safetensors_header(path)
     metadata = header.get("__metadata__") or {}
     return {str(key): str(value) for key, value in metadata.items()}
 
@@ -73,7 +68,7 @@ def read_header(path: str | os.PathLike[str]) -> dict[str, TensorInfo]:
         CheckpointError: the file is missing or not a valid safetensors file.
     """
     path = Path(path)
-    header, data_start = _read_json_header(path)
+    header, data_start = read_safetensors_header(path)
     infos: dict[str, TensorInfo] = {}
     for name, entry in header.items():
         if name == "__metadata__":
