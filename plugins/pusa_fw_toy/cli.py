@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pusa_fw.errors import InputError
+from pusa_fw.errors import FrameMapError, InputError
 
 __all__ = ["EvalToyCommand", "ToyInitCommand", "ToyPackCommand"]
 
@@ -29,6 +29,12 @@ class ToyInitCommand:
         parser.add_argument("--heads", type=int, default=2, help="attention heads (default: 2)")
         parser.add_argument("--layers", type=int, default=4, help="DiT blocks (default: 4)")
         parser.add_argument("--seed", type=int, default=0, help="seed of the weights (default: 0)")
+        parser.add_argument("--init", choices=("default", "wan"), default="default",
+                            help="start for training: PyTorch's layer defaults, or Wan2.1's law with a zero "
+                                 "output head (default: default)")
+        parser.add_argument("--patch", type=int, default=2,
+                            help="latent cells per DiT token side: 2 makes 4x4-pixel tokens, 1 makes 2x2 "
+                                 "(default: 2)")
         parser.add_argument("--temporal-stride", type=int, default=1,
                             help="pixel frames per latent frame (1, or 4 with --wan-layout)")
         parser.add_argument("--wan-layout", action="store_true",
@@ -52,13 +58,22 @@ class ToyInitCommand:
                 f"toy-init: --num-frames {frames} is too few; a world clip needs at least 2 frames"
             )
         try:
-            codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout)
+            codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout,
+                                   patch_size=args.patch)
             world = WorldConfig(num_frames=frames, speed=8.0 / (frames - 1))
         except ValidationError as error:
             raise InputError(f"toy-init: {error.errors()[0]['msg']}") from error
+        if args.random and args.init != "default":
+            raise InputError(f"toy-init: --random replaces the init; drop --init {args.init} or --random")
         codec.geometry().num_latent_frames(frames)
+        try:
+            codec.geometry().check_spatial_size(world.size, world.size)
+        except FrameMapError as error:
+            raise InputError(f"toy-init: --patch {args.patch} does not tile the {world.size}-pixel world "
+                             f"({error}); use --patch 1 or 2") from None
         spec = ToyModelSpec(codec=codec, world=world)
-        root = build_toy_dir(args.directory, spec=spec, seed=args.seed, randomise=args.random, dim=args.dim,
+        root = build_toy_dir(args.directory, spec=spec, seed=args.seed, randomise=args.random, init=args.init,
+                             dim=args.dim,
                              num_heads=args.heads, num_layers=args.layers)
         sys.stdout.write(f"{root}\n")
         return 0

@@ -9,8 +9,8 @@ Layout (``--model DIR`` of ``pusa-fw generate`` finds everything from it)::
 
 The DiT is the registered backbone `BACKBONE`, reached only through pusa-fw's registries: its training
 adapter builds a fresh one (`build_toy_dir`), its backbone factory saves and loads it (`load_toy_models`).
-`build_toy_dir` writes one with fresh weights (PyTorch's default initialisation, or random non-zero values
-everywhere for tests); `load_toy_models` reads it back.
+`build_toy_dir` writes one with fresh weights (PyTorch's default initialisation, Wan's own with a zero
+output head, or random non-zero values everywhere for tests); `load_toy_models` reads it back.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def toy_architecture(spec: ToyModelSpec, *, dim: int = 192, num_heads: int = 2, 
 
 
 def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | None = None, seed: int = 0,
-                  randomise: bool = False, **dit_sizes: Any) -> Path:
+                  randomise: bool = False, init: Literal["default", "wan"] = "default", **dit_sizes: Any) -> Path:
     """Write a toy model directory with fresh weights.
 
     Args:
@@ -105,7 +105,9 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
         spec: codec, world and text-encoder file (default: `ToyModelSpec()`).
         seed: seed of every weight.
         randomise: fill every DiT parameter with random non-zero values (tests: every input then changes
-            the output) instead of PyTorch's default initialisation (a starting point for training).
+            the output) instead of a starting point for training.
+        init: the starting point for training: ``"default"`` (PyTorch's own initialisation of the layers)
+            or ``"wan"`` (the official Wan2.1 law, zero output head: `pusa_fw_wan.dit.init.init_wan`).
         **dit_sizes: `toy_architecture` sizes (``dim``, ``num_heads``, ``num_layers``, ``ffn_dim``,
             ``freq_dim``, ``text_dim``, ``text_len``).
 
@@ -128,6 +130,10 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
         raise InputError(
             f"cannot create {str(root)!r}: it is an existing file; pass a new or toy model directory"
         )
+    if init not in ("default", "wan"):
+        raise InputError(f"init {init!r} is not a toy initialisation; use 'default' or 'wan'")
+    if randomise and init != "default":
+        raise InputError(f"randomise=True replaces the init; drop init={init!r} or randomise")
     if not 0 <= seed < 2**63 - 1:
         raise InputError(f"seed {seed} is out of range; use 0 <= seed < 2**63 - 1")
     spec = spec or ToyModelSpec()
@@ -136,7 +142,7 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
     torch.manual_seed(seed)
     try:  # every check before anything is written
         dit = get_train_adapter(BACKBONE).build_model(None, architecture, seed,
-                                                      init="random" if randomise else "default")
+                                                      init="random" if randomise else init)
     except InputError as error:
         raise InputError(f"the toy DiT sizes do not fit ({error}); change dim, num_heads or num_layers "
                          "(toy-init: --dim, --heads, --layers)") from None

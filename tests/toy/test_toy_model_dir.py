@@ -83,3 +83,32 @@ def test_pack_reads_the_dcp_shards_of_a_full_fsdp2_run(toy_dir: Path, tmp_path: 
         packed = pack_checkpoint(tmp_path / "run", tmp_path / f"packed-{ema}", ema=ema)
         loaded = load_toy_models(packed).dit.state_dict()
         assert all(torch.equal(loaded[key], state[key] * factor) for key in state)
+
+
+def test_toy_init_wan_starts_from_a_zero_head_and_patch_1_makes_small_tokens(tmp_path: Path,
+                                                                            capsys: pytest.CaptureFixture) -> None:
+    from pusa_fw_toy.model_dir import read_spec
+
+    assert main(["toy-init", str(tmp_path / "wan"), "--dim", "48", "--layers", "1", "--init", "wan",
+                 "--patch", "1"]) == 0
+    models = load_toy_models(tmp_path / "wan")
+    dit = models.dit
+    assert read_spec(tmp_path / "wan").codec.patch_size == 1 and tuple(dit.config.patch_size) == (1, 1, 1)
+    assert torch.count_nonzero(dit.head.head.weight) == 0 and torch.count_nonzero(dit.head.head.bias) == 0
+    assert torch.count_nonzero(dit.blocks[0].self_attn.q.bias) == 0
+    query = dit.blocks[0].self_attn.q.weight
+    assert query.abs().max() <= (6 / (48 + 48)) ** 0.5 and query.std() > 0.1  # Xavier-uniform, not zero
+    assert 0.01 < dit.text_embedding[0].weight.std() < 0.03  # N(0, 0.02^2)
+    latents = torch.randn(1, 12, 3, 8, 8)
+    context = torch.randn(1, 8, 32)
+    velocity = dit(latents, torch.full((1, 3), 0.5), context)
+    assert velocity.shape == latents.shape and torch.count_nonzero(velocity) == 0  # the zero head
+    assert main(["toy-init", str(tmp_path / "default"), "--dim", "48", "--layers", "1"]) == 0
+    assert torch.count_nonzero(load_toy_models(tmp_path / "default").dit.head.head.weight) > 0
+
+
+def test_toy_init_conflicts_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["toy-init", str(tmp_path / "a"), "--random", "--init", "wan"]) == 2
+    assert "--random replaces the init" in capsys.readouterr().err
+    assert main(["toy-init", str(tmp_path / "b"), "--patch", "3"]) == 2
+    assert "--patch 3 does not tile" in capsys.readouterr().err and not (tmp_path / "b").exists()

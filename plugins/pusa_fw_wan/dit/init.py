@@ -1,9 +1,17 @@
-"""Random initialisation of a Wan module from a seed, for runs that start from scratch (toy models, tests).
+"""Seeded initialisations of a Wan DiT, for runs that start from scratch (toy models, tests).
 
-Every parameter gets a random non-zero value: weights N(0, 1/fan_in), biases N(0, 0.05^2), norm gains
-1 + N(0, 0.1^2) and modulation tables N(0, 1/dim). Nothing is zero-initialised, so every input changes the
-output; the same generator state gives the same weights on every machine (drawn on the CPU in float32,
-then cast to each parameter's dtype).
+Two laws, both drawn on the CPU in float32 from a generator (the same state gives the same weights on every
+machine), then cast to each parameter's dtype:
+
+- `init_from_seed` (tests): every parameter gets a random non-zero value: weights N(0, 1/fan_in), biases
+  N(0, 0.05^2), norm gains 1 + N(0, 0.1^2) and modulation tables N(0, 1/dim). Nothing is zero, so every
+  input changes the output.
+- `init_wan` (training from scratch): the law of the official Wan2.1 model's own initialisation. Every
+  linear weight is Xavier-uniform and every bias zero; the patch embedding's kernel is Xavier-uniform over
+  its flattened ``[dim, in_dim * patch volume]`` view (its bias keeps PyTorch's default law); the text and
+  time embeddings' weights are N(0, 0.02^2); modulation tables N(0, 1/dim); norm gains one; and the output
+  head's weight is zero, so the untrained model predicts a zero velocity and training starts from the
+  loss of the mean instead of a random function.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["init_from_seed", "initial_value"]
+__all__ = ["init_from_seed", "init_wan", "initial_value", "wan_initial_value"]
 
 
 def initial_value(name: str, shape: torch.Size, generator: torch.Generator) -> torch.Tensor:
@@ -37,4 +45,41 @@ def init_from_seed(model: nn.Module, generator: torch.Generator) -> nn.Module:
     with torch.no_grad():
         for name, parameter in model.named_parameters():
             parameter.copy_(initial_value(name, parameter.shape, generator).to(parameter.dtype))
+    return model
+
+
+def _uniform(shape: torch.Size, bound: float, generator: torch.Generator) -> torch.Tensor:
+    return (2 * torch.rand(shape, generator=generator) - 1) * bound
+
+
+def wan_initial_value(name: str, shape: torch.Size, generator: torch.Generator, *, patch_fan_in: int) -> torch.Tensor:
+    """The float32 CPU value of WanDiT parameter `name` of `shape` under `init_wan`'s law.
+
+    Args:
+        patch_fan_in: ``in_dim * patch volume`` of the model (the patch-embedding bias's default law).
+    """
+    if name == "patch_embedding.bias":  # PyTorch's Conv3d default, which the official init leaves alone
+        return _uniform(shape, 1 / math.sqrt(patch_fan_in), generator)
+    if name.endswith("bias"):
+        return torch.zeros(shape)
+    if name.endswith("modulation"):
+        return torch.randn(shape, generator=generator) / shape[-1] ** 0.5
+    if "norm" in name:
+        return torch.ones(shape)
+    if name == "head.head.weight":
+        return torch.zeros(shape)
+    if name.startswith(("text_embedding.", "time_embedding.")):
+        return 0.02 * torch.randn(shape, generator=generator)
+    fan_out, fan_in = shape[0], math.prod(shape[1:])  # a linear, or the patch kernel seen flat
+    return _uniform(shape, math.sqrt(6 / (fan_in + fan_out)), generator)
+
+
+def init_wan(model: nn.Module, generator: torch.Generator) -> nn.Module:
+    """Fill every parameter of a `WanDiT` in place with `wan_initial_value` (in ``named_parameters`` order)
+    and return it."""
+    patch_fan_in = math.prod(model.get_parameter("patch_embedding.weight").shape[1:])
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            value = wan_initial_value(name, parameter.shape, generator, patch_fan_in=patch_fan_in)
+            parameter.copy_(value.to(parameter.dtype))
     return model

@@ -61,20 +61,22 @@ class WanTrainAdapter:
         Args:
             init: for an `architecture`: ``"random"`` fills every parameter with random non-zero values
                 (`pusa_fw_wan.dit.init.init_from_seed`); ``"default"`` keeps PyTorch's own initialisation of
-                the layers, drawn after ``torch.manual_seed(init_seed)`` (a start for training from scratch).
+                the layers, drawn after ``torch.manual_seed(init_seed)``; ``"wan"`` is the official Wan2.1
+                law with a zero output head (`pusa_fw_wan.dit.init.init_wan`, seeded by `init_seed`). The
+                last two are starts for training from scratch and are built on a device, not shard-only.
         """
         import torch
 
         from pusa_fw_wan.dit.config import WanConfig
         from pusa_fw_wan.dit.model import WanDiT
-        from pusa_fw_wan.dit.init import init_from_seed
+        from pusa_fw_wan.dit.init import init_from_seed, init_wan
 
-        if init not in ("random", "default"):
-            raise InputError(f"init {init!r} is not a Wan initialisation; use 'random' or 'default'")
+        if init not in ("random", "default", "wan"):
+            raise InputError(f"init {init!r} is not a Wan initialisation; use 'random', 'default' or 'wan'")
         if device == "meta":
-            if path is None and init == "default":
+            if path is None and init != "random":
                 raise InputError(
-                    "init 'default' cannot be built shard-only (device='meta'): load_shards fills the shards "
+                    f"init {init!r} cannot be built shard-only (device='meta'): load_shards fills the shards "
                     "with the seeded random init; use init='random', or build on a device and shard after"
                 )
             return self._meta_model(path, architecture, weights_dtype)
@@ -96,6 +98,8 @@ class WanTrainAdapter:
             raise InputError(f"model.architecture is not a Wan architecture: {detail}") from None
         if init == "random":
             init_from_seed(model, torch.Generator().manual_seed(init_seed))
+        elif init == "wan":
+            init_wan(model, torch.Generator().manual_seed(init_seed))
         return model.set_weights_dtype(weights_dtype).to(device)
 
     def _meta_model(self, path: str | None, architecture: dict[str, Any] | None, weights_dtype: str) -> nn.Module:
