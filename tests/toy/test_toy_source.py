@@ -51,3 +51,30 @@ def test_bad_source_settings_fail_with_the_fix(toy_dir: Path, options: dict) -> 
 def test_index_outside_the_source_is_an_error(toy_dir: Path) -> None:
     with pytest.raises(InputError, match="outside"):
         WorldSource.from_model_dir(toy_dir, length=3).load(3)
+
+
+def test_direction_caption_share_names_the_true_direction_in_a_stable_share(toy_dir: Path) -> None:
+    source = WorldSource.from_model_dir(toy_dir, length=2000, direction_caption_share=0.5,
+                                        caption_dropout=0.1)
+    samples = [source.load(index) for index in range(2000)]
+    named = [sample for sample in samples if "moving" in sample.caption]
+    assert 0.40 < len(named) / 2000 < 0.50  # 0.5 of the 0.9 not dropped, binomial sd 0.011
+    assert all(sample.caption == f"{render_clip(source.world, sample.meta['seed']).caption} moving "
+               f"{sample.meta['direction']}" for sample in named)
+    plain = [sample for sample in samples if sample.caption and "moving" not in sample.caption]
+    assert len(plain) > 700 and not any("moving" in sample.caption for sample in plain)
+    assert sum(sample.caption == "" for sample in samples) > 150  # dropout still wins over the share
+    again = WorldSource.from_model_dir(toy_dir, length=2000, direction_caption_share=0.5, caption_dropout=0.1)
+    assert [again.load(index).caption for index in range(0, 2000, 7)] == [samples[i].caption for i in range(0, 2000, 7)]
+    first = named[0]
+    assert torch.equal(first.context, source.text_encoder.encode([first.caption])[0])
+    assert not torch.equal(first.context, source.text_encoder.encode([first.caption.split(" moving")[0]])[0])
+
+
+def test_direction_caption_share_is_checked(toy_dir: Path) -> None:
+    with pytest.raises(InputError, match=r"direction_caption_share=1\.5 must be in \[0, 1\]"):
+        WorldSource.from_model_dir(toy_dir, direction_caption_share=1.5)
+    source = WorldSource.from_model_dir(toy_dir)
+    world = source.world.model_copy(update={"caption_direction": True})
+    with pytest.raises(InputError, match="caption_direction=true"):
+        WorldSource(world, source.codec, source.text_encoder, direction_caption_share=0.5)
