@@ -13,7 +13,9 @@ For each task (i2v, start-end, extension, t2v) and each method
 
 (t2v holds nothing, so its model rows are just ``base`` and ``VTA``) it generates one video per held-out
 seed, scores it (`pusa_fw_toy.metrics`) and averages per model; several VTA LoRAs (training seeds) give
-a spread. The base model's t2v row is also checked against the quality gates.
+a spread. Each row also keeps every video's speed over the truth's (``speed_ratios``, one list per model),
+because a mean speed hides whether videos move slowly or some do not move at all. The base model's t2v
+row is also checked against the quality gates.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pusa_fw_toy.generation import TASK_SETUPS, generate_batch, given_frames, ta
 from pusa_fw_toy.metrics import score_video
 from pusa_fw_toy.world import HELD_OUT_SEED_BASE, WorldClip, WorldConfig, render_clip
 
-__all__ = ["EvalConfig", "GATES", "METHODS", "evaluate", "expected_rows", "summarise"]
+__all__ = ["EvalConfig", "GATES", "METHODS", "evaluate", "expected_rows", "speed_ratios", "summarise"]
 
 METHODS: dict[str, tuple[str, str, float]] = {
     "base + replacement": ("base", "replace", 1.0),
@@ -106,6 +108,12 @@ def _aggregate(scores: list[dict[str, Any]], world: WorldConfig) -> dict[str, fl
     }
 
 
+def speed_ratios(scores: list[dict[str, Any]], world: WorldConfig) -> list[float | None]:
+    """Each video's fitted speed over the world's (None where no path was fitted, or the world is still)."""
+    return [score["speed"] / world.speed if world.speed and math.isfinite(score["speed"]) else None
+            for score in scores]
+
+
 def summarise(per_model: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
     """Mean, min and max of each metric over the models (training seeds) of a row."""
     summary = {}
@@ -168,7 +176,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
             if not models[model_kind]:
                 continue
             task = lookup("tasks", task_name)(**task_params(task_name, policy, strength, world, geometry))
-            per_model = []
+            per_model, per_video = [], []
             for dit in models[model_kind]:
                 scores = []
                 for start in range(0, len(clips), config.batch_size):
@@ -181,14 +189,16 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
                     scores += [score_video(video, clip, world, given, reference=reference)
                                for video, clip in zip(videos, part)]
                 per_model.append(_aggregate(scores, world))
+                per_video.append(speed_ratios(scores, world))
             rows.append({"task": task_name, "method": method, "models": len(per_model),
-                         "metrics": summarise(per_model)})
+                         "metrics": summarise(per_model), "speed_ratios": per_video})
         for method in CALIBRATION:
             videos = [clip.video if method == "ground truth" else _static(clip, given) for clip in clips]
             scores = [score_video(video, clip, world, given, reference=reference)
                       for video, clip in zip(videos, clips)]
             rows.append({"task": task_name, "method": method, "models": 1,
-                         "metrics": summarise([_aggregate(scores, world)])})
+                         "metrics": summarise([_aggregate(scores, world)]),
+                         "speed_ratios": [speed_ratios(scores, world)]})
     return {"settings": config.model_dump(mode="json"), "world": world.model_dump(mode="json"),
             "rows": rows, "gates": check_gates(rows)}
 

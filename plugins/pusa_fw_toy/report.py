@@ -9,7 +9,8 @@ from typing import Any
 
 from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
 
-__all__ = ["COLUMNS", "markdown_table", "save_plot", "write_report"]
+__all__ = ["COLUMNS", "HISTOGRAM_BINS", "headline_rows", "markdown_table", "save_plot", "speed_histogram",
+           "write_report"]
 
 COLUMNS: dict[str, tuple[str, str]] = {
     "valid": ("valid", "{:.2f}"),
@@ -22,6 +23,32 @@ COLUMNS: dict[str, tuple[str, str]] = {
 }
 """Metric -> (column title, number format) of the markdown table."""
 _PLOTTED = ("error_after_px", "error_generated_px", "valid", "speed_ratio", "direction_acc", "psnr_given_db")
+HISTOGRAM_BINS = 20
+"""Bins of width 0.1 over a speed ratio of 0 to 2; faster videos count in the last bin."""
+STILL = 0.25
+"""A video slower than this share of the truth's speed has no direction (`pusa_fw_toy.metrics`)."""
+
+
+def speed_histogram(ratios: list[float | None]) -> list[int]:
+    """Counts of per-video speed ratios in `HISTOGRAM_BINS` bins of width 0.1 (untracked videos left out)."""
+    counts = [0] * HISTOGRAM_BINS
+    for ratio in ratios:
+        if ratio is not None and math.isfinite(ratio):
+            counts[min(int(ratio * 10), HISTOGRAM_BINS - 1)] += 1
+    return counts
+
+
+def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per task, the row whose per-video speeds the report shows: the base's t2v, and for the other tasks
+    Pusa's ``VTA + noise 0.2`` (``base + replacement`` without a LoRA)."""
+    chosen = []
+    for task in dict.fromkeys(row["task"] for row in report["rows"]):
+        rows = {row["method"]: row for row in report["rows"] if row["task"] == task and "speed_ratios" in row}
+        for method in ("base", "VTA + noise 0.2", "base + replacement"):
+            if method in rows:
+                chosen.append(rows[method])
+                break
+    return chosen
 
 
 def _cell(entry: dict[str, Any], form: str) -> str:
@@ -49,6 +76,14 @@ def markdown_table(report: dict[str, Any]) -> str:
             f"({'pass' if result['passed'] else 'FAIL'})" for metric, result in gates["results"].items()
         )
         lines += ["", f"Quality gates ({gates['checked']}): {verdicts}."]
+    headlines = headline_rows(report)
+    if headlines:
+        lines += ["", f"Per-video speed / truth, bins of 0.1 from 0 to 2 (all models; share slower than {STILL}):", ""]
+        for row in headlines:
+            ratios = [ratio for model in row["speed_ratios"] for ratio in model]
+            tracked = [ratio for ratio in ratios if ratio is not None and math.isfinite(ratio)]
+            still = sum(ratio < STILL for ratio in tracked) / len(tracked) if tracked else float("nan")
+            lines.append(f"- {row['task']} / {row['method']}: {speed_histogram(ratios)} (still {still:.2f})")
     return "\n".join(lines) + "\n"
 
 
@@ -61,7 +96,7 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
 
     tasks = list(dict.fromkeys(row["task"] for row in report["rows"]))
     methods = list(dict.fromkeys(row["method"] for row in report["rows"]))
-    figure, axes = plt.subplots(2, 3, figsize=(15, 8))
+    figure, axes = plt.subplots(2, 4, figsize=(20, 8))
     width = 0.8 / max(1, len(methods))
     for axis, metric in zip(axes.flat, _PLOTTED):
         for index, method in enumerate(methods):
@@ -79,11 +114,25 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
         axis.set_xticks(range(len(tasks)), tasks)
         axis.set_title(COLUMNS[metric][0])
     axes.flat[0].legend(fontsize=7)
+    _plot_speed_histograms(report, axes.flat[len(_PLOTTED)])
+    axes.flat[len(_PLOTTED) + 1].axis("off")
     figure.suptitle(f"eval-toy: {report['settings']['num_seeds']} held-out seeds per task")
     figure.tight_layout()
     with atomic_path(path) as temp:
         figure.savefig(temp, format="png", dpi=80)
     plt.close(figure)
+
+
+def _plot_speed_histograms(report: dict[str, Any], axis: Any) -> None:
+    """Step histograms of per-video speed / truth for the `headline_rows`."""
+    edges = [index / 10 for index in range(HISTOGRAM_BINS + 1)]
+    for row in headline_rows(report):
+        counts = speed_histogram([ratio for model in row["speed_ratios"] for ratio in model])
+        axis.stairs(counts, edges, label=f"{row['task']} / {row['method']}")
+    axis.axvline(STILL, color="grey", linestyle=":", linewidth=1)
+    axis.axvline(1.0, color="black", linestyle="--", linewidth=1)
+    axis.set_title("per-video speed / truth (count)")
+    axis.legend(fontsize=7)
 
 
 def write_report(report: dict[str, Any], directory: Path) -> dict[str, Path]:

@@ -40,6 +40,19 @@ def test_eval_toy_produces_every_row(toy_dir: Path, toy_loras: list[Path], tmp_p
     assert all(f"| {task} | {method} |" in table for task, method in expected)
     assert (out / "eval_toy.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| t2v | VTA |" in captured.out
+    for row in rows.values():  # every video's speed is kept, one list per model
+        assert len(row["speed_ratios"]) == row["models"] and all(len(model) == 4 for model in row["speed_ratios"])
+    assert all(abs(ratio - 1.0) < 1e-6 for ratio in rows[("i2v", "ground truth")]["speed_ratios"][0])
+    assert all(ratio < 1e-6 for ratio in rows[("i2v", "static")]["speed_ratios"][0])
+    assert "- t2v / base: [" in table and "- i2v / VTA + noise 0.2: [" in table
+
+
+def test_speed_histogram_bins_ratios_and_leaves_out_untracked_videos() -> None:
+    from pusa_fw_toy.report import HISTOGRAM_BINS, speed_histogram
+
+    counts = speed_histogram([0.0, 0.05, 0.24, 0.95, 1.0, 1.04, 3.0, None, float("nan")])
+    assert len(counts) == HISTOGRAM_BINS and sum(counts) == 7
+    assert counts[0] == 2 and counts[2] == 1 and counts[9] == 1 and counts[10] == 2 and counts[-1] == 1
 
 
 def test_eval_toy_without_loras_runs_the_base_rows_only(toy_dir: Path, tmp_path: Path) -> None:
