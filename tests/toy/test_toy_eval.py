@@ -72,3 +72,27 @@ def test_eval_toy_bad_inputs_exit_2_with_one_line(toy_dir: Path, tmp_path: Path,
     assert "does not exist" in capsys.readouterr().err
     assert main(["eval-toy", "--base", str(tmp_path / "nothing"), "--out", str(tmp_path)]) == 2
     assert "not a directory" in capsys.readouterr().err.strip()
+
+
+def _report(ratios: list[float | None], direction: float) -> dict:
+    metrics = {name: {"mean": value} for name, value in
+               (("valid", 1.0), ("fit_within_1px", 0.9), ("speed_ratio", 0.7), ("direction_acc", direction))}
+    return {"rows": [{"task": "t2v", "method": "base", "metrics": metrics, "speed_ratios": [ratios]}]}
+
+
+def test_gate_table_separates_still_videos_from_wrong_headings(tmp_path: Path, toy_dir: Path,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    from pusa_fw_toy.gate_table import gate_row, main as gate_table_main
+
+    row = gate_row(_report([0.0, 0.1, 1.0, 0.9, None], direction=0.25))
+    assert row["still"] == 0.5 and row["direction_of_moving"] == 0.5 and row["videos"] == 5
+    assert row["histogram"][0] == 1 and row["histogram"][1] == 1 and row["histogram"][9] == 1
+    assert main(["eval-toy", "--base", str(toy_dir), "--seeds", "3", "--steps", "1", "--task", "t2v",
+                 "--out", str(tmp_path / "run")]) == 0
+    capsys.readouterr()
+    assert gate_table_main([f"tiny={tmp_path / 'run'}", f"again={tmp_path / 'run'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2].startswith("| tiny | ") and lines[3].startswith("| again | ") and len(lines) == 4
+    assert lines[2].split("|")[2:] == lines[3].split("|")[2:]
+    assert gate_table_main([str(tmp_path)]) == 2
+    assert "is not NAME=DIR" in capsys.readouterr().err
