@@ -49,3 +49,16 @@ def test_an_ablation_arm_trains_packs_and_reads_its_gates(tmp_path: Path, arm: s
 def test_an_unknown_arm_is_refused(tmp_path: Path) -> None:
     result = _ablate(tmp_path, "dropout")
     assert result.returncode == 2 and "unknown arm 'dropout'" in result.stderr
+
+
+def test_diagnose_sweeps_the_sampler_and_prints_one_table(tmp_path: Path, toy_dir: Path) -> None:
+    env = {**os.environ, "PYTHON": sys.executable, "OMP_NUM_THREADS": "1", "SEEDS": "2", "SETTINGS": "1x1 3x2"}
+    script = SCRIPT.parent / "diagnose.sh"
+    result = subprocess.run(["bash", str(script), str(toy_dir), str(tmp_path / "out")], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads((tmp_path / "out" / name / "eval_toy.json").read_text())
+               for name in ("shift1-steps1", "shift3-steps2")]
+    assert [(report["settings"]["shift"], report["settings"]["steps"]) for report in reports] == [(1.0, 1), (3.0, 2)]
+    table = (tmp_path / "out" / "table.md").read_text().splitlines()
+    assert table[2].startswith("| shift 1 x 1 steps |") and table[3].startswith("| shift 3 x 2 steps |")
