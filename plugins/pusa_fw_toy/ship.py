@@ -7,6 +7,10 @@ reads ``RUNS/base-model`` (the packed base), ``RUNS/vta-s<N>.safetensors`` (expo
 ``RUNS/eval`` (eval-toy reports), and writes the shipped folder (see `pusa_fw_toy.shipped`) in one swap:
 it is built beside the target and renamed over it, so a reader never sees half of it. With ``--docs`` the
 eval table and plot are copied there too (``toy_eval.md``, ``.json``, ``.png``) for the README.
+
+No machine path is shipped: every path under RUNS in a command, config or report is written as
+``$RUNS/...`` and every path in the repository relative to its root, so the manifest reads the same on any
+machine (and says how to rerun each stage there).
 """
 
 from __future__ import annotations
@@ -28,6 +32,24 @@ from pusa_fw_toy.shipped import MANIFEST, file_sha256
 __all__ = ["build_manifest", "ship"]
 
 BASE_FILES = ("config.json", "toy.json", "diffusion_pytorch_model.safetensors", "text_encoder.safetensors")
+
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+
+
+def portable(value: Any, runs: Path) -> Any:
+    """`value` (JSON data) with each path under `runs` written as ``$RUNS/...`` and each path in the
+    repository made relative to its root."""
+    if isinstance(value, dict):
+        return {key: portable(item, runs) for key, item in value.items()}
+    if isinstance(value, list):
+        return [portable(item, runs) for item in value]
+    if not isinstance(value, str):
+        return value
+    for root, name in ((runs.resolve(), "$RUNS"), (runs.absolute(), "$RUNS"), (REPOSITORY, "")):
+        for spelling in dict.fromkeys((str(root), os.path.normpath(str(root)))):
+            value = value.replace(spelling + "/", f"{name}/" if name else "").replace(spelling, name or ".")
+    return value
 
 
 def _stages(runs: Path) -> dict[str, dict[str, Any]]:
@@ -80,7 +102,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     for seed in seeds:
         training[f"vta-s{seed}"] = _training(runs / f"vta-s{seed}", stages[f"vta-s{seed}"])
         training[f"vta-s{seed}"]["exported"] = {"command": stages[f"vta-s{seed}-export"]["command"]}
-    return {
+    return portable({
         "format": "pusa-fw-toy-weights",
         "version": 1,
         "how": "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml, then vta.toml per training seed)",
@@ -89,7 +111,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
         "gates": {"command": stages["gates"]["command"], **gates},
         "files": {str(path.relative_to(out)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
                   for path in files},
-    }
+    }, runs)
 
 
 def ship(runs: Path, out: Path, *, seeds: list[int], docs: Path | None = None) -> Path:
@@ -116,8 +138,10 @@ def ship(runs: Path, out: Path, *, seeds: list[int], docs: Path | None = None) -
     shutil.rmtree(previous, ignore_errors=True)
     if docs is not None:
         docs.mkdir(parents=True, exist_ok=True)
-        for suffix in ("md", "json", "png"):
+        for suffix in ("md", "png"):
             atomic_write_bytes(docs / f"toy_eval.{suffix}", (runs / "eval" / f"eval_toy.{suffix}").read_bytes())
+        report = portable(json.loads((runs / "eval" / "eval_toy.json").read_text()), runs)
+        atomic_write_bytes(docs / "toy_eval.json", (json.dumps(report, indent=2) + "\n").encode())
     return out
 
 

@@ -51,6 +51,10 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert {("i2v", "VTA + noise 0.2"), ("t2v", "base")} <= {(row["task"], row["method"]) for row in rows}
     assert all(row["models"] == 2 for row in rows if row["method"].startswith("VTA"))
     assert (tmp_path / "docs" / "toy_eval.png").stat().st_size > 0
+    shipped_text = (weights / "MANIFEST.json").read_text() + (tmp_path / "docs" / "toy_eval.json").read_text()
+    assert str(tmp_path) not in shipped_text and str(REPO) not in shipped_text  # no machine path is shipped
+    assert "--output-dir $RUNS/base " in training["base"]["command"]
+    assert training["base"]["config"]["model"]["path"] == "$RUNS/toy-init"
 
     stages = (tmp_path / "runs" / "stages.jsonl").read_text()
     again = _run(tmp_path)
