@@ -104,7 +104,8 @@ def draw_plans(folder: Path, policy: str, policy_params: dict[str, Any]) -> None
 
 
 def describe(video: torch.Tensor, run: DemoRun) -> str:
-    """What the tracker reads in a generated `[3, T, H, W]` video, in one line."""
+    """What the tracker reads in a generated `[3, T, H, W]` video, in one line, ending with whether the
+    square moves the way its given frames point (the world clip they were cut from)."""
     from pusa_fw_toy.metrics import score_video, shown_heading
     from pusa_fw_toy.tracker import track_video
     from pusa_fw_toy.world import WorldConfig, render_clip
@@ -116,7 +117,8 @@ def describe(video: torch.Tensor, run: DemoRun) -> str:
     return (f"{int(track.valid.sum())}/{video.shape[1]} frames show the square; it faces "
             f"{shown_heading(track) or 'unreadable'} and moves {score['direction'] or 'nowhere'} at "
             f"{score['speed']:.2f} px/frame (the world's speed: {world.speed:g}; straight-line residual "
-            f"{score['fit_px']:.2f} px); in the world's clip it moves {truth.direction}")
+            f"{score['fit_px']:.2f} px); its given frames point {truth.direction}: "
+            f"{'it follows them' if score['direction'] == truth.direction else 'it does NOT follow them'}")
 
 
 def _flag_value(value: Any) -> str:

@@ -44,6 +44,8 @@ def test_demo_writes_plans_videos_and_sheets(tmp_path: Path, capsys: pytest.Capt
         assert sidecar["task"]["task"] == run.task and sidecar["task"]["params"]["policy"] == "multiplier"
         assert [Path(lora["path"]).name for lora in sidecar["loras"]] == ["vta-s0.safetensors"]
         assert f"{run.task}: given frames {run.given}" in printed
+        truth = render_clip(WorldConfig(), run.seed).direction
+        assert f"its given frames point {truth}: it" in printed
     sheet = load_image(tmp_path / "demo_i2v.png")
     assert sheet.shape[-2:] == (16 * 8 + 2 * 4, 9 * 16 * 8 + 10 * 4), "one row of 9 frames enlarged 8x"
     assert torch.isfinite(sheet).all()
