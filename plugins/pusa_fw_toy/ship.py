@@ -59,6 +59,16 @@ def _stages(runs: Path) -> dict[str, dict[str, Any]]:
     return {row["stage"]: row for row in map(json.loads, path.read_text().splitlines()) if row}
 
 
+def _train_time(train_rows: list[dict[str, Any]]) -> float:
+    """Seconds spent in training steps over every session of a run (its log's step times; no validation)."""
+    total, previous = 0.0, 0
+    for row in train_rows:
+        if "step_time_s" in row:
+            total += row["step_time_s"] * (row["step"] - previous)
+        previous = row["step"]
+    return total
+
+
 def _training(run: Path, stage: dict[str, Any]) -> dict[str, Any]:
     """What one training run was: its config, data seed, steps, loss at the end, command and wall time."""
     config = json.loads((run / "config.json").read_text())
@@ -68,7 +78,8 @@ def _training(run: Path, stage: dict[str, Any]) -> dict[str, Any]:
     last = train_rows[-50:]
     return {
         "command": stage["command"],
-        "wall_time_s": round(stage["wall_time_s"], 1),
+        "wall_time_s": round(stage["wall_time_s"], 1),  # of the invocation that finished the stage
+        "train_time_s": round(_train_time(train_rows), 1),
         "steps": train_rows[-1]["step"] if train_rows else 0,
         "training_seed": config["seed"],
         "data": config["data"],
@@ -77,6 +88,25 @@ def _training(run: Path, stage: dict[str, Any]) -> dict[str, Any]:
                        for row in val_rows],
         "config": config,
     }
+
+
+def _carried_base(runs: Path, out: Path) -> dict[str, Any]:
+    """The base's training record from the committed manifest that ``BASE_FROM=shipped`` started from,
+    once every base file is checked to be the one that manifest describes."""
+    path = runs / "base-manifest.json"
+    if not path.is_file():
+        raise InputError(f"{str(runs / 'stages.jsonl')!r} records no base stage and {str(path)!r} is missing; "
+                         "rerun reproduce.sh (with BASE_FROM=shipped to start from the committed base)")
+    previous = json.loads(path.read_text())
+    for name in BASE_FILES:
+        recorded = previous["files"].get(f"base/{name}", {}).get("sha256")
+        if recorded != file_sha256(out / "base" / name):
+            raise InputError(f"base/{name} is not the file {str(path)!r} describes; rerun the base stages "
+                             "(reproduce.sh without BASE_FROM)")
+    carried = {name: record for name, record in previous["training"].items() if name.startswith("base")}
+    for record in carried.values():
+        record["carried_from"] = "the committed MANIFEST.json that BASE_FROM=shipped started from"
+    return carried
 
 
 def _machine() -> dict[str, Any]:
@@ -92,8 +122,8 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     stages = _stages(runs)
     gates = json.loads((runs / "gates" / "eval_toy.json").read_text())["gates"]
     files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
-    training = {}
-    for name in ("base", "base2"):
+    training = _carried_base(runs, out) if "base" not in stages else {}
+    for name in (name for name in ("base", "base2") if name in stages):  # base2: a continuation stage
         training[name] = _training(runs / name, stages[name])
         training[name]["packed"] = {"command": stages[f"{name}-pack"]["command"], "weights": "EMA"}
         curve = runs / f"gate_curve_{name}.jsonl"  # written by recipes/gate_curve.sh when it was run

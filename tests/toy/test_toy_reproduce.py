@@ -24,9 +24,9 @@ TINY = {
 }
 
 
-def _run(tmp_path: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, **TINY, "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable,
-           "SHIP_TO": str(tmp_path / "weights"), "DOCS_TO": str(tmp_path / "docs"), "OMP_NUM_THREADS": "1"}
+def _run(tmp_path: Path, runs: str = "runs", **extra: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **TINY, "RUNS": str(tmp_path / runs), "PYTHON": sys.executable,
+           "SHIP_TO": str(tmp_path / "weights"), "DOCS_TO": str(tmp_path / "docs"), "OMP_NUM_THREADS": "1", **extra}
     return subprocess.run(["bash", str(SCRIPT)], cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
                           check=False)
 
@@ -62,6 +62,17 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert (tmp_path / "runs" / "stages.jsonl").read_text() == stages, "finished stages must be skipped"
     assert verify_shipped(weights)["files"] == manifest["files"]
     assert not (tmp_path / "weights.partial").exists() and not (tmp_path / "weights.previous").exists()
+
+    # a fresh machine: restart from the committed base, retrain only the VTA stage
+    fresh = _run(tmp_path, "fresh-runs", BASE_FROM="shipped", VTA_SEEDS="0")
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    assert not (tmp_path / "fresh-runs" / "base").exists(), "the base was not retrained"
+    carried = verify_shipped(weights)
+    assert carried["files"]["base/diffusion_pytorch_model.safetensors"] == \
+        manifest["files"]["base/diffusion_pytorch_model.safetensors"]
+    assert carried["training"]["base"]["command"] == training["base"]["command"]
+    assert "carried_from" in carried["training"]["base"] and "vta-s0" in carried["training"]
+    assert carried["training"]["vta-s0"]["train_time_s"] > 0
 
 
 def test_ship_without_runs_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
