@@ -107,7 +107,7 @@ def build_toy_dir(directory: str | os.PathLike[str], *, spec: ToyModelSpec | Non
         randomise: fill every DiT parameter with random non-zero values (tests: every input then changes
             the output) instead of a starting point for training.
         init: the starting point for training: ``"default"`` (PyTorch's own initialisation of the layers)
-            or ``"wan"`` (the official Wan2.1 law, zero output head: `pusa_fw_wan.dit.init.init_wan`).
+            or ``"wan"`` (the official Wan2.1 law with a zero output head, the training adapter's ``init="wan"``).
         **dit_sizes: `toy_architecture` sizes (``dim``, ``num_heads``, ``num_layers``, ``ffn_dim``,
             ``freq_dim``, ``text_dim``, ``text_len``).
 
