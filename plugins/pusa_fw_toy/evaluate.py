@@ -15,7 +15,7 @@ For each task (i2v, start-end, extension, t2v) and each method
 seed, scores it (`pusa_fw_toy.metrics`) and averages per model; several VTA LoRAs (training seeds) give
 a spread. Each row also keeps every video's speed over the truth's (``speed_ratios``, one list per model),
 because a mean speed hides whether videos move slowly or some do not move at all. The base model's t2v
-row is also checked against the quality gates.
+row is checked against the quality gates, and the VTA rows against the VTA gates (`pusa_fw_toy.gates`).
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pusa_fw.errors import InputError
 
+from pusa_fw_toy.gates import GATES, VTA_GATES, check_gates, check_vta_gates
 from pusa_fw_toy.generation import TASK_SETUPS, generate_batch, given_frames, task_params
 from pusa_fw_toy.metrics import score_video
 from pusa_fw_toy.world import HELD_OUT_SEED_BASE, WorldClip, WorldConfig, render_clip
 
-__all__ = ["EvalConfig", "GATES", "METHODS", "evaluate", "expected_rows", "speed_ratios", "summarise"]
+__all__ = ["EvalConfig", "GATES", "METHODS", "VTA_GATES", "check_gates", "check_vta_gates", "evaluate",
+           "expected_rows", "speed_ratios", "summarise"]
 
 METHODS: dict[str, tuple[str, str, float]] = {
     "base + replacement": ("base", "replace", 1.0),
@@ -48,8 +50,6 @@ T2V_METHODS: dict[str, tuple[str, str, float]] = {"base": ("base", "clean", 1.0)
 CALIBRATION = ("static", "ground truth")
 METRICS = ("valid", "error_after_px", "error_generated_px", "fit_within_1px", "fit_px", "speed",
            "speed_ratio", "direction_acc", "psnr_given_db")
-GATES = {"valid": 0.9, "fit_within_1px": 0.8, "speed_ratio": (0.8, 1.2), "direction_acc": 0.8}
-"""Quality gates on the base model's t2v row (64+ held-out seeds)."""
 
 
 class EvalConfig(BaseModel):
@@ -200,21 +200,5 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
                          "metrics": summarise([_aggregate(scores, world)]),
                          "speed_ratios": [speed_ratios(scores, world)]})
     return {"settings": config.model_dump(mode="json"), "world": world.model_dump(mode="json"),
-            "rows": rows, "gates": check_gates(rows)}
+            "rows": rows, "gates": check_gates(rows), "vta_gates": check_vta_gates(rows)}
 
-
-def check_gates(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The quality gates on the base model's t2v row (absent when t2v was not run)."""
-    row = next((row for row in rows if row["task"] == "t2v" and row["method"] == "base"), None)
-    if row is None:
-        return {}
-    results = {}
-    for metric, bound in GATES.items():
-        value = row["metrics"][metric]["mean"]
-        if isinstance(bound, tuple):
-            passed = value is not None and bound[0] <= value <= bound[1]
-        else:
-            passed = value is not None and value >= bound
-        results[metric] = {"value": value, "bound": bound, "passed": passed}
-    return {"checked": "t2v of the base model", "results": results,
-            "passed": all(result["passed"] for result in results.values())}

@@ -9,7 +9,7 @@ from typing import Any
 
 from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
 
-__all__ = ["COLUMNS", "HISTOGRAM_BINS", "headline_rows", "markdown_table", "save_plot", "speed_histogram",
+__all__ = ["COLUMNS", "HISTOGRAM_BINS", "gate_lines", "headline_rows", "markdown_table", "save_plot", "speed_histogram",
            "write_report"]
 
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -61,6 +61,34 @@ def _cell(entry: dict[str, Any], form: str) -> str:
     return text
 
 
+def _bound(bound: Any) -> str:
+    """A gate bound as text: a number, a range ``[low, high]``, or nothing (undefined static value)."""
+    if isinstance(bound, (list, tuple)):
+        return "[" + ", ".join(f"{value:g}" for value in bound) + "]"
+    return "-" if bound is None else f"{bound:.3g}"
+
+
+def gate_lines(report: dict[str, Any]) -> list[str]:
+    """The verdict lines of the report's base gates and VTA gates (blank line first; none when unchecked)."""
+    lines: list[str] = []
+    gates = report.get("gates") or {}
+    if gates:
+        verdicts = ", ".join(
+            f"{metric} {result['value'] if result['value'] is None else round(result['value'], 3)} "
+            f"({'pass' if result['passed'] else 'FAIL'})" for metric, result in gates["results"].items()
+        )
+        lines += ["", f"Quality gates ({gates['checked']}): {verdicts}."]
+    vta_gates = report.get("vta_gates") or {}
+    if vta_gates:
+        verdicts = ", ".join(
+            f"{result['task']} {result['metric']} {result['test']} {_bound(result['bound'])}: "
+            f"{[None if value is None else round(value, 3) for value in result['per_model']]}"
+            f" ({'pass' if result['passed'] else 'FAIL'})" for result in vta_gates["results"]
+        )
+        lines += ["", f"VTA gates ({vta_gates['checked']}): {verdicts}."]
+    return lines
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """One row per (task, method): the mean over models, ± half the range over training seeds."""
     header = ["task", "method", "models"] + [title for title, _ in COLUMNS.values()]
@@ -69,13 +97,7 @@ def markdown_table(report: dict[str, Any]) -> str:
         cells = [row["task"], row["method"], str(row["models"])]
         cells += [_cell(row["metrics"][metric], form) for metric, (_, form) in COLUMNS.items()]
         lines.append("| " + " | ".join(cells) + " |")
-    gates = report.get("gates") or {}
-    if gates:
-        verdicts = ", ".join(
-            f"{metric} {result['value'] if result['value'] is None else round(result['value'], 3)} "
-            f"({'pass' if result['passed'] else 'FAIL'})" for metric, result in gates["results"].items()
-        )
-        lines += ["", f"Quality gates ({gates['checked']}): {verdicts}."]
+    lines += gate_lines(report)
     headlines = headline_rows(report)
     if headlines:
         lines += ["", f"Per-video speed / truth, bins of 0.1 from 0 to 2 (all models; share slower than {STILL}):", ""]

@@ -121,6 +121,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     """The manifest of a shipped folder `out` built from `runs` (hashes the files already in `out`)."""
     stages = _stages(runs)
     gates = json.loads((runs / "gates" / "eval_toy.json").read_text())["gates"]
+    vta_gates = json.loads((runs / "eval" / "eval_toy.json").read_text()).get("vta_gates", {})
     files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
     training = _carried_base(runs, out) if "base" not in stages else {}
     for name in (name for name in ("base", "base2") if name in stages):  # base2: a continuation stage
@@ -139,6 +140,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
         "machine": _machine(),
         "training": training,
         "gates": {"command": stages["gates"]["command"], **gates},
+        "vta_gates": {"command": stages["eval"]["command"], **vta_gates},
         "files": {str(path.relative_to(out)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
                   for path in files},
     }, runs)

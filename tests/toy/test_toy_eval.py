@@ -45,6 +45,9 @@ def test_eval_toy_produces_every_row(toy_dir: Path, toy_loras: list[Path], tmp_p
     assert all(abs(ratio - 1.0) < 1e-6 for ratio in rows[("i2v", "ground truth")]["speed_ratios"][0])
     assert all(ratio < 1e-6 for ratio in rows[("i2v", "static")]["speed_ratios"][0])
     assert "- t2v / base: [" in table and "- i2v / VTA + noise 0.2: [" in table
+    vta_gates = report["vta_gates"]
+    assert len(vta_gates["results"]) == 5 and all(len(result["per_model"]) == 2 for result in vta_gates["results"])
+    assert "VTA gates (VTA + noise 0.2, every LoRA): i2v direction_acc >= 0.8: [" in table
 
 
 def test_speed_histogram_bins_ratios_and_leaves_out_untracked_videos() -> None:
@@ -60,7 +63,7 @@ def test_eval_toy_without_loras_runs_the_base_rows_only(toy_dir: Path, tmp_path:
                  "--out", str(tmp_path)]) == 0
     report = json.loads((tmp_path / "eval_toy.json").read_text())
     assert [(row["task"], row["method"]) for row in report["rows"]] == expected_rows(["i2v"], with_vta=False)
-    assert report["gates"] == {}
+    assert report["gates"] == {} and report["vta_gates"] == {}
 
 
 def test_eval_toy_bad_inputs_exit_2_with_one_line(toy_dir: Path, tmp_path: Path,

@@ -47,6 +47,9 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
         assert "--resume" in stage["command"]
     assert manifest["gates"]["command"].startswith("pusa-fw eval-toy")
     assert set(manifest["gates"]["results"]) == {"valid", "fit_within_1px", "speed_ratio", "direction_acc"}
+    assert manifest["vta_gates"]["command"].startswith("pusa-fw eval-toy")
+    assert [result["task"] for result in manifest["vta_gates"]["results"]] == \
+        ["i2v", "i2v", "i2v", "start-end", "extension"]
     rows = json.loads((tmp_path / "docs" / "toy_eval.json").read_text())["rows"]
     assert {("i2v", "VTA + noise 0.2"), ("t2v", "base")} <= {(row["task"], row["method"]) for row in rows}
     assert all(row["models"] == 2 for row in rows if row["method"].startswith("VTA"))
