@@ -18,7 +18,7 @@ from typing import Any
 
 from pusa_fw.errors import InputError
 
-from pusa_fw_toy.report import STILL, speed_histogram
+from pusa_fw_toy.report import speed_histogram, still_share
 
 __all__ = ["gate_row", "gate_table", "main"]
 
@@ -33,8 +33,7 @@ def gate_row(report: dict[str, Any]) -> dict[str, Any]:
     if row is None or "speed_ratios" not in row:
         raise InputError("the report has no t2v base row with per-video speeds; rerun eval-toy --task t2v")
     ratios = [ratio for model in row["speed_ratios"] for ratio in model]
-    tracked = [ratio for ratio in ratios if ratio is not None and math.isfinite(ratio)]
-    still = sum(ratio < STILL for ratio in tracked) / len(tracked) if tracked else float("nan")
+    still = still_share(ratios)
     metrics = {name: row["metrics"][name]["mean"] for name in
                ("valid", "fit_within_1px", "speed_ratio", "direction_acc")}
     moving = 1 - still

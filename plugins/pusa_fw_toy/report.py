@@ -10,6 +10,7 @@ from typing import Any
 from pusa_fw.io.atomic import atomic_path, atomic_write_bytes
 
 __all__ = ["COLUMNS", "HISTOGRAM_BINS", "gate_lines", "headline_rows", "markdown_table", "save_plot", "speed_histogram",
+           "still_share",
            "write_report"]
 
 COLUMNS: dict[str, tuple[str, str]] = {
@@ -36,6 +37,12 @@ def speed_histogram(ratios: list[float | None]) -> list[int]:
         if ratio is not None and math.isfinite(ratio):
             counts[min(int(ratio * 10), HISTOGRAM_BINS - 1)] += 1
     return counts
+
+
+def still_share(ratios: list[float | None]) -> float:
+    """Share of the tracked videos slower than `STILL` of the truth's speed (NaN when none is tracked)."""
+    tracked = [ratio for ratio in ratios if ratio is not None and math.isfinite(ratio)]
+    return sum(ratio < STILL for ratio in tracked) / len(tracked) if tracked else float("nan")
 
 
 def headline_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -103,9 +110,8 @@ def markdown_table(report: dict[str, Any]) -> str:
         lines += ["", f"Per-video speed / truth, bins of 0.1 from 0 to 2 (all models; share slower than {STILL}):", ""]
         for row in headlines:
             ratios = [ratio for model in row["speed_ratios"] for ratio in model]
-            tracked = [ratio for ratio in ratios if ratio is not None and math.isfinite(ratio)]
-            still = sum(ratio < STILL for ratio in tracked) / len(tracked) if tracked else float("nan")
-            lines.append(f"- {row['task']} / {row['method']}: {speed_histogram(ratios)} (still {still:.2f})")
+            lines.append(f"- {row['task']} / {row['method']}: {speed_histogram(ratios)} "
+                         f"(still {still_share(ratios):.2f})")
     return "\n".join(lines) + "\n"
 
 
