@@ -1,9 +1,10 @@
 """The toy recipes run end to end through ``pusa-fw train`` (a few steps), so they cannot rot:
-toy-init -> base (full, p_async 0) -> toy-pack -> VTA (LoRA, p_async 1) -> eval-toy on the result."""
+toy-init -> base (full, p_async 0) -> toy-pack -> VTA (LoRA, per-frame sigmas) -> eval-toy on the result."""
 
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -36,7 +37,9 @@ def test_toy_recipes_train_base_then_vta(tmp_path: Path, capsys: pytest.CaptureF
                    "--set", "lora.rank=4", "--set", "lora.alpha=4.0", *SMALL])
     assert status == 0, capsys.readouterr().err
     saved = json.loads((vta / "config.json").read_text())
-    assert saved["mode"] == "lora" and saved["ptss"]["p_async"] == 1.0
+    recipe = tomllib.loads((RECIPES / "vta.toml").read_text())["ptss"]
+    assert saved["mode"] == "lora" and saved["ptss"]["p_async"] > 0, "VTA trains per-frame sigmas"
+    assert {key: saved["ptss"][key] for key in recipe} == recipe
     adapter = _latest(vta) / "adapter.safetensors"
     assert adapter.is_file()
     capsys.readouterr()
