@@ -145,3 +145,38 @@ def test_contact_sheet_rejects_bad_input(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="batch"):
         save_contact_sheet(tmp_path / "sheet.png", torch.zeros(2, 3, 2, 8, 8))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_load_and_resize_follow_the_shared_torch_rule(tmp_path: Path) -> None:
+    """`load_image` and `resize_image` fit with `pusa_fw.io.resize.fit_frames` (the ComfyUI pack's rule too)."""
+    from pusa_fw.io.image import resize_image
+    from pusa_fw.io.resize import fit_frames
+
+    pixels = np.asarray(torch.randint(0, 256, (40, 60, 3), generator=torch.Generator().manual_seed(3)),
+                        dtype=np.uint8)
+    path = tmp_path / "noise.png"
+    Image.fromarray(pixels).save(path)
+    frames = torch.from_numpy(pixels).permute(2, 0, 1).unsqueeze(0).float() / 255.0
+    for policy in ("center-crop", "letterbox"):
+        expected = fit_frames(frames, (32, 36), policy, fill=MAGENTA)[0]
+        loaded = load_image(path, size=(32, 36), policy=policy, fill=MAGENTA)
+        assert torch.equal(loaded, expected * 2.0 - 1.0)  # unrounded, as ComfyUI gets it
+        resized = np.asarray(resize_image(Image.fromarray(pixels), (32, 36), policy, fill=MAGENTA))
+        assert np.array_equal(resized, (expected * 255).round().to(torch.uint8).permute(1, 2, 0).numpy())
+    # At the target size nothing is resampled: the file's pixels exactly.
+    assert np.array_equal(to_uint8(load_image(path, size=(40, 60))), pixels)
+
+
+def test_fit_frames_crops_the_centre_then_resizes() -> None:
+    from pusa_fw.io.resize import fit_frames
+
+    # 40x60 -> 32x32: the centre 40x40 (columns 10..49), then 40 -> 32; a crop of the target size is exact.
+    frames = torch.rand(2, 3, 40, 60, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(fit_frames(frames, (40, 40)), frames[:, :, :, 10:50])
+    fitted = fit_frames(frames, (32, 32))
+    assert fitted.shape == (2, 3, 32, 32) and 0 <= float(fitted.min()) and float(fitted.max()) <= 1
+    assert torch.equal(fit_frames(frames[:1], (32, 32)), fitted[:1])  # frames are fitted one by one
+    with pytest.raises(InputError, match="stretch"):
+        fit_frames(frames, (32, 32), "stretch")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="size="):
+        fit_frames(frames, (0, 32))

@@ -6,8 +6,10 @@ each latent lands at the frame the task's `Hold` names. Here ComfyUI's `VAE` doe
 small codec adapter, and the media come as `IMAGE` batches:
 
 - ``IMAGE`` is `[T, H, W, 3]` float in [0, 1]; pusa-fw's media are `[3, T, H, W]` in [-1, 1];
-- media of another size are fitted to the output size by a centre crop to its aspect ratio and an
-  antialiased bicubic resize (media already at the size pass unchanged).
+- media of another size are fitted to the output size by the rule ``pusa-fw generate`` uses
+  (`pusa_fw.io.resize.fit_frames`, centre crop: the centre region with the output's aspect ratio, resized
+  bicubic with antialiasing), so a start image of another size gives generate's pixels and latents;
+  media already at the size pass unchanged.
 
 The result is a ComfyUI `LATENT` in the VAE's own latent space (what the stock VAE Encode gives), zeros at
 frames that are not held.
@@ -18,11 +20,11 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 
 from pusa_fw.errors import InputError
 from pusa_fw.geometry import LatentGeometry
+from pusa_fw.io.resize import fit_frames
 
 from pusa_fw_wan.pipeline.media import ConditioningMedia, check_media, encode_sources
 
@@ -52,19 +54,13 @@ def video_to_image(video: torch.Tensor) -> torch.Tensor:
 
 
 def fit_image(images: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """`IMAGE` `[T, H, W, C]` centre-cropped to the aspect of `height` x `width` and resized to it."""
+    """`IMAGE` `[T, H, W, C]` fitted to `height` x `width` by generate's centre-crop rule (`fit_frames`)."""
     if images.dim() != 4 or images.shape[-1] < 3:
         raise InputError(f"an IMAGE must be [frames, height, width, 3], got {list(images.shape)}")
-    frames, in_height, in_width = images.shape[:3]
-    if (in_height, in_width) == (height, width):
+    if tuple(images.shape[1:3]) == (height, width):
         return images[..., :3]
-    scale = max(height / in_height, width / in_width)
-    crop_height, crop_width = min(in_height, round(height / scale)), min(in_width, round(width / scale))
-    top, left = (in_height - crop_height) // 2, (in_width - crop_width) // 2
-    cropped = rearrange(images[:, top:top + crop_height, left:left + crop_width, :3], "t h w c -> t c h w")
-    resized = F.interpolate(cropped.to(torch.float32), size=(height, width), mode="bicubic", antialias=True,
-                            align_corners=False)
-    return rearrange(resized.clamp(0.0, 1.0), "t c h w -> t h w c")
+    frames = rearrange(images[..., :3], "t h w c -> t c h w")
+    return rearrange(fit_frames(frames, (height, width), "center-crop"), "t c h w -> t h w c")
 
 
 class ComfyVAECodec:

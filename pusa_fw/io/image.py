@@ -12,7 +12,11 @@ Resize policies (`ResizePolicy`):
   side with `fill`. Nothing is lost or distorted; bars appear top/bottom (a wider image) or left/right
   (a taller image).
 
-Both use Lanczos resampling. Pillow is imported here, so import this module only when images are used.
+Both follow `pusa_fw.io.resize.fit_frames` (bicubic with antialiasing, in torch): the ComfyUI pack fits its
+``IMAGE`` inputs with the same function, so an image of another size gives the same pixels (and latents)
+through ``pusa-fw generate`` and ComfyUI. `load_image` resizes in float and keeps the result unrounded (as
+ComfyUI does); `resize_image` returns a Pillow image, so its pixels are that result rounded to 8 bits. Pillow
+is imported here, so import this module only when images are used.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from ..errors import InputError
 from .atomic import atomic_path
 from .pixels import image_to_uint8, uint8_to_image, video_to_uint8
+from .resize import FIT_POLICIES, fit_frames
 
 __all__ = [
     "ResizePolicy",
@@ -42,7 +47,7 @@ __all__ = [
 ]
 
 ResizePolicy = Literal["center-crop", "letterbox"]
-RESIZE_POLICIES: tuple[str, ...] = ("center-crop", "letterbox")
+RESIZE_POLICIES: tuple[str, ...] = FIT_POLICIES
 RGB = tuple[int, int, int]
 
 
@@ -125,6 +130,15 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
+def _fitted(pixels: np.ndarray, size: tuple[int, int], policy: ResizePolicy, fill: RGB) -> torch.Tensor:
+    """uint8 `[H, W, 3]` -> `[1, 3, height, width]` float in [0, 1], fitted by the shared torch rule."""
+    height, width = _check_size(size)
+    if policy not in RESIZE_POLICIES:
+        raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+    frames = rearrange(torch.from_numpy(np.require(pixels, requirements=["C", "W"])), "h w c -> 1 c h w")
+    return fit_frames(frames.to(torch.float32) / 255.0, (height, width), policy, fill=tuple(fill))
+
+
 def resize_image(
     image: Image.Image,
     size: tuple[int, int],
@@ -133,6 +147,8 @@ def resize_image(
     fill: RGB = (0, 0, 0),
 ) -> Image.Image:
     """Resize an image to exactly `size` with the given policy (see the module docstring).
+
+    The pixels are `pusa_fw.io.resize.fit_frames`'s, rounded to 8 bits.
 
     Args:
         image: a Pillow image.
@@ -143,26 +159,9 @@ def resize_image(
     Returns:
         A new RGB image of width `size[1]` and height `size[0]`.
     """
-    height, width = _check_size(size)
-    if policy not in RESIZE_POLICIES:
-        raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
-    image = image.convert("RGB")
-    source_width, source_height = image.size
-    if policy == "center-crop":
-        scale = max(width / source_width, height / source_height)
-        scaled_width = max(width, round(source_width * scale))
-        scaled_height = max(height, round(source_height * scale))
-        scaled = image.resize((scaled_width, scaled_height), Image.Resampling.LANCZOS)
-        left = (scaled_width - width) // 2
-        top = (scaled_height - height) // 2
-        return scaled.crop((left, top, left + width, top + height))
-    scale = min(width / source_width, height / source_height)
-    scaled_width = min(width, max(1, round(source_width * scale)))
-    scaled_height = min(height, max(1, round(source_height * scale)))
-    scaled = image.resize((scaled_width, scaled_height), Image.Resampling.LANCZOS)
-    canvas = Image.new("RGB", (width, height), tuple(fill))
-    canvas.paste(scaled, ((width - scaled_width) // 2, (height - scaled_height) // 2))
-    return canvas
+    fitted = _fitted(np.asarray(image.convert("RGB"), dtype=np.uint8), size, policy, fill)
+    pixels = (fitted[0] * 255.0).round().clamp(0, 255).to(torch.uint8)
+    return Image.fromarray(rearrange(pixels, "c h w -> h w c").numpy())
 
 
 def load_image(
@@ -188,10 +187,13 @@ def load_image(
     Raises:
         InputError: missing or undecodable file, bad size or policy.
     """
-    image = read_image(path, background=fill)
-    if size is not None:
-        image = resize_image(image, size, policy, fill=fill)
-    return uint8_to_image(np.asarray(image, dtype=np.uint8), dtype=dtype)
+    pixels = np.asarray(read_image(path, background=fill), dtype=np.uint8)
+    if size is None or tuple(pixels.shape[:2]) == tuple(_check_size(size)):
+        if size is not None and policy not in RESIZE_POLICIES:
+            raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+        return uint8_to_image(pixels, dtype=dtype)
+    # Unrounded, as the ComfyUI pack gets it from the same rule: the two give the same pixels.
+    return (_fitted(pixels, size, policy, fill)[0] * 2.0 - 1.0).to(dtype)
 
 
 def save_image(path: str | os.PathLike[str], image: torch.Tensor) -> Path:

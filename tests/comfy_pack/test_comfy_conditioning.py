@@ -110,3 +110,33 @@ def test_the_given_latents_feed_the_sampler(tiny_dit: Any, comfy_vae: Any) -> No
     latent = PusaSampler.execute(model, text, None, spec, given, 0, "unipc", 1.0, 1.0).args[0]["samples"]
     fmt = model.model.latent_format
     assert torch.equal(fmt.process_in(latent)[:, :, 0], fmt.process_in(given["samples"])[:, :, 0])
+
+
+def test_a_start_image_of_another_size_gives_generates_pixels_and_latents(tmp_path: Any, tiny_vae: Any,
+                                                                          tiny_model_format: Any,
+                                                                          comfy_vae: Any) -> None:
+    """One resize rule: a 40x60 start image fitted to 32x48 by ComfyUI's path and by generate's file path."""
+    import numpy as np
+    from PIL import Image
+
+    from pusa_fw_wan.pipeline.media import load_media
+
+    from pusa_fw_comfy.media import fit_image
+
+    pixels = (torch.rand(40, 60, 3, generator=torch.Generator().manual_seed(9)) * 255).round().to(torch.uint8)
+    path = tmp_path / "start.png"
+    Image.fromarray(pixels.numpy()).save(path)
+    # ComfyUI's LoadImage: the 8-bit pixels as float32 / 255 in an IMAGE [1, H, W, 3].
+    comfy_image = torch.from_numpy(np.asarray(Image.open(path)).astype(np.float32) / 255.0).unsqueeze(0)
+    spec = _spec("i2v")
+    generate_media = load_media(spec.holds, image=path, keyframes=[], video=None, video_b=None,
+                                size=(HEIGHT, WIDTH), fps=16)
+    comfy_pixels = fit_image(comfy_image, HEIGHT, WIDTH)[0].movedim(-1, 0) * 2.0 - 1.0
+    assert generate_media.image is not None and generate_media.image.shape == comfy_pixels.shape
+    # Same rule, same float input: the pixels agree far inside one 8-bit step (2 / 255 in [-1, 1]).
+    assert (generate_media.image - comfy_pixels).abs().max().item() <= 1e-6
+    with torch.no_grad():
+        expected = encode_sources(tiny_vae, spec.holds, generate_media, spec.num_latent_frames)
+    given = _run(spec, comfy_vae, image=comfy_image)
+    latents = tiny_model_format.process_in(given["samples"])
+    assert (latents[:, :, :1] - expected[:, :, :1]).abs().max().item() < 1e-5
