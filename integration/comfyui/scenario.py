@@ -5,11 +5,15 @@
 2. Run ``pusa-fw generate`` for each example workflow (same task, frames, steps, shift, sampler, cfg, seed,
    prompts and images) with ``--save-latents``. Its prompt cache (``$XDG_CACHE_HOME`` pointed into the
    scratch folder) then holds the embeddings of the prompt and the negative prompt that generate fed its
-   DiT: exactly those files go to ComfyUI through Pusa Prompt Embedding, in place of CLIPTextEncode
-   (ComfyUI's umT5-xxl loader cannot build a tiny encoder). Both sides zero-pad the text to 512 tokens.
+   DiT: exactly those files are copied into ComfyUI's ``models/pusa_embeddings`` and go to ComfyUI through
+   Pusa Prompt Embedding, in place of CLIPTextEncode (ComfyUI's umT5-xxl loader cannot build a tiny
+   encoder). Both sides zero-pad the text to 512 tokens. The i2v start image is 40x48, not the output
+   size: both sides fit it to 32x32 with the one shared resize rule (`pusa_fw.io.resize`).
 3. Start ComfyUI, queue the adapted example workflows, wait on /history and read the latent the stock
    SaveLatent node wrote; compare it (in the DiT's latent space) with generate's latents.
-4. Queue a workflow with a keyframe past the end and check the node error is our one-line message.
+4. Queue a workflow with a keyframe past the end, and one whose Pusa Prompt Embedding names a file outside
+   ``models/pusa_embeddings`` (``../outside.safetensors``, which exists): each must fail with our one-line
+   node error (ComfyUI does not check a list value queued through /prompt; the node must refuse it).
 
 Prints a table; exits 1 when anything fails. The server is always stopped.
 """
@@ -33,11 +37,20 @@ sys.path.insert(0, str(HERE))
 
 from comfy_server import ComfyServer  # noqa: E402
 from tiny_models import DIT_NAME, LORA_NAME, VAE_NAME, TinyFiles, write_tiny_models  # noqa: E402
-from workflows_adapt import SETTINGS, adapt, bad_keyframe_workflow, generate_args, prompts_of  # noqa: E402
+from workflows_adapt import (  # noqa: E402
+    SETTINGS,
+    adapt,
+    bad_embedding_workflow,
+    bad_keyframe_workflow,
+    generate_args,
+    prompts_of,
+)
 
 PARITY_BOUND = 1e-4
 """Max-abs bound on ComfyUI vs generate final latents (DiT space; float32 on CPU on both sides)."""
 CASES = ("pusa_i2v", "pusa_start_end")
+START_IMAGE_SIZE = (40, 48)
+"""(height, width) of the i2v start image: not the output size, so both sides resize it (one rule)."""
 
 
 def _images(input_dir: Path) -> None:
@@ -46,7 +59,8 @@ def _images(input_dir: Path) -> None:
     generator = torch.Generator().manual_seed(1)
     input_dir.mkdir(parents=True, exist_ok=True)
     for name in ("start.png", "first.png", "last.png"):
-        picture = torch.rand(3, SETTINGS["height"], SETTINGS["width"], generator=generator) * 2 - 1
+        height, width = START_IMAGE_SIZE if name == "start.png" else (SETTINGS["height"], SETTINGS["width"])
+        picture = torch.rand(3, height, width, generator=generator) * 2 - 1
         save_image(input_dir / name, picture)
 
 
@@ -86,6 +100,20 @@ def prompt_embeddings(cache_dir: Path) -> dict[str, Path]:
     return found
 
 
+def install_embeddings(found: dict[str, Path], models: Path) -> dict[str, str]:
+    """Copy the prompt-cache entries into ComfyUI's ``models/pusa_embeddings``; prompt text -> file name."""
+    import shutil
+
+    folder = models / "pusa_embeddings"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = {}
+    for index, (text, path) in enumerate(sorted(found.items())):
+        names[text] = f"prompt_{index}.safetensors"
+        shutil.copyfile(path, folder / names[text])
+    shutil.copyfile(path, models / "outside.safetensors")  # a real file the node must not read
+    return names
+
+
 def _read(path: Path, key: str) -> torch.Tensor:
     from safetensors import safe_open
 
@@ -115,11 +143,12 @@ def main() -> int:
         for name, workflow in workflows.items()
     }
     timings["models + pusa-fw generate"] = time.perf_counter() - started
-    embeddings = prompt_embeddings(options.work / "xdg" / "pusa_fw" / "prompts")
+    cached = prompt_embeddings(options.work / "xdg" / "pusa_fw" / "prompts")
     for name, workflow in workflows.items():
-        missing = [text[:40] for text in prompts_of(workflow) if text not in embeddings]
+        missing = [text[:40] for text in prompts_of(workflow) if text not in cached]
         if missing:
             raise RuntimeError(f"{name}: no prompt-cache entry for {missing}; generate did not encode them")
+    embeddings = install_embeddings(cached, options.base / "models")
 
     sys.path.insert(0, str(options.comfy))
     from comfy.latent_formats import Wan21  # ComfyUI's own latent normalisation (run, not copied)
@@ -180,7 +209,12 @@ def main() -> int:
             )
             if not ok:
                 failures.append(f"control: different runs differ by only {control:.3e}")
-        rows.append(_bad_input_row(server, workflows["pusa_i2v"], embeddings, failures))
+        adapted_i2v = adapt(workflows["pusa_i2v"], DIT_NAME, VAE_NAME, embeddings, LORA_NAME)
+        rows.append(_bad_input_row(server, "bad keyframe (40 of 9)", bad_keyframe_workflow(adapted_i2v),
+                                   "Pusa Task: pixel frame 40 is outside", failures))
+        rows.append(_bad_input_row(
+            server, "embedding ../outside", bad_embedding_workflow(adapted_i2v, "../outside.safetensors"),
+            "Pusa Prompt Embedding: embedding '../outside.safetensors' is not a file listed", failures))
         unloaded = [line for line in server.log_tail(10_000).splitlines() if "lora key not loaded" in line]
         if unloaded:  # ComfyUI's LoRA loader skipped keys of the tiny LoRA
             failures.append(f"ComfyUI left {len(unloaded)} LoRA keys unloaded, e.g. {unloaded[0]}")
@@ -198,26 +232,17 @@ def _save_latent_id(workflow: dict[str, Any]) -> str:
 
 
 def _bad_input_row(
-    server: ComfyServer, workflow: dict[str, Any], embeddings: dict[str, Path], failures: list[str]
+    server: ComfyServer, label: str, workflow: dict[str, Any], expected: str, failures: list[str]
 ) -> list[str]:
     started = time.perf_counter()
-    entry = server.wait(
-        server.queue(bad_keyframe_workflow(adapt(workflow, DIT_NAME, VAE_NAME, embeddings, LORA_NAME)))
-    )
+    entry = server.wait(server.queue(workflow))
     seconds = time.perf_counter() - started
     errors = [data for kind, data in entry["status"].get("messages", []) if kind == "execution_error"]
     message = str(errors[0].get("exception_message", "")).strip() if errors else ""
-    expected = "Pusa Task: pixel frame 40 is outside"
     ok = entry["status"]["status_str"] == "error" and message.startswith(expected) and "\n" not in message
     if not ok:
-        failures.append(f"bad keyframe: expected one line starting {expected!r}, got {message!r}")
-    return [
-        "bad keyframe (40 of 9)",
-        f"{seconds:.1f}",
-        repr(message)[:90],
-        "one line",
-        "ok" if ok else "FAIL",
-    ]
+        failures.append(f"{label}: expected one line starting {expected!r}, got {message!r}")
+    return [label, f"{seconds:.1f}", repr(message)[:90], "one line", "ok" if ok else "FAIL"]
 
 
 def _print_table(rows: list[list[str]], timings: dict[str, float], files: TinyFiles) -> None:

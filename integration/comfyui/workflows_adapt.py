@@ -6,7 +6,8 @@ prompts, images, decode and SaveLatent) and changes only what a CPU test needs:
 - the loaders name the tiny DiT, VAE and LoRA (a random one in the layout ``pusa-fw export-lora``
   writes, at the workflow's strength, 1.4);
 - CLIPLoader + CLIPTextEncode become Pusa Prompt Embedding nodes reading the embedding pusa-fw computed for
-  the same text (ComfyUI's umT5-xxl loader cannot build the tiny encoder);
+  the same text, copied into ComfyUI's ``models/pusa_embeddings`` (ComfyUI's umT5-xxl loader cannot build
+  the tiny encoder);
 - frames, size, steps and seed become `SETTINGS`.
 
 `generate_args` reads the same workflow into ``pusa-fw generate`` options, so both sides run one setup.
@@ -18,7 +19,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "adapt", "bad_keyframe_workflow", "generate_args", "prompts_of"]
+__all__ = ["SETTINGS", "adapt", "bad_embedding_workflow", "bad_keyframe_workflow", "generate_args", "prompts_of"]
 
 SETTINGS = {"num_frames": 9, "height": 32, "width": 32, "num_steps": 4, "seed": 42}
 """What the tiny run uses in place of the examples' 81 frames at 832x480, 10 steps, seed 0."""
@@ -51,7 +52,7 @@ def prompts_of(workflow: Nodes) -> tuple[str, str]:
 
 
 def adapt(
-    workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, Path], lora_name: str | None = None
+    workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, str], lora_name: str | None = None
 ) -> Nodes:
     """A copy of `workflow` for the tiny models (see the module docstring).
 
@@ -59,7 +60,8 @@ def adapt(
         workflow: an example API workflow of the pack.
         dit_name: file name of the tiny DiT in ``models/diffusion_models``.
         vae_name: file name of the tiny VAE in ``models/vae``.
-        embeddings: prompt text -> safetensors file of its embedding (pusa-fw prompt cache entry).
+        embeddings: prompt text -> name of its embedding file (a pusa-fw prompt cache entry) in ComfyUI's
+            ``models/pusa_embeddings``.
         lora_name: file name of the tiny LoRA in ``models/loras`` (its strength stays the workflow's);
             None bypasses the LoRA loader.
     """
@@ -74,7 +76,7 @@ def adapt(
         text = nodes[key]["inputs"]["text"]
         nodes[key] = {
             "class_type": "PusaPromptEmbedding",
-            "inputs": {"path": str(embeddings[text]), "pad_to": 512},
+            "inputs": {"embedding": embeddings[text], "pad_to": 512},
         }
     for key in _of(nodes, "CLIPLoader"):
         del nodes[key]
@@ -94,6 +96,14 @@ def bad_keyframe_workflow(adapted: Nodes) -> Nodes:
     """`adapted` with a keyframes task whose second keyframe (pixel 40) is past the end of the video."""
     nodes = copy.deepcopy(adapted)
     _one(nodes, "PusaTask").update(task="keyframes", strengths="0.8", positions="0, 40")
+    return nodes
+
+
+def bad_embedding_workflow(adapted: Nodes, name: str) -> Nodes:
+    """`adapted` with its first Pusa Prompt Embedding asking for `name` (a value not in the node's list)."""
+    nodes = copy.deepcopy(adapted)
+    key = _of(nodes, "PusaPromptEmbedding")[0]
+    nodes[key]["inputs"]["embedding"] = name
     return nodes
 
 

@@ -4,8 +4,8 @@
 - **Pusa Conditioning** encodes the given images and clips with the stock `VAE` at the plan's latent frames.
 - **Pusa Sampler** runs the plan on the stock Wan `MODEL` with pusa-fw's own sampling loop.
 - **Pusa Prompt Schedule** adds prompts along a rolling or loop timeline.
-- **Pusa Prompt Embedding** reads a text embedding saved by pusa-fw (its prompt cache format) as a
-  `CONDITIONING`, for prompts encoded once outside ComfyUI.
+- **Pusa Prompt Embedding** reads a text embedding saved by pusa-fw (its prompt cache format) from
+  ComfyUI's ``models/pusa_embeddings`` folder as a `CONDITIONING`, for prompts encoded once outside ComfyUI.
 
 Every node is V3; nothing here needs the V1 style. Bodies are thin: the work is in `plan_spec`, `media`,
 `sampling` and `prompts`, and every error leaves a node as one line (`errors.node_errors`).
@@ -178,17 +178,20 @@ class PusaPromptSchedule(io.ComfyNode):
 
 
 class PusaPromptEmbedding(io.ComfyNode):
-    """A text embedding saved by pusa-fw (prompt cache format) as a CONDITIONING."""
+    """A text embedding saved by pusa-fw (prompt cache format), from ComfyUI's models/pusa_embeddings."""
 
     @classmethod
     def define_schema(cls) -> io.Schema:
+        from .embedding import EMBEDDING_FOLDER, embedding_names
+
         return io.Schema(
             node_id="PusaPromptEmbedding",
             display_name="Pusa Prompt Embedding",
             category=CATEGORY,
             description="Read a prompt embedding pusa-fw wrote (safetensors, tensor 'embedding' [tokens, dim]).",
             inputs=[
-                io.String.Input("path", default="", tooltip="the .safetensors file (pusa-fw prompt cache entry)"),
+                io.Combo.Input("embedding", options=embedding_names(), tooltip=(
+                    f"a pusa-fw prompt cache entry copied into ComfyUI's models/{EMBEDDING_FOLDER} folder")),
                 io.Int.Input("pad_to", default=512, min=0, max=4096,
                              tooltip="zero-pad to this many tokens, as Wan's text encoder does (0 = no padding)"),
             ],
@@ -196,11 +199,11 @@ class PusaPromptEmbedding(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, path: str, pad_to: int) -> io.NodeOutput:
+    def execute(cls, embedding: str, pad_to: int) -> io.NodeOutput:
         from .embedding import load_prompt_embedding
 
         with node_errors("Pusa Prompt Embedding"):
-            return io.NodeOutput([[load_prompt_embedding(path, pad_to), {}]])
+            return io.NodeOutput([[load_prompt_embedding(embedding, pad_to), {}]])
 
 
 NODES: list[type[io.ComfyNode]] = [PusaTask, PusaConditioning, PusaSampler, PusaPromptSchedule, PusaPromptEmbedding]

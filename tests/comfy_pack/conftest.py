@@ -23,12 +23,14 @@ HEAD_DIM = 16
 
 
 @pytest.fixture(autouse=True)
-def _reset_standin() -> None:
+def _reset_standin(tmp_path: Path) -> None:
     import comfy.model_management
     import comfy.utils
+    import folder_paths
 
     comfy.model_management.reset()
     comfy.utils.bars.clear()
+    folder_paths.reset(str(tmp_path / "comfyui" / "models"))
 
 
 @pytest.fixture(scope="session")

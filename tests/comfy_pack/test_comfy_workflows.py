@@ -53,23 +53,56 @@ def test_the_rolling_example_changes_its_prompt() -> None:
     assert schedule["class_type"] == "PusaPromptSchedule" and schedule["inputs"]["frame"] == 81
 
 
-def test_prompt_embedding_reads_a_pusa_fw_prompt_file(tmp_path: Path) -> None:
+def test_prompt_embedding_reads_a_file_from_the_pusa_embeddings_folder(tmp_path: Path) -> None:
+    import folder_paths
     from safetensors.torch import save_file
 
     from pusa_fw_comfy.errors import PusaNodeError
     from pusa_fw_comfy.nodes import PusaPromptEmbedding
 
+    folder = Path(folder_paths.models_dir) / "pusa_embeddings"
+    (folder / "sub").mkdir(parents=True)
     embedding = torch.randn(7, 32)
-    file = tmp_path / "prompt.safetensors"
-    save_file({"embedding": embedding}, str(file))
-    (conditioning,) = PusaPromptEmbedding.execute(str(file), 512).args
+    save_file({"embedding": embedding}, str(folder / "prompt.safetensors"))
+    save_file({"embedding": embedding[:3]}, str(folder / "sub" / "short.safetensors"))
+    save_file({"other": embedding}, str(folder / "other.safetensors"))
+    (folder / "junk.safetensors").write_bytes(b"not a tensor file")
+    (folder / "notes.txt").write_text("not listed")
+    combo = {item.id: item for item in PusaPromptEmbedding.define_schema().inputs}["embedding"]
+    assert combo.io_type == "COMBO"
+    assert combo.options["options"] == ["junk.safetensors", "other.safetensors", "prompt.safetensors",
+                                        "sub/short.safetensors"]
+    (conditioning,) = PusaPromptEmbedding.execute("prompt.safetensors", 512).args
     tensor = conditioning[0][0]
     assert tensor.shape == (1, 512, 32) and torch.equal(tensor[0, :7], embedding)
     assert torch.count_nonzero(tensor[0, 7:]) == 0
-    assert PusaPromptEmbedding.execute(str(file), 0).args[0][0][0].shape == (1, 7, 32)
-    save_file({"other": embedding}, str(tmp_path / "other.safetensors"))
-    (tmp_path / "junk.safetensors").write_bytes(b"not a tensor file")
-    for path, words in ((tmp_path / "missing.safetensors", "is not a file"), (tmp_path / "other.safetensors",
-                        "no tensor 'embedding'"), (tmp_path / "junk.safetensors", "not a safetensors file")):
+    assert PusaPromptEmbedding.execute("prompt.safetensors", 0).args[0][0][0].shape == (1, 7, 32)
+    assert PusaPromptEmbedding.execute("sub/short.safetensors", 0).args[0][0][0].shape == (1, 3, 32)
+    for name, words in (("other.safetensors", "no tensor 'embedding'"), ("junk.safetensors", "not a safetensors")):
         with pytest.raises(PusaNodeError, match=words):
-            PusaPromptEmbedding.execute(str(path), 512)
+            PusaPromptEmbedding.execute(name, 512)
+
+
+def test_prompt_embedding_reads_nothing_outside_its_folder(tmp_path: Path) -> None:
+    """A value that is not a listed name is refused before any file is read, and the folder is not shown."""
+    import folder_paths
+    from safetensors.torch import save_file
+
+    from pusa_fw_comfy.errors import PusaNodeError
+    from pusa_fw_comfy.nodes import PusaPromptEmbedding
+
+    models = Path(folder_paths.models_dir)
+    folder = models / "pusa_embeddings"
+    folder.mkdir(parents=True)
+    save_file({"embedding": torch.randn(2, 8)}, str(folder / "listed.safetensors"))
+    outside = models / "outside.safetensors"
+    save_file({"embedding": torch.randn(2, 8), "secret_tensor": torch.zeros(1)}, str(outside))
+    home = Path("~").expanduser() / "pusa_fw_probe_does_not_exist.safetensors"
+    for value in (str(outside), "../outside.safetensors", "sub/../../outside.safetensors", str(home),
+                  "~/outside.safetensors", "~", "/etc/passwd", "", "listed.safetensors/../listed.safetensors"):
+        with pytest.raises(PusaNodeError) as raised:
+            PusaPromptEmbedding.execute(value, 512)
+        message = str(raised.value)
+        assert "\n" not in message and "is not a file listed in ComfyUI's models/pusa_embeddings" in message
+        assert ("listed" in value or "listed.safetensors" not in message) and "secret" not in message
+    assert PusaPromptEmbedding.execute("listed.safetensors", 0).args[0][0][0].shape == (1, 2, 8)
