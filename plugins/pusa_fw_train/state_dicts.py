@@ -29,6 +29,8 @@ __all__ = [
     "gather_full_state_dict",
     "load_full_optimizer_state",
     "load_full_state_dict",
+    "load_rank0_state",
+    "rank0_state",
     "trainable_names",
 ]
 
@@ -146,3 +148,23 @@ def load_full_optimizer_state(
             f"(e.g. {sorted(wanted - saved)[:3]}), {len(saved - wanted)} unknown (e.g. {sorted(saved - wanted)[:3]})"
         )
     set_optimizer_state_dict(model, optimizer, state, options=StateDictOptions(full_state_dict=True))
+
+
+def rank0_state(model: nn.Module, rank: int) -> dict[str, torch.Tensor]:
+    """Rank 0's own full weights before sharding (references, no copies); ``{}`` on the other ranks.
+
+    Pair it with `load_rank0_state` after ``fully_shard``: only rank 0's values count, so ranks that built
+    their copies independently end up with rank 0's weights.
+    """
+    return get_model_state_dict(model) if rank == 0 else {}
+
+
+def load_rank0_state(model: nn.Module, reference: dict[str, torch.Tensor]) -> None:
+    """Give every rank rank 0's weights (from `rank0_state`), each rank keeping only its FSDP2 shard.
+
+    Every rank calls it. The tensors go out from rank 0 one at a time
+    (``StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)``), so a rank's device holds at
+    most one full tensor beside its shards, never the whole model.
+    """
+    options = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+    set_model_state_dict(model, reference, options=options)

@@ -1,25 +1,32 @@
 """Wrapping a model for data-parallel training under a `ParallelContext`: DDP or FSDP2, and gradient sync.
 
 `wrap_model` puts the model on the rank's device and wraps it: DDP for a LoRA (only trainable parameters
-are reduced), FSDP2 through the backbone adapter's ``shard`` (e.g. ``fully_shard`` per block, then the
-root) for a full fine-tune. Build the optimizer *after* wrapping (FSDP2 replaces the parameters by sharded
-ones). `gradient_sync` turns the reduction off for accumulation micro-steps.
+are reduced; the frozen base and the buffers are neither broadcast at start-up nor before each forward),
+FSDP2 through the backbone adapter's ``shard`` (e.g. ``fully_shard`` per block, then the root) for a full
+fine-tune. Build the optimizer *after* wrapping (FSDP2 replaces the parameters by sharded ones).
+
+`gradient_sync` turns DDP's all-reduce off for accumulation micro-steps. FSDP2 reduce-scatters on every
+micro-step instead (as torchtitan does): its sharded gradients accumulate at 1/N size, while skipping the
+reduction would keep an unsharded (fp32 under ``reduce_dtype``) gradient of every parameter on every rank,
+56 GB per GPU for a 14B full fine-tune.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
-import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import FSDPModule
+from torch.nn.parallel import DistributedDataParallel
 
 from pusa_fw.errors import InputError
 
 from .parallel import ParallelContext, Strategy, check_strategy
 
-__all__ = ["check_trainable", "gradient_sync", "unwrap_model", "wrap_model"]
+__all__ = ["check_trainable", "gradient_sync", "ignore_frozen_in_ddp", "unwrap_model", "wrap_model"]
 
 
 def _trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -83,59 +90,79 @@ def wrap_model(
         return model.to(ctx.device)
     check_trainable(model, ctx)
     if strategy == "ddp":
-        from torch.nn.parallel import DistributedDataParallel
-
         model = model.to(ctx.device)
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # DDP broadcasts rank 0's parameters and buffers once here, then all-reduces only the gradients
-        # of parameters that require them (the LoRA factors for a LoRA run).
-        return DistributedDataParallel(model, device_ids=device_ids)
+        ignore_frozen_in_ddp(model)
+        # DDP broadcasts rank 0's trainable parameters once here (the LoRA factors), then all-reduces
+        # their gradients; the frozen base and the buffers are the same on every rank by construction.
+        # broadcast_buffers=False: no buffer broadcast before each forward (newer torch calls the flag
+        # deprecated but keeps it, and its replacement still syncs at init).
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*broadcast_buffers.*", category=FutureWarning)
+            return DistributedDataParallel(model, device_ids=device_ids, broadcast_buffers=False)
     if shard is None:
         raise InputError("FSDP2 needs the backbone's shard function (its training adapter's shard); pass shard=")
-    model = model.to(ctx.device)
-    _broadcast_parameters(model)
-    return shard(
+    from .state_dicts import load_rank0_state, rank0_state
+
+    reference = rank0_state(model, ctx.rank)
+    # fully_shard moves each group's tensors to the mesh's device as it shards them, so the device never
+    # holds more than the shards plus one group's full tensors (no whole-model .to(device) first).
+    sharded = shard(
         model,
         ctx.mesh["dp"],
         param_dtype=param_dtype,
         reduce_dtype=reduce_dtype,
         reshard_after_forward=reshard_after_forward,
     )
+    _move_unsharded(sharded, ctx.device)
+    load_rank0_state(sharded, reference)
+    return sharded
 
 
 @torch.no_grad()
-def _broadcast_parameters(model: nn.Module) -> None:
-    """Give every rank rank 0's weights before sharding (random LoRA init may differ per rank)."""
-    for tensor in [*model.parameters(), *model.buffers()]:
-        dist.broadcast(tensor.data, src=0)
+def _move_unsharded(model: nn.Module, device: torch.device) -> None:
+    """Move the tensors a backbone's ``shard`` left out of every FSDP2 group (plain, not DTensor)."""
+    from torch.distributed.tensor import DTensor
+
+    for module in model.modules():
+        for name, parameter in module._parameters.items():
+            if parameter is not None and not isinstance(parameter, DTensor) and parameter.device != device:
+                module._parameters[name] = nn.Parameter(parameter.to(device), parameter.requires_grad)
+        for name, buffer in module._buffers.items():
+            if buffer is not None and not isinstance(buffer, DTensor) and buffer.device != device:
+                module._buffers[name] = buffer.to(device)
+
+
+def ignore_frozen_in_ddp(model: nn.Module) -> list[str]:
+    """Make DDP skip the frozen parameters and every buffer (no start-up broadcast of the base).
+
+    Merged with names already set on ``model`` (block swap sets its swapped tensors; a second
+    ``_set_params_and_buffers_to_ignore_for_model`` call would overwrite them). Returns the sorted list.
+    """
+    names = set(getattr(model, "_ddp_params_and_buffers_to_ignore", ()))
+    names.update(name for name, parameter in model.named_parameters() if not parameter.requires_grad)
+    names.update(name for name, _ in model.named_buffers())
+    ignored = sorted(names)
+    DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, ignored)
+    return ignored
 
 
 def unwrap_model(model: nn.Module) -> nn.Module:
     """The module under a DDP wrapper (an FSDP2 model is sharded in place and returned as is)."""
-    from torch.nn.parallel import DistributedDataParallel
-
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 @contextmanager
 def gradient_sync(model: nn.Module, enabled: bool) -> Iterator[None]:
-    """Turn gradient reduction off for accumulation micro-steps (on for the last one).
+    """Turn DDP's gradient all-reduce off for accumulation micro-steps (on for the last one).
 
-    Under DDP this is ``no_sync``; under FSDP2 ``set_requires_gradient_sync``; otherwise a no-op.
+    Under DDP this is ``no_sync`` (the unreduced gradients are the LoRA factors', small). An FSDP2 model
+    (`FSDPModule`) keeps reduce-scattering on every micro-step: its gradients then accumulate sharded, at
+    1/N of the parameter size, never as unsharded per-parameter gradients (see the module docstring).
+    Otherwise a no-op.
     """
-    from torch.distributed.fsdp import FSDPModule
-    from torch.nn.parallel import DistributedDataParallel
-
-    if enabled:
+    if enabled or isinstance(model, FSDPModule) or not isinstance(model, DistributedDataParallel):
         yield
-    elif isinstance(model, DistributedDataParallel):
-        with model.no_sync():
-            yield
-    elif isinstance(model, FSDPModule):
-        model.set_requires_gradient_sync(False)
-        try:
-            yield
-        finally:
-            model.set_requires_gradient_sync(True)
-    else:
+        return
+    with model.no_sync():
         yield
