@@ -12,7 +12,15 @@ import torch
 
 from pusa_fw.errors import InputError
 
-__all__ = ["STRATEGIES", "Strategy", "check_strategy", "env_int", "mesh_layout", "rank_device"]
+__all__ = [
+    "STRATEGIES",
+    "Strategy",
+    "check_strategy",
+    "env_int",
+    "mesh_layout",
+    "process_group_device",
+    "rank_device",
+]
 
 Strategy = Literal["none", "ddp", "fsdp"]
 STRATEGIES: tuple[str, ...] = ("none", "ddp", "fsdp")
@@ -55,14 +63,32 @@ def mesh_layout(mesh_shape: Mapping[str, int] | None, world_size: int) -> tuple[
 
 
 def rank_device(local_rank: int) -> torch.device:
-    """The local rank's GPU (made current), or the CPU without CUDA."""
+    """The local rank's GPU (made current), or the CPU without CUDA.
+
+    A rank that sees exactly one GPU takes it whatever its local rank: per-task binding (SLURM
+    ``--gpus-per-task=1``, or a launcher that sets ``CUDA_VISIBLE_DEVICES`` per rank) gives every rank its
+    own GPU as device 0. With several visible GPUs the local rank indexes them (torchrun on a node).
+
+    Raises:
+        InputError: several GPUs visible but fewer than ``local_rank + 1`` (more ranks than GPUs).
+    """
     if not torch.cuda.is_available():
         return torch.device("cpu")
     count = torch.cuda.device_count()
-    if local_rank >= count:
+    if 1 < count <= local_rank:
         raise InputError(
-            f"local rank {local_rank} has no GPU (this node has {count}); "
-            f"use torchrun --nproc_per_node {count} or fewer"
+            f"local rank {local_rank} has no GPU: {count} are visible; use torchrun --nproc_per_node {count} "
+            "or fewer, or bind one GPU per rank (CUDA_VISIBLE_DEVICES / --gpus-per-task=1)"
         )
-    torch.cuda.set_device(local_rank)
-    return torch.device("cuda", local_rank)
+    index = local_rank if count > 1 else 0
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def process_group_device(device: torch.device) -> dict[str, torch.device]:
+    """``init_process_group`` keywords for the rank's `device`: ``{"device_id": device}`` on CUDA, else ``{}``.
+
+    Binding the NCCL group to the device initialises it eagerly on that GPU (and lets barriers know their
+    device) instead of guessing from the current device at the first collective.
+    """
+    return {"device_id": device} if device.type == "cuda" else {}
