@@ -1,10 +1,18 @@
 """Block swap in training (``block_swap = N``): the frozen weights of the last N transformer blocks live in
 host memory (pinned on CUDA) and are copied to the device only while a block computes.
 
-Each swapped block keeps one host *master* of every frozen parameter and buffer. When the block is called
-(the forward, and the recomputation of gradient checkpointing in the backward), `BlockSwap` puts device
-copies of the masters in the block's place for the duration of the call and puts the masters back after
-it. The copies are plain tensors, so whatever autograd saves for the backward keeps its own reference to
+Each swapped block keeps one host *master* of every frozen parameter and buffer, all of them aligned views
+of ONE flat host buffer per block (`pusa_fw.host_memory.HostArena`: page-locked once with
+``cudaHostRegister`` on CUDA, so no per-tensor power-of-two rounding of PyTorch's pinned allocator). When
+the block is called (the forward, and the recomputation of gradient checkpointing in the backward),
+`BlockSwap` copies that buffer to the device in ONE copy and puts views of the copy in the block's place.
+The masters go back lazily: when the next swapped block is taken, when the model's forward ends without
+gradients, or when the backward is done (an autograd engine callback), never when the block call returns.
+That matters with ``token_chunks > 1``: each chunk of cross-attention / FFN is a checkpoint nested in the
+block's own, and the backward recomputes those chunks after the block's recomputation has returned, reading
+the weights from the module again; they must still be the device copies then. Block k's chunks are all
+recomputed before block k - 1 is, so block k keeps its copies exactly as long as needed.
+The copies are plain tensors, so whatever autograd saves for the backward keeps its own reference to
 them and they are freed when the block's backward is done; no weight is ever written back (the base is
 frozen). Trainable tensors (LoRA factors) are not swapped: they stay on the device with the optimizer.
 
@@ -31,6 +39,7 @@ import torch
 from torch import nn
 
 from pusa_fw.errors import InputError
+from pusa_fw.host_memory import HostArena
 
 __all__ = ["BlockSwap"]
 
@@ -49,17 +58,16 @@ class _SwappedBlock:
                 for name, tensor in table.items():
                     if tensor is None or tensor.requires_grad:
                         continue
-                    master = tensor.detach().to("cpu")
-                    if pin_memory and not master.is_pinned():
-                        master = master.pin_memory()
-                    tensor.data = master
                     self.slots.append((table, name))
                     self.masters.append(tensor)
                     self.names.append(f"{prefix}{module_name}.{name}" if module_name else f"{prefix}{name}")
+        self.arena = HostArena([tensor.detach() for tensor in self.masters], pin=pin_memory)
+        for tensor, view in zip(self.masters, self.arena.views, strict=True):
+            tensor.data = view
 
     def bytes(self) -> int:
-        """Bytes of the block's swapped tensors."""
-        return sum(tensor.numel() * tensor.element_size() for tensor in self.masters)
+        """Bytes of the block's host buffer (its swapped tensors plus alignment padding)."""
+        return self.arena.nbytes
 
 
 class BlockSwap:
@@ -80,6 +88,7 @@ class BlockSwap:
             once more in the recomputation of the backward).
         live_bytes: bytes of swapped-block copies alive now (on the device).
         peak_live_bytes: the most `live_bytes` has been (at most two blocks' worth).
+        pinned_bytes: bytes of page-locked host memory held (0 unless pinned).
 
     Raises:
         InputError: no ``blocks`` ModuleList, or `count` outside 1 .. len(blocks).
@@ -106,7 +115,10 @@ class BlockSwap:
         self.copies = 0
         self.live_bytes = 0
         self.peak_live_bytes = 0
+        self.pinned_bytes = sum(swapped.arena.nbytes for swapped in self.blocks if swapped.arena.pinned)
         self._direction = 1
+        self._holding: int | None = None  # the block whose slots hold device copies now
+        self._backward_task: int | None = None  # the backward that will put the masters back at its end
         self._pending: dict[int, tuple[list[torch.Tensor], Any]] = {}
         on_cuda = self.device.type == "cuda" and prefetch
         self._stream: Any = torch.cuda.Stream(self.device) if on_cuda else None
@@ -126,17 +138,27 @@ class BlockSwap:
         DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(model, names)
 
     def host_bytes(self) -> int:
-        """Bytes of the swapped tensors (held on the host)."""
+        """Bytes of host memory holding the swapped tensors (their bytes plus < 512 B padding each)."""
         return sum(swapped.bytes() for swapped in self.blocks)
+
+    def close(self) -> None:
+        """Put every master back and unpin the host buffers (the swap keeps working, unpinned)."""
+        self._put_back()
+        self._pending.clear()
+        for swapped in self.blocks:
+            swapped.arena.close()
+        self.pinned_bytes = 0
 
     # ------------------------------------------------------------------ hooks
 
     def _forward_begins(self, _module: nn.Module, _inputs: Any) -> None:
+        self._put_back()
         self._direction = 1
         self._pending.clear()
         self._start_prefetch(0)
 
     def _forward_ends(self, _module: nn.Module, _inputs: Any, _output: Any) -> None:
+        self._put_back()
         if torch.is_grad_enabled():  # a backward follows: its recomputation runs the blocks last to first
             self._direction = -1
             self._start_prefetch(len(self.blocks) - 1)
@@ -144,14 +166,24 @@ class BlockSwap:
     # ------------------------------------------------------------------ copies
 
     def _copy(self, position: int) -> list[torch.Tensor]:
+        """Views of one device copy of block `position`'s host buffer (counted in `live_bytes`)."""
         self.copies += 1
-        copies = [master.detach().to(self.device, copy=True, non_blocking=master.is_pinned())
-                  for master in self.blocks[position].masters]
-        for copy in copies:  # count the device bytes until autograd (or this object) lets go of them
-            size = copy.numel() * copy.element_size()
-            self.live_bytes += size
-            weakref.finalize(copy, self._release, size)
+        arena = self.blocks[position].arena
+        copies = arena.to_device(self.device)
+        if not copies:
+            return copies
+        size = arena.nbytes
+        self.live_bytes += size
         self.peak_live_bytes = max(self.peak_live_bytes, self.live_bytes)
+        alive = [len(copies)]
+
+        def one_view_gone() -> None:  # the device buffer is freed with its last view
+            alive[0] -= 1
+            if alive[0] == 0:
+                self._release(size)
+
+        for copy in copies:  # until autograd (or this object) lets go of them
+            weakref.finalize(copy, one_view_gone)
         return copies
 
     def _release(self, size: int) -> None:
@@ -179,23 +211,48 @@ class BlockSwap:
         if event is not None:
             compute = torch.cuda.current_stream(self.device)
             compute.wait_event(event)
-            for tensor in copies:  # memory made on the copy stream, now used by the compute stream
-                tensor.record_stream(compute)
+            if copies:  # one device buffer made on the copy stream, now used by the compute stream
+                copies[0].record_stream(compute)
         return copies
 
     @contextlib.contextmanager
     def on_device(self, position: int) -> Iterator[None]:
-        """Block `position`'s frozen tensors replaced by device copies while the body runs."""
+        """Block `position`'s frozen tensors replaced by device copies from here until they are put back.
+
+        They are put back lazily (see the module docstring): the nested token-chunk checkpoints of the
+        block are recomputed in the backward after this body has returned and still read them.
+        """
         copies = self._take(position)
-        self._start_prefetch(position + self._direction)
+        self._put_back()
         swapped = self.blocks[position]
         for (table, name), copy in zip(swapped.slots, copies, strict=True):
             table[name] = copy
-        try:
-            yield
-        finally:
-            for (table, name), master in zip(swapped.slots, swapped.masters, strict=True):
-                table[name] = master
+        self._holding = position
+        self._start_prefetch(position + self._direction)
+        self._put_back_after_backward()
+        yield
+
+    def _put_back(self) -> None:
+        """The held block's masters back in its slots (its device copies live on while autograd holds them)."""
+        if self._holding is None:
+            return
+        swapped = self.blocks[self._holding]
+        for (table, name), master in zip(swapped.slots, swapped.masters, strict=True):
+            table[name] = master
+        self._holding = None
+
+    def _put_back_after_backward(self) -> None:
+        """Inside a backward (the recomputation), have the engine put the masters back once it is done."""
+        task = torch._C._current_graph_task_id()
+        if task == -1 or task == self._backward_task:
+            return
+        self._backward_task = task
+        torch.autograd.Variable._execution_engine.queue_callback(self._backward_done)
+
+    def _backward_done(self) -> None:
+        self._backward_task = None
+        self._put_back()
+        self._pending.clear()
 
 
 def _keep_on_host(block: nn.Module, managed: set[int]) -> None:
