@@ -19,8 +19,15 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.distributed.fsdp import FSDPModule
 from torch.nn.parallel import DistributedDataParallel
+
+try:  # public FSDP2 names from torch 2.6 on (pyproject's floor; tests/test_torch_floor.py)
+    from torch.distributed.fsdp import FSDPModule
+except ImportError as error:  # pragma: no cover - only on torch < 2.6
+    raise ImportError(
+        f"pusa-fw training needs torch>=2.6 (FSDP2's public torch.distributed.fsdp), found {torch.__version__}; "
+        "upgrade torch"
+    ) from error
 
 from pusa_fw.errors import InputError
 
