@@ -7,6 +7,7 @@ deep copy whose weights were changed by hand (scale = alpha / rank where the fil
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -109,7 +110,10 @@ def test_peft_style_names_scale_one_or_alpha(tmp_path, style):
     check_against(model, reference, base)
 
 
-def test_diffusers_names_metadata_alpha_bias_and_conv(tmp_path):
+@pytest.mark.parametrize("prefix", ["", "transformer."], ids=["unprefixed", "diffusers-prefixed"])
+def test_diffusers_names_metadata_alpha_bias_and_conv(tmp_path, prefix):
+    """`lora_adapter_metadata` as older pusa-fw exports wrote it (`lora_alpha`) and as diffusers'
+    `save_lora_weights` writes it (`transformer.lora_alpha`, next to another component's keys)."""
     model, generator = tiny_dit(), torch.Generator().manual_seed(3)
     reference, base = copy.deepcopy(model), output(model)
     tensors, strength, lora_alpha = {}, 0.8, 1.5
@@ -122,7 +126,10 @@ def test_diffusers_names_metadata_alpha_bias_and_conv(tmp_path):
     tensors["transformer.blocks.0.attn1.to_out.0.lora_B.bias"] = bias
     with torch.no_grad():
         reference.get_submodule("blocks.0.self_attn.o").bias += strength * lora_alpha / RANK * bias
-    metadata = {"lora_adapter_metadata": f'{{"r": {RANK}, "lora_alpha": {lora_alpha}}}'}
+    adapter = {f"{prefix}r": RANK, f"{prefix}lora_alpha": lora_alpha}
+    if prefix:  # another component's config must not be read for the transformer
+        adapter |= {"text_encoder.r": RANK, "text_encoder.lora_alpha": 7.0, "lora_alpha": 11.0}
+    metadata = {"lora_adapter_metadata": json.dumps(adapter)}
     save_file(tensors, tmp_path / "diffusers.safetensors", metadata=metadata)
     report = apply_loras(model, [LoraSpec(tmp_path / "diffusers.safetensors", strength=strength)])
     assert report.loras[0].naming == "diffusers"
@@ -263,6 +270,16 @@ def test_shape_mismatch_and_broken_files_are_clear_errors(tmp_path):
         load_lora_state(tmp_path / "pickled.pt")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_lora_state(tmp_path / "missing.safetensors")
+    save_file(
+        {
+            "blocks.0.ffn.0.lora_A.weight": torch.zeros(RANK, 32),
+            "blocks.0.ffn.0.lora_B.weight": torch.zeros(64, RANK),
+        },
+        tmp_path / "list_metadata.safetensors",
+        metadata={"lora_adapter_metadata": "[4, 8]"},
+    )
+    with pytest.raises(CheckpointError, match="lora_adapter_metadata.*JSON list, not an object"):
+        load_lora_state(tmp_path / "list_metadata.safetensors")
     save_file({"completely.unrelated.weight": torch.zeros(2)}, tmp_path / "unrelated.safetensors")
     with pytest.raises(CheckpointError, match="matches no module.*completely.unrelated.weight"):
         apply_loras(model, [LoraSpec(tmp_path / "unrelated.safetensors")], strict=False)

@@ -9,7 +9,9 @@ delta is `strength * scale * B @ A`.
 - pusa-fw training checkpoints (`adapter.safetensors`): PEFT names without `.default`; alpha from the
   safetensors metadata (`format = "pusa-fw-lora"`, `alpha`).
 - diffusers: `transformer.blocks.0.attn1.to_q.lora_A.weight`, optional `...lora_B.bias`. Alpha from the
-  safetensors metadata `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`), else scale 1.
+  safetensors metadata `lora_adapter_metadata` (`lora_alpha`, `alpha_pattern`), else scale 1. diffusers'
+  `save_lora_weights` prefixes those keys with the component (`transformer.lora_alpha`); when any key is
+  prefixed `transformer.`, those are the ones read, else the unprefixed ones (older pusa-fw exports).
 - ComfyUI / lightx2v / CausVid: `diffusion_model.blocks.0.self_attn.q.lora_down.weight` (or
   `lora_A`), `.alpha`, `.diff`, `.diff_b`. Alpha from the `.alpha` key, else scale 1.
 - kohya / musubi-tuner: `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha`. Alpha from the
@@ -41,6 +43,7 @@ _PAIR_KEY = re.compile(
 )
 _SINGLE_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>alpha|diff|diff_b)")
 _METADATA_KEY = "lora_adapter_metadata"
+_COMPONENT = "transformer."
 
 
 @dataclass
@@ -120,6 +123,12 @@ def _metadata_alphas(metadata: dict[str, str], path: Path) -> tuple[float | None
         raise CheckpointError(
             f"LoRA file {str(path)!r}: metadata {_METADATA_KEY!r} is not JSON: {error}"
         ) from error
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"LoRA file {str(path)!r}: metadata {_METADATA_KEY!r} is a JSON {type(config).__name__}, "
+            "not an object; the file is damaged"
+        )
+    config = _component_config(config)
     for flag in ("use_dora", "use_rslora"):
         if config.get(flag):
             raise CheckpointError(
@@ -128,6 +137,14 @@ def _metadata_alphas(metadata: dict[str, str], path: Path) -> tuple[float | None
     alpha = config.get("lora_alpha")
     pattern = {str(key): float(value) for key, value in (config.get("alpha_pattern") or {}).items()}
     return (None if alpha is None else float(alpha)), pattern
+
+
+def _component_config(config: dict[str, object]) -> dict[str, object]:
+    """The transformer's LoRA config out of a `lora_adapter_metadata` object: the keys under the
+    `transformer.` prefix (diffusers' layout, one entry per pipeline component) when there are any, else
+    the unprefixed keys."""
+    prefixed = {key[len(_COMPONENT) :]: value for key, value in config.items() if key.startswith(_COMPONENT)}
+    return prefixed or config
 
 
 def _scalar(tensor: torch.Tensor, key: str) -> float:
