@@ -9,12 +9,19 @@ Output layouts:
 
 - ``comfyui`` (default): ``diffusion_model.<wan module>.lora_A.weight`` / ``.lora_B.weight`` and a scalar
   ``diffusion_model.<wan module>.alpha``;
-- ``diffusers``: ``transformer.<diffusers module>.lora_A.weight`` / ``.lora_B.weight`` with ``rank`` and
-  ``lora_alpha`` in the ``lora_adapter_metadata`` header (what diffusers' ``load_lora_weights`` reads).
+- ``diffusers``: ``transformer.<diffusers module>.lora_A.weight`` / ``.lora_B.weight``, with the scale
+  ``alpha / rank`` folded into ``lora_B``, and a ``lora_adapter_metadata`` header in diffusers' own layout
+  (the keys prefixed with the component, as ``WanPipeline.save_lora_weights`` writes them):
+  ``transformer.r`` = rank, ``transformer.lora_alpha`` = rank (scale 1, the folded file's truth) and
+  ``transformer.target_modules`` = the exact diffusers module paths. diffusers' loaders keep only the
+  metadata keys under their prefix (an unprefixed header became an empty ``LoraConfig`` and peft's
+  ``KeyError: 'model_type'``); the scale is folded because ``WanTransformer3DModel.load_lora_adapter(path)``
+  reads no header at all unless given ``use_safetensors=True``, and a reader that ignores the header then
+  applies scale 1: with the scale in the tensors, every reader applies the trained LoRA.
 
-Both carry the same metadata: rank, alpha, targets, the PTSS law, the base-model hash, the step, the
-recommended strength and the full training config. Strength 1 applies the LoRA exactly as it was trained
-(``alpha / rank * B @ A``).
+Both carry the same metadata: rank, alpha (the training alpha), targets, the PTSS law, the base-model hash,
+the step, the recommended strength and the full training config. Strength 1 applies the LoRA exactly as it
+was trained (``alpha / rank * B @ A``).
 """
 
 from __future__ import annotations
@@ -177,25 +184,42 @@ def _adapter_file(checkpoint: Path, ema: bool) -> Path:
     raise CheckpointError(f"{str(path)!r} does not exist{hint}")
 
 
+def _diffusers_names(pairs: dict[str, dict[str, torch.Tensor]]) -> dict[str, str]:
+    """Original module path -> diffusers module path, for every exported module."""
+    names = {}
+    for module in pairs:
+        diffusers = original_to_diffusers(module)
+        if diffusers is None:
+            raise CheckpointError(f"module {module!r} has no diffusers name; export with --layout comfyui")
+        names[module] = diffusers
+    return names
+
+
 def _output_tensors(
-    pairs: dict[str, dict[str, torch.Tensor]], alpha: float, layout: str
+    pairs: dict[str, dict[str, torch.Tensor]], alpha: float, rank: int, layout: str
 ) -> dict[str, torch.Tensor]:
+    """The file's tensors: A ``[r, in]`` and B ``[out, r]`` per module (ComfyUI: plus a scalar alpha;
+    diffusers: B scaled by ``alpha / rank``)."""
     tensors: dict[str, torch.Tensor] = {}
+    diffusers = _diffusers_names(pairs) if layout == "diffusers" else {}
     for module in sorted(pairs):
         down, up = (pairs[module][half].to(torch.float32).contiguous() for half in ("lora_A", "lora_B"))
         if layout == "comfyui":
             prefix = f"diffusion_model.{module}"
             tensors[f"{prefix}.alpha"] = torch.tensor(alpha, dtype=torch.float32)
         else:
-            diffusers = original_to_diffusers(module)
-            if diffusers is None:
-                raise CheckpointError(
-                    f"module {module!r} has no diffusers name; export with --layout comfyui"
-                )
-            prefix = f"transformer.{diffusers}"
+            prefix = f"transformer.{diffusers[module]}"
+            up = up * (alpha / rank)
         tensors[f"{prefix}.lora_A.weight"] = down
         tensors[f"{prefix}.lora_B.weight"] = up
     return tensors
+
+
+def _diffusers_adapter_metadata(pairs: dict[str, dict[str, torch.Tensor]], rank: int) -> str:
+    """diffusers' ``lora_adapter_metadata`` for the folded tensors: the peft ``LoraConfig`` of the
+    ``transformer`` component, each key prefixed ``transformer.`` (diffusers drops unprefixed keys)."""
+    config = {"r": rank, "lora_alpha": rank, "target_modules": sorted(_diffusers_names(pairs).values())}
+    return json.dumps({f"transformer.{key}": value for key, value in config.items()}, sort_keys=True)
 
 
 def export_lora(
@@ -278,12 +302,6 @@ def export_lora(
         "config": json.dumps(config),
     }
     if layout == "diffusers":
-        header["lora_adapter_metadata"] = json.dumps(
-            {
-                "r": rank,
-                "lora_alpha": alpha,
-                "target_modules": sorted({str(original_to_diffusers(m)).split(".", 2)[-1] for m in pairs}),
-            }
-        )
-    target = write_tensor_file(out, _output_tensors(pairs, alpha, layout), metadata=header)
+        header["lora_adapter_metadata"] = _diffusers_adapter_metadata(pairs, rank)
+    target = write_tensor_file(out, _output_tensors(pairs, alpha, rank, layout), metadata=header)
     return ExportedLora(target, layout, len(pairs), rank, alpha, step, header)
