@@ -75,6 +75,7 @@ RESUMABLE_CHANGES: tuple[str, ...] = (
     "checkpoint",
     "logging",
     "collective_timeout_s",
+    "main_rank_timeout_s",
     "block_swap",
     "activation_offload",
 )
@@ -134,7 +135,13 @@ class TrainConfig(BaseModel):
         check_memory_options(self)
         return self
     collective_timeout_s: int = Field(
-        600, ge=1, description="seconds a collective (a barrier around a save, a gradient reduce) may wait"
+        600, ge=1, description="seconds a device collective (a gradient reduce, an all-gather) may wait"
+    )
+    main_rank_timeout_s: int = Field(
+        7200,
+        ge=1,
+        description="seconds the other ranks wait (host barrier, gloo) while rank 0 saves, renders or loads "
+        "the render encoders",
     )
 
 

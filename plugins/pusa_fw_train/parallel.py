@@ -37,6 +37,7 @@ from .launch_env import STRATEGIES, Strategy, check_strategy, env_int, mesh_layo
 from .sharding import global_mean_loss, shard_global_batch
 
 __all__ = [
+    "DEFAULT_HOST_TIMEOUT",
     "DEFAULT_TIMEOUT",
     "STRATEGIES",
     "ParallelContext",
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = timedelta(minutes=10)
+DEFAULT_HOST_TIMEOUT = timedelta(hours=2)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -63,6 +65,9 @@ class ParallelContext:
         strategy: "none", "ddp" or "fsdp".
         timeout: how long a collective waits for a missing rank.
         owns_process_group: True if `init_distributed` started the process group (and `close` ends it).
+        host_group: a gloo group over every rank with its own (long) timeout, for host-side waits and small
+            CPU collectives that must not block the device stream or trip the NCCL watchdog (None for one
+            process).
     """
 
     rank: int
@@ -73,6 +78,7 @@ class ParallelContext:
     strategy: str = "none"
     timeout: timedelta = DEFAULT_TIMEOUT
     owns_process_group: bool = field(default=False, repr=False)
+    host_group: Any = field(default=None, repr=False)
 
     @property
     def is_main(self) -> bool:
@@ -97,26 +103,37 @@ class ParallelContext:
         if self.is_distributed:
             dist.barrier()
 
+    def host_barrier(self) -> None:
+        """Wait for every rank on the host (`host_group`, gloo): no device work, the long host timeout."""
+        if self.is_distributed:
+            dist.barrier(group=self.host_group)
+
     @contextmanager
     def main_rank_work(self) -> Iterator[bool]:
         """Bracket rank-0-only work (a checkpoint write, a render) with barriers; yields `is_main`.
 
-        The other ranks wait in the closing barrier instead of running into the next collective, so a long
-        save can only hit the collective timeout (``timeout``), which is set for it, never a stray
-        all-reduce.
+        The other ranks wait in the closing barrier instead of running into the next collective. Both
+        barriers are host barriers on the gloo `host_group`, whose timeout (``main_rank_timeout_s``) is
+        set for a long save or render: an NCCL barrier would be bound by the collective timeout and the
+        NCCL watchdog instead, which aborts the job when rank 0 takes longer.
         """
-        self.barrier()
+        self.host_barrier()
         try:
             yield self.is_main
         finally:
-            self.barrier()
+            self.host_barrier()
 
-    def broadcast_object(self, value: Any) -> Any:
-        """Rank 0's `value` on every rank (a small picklable object, e.g. a path; every rank calls it)."""
+    def broadcast_object(self, value: Any, *, host: bool = False) -> Any:
+        """Rank 0's `value` on every rank (a small picklable object, e.g. a path; every rank calls it).
+
+        Args:
+            value: rank 0's object (the other ranks' values are ignored).
+            host: broadcast over the gloo `host_group` (its long timeout: rank 0 may be slow to get there).
+        """
         if not self.is_distributed:
             return value
         shared = [value]
-        dist.broadcast_object_list(shared, src=0)
+        dist.broadcast_object_list(shared, src=0, group=self.host_group if host else None)
         return shared[0]
 
     def mean_over_ranks(self, value: float | torch.Tensor) -> float:
@@ -148,9 +165,16 @@ class ParallelContext:
         shard = shard_global_batch(global_indices, self.rank, self.world_size)
         return list(shard.indices), lambda terms, mask: global_mean_loss(terms, shard, mask)
 
-    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
-        """The whole tensor on the CPU (gathers an FSDP2 shard on its device first; every rank calls it)."""
+    def full_tensor(self, tensor: torch.Tensor) -> torch.Tensor | None:
+        """The whole tensor as a CPU copy on rank 0; None on the other ranks (every rank calls it).
+
+        An FSDP2 shard (DTensor) is gathered on its device first, on every rank (the gather is the
+        collective); only rank 0, the rank that writes checkpoints, then copies it to host memory, so a
+        save costs host RAM on one rank instead of on each.
+        """
         full = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+        if not self.is_main:
+            return None
         return full.detach().to("cpu", copy=True)
 
     @torch.no_grad()
@@ -180,6 +204,7 @@ class ParallelContext:
         A context that is never closed is closed at exit (without waiting for the other ranks).
         """
         self.mesh = None
+        self.host_group = None
         if self.owns_process_group and dist.is_initialized():
             if wait_for_all:
                 dist.barrier()
@@ -195,7 +220,11 @@ class ParallelContext:
 
 
 def parallel_context(
-    strategy: str, mode: str, device: str, timeout: timedelta = DEFAULT_TIMEOUT
+    strategy: str,
+    mode: str,
+    device: str,
+    timeout: timedelta = DEFAULT_TIMEOUT,
+    host_timeout: timedelta = DEFAULT_HOST_TIMEOUT,
 ) -> ParallelContext:
     """The context of a training run: one process on `device`, or torchrun's ranks under `strategy`.
 
@@ -205,6 +234,7 @@ def parallel_context(
         mode: "lora" or "full" (resolves "auto").
         device: the device of a single-process run.
         timeout: the collective timeout of a multi-process run.
+        host_timeout: the timeout of its host group (`ParallelContext.host_group`).
 
     Raises:
         InputError: ``"none"`` under a multi-process launch, or a bad launch environment.
@@ -218,7 +248,7 @@ def parallel_context(
         return ParallelContext(0, 1, 0, torch.device(device), timeout=timeout)
     if strategy == "auto":
         strategy = "ddp" if mode == "lora" else "fsdp"
-    return init_distributed(strategy, timeout=timeout)
+    return init_distributed(strategy, timeout=timeout, host_timeout=host_timeout)
 
 
 def init_distributed(
@@ -227,6 +257,7 @@ def init_distributed(
     mesh_shape: Mapping[str, int] | None = None,
     timeout: timedelta = DEFAULT_TIMEOUT,
     device: torch.device | str | None = None,
+    host_timeout: timedelta = DEFAULT_HOST_TIMEOUT,
 ) -> ParallelContext:
     """Set up this process from torchrun's environment.
 
@@ -237,6 +268,7 @@ def init_distributed(
         timeout: how long a collective may wait for a missing rank before failing (no silent hang).
         device: the device of a single-process run (default: the local rank's GPU, else the CPU); a
             multi-process run always takes the local rank's GPU (or the CPU without CUDA).
+        host_timeout: the timeout of the gloo `ParallelContext.host_group` (waits for rank-0 work).
 
     Returns:
         The context; use it as a context manager (or call ``close()``) to end the process group.
@@ -266,7 +298,8 @@ def init_distributed(
     owns = False
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout)
+        bound = {"device_id": device} if device.type == "cuda" else {}  # eager NCCL init on this rank's GPU
+        dist.init_process_group(backend=backend, rank=rank, world_size=world_size, timeout=timeout, **bound)
         owns = True
     elif dist.get_world_size() != world_size or dist.get_rank() != rank:
         raise InputError(
@@ -276,7 +309,8 @@ def init_distributed(
     from torch.distributed.device_mesh import init_device_mesh
 
     mesh = init_device_mesh(device.type, sizes, mesh_dim_names=names)
-    context = ParallelContext(rank, world_size, local_rank, device, mesh, strategy, timeout, owns)
+    host_group = dist.new_group(backend="gloo", timeout=host_timeout)  # every rank, same order
+    context = ParallelContext(rank, world_size, local_rank, device, mesh, strategy, timeout, owns, host_group)
     if owns:
         atexit.register(context.close, wait_for_all=False)
     context.check_same_on_all_ranks("distributed strategy and mesh", (strategy, names, sizes))

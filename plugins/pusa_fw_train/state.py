@@ -84,8 +84,9 @@ def collect_state(
 ) -> CheckpointFiles | None:
     """A run's state as checkpoint content: on rank 0; None on the others (every rank must call it).
 
-    Sharded tensors are gathered on their device first (``full_tensor``), then copied to the CPU; with
-    `sharded` they are not gathered at all (every rank has written its DCP shards, `sharded.save_sharded`).
+    Sharded tensors are gathered on their device first on every rank (``full_tensor``, a collective), then
+    copied to the CPU on rank 0 only (the other ranks get None and keep nothing); with `sharded` they are
+    not gathered at all (every rank has written its DCP shards, `sharded.save_sharded`).
     """
     names = list(tensors)
     if sharded:

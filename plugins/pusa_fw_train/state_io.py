@@ -37,8 +37,8 @@ def optimizer_groups(optimizer: torch.optim.Optimizer, names: Sequence[str]) -> 
 def optimizer_state_tensors(
     optimizer: torch.optim.Optimizer,
     names: Sequence[str],
-    to_full: Callable[[torch.Tensor], torch.Tensor] = lambda tensor: tensor.detach().to("cpu", copy=True),
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    to_full: Callable[[torch.Tensor], torch.Tensor | None] = lambda tensor: tensor.detach().to("cpu", copy=True),
+) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors keyed by parameter name and a JSON part.
 
     Args:
@@ -46,10 +46,10 @@ def optimizer_state_tensors(
         names: the contract name of each parameter, in optimizer order.
         to_full: a whole CPU copy of one state tensor; a sharded (DTensor) moment must be gathered on its
             device before it moves to the CPU (`ParallelContext.full_tensor`), since NCCL gathers only
-            device tensors.
+            device tensors. It may return None on ranks that keep no copy (all but rank 0).
     """
     state = optimizer.state_dict()
-    tensors: dict[str, torch.Tensor] = {}
+    tensors: dict[str, torch.Tensor | None] = {}
     for index, entries in state["state"].items():
         for key, value in entries.items():
             tensors[f"{names[index]}.{key}"] = to_full(torch.as_tensor(value))

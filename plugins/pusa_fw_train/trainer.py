@@ -40,7 +40,7 @@ from .sources import open_data
 from .state import check_resume_config, find_checkpoint, truncate_log
 from .state_io import EMA
 from .step import frame_weighting
-from .trainer_checkpoints import TrainerCheckpoints
+from .trainer_checkpoints import TrainerCheckpoints, check_checkpoint_format
 from .trainer_eval import TrainerEvaluation
 from .trainer_loop import TrainingLoop, TrainResult
 from .wrapping import wrap_model
@@ -63,8 +63,12 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
         self.config = config
         self.run_dir = Path(config.output_dir).expanduser()
         timeout = timedelta(seconds=config.collective_timeout_s)
+        host_timeout = timedelta(seconds=config.main_rank_timeout_s)
         device = resolve_device(config.device)
-        self.context = parallel_context(config.distributed, config.mode, device, timeout)
+        self.context = parallel_context(config.distributed, config.mode, device, timeout, host_timeout)
+        check_checkpoint_format(
+            config.checkpoint.format, config.mode, self.context.strategy, self.context.world_size
+        )
         self.source = source if source is not None else open_data(config.data)
         dropout = config.data.caption_dropout
         self.empty_context = load_empty_context(config.data.empty_context, self.source) if dropout else None
