@@ -154,7 +154,11 @@ class CheckpointSection(BaseModel):
     model_config = SECTION_CONFIG
     every: int = Field(0, ge=0, description="save every N steps (0: only at the end)")
     keep_last: int | None = Field(3, ge=1, description="keep the newest N checkpoints; None: keep all")
-    save_on_sigterm: bool = Field(True, description="on SIGTERM, save after the current step and stop")
+    stop_signal: Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "none"] = Field(
+        "SIGTERM",
+        description="on this signal, drop the unfinished step at the next micro-step, save the last finished "
+        "one and stop (SIGUSR1 with sbatch --signal=USR1@300 gives the save minutes; none: off)",
+    )
     format: Literal["auto", "safetensors", "dcp"] = Field(
         "auto", description="auto: DCP shards (each rank its own) for a full FSDP2 run on several ranks"
     )
@@ -163,6 +167,20 @@ class CheckpointSection(BaseModel):
     )
     export_layout: str = Field("comfyui", description="key layout of those exports (the backbone adapter's)")
     export_ema: bool = Field(False, description="export the EMA weights instead of the trained ones")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_save_on_sigterm(cls, values: Any) -> Any:
+        """Configs written before ``stop_signal`` said ``save_on_sigterm = true|false``; read them alike."""
+        if isinstance(values, dict) and "save_on_sigterm" in values:
+            values = dict(values)
+            legacy = values.pop("save_on_sigterm")
+            if "stop_signal" in values:
+                raise ValueError("give checkpoint.stop_signal only (save_on_sigterm is its old name)")
+            if not isinstance(legacy, bool):
+                raise ValueError(f"checkpoint.save_on_sigterm must be true or false, got {legacy!r}")
+            values["stop_signal"] = "SIGTERM" if legacy else "none"
+        return values
 
 
 class LoggingSection(BaseModel):

@@ -37,7 +37,7 @@ def optimizer_groups(optimizer: torch.optim.Optimizer, names: Sequence[str]) -> 
 def optimizer_state_tensors(
     optimizer: torch.optim.Optimizer,
     names: Sequence[str],
-    to_full: Callable[[torch.Tensor], torch.Tensor | None] = lambda tensor: tensor.detach().to("cpu", copy=True),
+    to_full: Callable[[torch.Tensor], torch.Tensor | None] = lambda t: t.detach().to("cpu", copy=True),
 ) -> tuple[dict[str, torch.Tensor | None], dict[str, Any]]:
     """Split ``optimizer.state_dict()`` into tensors keyed by parameter name and a JSON part.
 

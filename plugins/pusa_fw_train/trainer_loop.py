@@ -4,13 +4,18 @@ what is due after a step (validation, renders, progress, checkpoints, LoRA expor
 One optimizer step takes ``optimizer.grad_accumulation`` global batches from the data order; each is split
 over the ranks, drawn, noised and pushed through the wrapped model by `step.frame_loss_terms`. The mixin
 reads the run state `Trainer.__init__` sets up (``config``, ``context``, ``wrapped``, ``optimizer``, ...).
+
+A stop signal (``checkpoint.stop_signal``, `signals.StopRequest`) is polled before every micro-step. When
+the ranks agree on a stop in the middle of a step, the unfinished step is dropped: its gradients are
+zeroed, and the data position and the RNG states go back to the step's start, so the checkpoint saved
+then is exactly that of the last finished step and a resumed run replays the dropped step.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +28,7 @@ from .loader import BatchLoader
 from .metrics import device_synchronize, sigma_bin_losses
 from .mixing import apply_caption_dropout
 from .signals import StopRequest
+from .state_io import rng_state, set_rng_state
 from .step import collate, draw_for_batch, frame_loss_terms
 from .wrapping import gradient_sync
 
@@ -73,13 +79,15 @@ class TrainingLoop:
             self.order, self.position, self.context.split, self.source.load, config.data.prefetch
         )
         try:
-            with StopRequest(self.context, config.checkpoint.save_on_sigterm) as stop:
+            with StopRequest(self.context, config.checkpoint.stop_signal) as stop:
                 while self.step < target:
-                    metrics = self._optimizer_step(loader, target, metrics)
+                    stepped = self._optimizer_step(loader, target, metrics, stop)
+                    if stepped is None:  # every rank agreed on a stop at the same micro-step
+                        if self._saved_step != self.step:
+                            last_checkpoint = self.save() or last_checkpoint
+                        break
+                    metrics = stepped
                     saved = self._after_step(target, metrics, progress, on_validation)
-                    if stop.requested():  # every rank learns it after the same step
-                        saved = saved if self._saved_step == self.step else self.save()
-                        target = self.step
                     last_checkpoint = saved or last_checkpoint
         finally:
             loader.close()
@@ -87,17 +95,30 @@ class TrainingLoop:
             self.log.close()
         return TrainResult(self.step, metrics, last_checkpoint)
 
-    def _optimizer_step(self, loader: BatchLoader, target: int, metrics: dict[str, Any]) -> dict[str, Any]:
-        """One optimizer step; returns the step's logged metrics (or the last ones when it logs none)."""
+    def _optimizer_step(
+        self, loader: BatchLoader, target: int, metrics: dict[str, Any], stop: StopRequest
+    ) -> dict[str, Any] | None:
+        """One optimizer step; returns the step's logged metrics (or the last ones when it logs none).
+
+        Returns None, with the run as it was at the step's start, when a stop was agreed before one of
+        its micro-steps.
+        """
         config = self.config
         logs = (self.step + 1) % config.logging.every == 0 or self.step + 1 == target
         if logs:
             device_synchronize(self.context.device)  # the step's time starts with an idle device
         started = time.perf_counter()
+        start_position, start_rng = replace(self.position), rng_state(self.context.rank)
+        accumulated = self._accumulate(loader, stop)
+        if accumulated is None:  # drop the unfinished step; the checkpoint is the last finished one
+            self.optimizer.zero_grad(set_to_none=True)
+            self.position = start_position
+            set_rng_state(start_rng, self.context.rank)
+            return None
+        loss_sum, tokens, last = accumulated
         lr = learning_rate(config.optimizer, self.step, config.max_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        loss_sum, tokens, last = self._accumulate(loader)
         grad_norm = self._clip()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
@@ -152,14 +173,21 @@ class TrainingLoop:
                     self.export_lora(last_checkpoint)
         return last_checkpoint
 
-    def _accumulate(self, loader: BatchLoader) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]]:
-        """Forward and backward every micro-batch of one optimizer step; returns the summed loss."""
+    def _accumulate(
+        self, loader: BatchLoader, stop: StopRequest
+    ) -> tuple[torch.Tensor, int, tuple[torch.Tensor, ...]] | None:
+        """Forward and backward every micro-batch of one optimizer step; returns the summed loss.
+
+        Returns None as soon as `stop` says so (polled before every micro-step, on every rank).
+        """
         config = self.config
         accumulation = config.optimizer.grad_accumulation
         loss_sum = torch.zeros((), device=self.context.device)
         tokens = 0
         last: tuple[torch.Tensor, ...] = ()
         for micro_step in range(accumulation):
+            if stop.poll():
+                return None
             loaded = loader.next()
             self.position = loaded.position
             indices, weight_fn, samples = loaded.indices, loaded.loss_fn, loaded.samples

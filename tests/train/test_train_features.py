@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 
@@ -102,3 +103,76 @@ def test_caption_dropout_trains_on_the_cached_empty_prompt(tmp_path):
     assert all(torch.equal(dropped.tensors[name], tensor) for name, tensor in reference.tensors.items())
     with pytest.raises(InputError, match="data.caption_dropout needs the empty prompt"):
         Trainer(tiny_config(tmp_path / "none", **{"data.caption_dropout": 0.1}))
+
+
+def _signal_at(monkeypatch, signum: int, at: tuple[int, int]) -> None:
+    """Send `signum` to this process while micro-step ``at = (step, micro_step)`` draws its noise."""
+    import pusa_fw_train.trainer_loop as loop
+
+    draw = loop.draw_for_batch
+
+    def drawing(*args, **kwargs):
+        step, micro_step = args[4], args[5]
+        if (step, micro_step) == at:
+            os.kill(os.getpid(), signum)
+        return draw(*args, **kwargs)
+
+    monkeypatch.setattr(loop, "draw_for_batch", drawing)
+
+
+def test_sigusr1_mid_step_drops_the_unfinished_step_and_the_resumed_run_is_bit_exact(tmp_path, monkeypatch):
+    """grad_accumulation 2, SIGUSR1 during micro-step 0 of step index 2: the stop is taken before micro-step
+    1, the half step is dropped, the checkpoint is step 2 with the data position of step 2's start, and the
+    resumed run replays step index 2 and ends where the uninterrupted run ends."""
+    overrides = {"optimizer.grad_accumulation": 2, "checkpoint.stop_signal": "SIGUSR1"}
+    Trainer(tiny_config(tmp_path / "straight", max_steps=5, **overrides)).run(stop_at=2)
+    straight_state = json.loads((tmp_path / "straight" / "checkpoints" / "step-0000002" / "trainer_state.json")
+                                .read_text())
+    Trainer.resume(tmp_path / "straight").run()
+    trainer = Trainer(tiny_config(tmp_path / "stopped", max_steps=5, **overrides))
+    previous = signal.getsignal(signal.SIGUSR1)
+    with monkeypatch.context() as patch:
+        _signal_at(patch, signal.SIGUSR1, (2, 0))
+        result = trainer.run()
+    assert signal.getsignal(signal.SIGUSR1) is previous, "the previous SIGUSR1 handler is back"
+    assert result.step == 2 and result.checkpoint is not None and result.checkpoint.name == "step-0000002"
+    stopped_state = json.loads((result.checkpoint / "trainer_state.json").read_text())
+    assert (stopped_state["epoch"], stopped_state["batch"]) == (straight_state["epoch"], straight_state["batch"])
+    assert all(parameter.grad is None for parameter in trainer.tensors.values()), "the half step's grads"
+    Trainer.resume(tmp_path / "stopped").run()
+    for file in ("adapter.safetensors", "optimizer.safetensors"):
+        straight = load_file(str(tmp_path / "straight" / "checkpoints" / "step-0000005" / file))
+        resumed = load_file(str(tmp_path / "stopped" / "checkpoints" / "step-0000005" / file))
+        assert straight.keys() == resumed.keys()
+        assert all(torch.equal(resumed[name], tensor) for name, tensor in straight.items()), file
+
+
+def test_stop_signal_none_installs_no_handler_and_bad_names_are_one_line(tmp_path, monkeypatch):
+    trainer = Trainer(tiny_config(tmp_path / "run", max_steps=1, **{"checkpoint.stop_signal": "none"}))
+    seen = []
+    with monkeypatch.context() as patch:
+        patch.setattr(signal, "signal", lambda *args: seen.append(args))
+        trainer.run()
+    assert seen == []
+    with pytest.raises(InputError, match="checkpoint.stop_signal") as caught:
+        tiny_config(tmp_path / "bad", **{"checkpoint.stop_signal": "SIGKILL"})
+    assert "\n" not in str(caught.value) and "SIGUSR1" in str(caught.value)
+
+
+def test_the_old_save_on_sigterm_key_still_reads():
+    from pusa_fw_train.config_sections import CheckpointSection
+
+    assert CheckpointSection(save_on_sigterm=False).stop_signal == "none"
+    assert CheckpointSection(save_on_sigterm=True).stop_signal == "SIGTERM"
+    assert "save_on_sigterm" not in CheckpointSection().model_dump()
+
+
+def test_single_file_checkpoints_of_a_sharded_full_run_are_refused_in_one_line():
+    from pusa_fw_train.trainer_checkpoints import check_checkpoint_format
+
+    with pytest.raises(InputError, match="checkpoint.format='safetensors'.*'dcp'") as caught:
+        check_checkpoint_format("safetensors", "full", "fsdp", 2)
+    assert "\n" not in str(caught.value)
+    for allowed in (("safetensors", "lora", "fsdp", 2), ("safetensors", "full", "fsdp", 1),
+                    ("safetensors", "full", "ddp", 2), ("auto", "full", "fsdp", 2), ("dcp", "full", "fsdp", 2)):
+        check_checkpoint_format(*allowed)
