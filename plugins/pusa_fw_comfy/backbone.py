@@ -14,6 +14,7 @@ pusa-fw's own Wan VAE gives them.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -48,6 +49,21 @@ class ComfyWanBackbone(Backbone):
         self.model = model.clone()
         comfy_bridge.add_diffusion_wrapper(self.model, _per_frame_timesteps)
         self.latent_format = comfy_bridge.latent_format(self.model)
+        self.sample_sigmas: torch.Tensor | None = None
+        self.negative_context: Any = None
+        self.branch_uuids = (uuid.uuid4(), uuid.uuid4())
+
+    def start_run(self, sample_sigmas: torch.Tensor, negative_context: Any = None) -> None:
+        """What ComfyUI's samplers tell the model about a run, for wrappers and patches of other nodes.
+
+        Args:
+            sample_sigmas: `[S + 1]` the run's sigmas (for a plan: the noisiest frame's at each step), as
+                ``transformer_options["sample_sigmas"]``.
+            negative_context: the negative text (a forward with it is ``cond_or_uncond`` 1, else 0).
+        """
+        self.sample_sigmas = sample_sigmas
+        self.negative_context = negative_context
+        self.branch_uuids = (uuid.uuid4(), uuid.uuid4())  # one per branch and run, as ComfyUI's conds get
 
     def to_model_space(self, latents: torch.Tensor) -> torch.Tensor:
         """VAE latents `[B, C, F, h, w]` (as ComfyUI's VAE Encode gives them) -> the DiT's latent space."""
@@ -73,12 +89,18 @@ class ComfyWanBackbone(Backbone):
         batch = latents.shape[0]
         if len({tuple(context.shape) for context in contexts}) == 1 and len(contexts) > 1:
             stacked = self._forward(
-                latents.repeat(len(contexts), 1, 1, 1, 1), sigmas.repeat(len(contexts), 1), torch.cat(list(contexts))
+                latents.repeat(len(contexts), 1, 1, 1, 1), sigmas.repeat(len(contexts), 1), torch.cat(list(contexts)),
+                [self._branch(context) for context in contexts],
             )
             return list(stacked.split(batch))
-        return [self._forward(latents, sigmas, context) for context in contexts]
+        return [self._forward(latents, sigmas, context, [self._branch(context)]) for context in contexts]
 
-    def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    def _branch(self, context: Any) -> int:
+        """ComfyUI's ``cond_or_uncond`` of a context: 1 for the negative text, else 0 (the history branch too)."""
+        return 1 if self.negative_context is not None and context is self.negative_context else 0
+
+    def _forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: torch.Tensor,
+                 branches: list[int]) -> torch.Tensor:
         if sigmas.shape != (latents.shape[0], latents.shape[2]):
             raise InputError(
                 f"sigmas must be [B, F] = {[latents.shape[0], latents.shape[2]]}, got {list(sigmas.shape)}"
@@ -95,6 +117,12 @@ class ComfyWanBackbone(Backbone):
         options = comfy_bridge.transformer_options(self.model)
         options[_TIMESTEPS] = timesteps
         options["sigmas"] = scalar
+        options["cond_or_uncond"] = list(branches)
+        options["uuids"] = [self.branch_uuids[branch] for branch in branches]
+        if self.sample_sigmas is not None:
+            options["sample_sigmas"] = self.sample_sigmas
+        if hasattr(self.model, "prepare_state"):
+            self.model.prepare_state(scalar)  # ComfyUI's samplers fire ON_PREPARE_STATE before every forward
         captured: dict[str, torch.Tensor] = {}
         options["pusa_fw_output"] = captured
         self.model.model.apply_model(latents, scalar.to(latents.device), c_crossattn=context,

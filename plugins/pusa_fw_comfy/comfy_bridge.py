@@ -7,13 +7,17 @@ touches one module. Everything here is imported lazily, when a node runs.
 What the pack uses:
 - ``comfy.model_base.WAN21``: to tell a Wan `MODEL` from any other;
 - ``comfy.model_management``: the compute device, loading a `MODEL` for sampling (ComfyUI decides what is
-  resident, partially loaded or offloaded) and the interrupt check;
-- ``comfy.utils.ProgressBar``: the node's progress bar in the UI;
+  resident, partially loaded or offloaded), dtype sizes and the interrupt check;
+- ``comfy.samplers.cast_to_load_options`` and the `ModelPatcher`'s ``pre_run`` / ``cleanup``: the part of
+  ComfyUI's sampler protocol (``CFGGuider.outer_sample``) that nodes stacked on the `MODEL` rely on;
+- ``latent_preview.prepare_callback``: the node's progress bar with latent previews in the UI;
 - ``comfy.patcher_extension``: the diffusion-model wrapper, registered on a clone of the `MODEL`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Callable
 
 import torch
@@ -57,20 +61,86 @@ def compute_device() -> torch.device:
     return comfy.model_management.get_torch_device()
 
 
-def load_for_sampling(model: Any, latent_shape: tuple[int, ...]) -> None:
-    """Have ComfyUI load `model` (with its LoRA patches) for sampling latents of `latent_shape`.
+MODULATION_COPIES = 3
+"""Per-token modulation tensors `[B, L, D]` alive at once in a Wan block when the timestep is `[B, F]`.
 
-    ComfyUI sizes the load from the model's own memory estimate, as its samplers do, so a card too small
-    for the whole model gets a partial load with the rest streamed.
+ComfyUI's Wan block repeats each frame's modulation to its tokens (``repeat_e``) when the frames' timesteps
+differ: ``addcmul(repeat_e(e[0]), norm1(x), 1 + repeat_e(e[1]))`` holds three such tensors at once."""
+
+
+def modulation_memory(model: Any, latent_shape: tuple[int, ...]) -> int:
+    """Bytes of the per-token modulation of one forward with per-frame timesteps (0 for a scalar timestep).
 
     Args:
-        model: the (cloned) `MODEL`.
-        latent_shape: `[B, C, F, h, w]` latents of one forward pass (B counts the guidance branches).
+        model: the `MODEL`.
+        latent_shape: `[B, C, F, h, w]` latents of one forward pass.
+
+    Returns:
+        ``MODULATION_COPIES * B * tokens * dim * dtype_size``, tokens ``= F * (h / 2) * (w / 2)`` for Wan's
+        (1, 2, 2) patches, in the model's compute dtype (fp8 weights compute in their cast dtype).
     """
     import comfy.model_management
 
-    memory = model.memory_required(list(latent_shape))
-    comfy.model_management.load_models_gpu([model], memory_required=memory, minimum_memory_required=memory)
+    base = model.model
+    network = base.diffusion_model
+    dim = int(network.patch_embedding.weight.shape[0])
+    patch = tuple(getattr(network, "patch_size", (1, 2, 2)))
+    batch, _, frames, height, width = latent_shape
+    tokens = (frames // patch[0]) * (height // patch[1]) * (width // patch[2])
+    dtype = getattr(base, "manual_cast_dtype", None) or base.get_dtype()
+    return MODULATION_COPIES * batch * tokens * dim * int(comfy.model_management.dtype_size(dtype))
+
+
+def load_for_sampling(model: Any, latent_shape: tuple[int, ...], extra_memory: int = 0) -> None:
+    """Have ComfyUI load `model` (with its LoRA patches) for sampling latents of `latent_shape`.
+
+    ComfyUI sizes the load from the model's own memory estimate, as its samplers do, so a card too small
+    for the whole model gets a partial load with the rest streamed. The pack always batches its branches,
+    so the estimate of the full batch is also the minimum.
+
+    Args:
+        model: the (cloned) `MODEL`.
+        latent_shape: `[B, C, F, h, w]` latents of the largest forward pass (B: the batched branches, F: the
+            frames of one window).
+        extra_memory: bytes the model's estimate does not know about (`modulation_memory`).
+    """
+    import comfy.model_management
+
+    memory = int(model.memory_required(list(latent_shape))) + int(extra_memory)
+    additional = list(model.get_nested_additional_models()) if hasattr(model, "get_nested_additional_models") else []
+    comfy.model_management.load_models_gpu([model, *additional], memory_required=memory,
+                                           minimum_memory_required=memory)
+
+
+@contextmanager
+def sampling_run(model: Any) -> Iterator[None]:
+    """ComfyUI's sampler protocol around a run: tensors in the model options to the GPU, ``pre_run`` (sets
+    the model's current patcher, fires ON_PRE_RUN callbacks), and ``cleanup`` plus the move back in a
+    ``finally``, as ``CFGGuider.sample`` / ``outer_sample`` do."""
+    import comfy.samplers
+
+    comfy.samplers.cast_to_load_options(model.model_options, device=model.load_device, dtype=model.model_dtype())
+    try:
+        model.pre_run()
+        yield
+    finally:
+        model.cleanup()
+        comfy.samplers.cast_to_load_options(model.model_options, device=model.offload_device)
+
+
+def refuse_conditioning_hooks(conditioning: Any, name: str) -> None:
+    """Raise when a `CONDITIONING` carries hooks (Create Hook LoRA, ...): the pack does not apply them.
+
+    Raises:
+        InputError: an entry of `conditioning` has ``hooks``.
+    """
+    for entry in conditioning if isinstance(conditioning, (list, tuple)) else []:
+        options = entry[1] if isinstance(entry, (list, tuple)) and len(entry) > 1 else {}
+        if isinstance(options, dict) and options.get("hooks") is not None:
+            raise InputError(
+                f"{name} carries conditioning hooks, which the Pusa Sampler does not apply; load LoRAs with "
+                "LoraLoaderModelOnly on the MODEL instead"
+            )
 
 
 def check_interrupt() -> None:
@@ -80,11 +150,11 @@ def check_interrupt() -> None:
     comfy.model_management.throw_exception_if_processing_interrupted()
 
 
-def progress_bar(total: int) -> Any:
-    """ComfyUI's progress bar for the running node (``.update(1)`` per step)."""
-    import comfy.utils
+def preview_callback(model: Any, steps: int) -> Callable[[int, torch.Tensor, torch.Tensor, int], None]:
+    """ComfyUI's progress bar with latent previews: ``callback(step, x0, x, total_steps)`` per step."""
+    import latent_preview
 
-    return comfy.utils.ProgressBar(total)
+    return latent_preview.prepare_callback(model, steps)
 
 
 def add_diffusion_wrapper(model: Any, wrapper: Callable[..., torch.Tensor]) -> None:
@@ -108,6 +178,12 @@ def transformer_options(model: Any) -> dict[str, Any]:
     options = extension.copy_nested_dicts(model.model_options.get("transformer_options", {}))
     extension.merge_nested_dicts(options.setdefault("wrappers", {}), model.wrappers, copy_dict1=False)
     extension.merge_nested_dicts(options.setdefault("callbacks", {}), model.callbacks, copy_dict1=False)
+    # The pack's wrapper goes outermost: it hands the per-frame timesteps inwards and keeps whatever comes
+    # back, also from a caching wrapper that answers without calling the model.
+    wrappers = options["wrappers"].get(extension.WrappersMP.DIFFUSION_MODEL, {})
+    if WRAPPER_KEY in wrappers:
+        ours = wrappers.pop(WRAPPER_KEY)
+        options["wrappers"][extension.WrappersMP.DIFFUSION_MODEL] = {WRAPPER_KEY: ours, **wrappers}
     return options
 
 

@@ -3,7 +3,15 @@
 Nothing of ComfyUI's sampler runs: the plan gives every frame its own sigma path, `pusa_fw.sample` walks it
 with a registered sampler rule (``euler``, ``unipc``, or a plugin's), and `ComfyWanBackbone` evaluates the
 model. ComfyUI still owns the model: it loads (and, on small cards, partially loads) the patched `MODEL`,
-shows the progress bar and honours Cancel between steps.
+shows the progress bar with latent previews and honours Cancel between steps. The run follows ComfyUI's
+sampler protocol where nodes stacked on the `MODEL` rely on it (``pre_run`` / ``cleanup``, tensors in the
+model options moved to the device, ``sample_sigmas``, ``cond_or_uncond`` and ``uuids`` in the transformer
+options); ComfyUI's sampler-level wrappers (OUTER_SAMPLE, SAMPLER_SAMPLE, PREDICT_NOISE, CALC_COND_BATCH)
+do not run, as no ComfyUI sampler does.
+
+Memory: the load is sized for the largest forward: the batched text branches (the history branch is a
+separate batch-1 forward), one window's frames, plus the per-token modulation ComfyUI's Wan model builds
+when the frames' timesteps differ (`comfy_bridge.modulation_memory`), which its own estimate leaves out.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from .backbone import ComfyWanBackbone
 from .plan_spec import PusaPlanSpec
 from .prompts import PromptEntry, conditioning_tensor, prompt_context
 
-__all__ = ["check_latent", "run_sampler"]
+__all__ = ["check_latent", "forward_shape", "has_unequal_frame_sigmas", "run_sampler"]
 
 
 def check_latent(spec: PusaPlanSpec, latent: Any) -> torch.Tensor:
@@ -44,6 +52,33 @@ def check_latent(spec: PusaPlanSpec, latent: Any) -> torch.Tensor:
             f"Pusa Task's num_frames to {spec.geometry.num_frames(samples.shape[2])}"
         )
     return samples
+
+
+def forward_shape(spec: PusaPlanSpec, samples: torch.Tensor, guidance: Guidance) -> tuple[int, ...]:
+    """`[B, C, F, h, w]` of the plan's largest forward pass.
+
+    B is 2 with text guidance (both branches in one batch), else 1: the history branch runs as its own
+    batch-1 forward (`pusa_fw.guidance.guided_velocity`). F is the widest window (rolling and loop plans
+    run windows, not the whole timeline).
+    """
+    plan = spec.plan
+    frames = max(int(plan.window_frames(step).numel()) for step in range(plan.num_steps))
+    batch = 2 if guidance.cfg_scale != 1.0 else 1
+    return (batch, int(samples.shape[1]), frames, int(samples.shape[3]), int(samples.shape[4]))
+
+
+def has_unequal_frame_sigmas(spec: PusaPlanSpec, guidance: Guidance) -> bool:
+    """Whether some forward shows its frames different sigmas (then ComfyUI's Wan model gets `[B, F]` t).
+
+    True when a window's input sigmas differ at some step, or history guidance hides context frames (its
+    branch shows them at sigma 1).
+    """
+    plan = spec.plan
+    for step in range(plan.num_steps):
+        shown = plan.input_sigmas[step, plan.window_frames(step)]
+        if bool((shown != shown[0]).any()):
+            return True
+    return guidance.history_scale != 1.0 and bool(plan.context_mask().any())
 
 
 def run_sampler(
@@ -81,30 +116,37 @@ def run_sampler(
     samples = check_latent(spec, latent)
     guidance = Guidance(cfg_scale=cfg, history_scale=history_guidance)
     context = prompt_context(spec, positive, prompt_schedule)
+    comfy_bridge.refuse_conditioning_hooks(positive, "positive")
+    for entry in prompt_schedule or []:
+        comfy_bridge.refuse_conditioning_hooks(entry.conditioning, f"the prompt from frame {entry.frame}")
     negative_context = None
     if guidance.cfg_scale != 1.0:
         if negative is None:
             raise InputError(f"cfg={cfg} needs a negative CONDITIONING; connect one or set cfg to 1")
+        comfy_bridge.refuse_conditioning_hooks(negative, "negative")
         negative_context = conditioning_tensor(negative, "negative")
     device = comfy_bridge.compute_device()
-    branches = 1 + (guidance.cfg_scale != 1.0) + (guidance.history_scale != 1.0)
-    comfy_bridge.load_for_sampling(backbone.model, (branches, *samples.shape[1:]))
+    shape = forward_shape(spec, samples, guidance)
+    modulation = comfy_bridge.modulation_memory(backbone.model, shape) if has_unequal_frame_sigmas(spec, guidance) else 0
+    comfy_bridge.load_for_sampling(backbone.model, shape, extra_memory=modulation)
     source = None
     if bool(spec.plan.held.any()):
         source = backbone.to_model_space(samples.to(device, torch.float32))
     generator = make_generator(seed)
     noise = draw_noise(tuple(samples.shape), generator, device=device)
-    bar = comfy_bridge.progress_bar(spec.plan.num_steps)
+    negative_on_device = _to(negative_context, device)
+    backbone.start_run(spec.plan.sigmas.amax(dim=1).to(device, torch.float32), negative_on_device)
+    preview = comfy_bridge.preview_callback(backbone.model, spec.plan.num_steps)
 
     def on_step(info: StepInfo) -> None:
-        bar.update(1)
+        # The state latents stand in for ComfyUI's x0 (the previewer shows frame 0 of the first sample).
+        preview(info.step, info.latents, info.latents, info.num_steps)
         comfy_bridge.check_interrupt()
 
-    with torch.no_grad():
+    with torch.no_grad(), comfy_bridge.sampling_run(backbone.model):
         latents = sample(
             backbone, spec.plan, noise, sampler=sampler, source=source, context=_to(context, device),
-            negative_context=_to(negative_context, device), guidance=guidance, generator=generator,
-            callback=on_step,
+            negative_context=negative_on_device, guidance=guidance, generator=generator, callback=on_step,
         )
         return {"samples": backbone.from_model_space(latents).cpu()}
 

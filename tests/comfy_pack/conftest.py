@@ -25,11 +25,17 @@ HEAD_DIM = 16
 @pytest.fixture(autouse=True)
 def _reset_standin(tmp_path: Path) -> None:
     import comfy.model_management
+    import comfy.model_patcher
+    import comfy.samplers
     import comfy.utils
     import folder_paths
+    import latent_preview
 
     comfy.model_management.reset()
     comfy.utils.bars.clear()
+    comfy.model_patcher.events.clear()
+    comfy.samplers.casts.clear()
+    latent_preview.previews.clear()
     folder_paths.reset(str(tmp_path / "comfyui" / "models"))
 
 

@@ -45,6 +45,11 @@ class BaseModel(nn.Module):
         super().__init__()
         self.diffusion_model = diffusion_model
         self.latent_format = Wan21()
+        self.manual_cast_dtype: torch.dtype | None = None
+        self.current_patcher: Any = None
+
+    def get_dtype(self) -> torch.dtype:
+        return next(self.diffusion_model.parameters()).dtype
 
     def memory_required(self, input_shape: list[int]) -> int:
         return int(torch.Size(input_shape).numel()) * 4 * 64

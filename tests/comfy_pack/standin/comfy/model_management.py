@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 loaded: list[tuple[Any, int]] = []
+minimums: list[int | None] = []
 interrupt_after_steps: int | None = None
 _checks = 0
 
@@ -21,6 +22,11 @@ def get_torch_device() -> torch.device:
 
 def load_models_gpu(models: list[Any], memory_required: int = 0, minimum_memory_required: int | None = None) -> None:
     loaded.extend((model, memory_required) for model in models)
+    minimums.append(minimum_memory_required)
+
+
+def dtype_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype).element_size()
 
 
 def throw_exception_if_processing_interrupted() -> None:
@@ -33,4 +39,5 @@ def throw_exception_if_processing_interrupted() -> None:
 def reset() -> None:
     global interrupt_after_steps, _checks
     loaded.clear()
+    minimums.clear()
     interrupt_after_steps, _checks = None, 0

@@ -10,5 +10,9 @@ class ProgressBar:
         self.total, self.current = total, 0
         bars.append(self)
 
+    def update_absolute(self, value: int, total: int | None = None, preview: object = None) -> None:
+        self.total = self.total if total is None else total
+        self.current = min(self.total, value)
+
     def update(self, value: int) -> None:
-        self.current = min(self.total, self.current + value)
+        self.update_absolute(self.current + value)
