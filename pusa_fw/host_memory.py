@@ -117,6 +117,8 @@ class HostArena:
         tensors: the tensors copied in (any device; their values, dtypes and shapes).
         pin: page-lock the buffer (on CUDA, so that `to_device` is asynchronous).
         alignment: offset alignment of each tensor (bytes).
+        adopt: point each tensor's ``.data`` at its view as soon as it is copied (the tensors become the
+            masters; their old storage is freed then unless something else holds it).
 
     Attributes:
         views: the host copies, in the order of `tensors` (dense views of the buffer).
@@ -125,7 +127,8 @@ class HostArena:
         data_bytes: sum of the tensors' bytes.
     """
 
-    def __init__(self, tensors: Sequence[torch.Tensor], *, pin: bool, alignment: int = ALIGNMENT) -> None:
+    def __init__(self, tensors: Sequence[torch.Tensor], *, pin: bool, alignment: int = ALIGNMENT,
+                 adopt: bool = False) -> None:
         self._specs = [(tuple(tensor.shape), tensor.dtype) for tensor in tensors]
         sizes = [tensor_bytes(shape, dtype) for shape, dtype in self._specs]
         self.offsets, total = aligned_layout(sizes, alignment)
@@ -136,6 +139,8 @@ class HostArena:
         with torch.no_grad():
             for view, tensor in zip(self.views, tensors, strict=True):
                 view.copy_(tensor.detach())
+                if adopt:  # the old storage can go now: the host peak stays one tensor above the arena
+                    tensor.data = view
         if pin:  # after the writes: the values are in place, the pages get locked once
             self.host.pin()
 

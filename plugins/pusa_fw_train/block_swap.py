@@ -61,9 +61,7 @@ class _SwappedBlock:
                     self.slots.append((table, name))
                     self.masters.append(tensor)
                     self.names.append(f"{prefix}{module_name}.{name}" if module_name else f"{prefix}{name}")
-        self.arena = HostArena([tensor.detach() for tensor in self.masters], pin=pin_memory)
-        for tensor, view in zip(self.masters, self.arena.views, strict=True):
-            tensor.data = view
+        self.arena = HostArena(self.masters, pin=pin_memory, adopt=True)
 
     def bytes(self) -> int:
         """Bytes of the block's host buffer (its swapped tensors plus alignment padding)."""
