@@ -99,7 +99,8 @@ def global_mean_loss(
     masked) and ``counted`` the frames that count, the single-process loss is
     ``sum(terms) / sum(counted)`` over the global batch. Each rank returns
     ``sum(own real terms) * world_size / global_count``, where the global count of counted frames is
-    all-reduced (a small integer collective, only when world_size > 1).
+    all-reduced (a small collective, only when world_size > 1) and stays on the device: nothing here
+    reads a value on the host, so the backward is enqueued without waiting for the forward.
 
     Args:
         terms: `[b, F]` (or `[b]`) per-sample loss terms of this rank's samples, in shard order.
@@ -113,7 +114,7 @@ def global_mean_loss(
         raise InputError(
             f"loss terms have {terms.shape[0]} rows but the shard has {len(shard.indices)} samples"
         )
-    real = shard.real_mask(terms.device).reshape(-1, *([1] * (terms.ndim - 1)))
+    real = _real_rows(shard, terms.device).reshape(-1, *([1] * (terms.ndim - 1)))
     if counted is None:
         counted = torch.ones_like(terms, dtype=torch.bool)
     counted = counted.to(terms.device) & real
@@ -123,6 +124,28 @@ def global_mean_loss(
         if not dist.is_initialized():
             raise InputError(f"the shard is for {shard.world_size} ranks but no process group is running")
         dist.all_reduce(count)
-    if float(count.item()) <= 0:
-        raise InputError("no frame of the global batch counts in the loss; keep at least one frame unmasked")
-    return local_sum * (shard.world_size / float(count.item()))
+    _check_counted(count)
+    # world / count in float64, rounded once to float32: what multiplying by the Python float did
+    scale = (shard.world_size / count).to(torch.float32).reshape(())
+    return local_sum * scale
+
+
+def _real_rows(shard: RankShard, device: torch.device) -> torch.Tensor:
+    """`[b]` bool of the shard's real rows, made on `device` (padding trails, as `shard_global_batch` puts it)."""
+    num_real = shard.num_real
+    if shard.is_real != (True,) * num_real + (False,) * (len(shard.is_real) - num_real):
+        return shard.real_mask(device)  # a hand-made shard with padding in between: copy the mask over
+    return torch.arange(len(shard.is_real), device=device) < num_real
+
+
+def _check_counted(count: torch.Tensor) -> None:
+    """Refuse a global batch whose every frame is masked, without reading the count on the host.
+
+    On the CPU the check raises `InputError` at once; on CUDA it is a device-side assert that fails the
+    run at the next synchronisation (the trainer cannot reach it: PTSS never holds every frame).
+    """
+    message = "no frame of the global batch counts in the loss; keep at least one frame unmasked"
+    try:
+        torch._assert_async(count.reshape(()) > 0, message)
+    except RuntimeError:
+        raise InputError(message) from None

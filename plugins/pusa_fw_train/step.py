@@ -4,7 +4,13 @@ The model is called as a plain callable, ``model(noised, sigmas, context)``, so 
 forward (and with it the gradient synchronisation) is never bypassed. The sigmas and the noise of a
 sample are drawn from a generator keyed by ``(seed, step, micro-step, sample index)``: a sample gets the
 same draw whichever rank holds it and however the global batch is split, and a resumed run needs no
-generator state to continue exactly. Nothing here synchronises with the host.
+generator state to continue exactly.
+
+Nothing here synchronises with the host: on CUDA the collated batch and the draws are staged in pinned
+(page-locked) host memory and copied with ``non_blocking=True``, so the copy is queued behind the previous
+micro-step's backward instead of waiting for it (a pageable copy blocks the CPU until the stream drains).
+PyTorch's caching host allocator reuses the pinned blocks from step to step, and records the copy on the
+stream so a block is not reused before its copy has run.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from pusa_fw.ptss import PTSS
 
 from pusa_fw.training_data import TrainingSample, pad_contexts
 
-__all__ = ["Batch", "StepDraws", "collate", "draw_for_batch", "draw_seed", "frame_loss_terms"]
+__all__ = ["Batch", "StepDraws", "collate", "draw_for_batch", "draw_seed", "frame_loss_terms", "to_device"]
 
 
 def draw_seed(seed: int, step: int, micro_step: int, sample_index: int) -> int:
@@ -42,16 +48,47 @@ class Batch:
 ContextCollate = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
 
+def _staged(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+def _joined(parts: Sequence[torch.Tensor], device: torch.device, *, stack: bool) -> torch.Tensor:
+    """``torch.stack``/``torch.cat`` of CPU float32 `parts`, written straight into pinned memory on CUDA."""
+    join = torch.stack if stack else torch.cat
+    if not _staged(device):
+        return join(list(parts))
+    first = parts[0]
+    shape = (len(parts), *first.shape) if stack else (sum(part.shape[0] for part in parts), *first.shape[1:])
+    return join(list(parts), out=_pinned_empty(shape, first.dtype))
+
+
+def _pinned_empty(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    return torch.empty(shape, dtype=dtype, pin_memory=True)
+
+
+def to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A host tensor on `device`: on CUDA from pinned memory with ``non_blocking=True``, else ``.to``."""
+    if not _staged(device):
+        return tensor.to(device)
+    if tensor.device.type == "cpu" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
+
+
 def collate(
     samples: Sequence[TrainingSample],
     indices: Sequence[int],
     device: torch.device,
     collate_context: ContextCollate = pad_contexts,
 ) -> Batch:
-    """Stack samples of one bucket; contexts through the backbone adapter's `collate_context`."""
+    """Stack samples of one bucket; contexts through the backbone adapter's `collate_context`.
+
+    On CUDA the latents are stacked into pinned memory and both tensors are copied without blocking.
+    """
+    latents = _joined([sample.latents.float() for sample in samples], device, stack=True)
     return Batch(
-        latents=torch.stack([sample.latents.float() for sample in samples]).to(device),
-        context=collate_context([sample.context for sample in samples]).to(device),
+        latents=to_device(latents, device),
+        context=to_device(collate_context([sample.context for sample in samples]), device),
         indices=tuple(int(index) for index in indices),
         captions=tuple(sample.caption for sample in samples),
     )
@@ -85,9 +122,9 @@ def draw_for_batch(
         held.append(drawn.held)
         eps.append(torch.randn((1, channels, frames, height, width), generator=generator))
     return StepDraws(
-        sigmas=torch.cat(sigmas).to(device),
-        eps=torch.cat(eps).to(device),
-        loss_mask=~torch.cat(held).to(device),
+        sigmas=to_device(torch.cat(sigmas), device),
+        eps=to_device(_joined(eps, device, stack=False), device),
+        loss_mask=to_device(~torch.cat(held), device),
     )
 
 
