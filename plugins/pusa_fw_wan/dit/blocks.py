@@ -145,6 +145,7 @@ class AttentionBlock(nn.Module):
         attn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_msa, scale_msa)
         attn_out = self.self_attn(per_token(attn_in), rope).float()
         x_frames = torch.addcmul(x_frames, per_frame(attn_out), gate_msa)
+        del attn_in, attn_out  # two dead fp32 [B, L, D] tensors (inference) not held through the FFN peak
 
         x = per_token(x_frames)
         chunked = self.token_chunks > 1 and torch.is_grad_enabled()
