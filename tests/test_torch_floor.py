@@ -57,6 +57,7 @@ FIRST_RELEASE: dict[str, tuple[int, int]] = {
     "torch.nn.attention:SDPBackend": (2, 3),
     "torch.nn.attention:sdpa_kernel": (2, 3),
     "call:torch.get_autocast_dtype(": (2, 4),
+    "call:torch._assert_async(": (2, 1),  # the (tensor, message) overload
 }
 
 IMPORT = re.compile(r"^\s*from (torch\.(?:distributed|nn\.attention)[\w.]*) import \(?([^)\n]*)", re.MULTILINE)
