@@ -7,6 +7,10 @@ latents. The codec of ``model.path`` (from the backbone's training adapter) deco
 ``<run>/renders/step-XXXXXXX/<task>.mp4`` and ``<task>.png`` (a contact sheet), both atomically, plus a
 ``renders.json`` saying which weights rendered (``"ema"`` or ``"current"``).
 
+Renders compute like the training step: under ``torch.autocast`` with the trainer's dtype (bf16 for
+``precision = "bf16"``) on the latents' device type, the codec's decode included; the model's master weights
+are fp32, so without it every GEMM and attention would run in fp32.
+
 Rendering leaves training untouched: the model goes back to train mode, EMA weights swapped in are copied
 back bit-exactly, and the global torch RNG states are restored.
 """
@@ -115,6 +119,7 @@ def render_tasks(
     seed: int,
     weights: str,
     step: int,
+    autocast_dtype: torch.dtype | None = None,
 ) -> list[Path]:
     """Sample, decode and write one short video (mp4 + contact-sheet png) per task.
 
@@ -128,6 +133,7 @@ def render_tasks(
         seed: noise seed (the same for every task and step).
         weights: ``"ema"`` or ``"current"`` (recorded in ``renders.json``).
         step: the optimizer step (recorded).
+        autocast_dtype: the training step's autocast dtype (None: no autocast, fp32).
 
     Returns:
         The written files.
@@ -146,8 +152,9 @@ def render_tasks(
     model.eval()
     prompts = [(f"-p{position}", prompt_context) for position, (_, prompt_context) in enumerate(setup.prompts)]
     negative = None if setup.negative_context is None else setup.negative_context.to(latents.device)
+    autocast = torch.autocast(latents.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None)
     try:
-        with torch.no_grad(), _kept_rng(latents.device):
+        with torch.no_grad(), _kept_rng(latents.device), autocast:
             for name, task in setup.tasks:
                 plan = task.plan(num_frames=num_frames, num_steps=num_steps, geometry=geometry)
                 for suffix, condition in prompts or [("", context)]:

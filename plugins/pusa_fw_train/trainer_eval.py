@@ -1,5 +1,10 @@
 """Validation and renders of `Trainer` (`TrainerEvaluation`): the held-out samples, the held-out FAFM loss
 per plan and sigma bin, and the sample renders (EMA weights when EMA is on).
+
+Only the main rank renders, so only it builds the render setup (codec, text encoder, encoded prompts); the
+other ranks keep None and wait for its verdict on the host group (a setup error is raised on every rank).
+Validation is split over the ranks: each evaluates its share of the held-out samples
+(`validation.validation_sums`) and one all-reduce adds the sums.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from pusa_fw.errors import InputError
 
 from .renders import RenderSetup, build_render_tasks, render_tasks, swapped_weights
 from .step import collate
-from .validation import plan_sigma_vectors, validation_losses
+from .validation import plan_sigma_vectors, validation_results, validation_sums
 
 __all__ = ["TrainerEvaluation"]
 
@@ -43,11 +48,27 @@ class TrainerEvaluation:
         return self._validation_indices[0] if self._validation_indices else len(self.source) - 1
 
     def _render_setup(self) -> RenderSetup | None:
+        """The main rank's `RenderSetup` (None elsewhere); every rank calls it, and raises the same error."""
         section = self.config.validation
         if not section.render_tasks:
             return None
         if self.context.strategy == "fsdp" and self.context.is_distributed:
             raise InputError("validation.render_tasks is not supported with FSDP (sharded weights); clear it")
+        setup, failure = None, None
+        if self.context.is_main:
+            try:
+                setup = self._build_render_setup()
+            except Exception as error:  # the other ranks must hear of it instead of waiting forever
+                failure = error
+        message = self.context.broadcast_object(None if failure is None else str(failure), host=True)
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise InputError(f"rank 0 could not set up the renders: {message}")
+        return setup
+
+    def _build_render_setup(self) -> RenderSetup:
+        section = self.config.validation
         codec = self.adapter.codec(self.config.model.path)
         latents_count = int(self.source.load(self._render_index()).latents.shape[1])
         setup = RenderSetup(codec, build_render_tasks(section.render_tasks, latents_count, codec.geometry))
@@ -65,9 +86,20 @@ class TrainerEvaluation:
         return setup
 
     def validate(self) -> dict[str, float]:
-        """Held-out FAFM loss per validation plan and per sigma bin (see `validation`)."""
+        """Held-out FAFM loss per validation plan and per sigma bin (see `validation`), over every rank.
+
+        Rank r evaluates held-out samples r, r + world, ...; every rank runs the same number of forwards
+        (a rank short of one repeats a sample with weight 0), as FSDP2's all-gathers need. Under DDP the
+        unwrapped model runs (the weights are the same on every rank; the wrapper's forward would sync
+        buffers). One all-reduce of the (sum, count) pairs on the host group ends it.
+        """
         section = self.config.validation
-        batches = [self._collate_one(index) for index in self._validation_indices]
+        indices = self._validation_indices
+        rank, world = self.context.rank, self.context.world_size
+        share = indices[rank::world]
+        rounds = -(-len(indices) // world)
+        weights = [1.0] * len(share) + [0.0] * (rounds - len(share))
+        batches = [self._collate_one(index) for index in (share + indices[:1] * (rounds - len(share)))]
         if self._validation_plans is None:
             self._validation_plans = plan_sigma_vectors(
                 section.plans,
@@ -75,18 +107,25 @@ class TrainerEvaluation:
                 geometry=self.adapter.geometry(self.config.model.path),
                 sigma_bins=section.sigma_bins,
             )
+        model = self.model if self.context.strategy == "ddp" else self.wrapped
         self.model.eval()
         try:
-            return validation_losses(
-                self.wrapped,
+            sums = validation_sums(
+                model,
                 batches,
                 self._validation_plans,
                 seed=section.seed,
                 sigma_bins=section.sigma_bins,
                 autocast_dtype=self.autocast_dtype,
+                weights=weights,
             )
         finally:
             self.model.train()
+        if self.context.is_distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums, group=self.context.host_group)  # float64 on the CPU: gloo, no device sync
+        return validation_results(sums, self._validation_plans, section.sigma_bins)
 
     def render(self) -> list[Path]:
         """Write ``<run>/renders/step-XXXXXXX/<task>.mp4|.png`` for every render task (see `renders`).
@@ -111,6 +150,7 @@ class TrainerEvaluation:
                 seed=section.render_seed,
                 weights="ema" if shadow is not None else "current",
                 step=self.step,
+                autocast_dtype=self.autocast_dtype,
             )
 
     def _collate_one(self, index: int) -> Any:

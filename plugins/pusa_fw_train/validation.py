@@ -23,7 +23,14 @@ from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 
 from .step import Batch, draw_seed
 
-__all__ = ["ValidationPlan", "plan_sigma_vectors", "task_params", "validation_losses"]
+__all__ = [
+    "ValidationPlan",
+    "plan_sigma_vectors",
+    "task_params",
+    "validation_losses",
+    "validation_results",
+    "validation_sums",
+]
 
 _PLAN_STEPS = 4
 
@@ -80,7 +87,7 @@ def plan_sigma_vectors(
 
 
 @torch.no_grad()
-def validation_losses(
+def validation_sums(
     model: Callable[..., torch.Tensor],
     batches: Sequence[Batch],
     plans: Sequence[ValidationPlan],
@@ -88,8 +95,12 @@ def validation_losses(
     seed: int,
     sigma_bins: int,
     autocast_dtype: torch.dtype | None = None,
-) -> dict[str, float]:
-    """Held-out FAFM loss per plan and per sigma bin.
+    weights: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """Summed held-out FAFM frame losses and counted-frame counts, per plan and per sigma bin.
+
+    Sums add over batches (and over ranks, each with its own batches), so `validation_results` of the sum
+    of several calls' results equals one call over all their batches.
 
     Args:
         model: the DiT (called as ``model(noised, sigmas, context)``).
@@ -97,18 +108,16 @@ def validation_losses(
         plans: from `plan_sigma_vectors`.
         seed: seed of the fixed noise (keyed by sample index, like training draws).
         sigma_bins: number of equal-width bins of [0, 1].
+        autocast_dtype: the training step's autocast dtype (None: fp32).
+        weights: one per batch (default 1): 0 runs the forward but counts nothing (a padding batch).
 
     Returns:
-        ``{"val/<plan>": loss, "val/sigma_<lo>-<hi>": loss, "val/all": loss}`` (bins without frames
-        are left out).
+        `[2 * (P + sigma_bins)]` float64 on the CPU: per plan (loss sum, frame count), then per bin.
     """
-    bin_sums = torch.zeros(sigma_bins, dtype=torch.float64)
-    bin_counts = torch.zeros(sigma_bins, dtype=torch.float64)
-    results: dict[str, float] = {}
-    total, count = 0.0, 0.0
-    for plan in plans:
-        plan_sum, plan_count = 0.0, 0.0
-        for batch in batches:
+    sums = torch.zeros(len(plans) + sigma_bins, 2, dtype=torch.float64)
+    weights = [1.0] * len(batches) if weights is None else list(weights)
+    for plan_index, plan in enumerate(plans):
+        for batch, weight in zip(batches, weights, strict=True):
             x0 = batch.latents
             eps = torch.stack(
                 [
@@ -120,19 +129,55 @@ def validation_losses(
             ).to(x0.device)
             for row in plan.sigmas:
                 sigmas = row.to(x0.device).expand(x0.shape[0], -1)
-                prediction = fafm_forward(model, x0, eps, sigmas, batch.context, autocast_dtype=autocast_dtype)
-                losses = frame_losses(prediction.float(), x0, eps).double().cpu()
+                prediction = fafm_forward(
+                    model, x0, eps, sigmas, batch.context, autocast_dtype=autocast_dtype
+                )
+                losses = frame_losses(prediction.float(), x0, eps).double().cpu() * weight
                 counted = plan.counted.expand_as(losses)
-                plan_sum += float(losses[counted].sum())
-                plan_count += float(counted.sum())
+                counts = torch.full_like(losses[counted], weight)
+                sums[plan_index, 0] += losses[counted].sum()
+                sums[plan_index, 1] += counts.sum()
                 bins = (sigmas.cpu().double() * sigma_bins).long().clamp(max=sigma_bins - 1)
-                bin_sums.index_add_(0, bins[counted], losses[counted])
-                bin_counts.index_add_(0, bins[counted], torch.ones_like(losses[counted]))
-        results[f"val/{plan.name}"] = plan_sum / max(plan_count, 1.0)
-        total, count = total + plan_sum, count + plan_count
+                sums[:, 0].index_add_(0, len(plans) + bins[counted], losses[counted])
+                sums[:, 1].index_add_(0, len(plans) + bins[counted], counts)
+    return sums.reshape(-1)
+
+
+def validation_results(
+    sums: torch.Tensor, plans: Sequence[ValidationPlan], sigma_bins: int
+) -> dict[str, float]:
+    """Mean losses from `validation_sums`.
+
+    Returns:
+        ``{"val/<plan>": loss, "val/sigma_<lo>-<hi>": loss, "val/all": loss}`` (bins without frames
+        are left out).
+    """
+    table = sums.reshape(len(plans) + sigma_bins, 2)
+    results = {
+        f"val/{plan.name}": float(table[row, 0] / table[row, 1].clamp(min=1.0))
+        for row, plan in enumerate(plans)
+    }
     for index in range(sigma_bins):
-        if bin_counts[index] > 0:
+        total, count = table[len(plans) + index]
+        if count > 0:
             low, high = index / sigma_bins, (index + 1) / sigma_bins
-            results[f"val/sigma_{low:.2f}-{high:.2f}"] = float(bin_sums[index] / bin_counts[index])
-    results["val/all"] = total / max(count, 1.0)
+            results[f"val/sigma_{low:.2f}-{high:.2f}"] = float(total / count)
+    plan_total = table[: len(plans)].sum(dim=0)
+    results["val/all"] = float(plan_total[0] / plan_total[1].clamp(min=1.0))
     return results
+
+
+def validation_losses(
+    model: Callable[..., torch.Tensor],
+    batches: Sequence[Batch],
+    plans: Sequence[ValidationPlan],
+    *,
+    seed: int,
+    sigma_bins: int,
+    autocast_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
+    """Held-out FAFM loss per plan and per sigma bin over `batches` (one process; see `validation_sums`)."""
+    sums = validation_sums(
+        model, batches, plans, seed=seed, sigma_bins=sigma_bins, autocast_dtype=autocast_dtype
+    )
+    return validation_results(sums, plans, sigma_bins)

@@ -149,3 +149,35 @@ def test_sample_prompts_render_through_the_real_text_encoder_with_cfg(toy_dir: P
                             render_prompts=prompts[:1]), source=_source(toy_dir))
     with_cfg, without = (read_video(path).frames for path in (files[0], plain.render()[0]))
     assert not (with_cfg == without).all(), "guidance at scale 3 changes the render"
+
+
+def test_renders_compute_under_the_training_autocast_sampler_and_decode(
+    toy_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """precision bf16: the sampler and the codec's decode run under CPU autocast to bf16, like the training
+    step (the fp32 master weights would otherwise make every render GEMM fp32); fp32: no autocast."""
+    import pusa_fw.sampling as sampling
+
+    seen: list[tuple[str, bool, torch.dtype]] = []
+    real_sample = sampling.sample
+
+    def recording_sample(*args, **kwargs):
+        seen.append(("sample", torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(sampling, "sample", recording_sample)
+    for precision in ("bf16", "fp32"):
+        values = _config(tmp_path / precision, toy_dir, render_tasks=["t2v"], render_num_steps=1).model_dump()
+        values["precision"] = precision
+        trainer = Trainer(validate_train_config(values), source=_source(toy_dir))
+        codec = trainer._renders.codec
+        real_decode = codec.decode
+
+        def recording_decode(latents, real_decode=real_decode):
+            seen.append(("decode", torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+            return real_decode(latents)
+
+        monkeypatch.setattr(codec, "decode", recording_decode)
+        trainer.render()
+    assert seen[:2] == [("sample", True, torch.bfloat16), ("decode", True, torch.bfloat16)]
+    assert [(where, enabled) for where, enabled, _ in seen[2:]] == [("sample", False), ("decode", False)]

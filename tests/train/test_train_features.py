@@ -126,8 +126,8 @@ def test_sigusr1_mid_step_drops_the_unfinished_step_and_the_resumed_run_is_bit_e
     resumed run replays step index 2 and ends where the uninterrupted run ends."""
     overrides = {"optimizer.grad_accumulation": 2, "checkpoint.stop_signal": "SIGUSR1"}
     Trainer(tiny_config(tmp_path / "straight", max_steps=5, **overrides)).run(stop_at=2)
-    straight_state = json.loads((tmp_path / "straight" / "checkpoints" / "step-0000002" / "trainer_state.json")
-                                .read_text())
+    step_2 = tmp_path / "straight" / "checkpoints" / "step-0000002"
+    straight_state = json.loads((step_2 / "trainer_state.json").read_text())
     Trainer.resume(tmp_path / "straight").run()
     trainer = Trainer(tiny_config(tmp_path / "stopped", max_steps=5, **overrides))
     previous = signal.getsignal(signal.SIGUSR1)
@@ -137,7 +137,8 @@ def test_sigusr1_mid_step_drops_the_unfinished_step_and_the_resumed_run_is_bit_e
     assert signal.getsignal(signal.SIGUSR1) is previous, "the previous SIGUSR1 handler is back"
     assert result.step == 2 and result.checkpoint is not None and result.checkpoint.name == "step-0000002"
     stopped_state = json.loads((result.checkpoint / "trainer_state.json").read_text())
-    assert (stopped_state["epoch"], stopped_state["batch"]) == (straight_state["epoch"], straight_state["batch"])
+    position = (stopped_state["epoch"], stopped_state["batch"])
+    assert position == (straight_state["epoch"], straight_state["batch"])
     assert all(parameter.grad is None for parameter in trainer.tensors.values()), "the half step's grads"
     Trainer.resume(tmp_path / "stopped").run()
     for file in ("adapter.safetensors", "optimizer.safetensors"):
@@ -174,5 +175,6 @@ def test_single_file_checkpoints_of_a_sharded_full_run_are_refused_in_one_line()
         check_checkpoint_format("safetensors", "full", "fsdp", 2)
     assert "\n" not in str(caught.value)
     for allowed in (("safetensors", "lora", "fsdp", 2), ("safetensors", "full", "fsdp", 1),
-                    ("safetensors", "full", "ddp", 2), ("auto", "full", "fsdp", 2), ("dcp", "full", "fsdp", 2)):
+                    ("safetensors", "full", "ddp", 2), ("auto", "full", "fsdp", 2),
+                    ("dcp", "full", "fsdp", 2)):
         check_checkpoint_format(*allowed)
