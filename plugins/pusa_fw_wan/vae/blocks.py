@@ -162,7 +162,8 @@ class Resample(nn.Module):
     """Spatial x2 down/up-sampling, optionally with a causal x2 resampling in time.
 
     Modes: ``downsample2d``, ``downsample3d`` (time stride 2), ``upsample2d``, ``upsample3d`` (each frame
-    becomes two). Up modes halve the channel count; down modes keep it.
+    becomes two). Up modes halve the channel count in the Wan2.1 VAE and keep it in the Wan2.2 VAE
+    (``halve_on_upsample=False``); down modes keep it.
 
     Time handling across chunks (what the official chunk loop does, reproduced exactly):
       - ``downsample3d``: the first chunk skips the time conv; later chunks prepend the previous
@@ -172,13 +173,13 @@ class Resample(nn.Module):
         i.e. the cache is reset to a zero frame after the first chunk.
     """
 
-    def __init__(self, dim: int, mode: str) -> None:
+    def __init__(self, dim: int, mode: str, *, halve_on_upsample: bool = True) -> None:
         super().__init__()
         self.mode = mode
         if mode in ("upsample2d", "upsample3d"):
             self.resample = nn.Sequential(
                 NearestUpsample2d(scale_factor=(2.0, 2.0), mode="nearest-exact"),
-                nn.Conv2d(dim, dim // 2, 3, padding=1),
+                nn.Conv2d(dim, dim // 2 if halve_on_upsample else dim, 3, padding=1),
             )
         elif mode in ("downsample2d", "downsample3d"):
             self.resample = nn.Sequential(nn.ZeroPad2d((0, 1, 0, 1)), nn.Conv2d(dim, dim, 3, stride=(2, 2)))
@@ -190,7 +191,7 @@ class Resample(nn.Module):
             self.time_conv = CausalConv3d(dim, dim, (3, 1, 1), stride=(2, 1, 1), padding=(0, 0, 0))
 
     def forward(self, x: torch.Tensor, cache: CausalCache) -> torch.Tensor:
-        """``[B, C, t, H, W]`` -> ``[B, C/2, t or 2t, 2H, 2W]`` (up) or ``[B, C, t', H/2, W/2]`` (down)."""
+        """``[B, C, t, H, W]`` -> ``[B, C/2 (or C), t or 2t, 2H, 2W]`` (up) or ``[B, C, t', H/2, W/2]`` (down)."""
         if self.mode == "upsample3d":
             x = self._double_frames(x, cache)
         frames = x.shape[2]

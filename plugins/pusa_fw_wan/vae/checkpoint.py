@@ -1,4 +1,5 @@
-"""Reading Wan2.1 VAE weights: the official ``Wan2.1_VAE.pth``, a safetensors copy, or a diffusers ``vae/``.
+"""Reading Wan VAE weights: the official ``Wan2.1_VAE.pth`` / ``Wan2.2_VAE.pth``, a safetensors copy, or a
+diffusers ``vae/`` (Wan2.1 only), and telling the two VAEs apart by their keys (`detect_vae_version`).
 
 Everything is returned under the official key names (``encoder.downsamples.3.residual.2.weight`` ...).
 Diffusers ``AutoencoderKLWan`` names are translated by `diffusers_key`, which is derived from the
@@ -30,6 +31,30 @@ WAN21_LATENTS_STD = (
     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160,
 )  # fmt: skip
 """Per-channel latent standard deviations hard-coded in the official ``WanVAE`` wrapper."""
+
+WAN22_LATENTS_MEAN = (
+    -0.2289, -0.0052, -0.1323, -0.2339, -0.2799, 0.0174, 0.1838, 0.1557,
+    -0.1382, 0.0542, 0.2813, 0.0891, 0.1570, -0.0098, 0.0375, -0.1825,
+    -0.2246, -0.1207, -0.0698, 0.5109, 0.2665, -0.2108, -0.2158, 0.2502,
+    -0.2055, -0.0322, 0.1109, 0.1567, -0.0729, 0.0899, -0.2799, -0.1230,
+    -0.0313, -0.1649, 0.0117, 0.0723, -0.2839, -0.2083, -0.0520, 0.3748,
+    0.0152, 0.1957, 0.1433, -0.2944, 0.3573, -0.0548, -0.1681, -0.0667,
+)  # fmt: skip
+"""Per-channel latent means hard-coded in the official ``Wan2_2_VAE`` wrapper (48 channels)."""
+
+WAN22_LATENTS_STD = (
+    0.4765, 1.0364, 0.4514, 1.1677, 0.5313, 0.4990, 0.4818, 0.5013,
+    0.8158, 1.0344, 0.5894, 1.0901, 0.6885, 0.6165, 0.8454, 0.4978,
+    0.5759, 0.3523, 0.7135, 0.6804, 0.5833, 1.4146, 0.8986, 0.5659,
+    0.7069, 0.5338, 0.4889, 0.4917, 0.4069, 0.4999, 0.6866, 0.4093,
+    0.5709, 0.6065, 0.6415, 0.4944, 0.5726, 1.2042, 0.5458, 1.6887,
+    0.3971, 1.0600, 0.3943, 0.5537, 0.5444, 0.4089, 0.7468, 0.7744,
+)  # fmt: skip
+"""Per-channel latent standard deviations hard-coded in the official ``Wan2_2_VAE`` wrapper."""
+
+VAE_ANCHOR_KEYS = ("encoder.conv1.weight", "conv1.weight", "conv2.weight", "decoder.conv1.weight")
+"""Tensors both Wan VAEs have under these names; a file with none of them is not a Wan VAE."""
+_WAN22_MARKERS = ("encoder.downsamples.0.downsamples.", "decoder.upsamples.0.upsamples.")
 
 DIFFUSERS_WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 _WHAT = "VAE checkpoint"
@@ -177,8 +202,8 @@ def _check_diffusers_config(config: dict, arch: VAEArchitecture, config_path: Pa
     """Raise unless the diffusers config describes the Wan2.1 VAE layout that `arch` builds."""
     if config.get("is_residual", False) or config.get("patch_size") not in (None, 1):
         raise CheckpointError(
-            f"{str(config_path)!r} describes a Wan2.2 VAE (is_residual/patch_size set); only the Wan2.1 VAE "
-            "(Wan2.1_VAE.pth, also used by Wan2.2 A14B) is supported"
+            f"{str(config_path)!r} describes a Wan2.2 VAE (is_residual/patch_size set) in diffusers' layout, "
+            "which is not supported; pass the official Wan2.2_VAE.pth or a .safetensors copy with its keys"
         )
     expected = {
         "dim_mult": list(arch.dim_mult),
@@ -200,18 +225,54 @@ def _check_diffusers_config(config: dict, arch: VAEArchitecture, config_path: Pa
         )
 
 
-def check_state_dict(state: dict[str, torch.Tensor], expected: dict[str, torch.Size], source: str) -> None:
+def detect_vae_version(state: dict[str, torch.Tensor], source: str) -> str:
+    """``"2.2"`` for the Wan2.2 VAE's key layout, else ``"2.1"`` (the strict key check then lists what is off).
+
+    The Wan2.2 VAE has stages with their own ``downsamples`` / ``upsamples`` and a 12-channel (patchified)
+    encoder input; the Wan2.1 VAE has flat ``encoder.downsamples.N`` blocks and a 3-channel input.
+
+    Raises:
+        CheckpointError: the file has none of the tensors every Wan VAE has (`VAE_ANCHOR_KEYS`).
+    """
+    if not any(key in state for key in VAE_ANCHOR_KEYS):
+        found = format_key_list(sorted(state), limit=3)
+        raise CheckpointError(
+            f"checkpoint {source} is neither a Wan2.1 nor a Wan2.2 VAE: missing keys {', '.join(VAE_ANCHOR_KEYS)} "
+            f"(it holds {len(state)} tensors: {found}); pass Wan2.1_VAE.pth, Wan2.2_VAE.pth or a .safetensors copy"
+        )
+    conv_in = state.get("encoder.conv1.weight")
+    patchified = conv_in is not None and conv_in.ndim == 5 and conv_in.shape[1] == 12
+    return "2.2" if patchified or any(key.startswith(_WAN22_MARKERS) for key in state) else "2.1"
+
+
+def check_state_dict(
+    state: dict[str, torch.Tensor],
+    expected: dict[str, torch.Size],
+    source: str,
+    model: str = "the Wan2.1 VAE",
+) -> None:
     """Raise one `CheckpointError` listing missing keys, unexpected keys and shape mismatches.
 
     Args:
         state: the tensors read from the checkpoint (official names).
         expected: official name -> shape of every tensor the model has.
         source: checkpoint description for the message.
+        model: what the tensors were loaded into.
     """
     found = {key: tuple(tensor.shape) for key, tensor in state.items()}
     compare_keys(found, expected).raise_if_bad(
-        source, "the Wan2.1 VAE", "Is it a Wan2.1 VAE checkpoint (not a DiT / Wan2.2 VAE file)?"
+        source, model, "Is it a complete Wan2.1_VAE.pth / Wan2.2_VAE.pth (not a DiT file)?"
     )
+
+
+def check_requested_widths(source: str, widths: dict[str, tuple[int | None, int | None]]) -> None:
+    """Raise `CheckpointError` when a requested width (name -> (wanted, found)) differs from the checkpoint's."""
+    for name, (wanted, found) in widths.items():
+        if wanted is not None and found is not None and wanted != found:
+            raise CheckpointError(
+                f"{source} holds a VAE with {name}={found}, but {name}={wanted} was requested; "
+                f"pass {name}={found} (or {name}=None to read it from the checkpoint)"
+            )
 
 
 def infer_widths(state: dict[str, torch.Tensor]) -> tuple[int | None, int | None]:

@@ -13,8 +13,9 @@ RANGE_SLACK = 1e-3
 """How far outside [-1, 1] a video may reach (rounding of a resize) before it is refused."""
 
 
-def check_video(video: torch.Tensor) -> None:
-    """Raise `InputError` unless `video` is a float ``[B, 3, T, H, W]`` in [-1, 1], T = 4n+1, H, W multiples of 8."""
+def check_video(video: torch.Tensor, spatial_factor: int = SPATIAL_FACTOR) -> None:
+    """Raise `InputError` unless `video` is a float ``[B, 3, T, H, W]`` in [-1, 1], T = 4n+1, H, W multiples of
+    `spatial_factor` (8 for the Wan2.1 VAE, 16 for the Wan2.2 VAE)."""
     if not isinstance(video, torch.Tensor) or video.ndim != 5 or video.shape[1] != 3:
         raise InputError(
             f"video must be a tensor [B, 3, T, H, W] in [-1, 1], got shape {_shape(video)}; "
@@ -29,11 +30,12 @@ def check_video(video: torch.Tensor) -> None:
         lower = num_frames - (num_frames - 1) % TEMPORAL_FACTOR
         raise InputError(f"video has T={num_frames} frames; T must be 4n+1, e.g. {lower} or {lower + 4}")
     for name, value in (("H", height), ("W", width)):
-        if value == 0 or value % SPATIAL_FACTOR:
-            near = max(16, round(value / 16) * 16)
+        if value == 0 or value % spatial_factor:
+            step = 2 * spatial_factor
+            near = max(step, round(value / step) * step)
             raise InputError(
-                f"video has {name}={value}; it must be a positive multiple of 8 (the Wan pipelines need 16), "
-                f"e.g. resize or crop to {near}"
+                f"video has {name}={value}; it must be a positive multiple of {spatial_factor} (the Wan "
+                f"pipelines need {step}), e.g. resize or crop to {near}"
             )
     low, high = float(video.min()), float(video.max())
     if low < -1 - RANGE_SLACK or high > 1 + RANGE_SLACK:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -29,7 +29,10 @@ from pusa_fw_wan.vae.blocks import CausalCache, CausalConv3d
 from pusa_fw_wan.vae.checkpoint import (
     WAN21_LATENTS_MEAN,
     WAN21_LATENTS_STD,
+    LoadedVAEWeights,
+    check_requested_widths,
     check_state_dict,
+    detect_vae_version,
     infer_widths,
     read_vae_weights,
 )
@@ -54,9 +57,16 @@ FORCED_TILE_SIZE = 32
 DECODE_BYTES_PER_CELL_PER_DIM = 64 * 56.0
 ENCODE_BYTES_PER_CELL_PER_DIM = 64 * 36.0
 
+RELEASED = "released"
+"""Width argument of `WanVAE.from_pretrained` meaning: the released width of the VAE the file holds."""
+Width = int | None | Literal["released"]
+
 
 class WanVAE(nn.Module):
     """Wan2.1 video VAE with chunked causal caching and optional spatial tiling.
+
+    `from_pretrained` also loads the Wan2.2 VAE (``Wan2.2_VAE.pth``, detected from its keys) and then
+    returns a `pusa_fw_wan.vae.wan22.Wan22VAE`, a subclass with the same API.
 
     Module names follow the official ``Wan2.1_VAE.pth`` keys: ``encoder``, ``conv1`` (posterior
     projection), ``conv2`` (latent projection), ``decoder``.
@@ -73,6 +83,11 @@ class WanVAE(nn.Module):
             (and uses `FORCED_TILE_SIZE` when ``tiled=True`` is asked for an input that fits the budget).
     """
 
+    version: ClassVar[str] = "2.1"
+    spatial_factor: ClassVar[int] = SPATIAL_FACTOR
+    """Pixels per latent cell along H and W."""
+    forced_tile_size: ClassVar[int] = FORCED_TILE_SIZE
+
     def __init__(
         self,
         dim: int = 96,
@@ -85,6 +100,23 @@ class WanVAE(nn.Module):
         tile_size: int | None = None,
     ) -> None:
         super().__init__()
+        self._set_options(z_dim, latents_mean, latents_std, memory_budget_bytes, tile_overlap, tile_size)
+        self.arch = VAEArchitecture(dim=dim, z_dim=z_dim)
+        self.encoder = Encoder3d(self.arch)
+        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
+        self.decoder = Decoder3d(self.arch)
+        self.conv2 = CausalConv3d(z_dim, z_dim, 1)
+
+    def _set_options(
+        self,
+        z_dim: int,
+        latents_mean: tuple[float, ...],
+        latents_std: tuple[float, ...],
+        memory_budget_bytes: float,
+        tile_overlap: int,
+        tile_size: int | None,
+    ) -> None:
+        """Check and store the normalisation constants and the tiling options (shared by both VAEs)."""
         if tile_overlap < 0 or (tile_size is not None and tile_size <= tile_overlap):
             raise InputError(
                 f"tile_size={tile_size} and tile_overlap={tile_overlap}: the overlap must be >= 0 and smaller "
@@ -95,24 +127,19 @@ class WanVAE(nn.Module):
                 f"latents_mean/latents_std have {len(latents_mean)}/{len(latents_std)} entries; "
                 f"z_dim={z_dim} needs {z_dim} each"
             )
-        self.arch = VAEArchitecture(dim=dim, z_dim=z_dim)
         self.latents_mean = tuple(float(v) for v in latents_mean)
         self.latents_std = tuple(float(v) for v in latents_std)
         self.memory_budget_bytes = memory_budget_bytes
         self.tile_overlap = tile_overlap
         self.tile_size = tile_size
-        self.encoder = Encoder3d(self.arch)
-        self.conv1 = CausalConv3d(z_dim * 2, z_dim * 2, 1)
-        self.decoder = Decoder3d(self.arch)
-        self.conv2 = CausalConv3d(z_dim, z_dim, 1)
 
     @property
     def geometry(self) -> LatentGeometry:
-        """The latent geometry: stride 4 with frame 0 alone, /8 spatial, patch 2 of the DiT, `z_dim` channels."""
+        """The latent geometry: stride 4 with frame 0 alone, /8 (2.2: /16) spatial, DiT patch 2, `z_dim` channels."""
         return LatentGeometry(
             temporal_stride=TEMPORAL_FACTOR,
             first_frame_alone=True,
-            spatial_factor=SPATIAL_FACTOR,
+            spatial_factor=self.spatial_factor,
             patch_size=2,
             channels=self.arch.z_dim,
         )
@@ -123,47 +150,78 @@ class WanVAE(nn.Module):
     def from_pretrained(
         cls,
         path: str | Path,
-        dim: int | None = 96,
-        z_dim: int | None = 16,
+        dim: Width = RELEASED,
+        z_dim: Width = RELEASED,
         dtype: torch.dtype = torch.float32,
         device: str | torch.device = "cpu",
         **options: float,
     ) -> WanVAE:
-        """Load the official ``Wan2.1_VAE.pth``, a safetensors copy, or a diffusers ``vae/`` directory.
+        """Load ``Wan2.1_VAE.pth`` or ``Wan2.2_VAE.pth`` (or a safetensors copy), or a diffusers ``vae/`` directory.
+
+        Which VAE the file holds is read from its keys: a Wan2.2 VAE (TI2V-5B, 48 channels, /16) comes back as
+        a `pusa_fw_wan.vae.wan22.Wan22VAE`; a file that is neither is refused.
 
         Args:
             path: the checkpoint file or directory (see `vae_checkpoint.read_vae_weights`).
-            dim: expected base width; None reads it from the checkpoint.
-            z_dim: expected latent channels; None reads it from the checkpoint.
+            dim: expected (encoder) base width; ``"released"`` expects the release's (96 for Wan2.1, 160
+                for Wan2.2), None reads it from the checkpoint. The Wan2.2 decoder width is always read.
+            z_dim: expected latent channels; ``"released"`` expects 16 (Wan2.1) or 48 (Wan2.2), None reads it.
             dtype: compute and weight dtype (latents and video are returned in fp32).
             device: where the model lives.
             **options: `memory_budget_bytes`, `tile_overlap`, `tile_size` (see the class).
 
         Raises:
-            CheckpointError: missing or unreadable file, missing / unexpected keys (listed), wrong
-                shapes, or widths different from the requested ``dim`` / ``z_dim``.
+            CheckpointError: missing or unreadable file, a file that is neither VAE, missing / unexpected
+                keys (listed), wrong shapes, or widths different from the requested ``dim`` / ``z_dim``.
         """
         layout = VAEArchitecture()
         with torch.device("meta"):
-            official_keys = list(cls(dim=8, z_dim=layout.z_dim).state_dict())
+            official_keys = list(WanVAE(dim=8, z_dim=layout.z_dim).state_dict())
         weights = read_vae_weights(path, layout, official_keys)
+        version = detect_vae_version(weights.state_dict, weights.source)
+        if version == "2.2":
+            from pusa_fw_wan.vae.wan22 import Wan22VAE
+
+            target: type[WanVAE] = Wan22VAE
+        else:
+            target = WanVAE
+        if not issubclass(target, cls):
+            raise CheckpointError(
+                f"{weights.source} holds a Wan{version} VAE, not what {cls.__name__} loads; "
+                "use WanVAE.from_pretrained, which picks the VAE from the keys"
+            )
+        return target._load(weights, dim, z_dim, dtype, device, options)
+
+    @classmethod
+    def _load(
+        cls,
+        weights: LoadedVAEWeights,
+        dim: Width,
+        z_dim: Width,
+        dtype: torch.dtype,
+        device: str | torch.device,
+        options: dict[str, float],
+    ) -> WanVAE:
+        """Build this VAE at the checkpoint's widths and load `weights` into it (strictly)."""
+        layout = VAEArchitecture()
         found_dim, found_z = infer_widths(weights.state_dict)
-        for name, wanted, found in (("dim", dim, found_dim), ("z_dim", z_dim, found_z)):
-            if wanted is not None and found is not None and wanted != found:
-                raise CheckpointError(
-                    f"{weights.source} holds a VAE with {name}={found}, but {name}={wanted} was requested; "
-                    f"pass {name}={found} (or {name}=None to read it from the checkpoint)"
-                )
+        dim = layout.dim if dim == RELEASED else dim
+        z_dim = layout.z_dim if z_dim == RELEASED else z_dim
+        check_requested_widths(weights.source, {"dim": (dim, found_dim), "z_dim": (z_dim, found_z)})
         dim, z_dim = dim or found_dim or layout.dim, z_dim or found_z or layout.z_dim
         with torch.device("meta"):
             model = cls(
                 dim, z_dim, latents_mean=weights.latents_mean, latents_std=weights.latents_std, **options
             )
-        expected = {key: value.shape for key, value in model.state_dict().items()}
-        check_state_dict(weights.state_dict, expected, weights.source)
+        return model._assign_weights(weights, dtype, device)
+
+    def _assign_weights(self, weights: LoadedVAEWeights, dtype: torch.dtype, device: str | torch.device) -> WanVAE:
+        """Check `weights` against this (meta) model's keys and shapes, then load them in `dtype` on `device`."""
+        expected = {key: value.shape for key, value in self.state_dict().items()}
+        check_state_dict(weights.state_dict, expected, weights.source, f"the Wan{self.version} VAE")
         converted = {key: value.to(device=device, dtype=dtype) for key, value in weights.state_dict.items()}
-        model.load_state_dict(converted, strict=True, assign=True)
-        return model.eval()
+        self.load_state_dict(converted, strict=True, assign=True)
+        return self.eval()
 
     # ------------------------------------------------------------------ public API
 
@@ -189,28 +247,28 @@ class WanVAE(nn.Module):
         """Encode a video into latents (the posterior mean).
 
         Args:
-            video: ``[B, 3, T, H, W]`` in [-1, 1], T = 4n + 1, H and W multiples of 8 (the Wan
-                pipelines need 16).
+            video: ``[B, 3, T, H, W]`` in [-1, 1], T = 4n + 1, H and W multiples of `spatial_factor`
+                (8; 16 for Wan2.2; the Wan pipelines need twice that).
             tiled: None tiles only when the pass would exceed ``memory_budget_bytes``; True always tiles
                 (with the budget's tile size, at least one tile); False never tiles.
             normalize: True returns ``(mu - mean) / std`` (what the DiT consumes), False the raw mean.
             on_tile: progress callback ``(tiles_done, tiles_total)``.
 
         Returns:
-            ``[B, z_dim, (T - 1) / 4 + 1, H / 8, W / 8]`` float32 on the model's device.
+            ``[B, z_dim, (T - 1) / 4 + 1, H / f, W / f]`` float32 on the model's device (f = `spatial_factor`).
         """
-        check_video(video)
+        check_video(video, self.spatial_factor)
         video = video.to(device=self.device, dtype=self.dtype)
-        height, width = video.shape[3] // SPATIAL_FACTOR, video.shape[4] // SPATIAL_FACTOR
-        plan = self._plan(height, width, ENCODE_BYTES_PER_CELL_PER_DIM, tiled)
+        height, width = video.shape[3] // self.spatial_factor, video.shape[4] // self.spatial_factor
+        plan = self._plan(height, width, "encode", tiled)
         if plan is None:
             mu = self._encode_chunks(video)
         else:
-            mu = run_tiled(self._encode_chunks, video, plan, SPATIAL_FACTOR, 1, on_tile)
+            mu = run_tiled(self._encode_chunks, video, plan, self.spatial_factor, 1, on_tile)
         return self._normalize(mu) if normalize else mu
 
     def encode_image(self, image: torch.Tensor, **kwargs: Any) -> torch.Tensor:
-        """Encode images as one-frame videos: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, z_dim, 1, H/8, W/8]``.
+        """Encode images as one-frame videos: ``[B, 3, H, W]`` in [-1, 1] -> ``[B, z_dim, 1, H/f, W/f]``.
 
         Keyword arguments are those of `encode`.
         """
@@ -239,39 +297,42 @@ class WanVAE(nn.Module):
             on_tile: progress callback ``(tiles_done, tiles_total)``.
 
         Returns:
-            ``[B, 3, 4 * (F - 1) + 1, 8h, 8w]`` float32 on the model's device.
+            ``[B, 3, 4 * (F - 1) + 1, f*h, f*w]`` float32 on the model's device (f = `spatial_factor`).
         """
         check_latents(latents, self.arch.z_dim)
         z = latents.to(device=self.device)
         z = self._denormalize(z) if normalized else z.float()
         z = z.to(self.dtype)
-        plan = self._plan(z.shape[3], z.shape[4], DECODE_BYTES_PER_CELL_PER_DIM, tiled)
+        plan = self._plan(z.shape[3], z.shape[4], "decode", tiled)
         if plan is None:
             video = self._decode_chunks(z)
         else:
-            video = run_tiled(self._decode_chunks, z, plan, 1, SPATIAL_FACTOR, on_tile)
+            video = run_tiled(self._decode_chunks, z, plan, 1, self.spatial_factor, on_tile)
         return video.clamp_(-1.0, 1.0) if clamp else video
 
     def estimate_bytes(self, height: int, width: int, direction: str = "decode") -> float:
         """Estimated working memory of one untiled pass at ``height x width`` pixels (weights, output excluded)."""
-        per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
-        cells = (height // SPATIAL_FACTOR) * (width // SPATIAL_FACTOR)
-        return per_dim * self.arch.dim * _element_size(self.dtype) * cells
+        cells = (height // self.spatial_factor) * (width // self.spatial_factor)
+        return self._bytes_per_cell(direction) * cells
 
     def tile_plan(
         self, height: int, width: int, direction: str = "decode", tiled: bool | None = None
     ) -> TilePlan | None:
         """The tiles a pass at ``height x width`` pixels would use (None: untiled)."""
-        per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
-        return self._plan(height // SPATIAL_FACTOR, width // SPATIAL_FACTOR, per_dim, tiled)
+        return self._plan(height // self.spatial_factor, width // self.spatial_factor, direction, tiled)
 
     # ------------------------------------------------------------------ internals
 
-    def _plan(self, height: int, width: int, per_dim: float, tiled: bool | None) -> TilePlan | None:
+    def _bytes_per_cell(self, direction: str) -> float:
+        """Estimated working bytes of one untiled ``direction`` pass per latent cell."""
+        per_dim = DECODE_BYTES_PER_CELL_PER_DIM if direction == "decode" else ENCODE_BYTES_PER_CELL_PER_DIM
+        return per_dim * self.arch.dim * _element_size(self.dtype)
+
+    def _plan(self, height: int, width: int, direction: str, tiled: bool | None) -> TilePlan | None:
         """Tile plan in latent cells for a pass, or None for an untiled pass."""
         if tiled is False:
             return None
-        bytes_per_cell = per_dim * self.arch.dim * _element_size(self.dtype)
+        bytes_per_cell = self._bytes_per_cell(direction)
         min_tile = 2 * self.tile_overlap + 1
         size = choose_tile_size(height, width, bytes_per_cell, self.memory_budget_bytes, min_tile)
         if size is None and tiled is None:
@@ -279,7 +340,7 @@ class WanVAE(nn.Module):
         if self.tile_size is not None:
             size = (self.tile_size, self.tile_size)
         elif size is None:
-            forced = max(FORCED_TILE_SIZE, min_tile)
+            forced = max(self.forced_tile_size, min_tile)
             size = (forced, forced)
         return plan_tiles(height, width, *size, overlap=self.tile_overlap)
 
