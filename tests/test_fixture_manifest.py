@@ -6,6 +6,8 @@ import hashlib
 import json
 from pathlib import Path
 
+import pytest
+
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -15,7 +17,14 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def test_every_fixture_file_matches_its_manifest_entry(fixtures_dir: Path) -> None:
+# Every reference fixture set stored in the repository (each with its own manifest.json and README.md).
+FIXTURE_SETS = ("wan_reference", "wan22_reference")
+
+
+@pytest.mark.parametrize("set_name", FIXTURE_SETS)
+def test_every_fixture_file_matches_its_manifest_entry(fixtures_dir: Path, set_name: str) -> None:
+    fixtures_dir = fixtures_dir.parent / set_name
+    assert (fixtures_dir / "README.md").is_file(), f"{set_name} has no README.md"
     manifest = json.loads((fixtures_dir / "manifest.json").read_text())
     listed = {entry["path"]: entry for entry in manifest["files"]}
     present = {
