@@ -12,12 +12,24 @@ backward reaches it (the block's recomputation). The device copy is freed as soo
 The backbone needs nothing but checkpointed blocks; the trainer attaches this object to any model.
 
 What is offloaded: tensors on the compute device of at least `min_bytes`, dense (contiguous), and not
-parameters (weights stay where they are). A tensor saved several times (the text embedding and the RoPE
-table given to every block) is copied to the host once per forward and shared.
+parameters (weights stay where they are), with two exceptions that stay on the device because copying
+them out buys nothing: a tensor saved more than once (the text embedding, the RoPE table and the time
+projection given to every block: the model keeps them alive through the forward anyway, and a host copy
+would be re-uploaded at every block's recomputation), and what is saved after the last block started (the
+last block's input and the head's inputs, which the backward needs first). A record is copied out when
+the block after the next one starts (so by then it is known whether it is shared); a model without a
+``blocks`` ModuleList copies each record out when it is saved.
 
-Streams: on CUDA each copy to the host runs on a side stream from the compute stream's point (the host
-buffer is pinned, from PyTorch's caching host allocator) and the device memory is released to the
-allocator once that copy is done (``record_stream``); in the backward, unpacking a tensor starts the copy
+Host memory: with pinning (CUDA) the first forward copies into pageable memory (host-synchronous, once);
+from then on every forward reuses ONE flat host buffer of the size the largest forward needed, page-locked
+once with ``cudaHostRegister`` (`pusa_fw.host_memory.HostBuffer`, no power-of-two rounding; a 0.67 GB
+block input would otherwise pin 1 GB, cached forever by PyTorch's host allocator). A forward that starts
+while host copies of an earlier one are still alive, or that needs more, uses pageable memory for the rest.
+
+Streams: on CUDA each copy to the host runs on a side stream from the compute stream's point and the device
+memory is released to the allocator once that copy is done (``record_stream``); the host buffer is
+rewritten only by a later forward, whose copies wait for the compute stream, which waited for (or made)
+every copy back of the backward before; in the backward, unpacking a tensor starts the copy
 of the tensor packed just before it (the previous block's input, which the backward needs next) on the
 side stream, and the compute stream waits on an event before it uses a prefetched copy. On the CPU the
 "host copy" is a plain copy and the same values come back, so gradients are bit-identical to no offload.
@@ -37,6 +49,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from pusa_fw.host_memory import ALIGNMENT, HostBuffer, tensor_bytes
+
 __all__ = ["ActivationOffload", "DEFAULT_MIN_BYTES"]
 
 DEFAULT_MIN_BYTES = 1 << 20
@@ -47,7 +61,8 @@ class _Packed:
     """One offloaded tensor: its host copy, where it came from, and the copies in flight.
 
     Attributes:
-        host: the host copy (pinned on CUDA).
+        host: the host copy (None while the tensor stays on the device).
+        kept: the device tensor itself, while it is not (or never) copied out.
         device: the device the tensor came from and goes back to.
         ready: CUDA event recorded after the copy to the host (None off CUDA).
         previous: the record packed just before this one (weak); the nearest one that is not shared is
@@ -57,14 +72,14 @@ class _Packed:
             unpacks say nothing about what the backward needs next and prefetch nothing.
     """
 
-    __slots__ = ("__weakref__", "device", "host", "prefetched", "previous", "ready", "shared", "unpacked")
+    __slots__ = ("__weakref__", "device", "host", "kept", "prefetched", "previous", "ready", "shared",
+                 "unpacked")
 
-    def __init__(
-        self, host: torch.Tensor, device: torch.device, ready: Any, previous: weakref.ref[_Packed] | None
-    ) -> None:
-        self.host = host
-        self.device = device
-        self.ready = ready
+    def __init__(self, kept: torch.Tensor, previous: weakref.ref[_Packed] | None) -> None:
+        self.kept: torch.Tensor | None = kept
+        self.host: torch.Tensor | None = None
+        self.device = kept.device
+        self.ready: Any = None
         self.previous = previous
         self.prefetched: tuple[torch.Tensor, Any] | None = None
         self.shared = False
@@ -84,11 +99,14 @@ class ActivationOffload:
         pin_memory: pin the host copies (default: on for CUDA, where it lets the copies overlap compute).
         prefetch: in the backward, copy the next tensor back while the current block is recomputed.
         min_bytes: smallest tensor offloaded (default `DEFAULT_MIN_BYTES`, read when the object is made).
+        reuse_host_buffer: reuse one flat host buffer per forward (default: when pinning; on the CPU the
+            copies back are then clones, as the buffer is rewritten by the next forward).
 
     Attributes:
         packed: tensors copied to the host so far (each once per forward).
         unpacked: copies brought back to the device so far.
         host_bytes: bytes of host copies alive now.
+        host_buffer_bytes: size of the reused flat host buffer (0 before the second forward; pinned on CUDA).
         peak_host_bytes: the most `host_bytes` has been: the host memory the offload needs.
         offloaded_bytes: bytes copied to the host by the last forward.
         prefetch_hits: unpacks that found their copy already made ahead.
@@ -104,6 +122,7 @@ class ActivationOffload:
         pin_memory: bool | None = None,
         prefetch: bool = True,
         min_bytes: int | None = None,
+        reuse_host_buffer: bool | None = None,
     ) -> None:
         self.device = torch.device(device)
         if self.device.type == "cuda" and self.device.index is None:
@@ -124,10 +143,23 @@ class ActivationOffload:
         # Weak: the autograd graph owns the records; these only find them again within one forward.
         self._seen: dict[int, tuple[weakref.ref[torch.Tensor], int, weakref.ref[_Packed]]] = {}
         self._last: weakref.ref[_Packed] | None = None
+        self._reuse = self.pin_memory if reuse_host_buffer is None else reuse_host_buffer
+        self._buffer: HostBuffer | None = None
+        self._buffer_end = 0  # bump pointer of this forward in `_buffer`; None: not usable this forward
+        self._needed = 0  # host bytes this forward asked for (aligned): the buffer size for the next
+        self._forward = False  # inside `hooks()`
+        self._fresh: list[_Packed] = []  # packed since the last block started
+        self._waiting: list[_Packed] = []  # packed before that: copied out when the next block starts
         self._model_forward: Callable[..., Any] | None = None
         self._model = model
+        self._by_block = False
         if model is None:
             return
+        blocks = getattr(model, "blocks", None)
+        if isinstance(blocks, nn.ModuleList) and len(blocks) > 0:
+            self._by_block = True
+            for block in blocks:
+                block.register_forward_pre_hook(self._block_starts)
         forward = model.forward
 
         @functools.wraps(forward)
@@ -148,11 +180,40 @@ class ActivationOffload:
 
     def hooks(self) -> torch.autograd.graph.saved_tensors_hooks:
         """The saved-tensor hooks of one forward (a context manager; `ActivationOffload` enters it itself)."""
+        return _Hooks(self)
+
+    @property
+    def host_buffer_bytes(self) -> int:
+        return 0 if self._buffer is None else self._buffer.nbytes
+
+    def _begin(self) -> None:
         self.offloaded_bytes = 0
         self._prefetched = 0
         self._seen.clear()
         self._last = None
-        return _Hooks(self)
+        self._fresh, self._waiting = [], []
+        self._forward = True
+        if self._reuse and self.host_bytes == 0:  # no host copy of an earlier forward is alive
+            if self._needed > self.host_buffer_bytes:
+                if self._buffer is not None:
+                    self._buffer.close()
+                self._buffer = HostBuffer(self._needed, pin=self.pin_memory)
+            self._buffer_end = 0
+        else:
+            self._buffer_end = None
+        self._needed = 0
+
+    def _end(self) -> None:
+        self._forward = False
+        self._fresh, self._waiting = [], []  # saved after the last block started: they stay on the device
+
+    def _block_starts(self, _module: nn.Module, _inputs: Any) -> None:
+        if not self._forward:  # the recomputation in the backward
+            return
+        for record in self._waiting:
+            if not record.shared:
+                self._to_host(record)
+        self._waiting, self._fresh = self._fresh, []
 
     # ------------------------------------------------------------------ pack
 
@@ -173,33 +234,48 @@ class ActivationOffload:
             record = known[2]()
             if record is not None:
                 record.shared = True
+                if record.kept is None:  # copied out already: keep the device tensor, drop the copy
+                    record.kept, record.host, record.ready = tensor, None, None
                 return record
-        record = self._to_host(tensor)
+        record = _Packed(tensor, self._last)
+        self._last = weakref.ref(record)
         self._seen[id(tensor)] = (weakref.ref(tensor), tensor._version, weakref.ref(record))
+        if self._by_block:
+            self._fresh.append(record)
+        else:
+            self._to_host(record)
         return record
 
-    def _to_host(self, tensor: torch.Tensor) -> _Packed:
+    def _host_for(self, tensor: torch.Tensor) -> tuple[torch.Tensor, bool]:
+        """A host tensor like `tensor`: in the reused buffer when it fits, else pageable (or pinned) memory."""
+        start = -(-self._needed // ALIGNMENT) * ALIGNMENT
+        self._needed = start + tensor_bytes(tensor.shape, tensor.dtype)
+        if self._buffer is not None and self._buffer_end is not None and self._needed <= self._buffer.nbytes:
+            self._buffer_end = self._needed
+            return self._buffer.view(start, tensor.shape, tensor.dtype), self._buffer.pinned
+        pin = self.pin_memory and not self._reuse  # reused buffer wanted: no rounded pinned block meanwhile
+        return torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=pin), pin
+
+    def _to_host(self, record: _Packed) -> None:
+        tensor = record.kept
+        assert tensor is not None
         size = tensor.numel() * tensor.element_size()
-        ready = None
+        host, pinned = self._host_for(tensor)
         if self._stream is not None:
             self._stream.wait_stream(torch.cuda.current_stream(self.device))
             with torch.cuda.stream(self._stream):
-                host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.pin_memory)
-                host.copy_(tensor.detach(), non_blocking=self.pin_memory)
-                ready = torch.cuda.Event()
-                ready.record(self._stream)
+                host.copy_(tensor.detach(), non_blocking=pinned)
+                record.ready = torch.cuda.Event()
+                record.ready.record(self._stream)
             tensor.record_stream(self._stream)  # its memory is reused only after the copy is done
         else:
-            host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=self.pin_memory)
             host.copy_(tensor.detach())
+        record.host, record.kept = host, None
         self.packed += 1
         self.offloaded_bytes += size
         self.host_bytes += size
         self.peak_host_bytes = max(self.peak_host_bytes, self.host_bytes)
         weakref.finalize(host, self._release, size)
-        record = _Packed(host, tensor.device, ready, self._last)
-        self._last = weakref.ref(record)
-        return record
 
     def _release(self, size: int) -> None:
         self.host_bytes -= size
@@ -213,7 +289,8 @@ class ActivationOffload:
         tensor = self._take(packed)
         if self.prefetch and not packed.shared:
             previous = _before(packed)
-            if previous is not None and previous.prefetched is None and not previous.unpacked:
+            if (previous is not None and previous.host is not None and previous.prefetched is None
+                    and not previous.unpacked):
                 previous.prefetched = self._to_device(previous, on_side_stream=True)
                 self._prefetched += 1
                 self.peak_prefetched = max(self.peak_prefetched, self._prefetched)
@@ -221,6 +298,8 @@ class ActivationOffload:
 
     def _take(self, packed: _Packed) -> torch.Tensor:
         packed.unpacked = True
+        if packed.kept is not None:  # never copied out
+            return packed.kept
         prefetched, packed.prefetched = packed.prefetched, None
         if prefetched is None:
             return self._to_device(packed, on_side_stream=False)[0]
@@ -235,10 +314,11 @@ class ActivationOffload:
 
     def _to_device(self, packed: _Packed, *, on_side_stream: bool) -> tuple[torch.Tensor, Any]:
         self.unpacked += 1
+        assert packed.host is not None
         if self._stream is None:
-            if packed.device.type == "cpu":
+            if packed.device.type == "cpu" and not self._reuse:
                 return packed.host, None  # the host copy itself: nothing else writes to it
-            return packed.host.to(packed.device, copy=True), None
+            return packed.host.to(packed.device, copy=True), None  # (the reused buffer is rewritten later)
         compute = torch.cuda.current_stream(self.device)
         if not on_side_stream:
             compute.wait_event(packed.ready)
@@ -262,3 +342,12 @@ def _before(packed: _Packed) -> _Packed | None:
 class _Hooks(torch.autograd.graph.saved_tensors_hooks):
     def __init__(self, offload: ActivationOffload) -> None:
         super().__init__(offload.pack, offload.unpack)
+        self.offload = offload
+
+    def __enter__(self) -> None:
+        self.offload._begin()
+        super().__enter__()
+
+    def __exit__(self, *args: object) -> None:
+        super().__exit__(*args)
+        self.offload._end()

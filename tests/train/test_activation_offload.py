@@ -95,7 +95,8 @@ def test_the_block_inputs_leave_the_device_after_the_forward(tmp_path):
     model = _model(tmp_path, "lora")
     assert _block_inputs_alive_after_forward(model, batch, draws) == [True, True, True]  # kept by checkpoint
     offload = ActivationOffload(model, "cpu", min_bytes=0)
-    assert _block_inputs_alive_after_forward(model, batch, draws) == [False, False, False]  # host copies
+    # host copies, but the last block's input: the backward needs it first, it stays
+    assert _block_inputs_alive_after_forward(model, batch, draws) == [False, False, True]
     assert offload.host_bytes == 0  # the forward's graph is gone: so are its host copies
     offload.detach()
     assert _block_inputs_alive_after_forward(model, batch, draws) == [True, True, True]
@@ -112,7 +113,7 @@ def test_each_further_block_offloads_its_input_once_and_shared_inputs_once(tmp_p
         sizes.append(offload.offloaded_bytes)
         masked_frame_mean(terms, None, draws.loss_mask).backward()
     tokens, dim = 2 * 3 * 2 * 2, model.config.dim  # batch 2, 3 frames of 2 x 2 patches
-    assert counts[1] - counts[0] == 1  # the third block's input; text, RoPE and time are shared
+    assert counts[1] - counts[0] == 1  # the second block's input (the last one's stays); shared ones stay
     assert sizes[1] - sizes[0] == tokens * dim * 4  # one float32 residual [B, L, D]
 
 
@@ -189,8 +190,42 @@ def test_each_block_input_is_prefetched_while_the_block_after_it_is_recomputed(t
     offload = ActivationOffload(model, "cpu", min_bytes=block_input_bytes)
     terms, _ = frame_loss_terms(model, batch, draws)
     masked_frame_mean(terms, None, draws.loss_mask).backward()
-    # the four block inputs and the head's input, plus one tensor every block is given (unpacked by each)
-    assert offload.packed == 4 + 1 + 1 and offload.unpacked == 5 + 4
-    # every block input was already back when its block's recomputation asked for it (the head's input
-    # brought block 3's, block 3's brought block 2's, ...), and never more than one copy waited
-    assert offload.prefetch_hits == 4 and offload.peak_prefetched == 1
+    # the first three block inputs; the last block's input and the head's stay on the device, and so does
+    # the tensor every block is given
+    assert offload.packed == 3 and offload.unpacked == 3
+    # every block input copied out was already back when its block's recomputation asked for it (block 3's
+    # input brought block 2's, ...), and never more than one copy waited
+    assert offload.prefetch_hits == 3 and offload.peak_prefetched == 1
+
+
+def test_shared_and_last_saved_tensors_stay_on_the_device_and_the_host_buffer_is_reused(tmp_path):
+    batch, draws = _batch()
+    plain = []
+    model = _model(tmp_path, "lora", layers=4)
+    for _ in range(2):
+        plain.append(_gradients(model, batch, draws, autocast=False))
+        model.zero_grad(set_to_none=True)
+    model = _model(tmp_path, "lora", layers=4)
+    offload = ActivationOffload(model, "cpu", min_bytes=0, reuse_host_buffer=True)
+    records = []
+    pack = offload.pack
+    offload.pack = lambda tensor: records.append(pack(tensor)) or records[-1]
+    block_input_bytes = 2 * 3 * 2 * 2 * model.config.dim * 4  # fp32 [B, L, D]
+    for step in range(2):
+        records.clear()
+        grads = _gradients(model, batch, draws, autocast=False)
+        model.zero_grad(set_to_none=True)
+        for name in plain[step]:
+            assert torch.equal(plain[step][name], grads[name]), (step, name)
+        copied = {id(r): r for r in records if getattr(r, "host", None) is not None}
+        shared = {id(r): r for r in records if getattr(r, "shared", False)}
+        assert shared and all(record.kept is not None and record.host is None for record in shared.values())
+        assert offload.offloaded_bytes == 3 * block_input_bytes, "the first three block inputs, nothing else"
+        assert len(copied) == 3
+        if step == 1:  # the second forward writes into the one buffer sized by the first
+            assert offload.host_buffer_bytes >= 3 * block_input_bytes
+            storage = offload._buffer.buffer.untyped_storage().data_ptr()
+            assert {r.host.untyped_storage().data_ptr() for r in copied.values()} == {storage}
+        del copied, shared  # host copies of this step still alive would make the next one not reuse it
+    del records
+    assert offload.host_bytes == 0

@@ -288,3 +288,11 @@ def test_a_run_resumes_with_another_block_swap_bit_identically(tmp_path):
     resumed.run()
     for name, tensor in straight.tensors.items():
         assert torch.equal(resumed.tensors[name], tensor), name
+
+
+def test_block_swap_with_token_chunks_and_offload_is_accepted(tmp_path):
+    """The README's low-memory recipe: block swap keeps the swapped block's device copies in place until
+    the nested token-chunk checkpoints have been recomputed (tests/train/test_block_swap_token_chunks.py)."""
+    config = tiny_config(tmp_path, gradient_checkpointing=True, block_swap=1, token_chunks=2,
+                         activation_offload=True)
+    assert (config.block_swap, config.token_chunks, config.activation_offload) == (1, 2, True)
