@@ -185,7 +185,8 @@ def memory_options_part(report: Report) -> None:
     trainable = {name: p for name, p in model.named_parameters() if p.requires_grad}
     batch, draws = trainer_batch(size, device)
     resident_loss = loss_and_backward(model, batch, draws)
-    resident_grads = {name: p.grad.detach().clone() for name, p in trainable.items()}
+    # on the host: a device copy of the gradients would sit in the peak below and not in its projection
+    resident_grads = {name: p.grad.detach().cpu() for name, p in trainable.items()}
 
     def step() -> torch.Tensor:
         for parameter in trainable.values():
@@ -207,7 +208,7 @@ def memory_options_part(report: Report) -> None:
                detail=(", ".join(f"{k} x{v}" for k, v in sorted(watcher.reads.items()))[:200] or "none")
                if masters is not None else "BlockSwap.blocks[i].masters unavailable in this version")
     same = bool(torch.equal(swapped_loss, resident_loss)) and all(
-        torch.equal(p.grad, resident_grads[name]) for name, p in trainable.items())
+        torch.equal(p.grad.cpu(), resident_grads[name]) for name, p in trainable.items())
     report.add(part, "loss and LoRA grads == resident (bit)", same, passed=same,
                detail=f"loss {float(swapped_loss):.6g} vs {float(resident_loss):.6g}")
     block_bytes = frozen_block_bytes(model.blocks[0])
