@@ -206,3 +206,21 @@ def test_atomic_path_removes_the_partial_file_and_sets_normal_permissions(tmp_pa
     umask = os.umask(0o022)
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~umask
+
+
+def test_a_clip_of_another_size_is_fitted_unrounded_by_the_packs_rule(tmp_path: Path) -> None:
+    """`pusa-fw generate` fits a clip as the ComfyUI pack fits an IMAGE batch: `fit_frames` on uint8 / 255."""
+    from pusa_fw.io.resize import fit_frames
+    from pusa_fw_wan.pipeline.media import _to_tensor
+
+    frames = smooth_frames(num_frames=3, height=40, width=60)
+    comfy_image = torch.from_numpy(frames).float() / 255.0  # ComfyUI's IMAGE: [T, H, W, 3] in [0, 1]
+    pack = fit_frames(comfy_image.permute(0, 3, 1, 2), (32, 48), "center-crop") * 2 - 1  # [T, 3, H, W]
+    ours = _to_tensor(frames, (32, 48), "center-crop")  # [3, T, H, W]
+    assert ours.shape == (3, 3, 32, 48)
+    assert torch.equal(ours, pack.permute(1, 0, 2, 3))
+    # Rounding the fitted frames to 8 bits (the old path) is visibly different.
+    rounded = torch.round((pack + 1) * 127.5) / 127.5 - 1
+    assert float((rounded - pack).abs().max()) > 1e-4
+    with pytest.raises(InputError, match="resize policy 'stretch' is unknown"):
+        _to_tensor(frames, (32, 48), "stretch")

@@ -23,15 +23,18 @@ import av
 import numpy as np
 import torch
 from av.video.reformatter import ColorRange, Colorspace, Interpolation
+from einops import rearrange
 
 from ..errors import InputError
-from .image import ResizePolicy, resize_image
+from .image import ResizePolicy
 from .pixels import uint8_to_video
+from .resize import FIT_POLICIES, fit_frames
 
 __all__ = [
     "DecodedVideo",
     "VideoInfo",
     "as_fps",
+    "fit_uint8_frames",
     "load_video",
     "probe_video",
     "read_video",
@@ -241,12 +244,28 @@ def load_video(
     Returns:
         `[3, T, H, W]` tensor, values in [-1, 1].
     """
-    from PIL import Image
-
     decoded = read_video(path, fps=fps, num_frames=num_frames)
-    frames = decoded.frames
-    if size is not None:
-        frames = np.stack(
-            [np.asarray(resize_image(Image.fromarray(frame), size, policy)) for frame in frames]
-        )
-    return uint8_to_video(frames, dtype=dtype)
+    if size is None:
+        return uint8_to_video(decoded.frames, dtype=dtype)
+    return fit_uint8_frames(decoded.frames, size, policy).to(dtype)
+
+
+def fit_uint8_frames(frames: np.ndarray, size: tuple[int, int], policy: str = "center-crop") -> torch.Tensor:
+    """Fit decoded frames to `size` by the shared rule, unrounded (what the ComfyUI pack does to an IMAGE).
+
+    Args:
+        frames: `numpy.uint8` array `[T, H, W, 3]`.
+        size: target `(height, width)`.
+        policy: `"center-crop"` or `"letterbox"`.
+
+    Returns:
+        `[3, T, height, width]` float32 in [-1, 1]; frames already at `size` convert exactly as
+        `uint8_to_video` does.
+    """
+    if policy not in FIT_POLICIES:
+        raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(FIT_POLICIES)}")
+    if tuple(frames.shape[1:3]) == tuple(size):
+        return uint8_to_video(frames)
+    batch = rearrange(torch.from_numpy(np.require(frames, requirements=["C", "W"])), "t h w c -> t c h w")
+    fitted = fit_frames(batch.to(torch.float32) / 255.0, size, policy)  # type: ignore[arg-type]
+    return rearrange(fitted * 2.0 - 1.0, "t c h w -> c t h w")

@@ -57,17 +57,14 @@ def check_media(holds: Sequence[Hold], given: dict[str, bool], task_name: str, f
 
 
 def _to_tensor(frames: np.ndarray, size: tuple[int, int], policy: str) -> torch.Tensor:
-    """uint8 `[T, H', W', 3]` -> `[3, T, H, W]` in [-1, 1], each frame fitted to `size`."""
-    from PIL import Image
+    """uint8 `[T, H', W', 3]` -> `[3, T, H, W]` in [-1, 1], each frame fitted to `size`.
 
-    from pusa_fw.io.image import resize_image
-    from pusa_fw.io.pixels import uint8_to_video
+    Frames not at `size` are fitted by the shared rule (`pusa_fw.io.resize.fit_frames`) without rounding to
+    8 bits, as the ComfyUI pack fits an ``IMAGE`` batch, so a clip gives the same pixels on both sides.
+    """
+    from pusa_fw.io.video_read import fit_uint8_frames
 
-    fitted = [
-        np.asarray(resize_image(Image.fromarray(frame), size, policy))  # type: ignore[arg-type]
-        for frame in frames
-    ]
-    return uint8_to_video(np.stack(fitted))
+    return fit_uint8_frames(frames, size, policy)
 
 
 def _load_clip(path: Path, frames: int, end: str, size: tuple[int, int], fps: int,
