@@ -1,8 +1,10 @@
 """Attention of the Wan2.1 DiT: the q/k RMSNorm, self-attention with 3D RoPE and cross-attention to the text.
 
 Module and parameter names equal the official ``wan/modules/model.py`` ones. The projections and SDPA run
-in the dtype of their weights (their compute dtype when stored low-precision, `pusa_fw_wan.dit.storage`);
-RoPE runs in float64 (see `rope.py`).
+in the dtype of their weights (their compute dtype when stored low-precision, `pusa_fw_wan.dit.storage`),
+or in the autocast dtype under autocast (which would cast them to it for the GEMM anyway); RoPE runs in
+float64 or float32 (see `rope.py`). Self-attention casts its float32 input once for q, k and v (outside
+autograd; with gradients on each projection casts it, so the three input gradients add in float32).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+from pusa_fw_wan.dit.low_precision import autocast_dtype
 from pusa_fw_wan.dit.rope import apply_rope
 from pusa_fw_wan.dit.storage import compute_dtype_of
 
-__all__ = ["CrossAttention", "RMSNorm", "SelfAttention", "linear_in_weight_dtype"]
+__all__ = ["CrossAttention", "RMSNorm", "SelfAttention", "input_dtype", "linear_in_weight_dtype"]
 
 
 class RMSNorm(nn.Module):
@@ -43,9 +46,15 @@ class RMSNorm(nn.Module):
         return normed.mul_(self.weight)
 
 
-def linear_in_weight_dtype(linear: nn.Linear, x: torch.Tensor) -> torch.Tensor:
-    """Apply ``linear`` to ``x`` cast to its compute dtype (its weight's, unless stored low-precision)."""
-    return linear(x.to(compute_dtype_of(linear)))
+def input_dtype(linear: nn.Module, x: torch.Tensor) -> torch.dtype:
+    """The dtype ``linear``'s GEMM of ``x`` runs in: the autocast dtype under autocast, else its compute
+    dtype (its weight's, unless stored low-precision)."""
+    return autocast_dtype(x.device.type) or compute_dtype_of(linear)
+
+
+def linear_in_weight_dtype(linear: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply ``linear`` to ``x`` cast to the dtype its GEMM runs in (`input_dtype`)."""
+    return linear(x.to(input_dtype(linear, x)))
 
 
 class _Attention(nn.Module):
@@ -102,7 +111,9 @@ class SelfAttention(_Attention):
     sequence_parallel: Any = None
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
-        """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128. Returns `[B, L, D]`."""
+        """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128 or complex64. Returns `[B, L, D]`."""
+        if not (torch.is_grad_enabled() and x.requires_grad):
+            x = x.to(input_dtype(self.q, x))  # once for q, k and v (their own casts are then no-ops)
         queries = self.norm_q(linear_in_weight_dtype(self.q, x))
         keys = self.norm_k(linear_in_weight_dtype(self.k, x))
         values = linear_in_weight_dtype(self.v, x)

@@ -24,7 +24,7 @@ from pusa_fw.errors import InputError
 
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.blocks import AttentionBlock, Head, timestep_sinusoid
-from pusa_fw_wan.dit.rope import cached_rope_frequencies
+from pusa_fw_wan.dit.rope import ROPE_PRECISIONS, cached_rope_frequencies
 from pusa_fw_wan.dit.storage import LowPrecisionLinear, set_weights_dtype
 
 __all__ = ["FP32_PARAMETER_PATTERNS", "WanDiT"]
@@ -83,6 +83,20 @@ class WanDiT(nn.Module, Backbone):
         self.gradient_checkpointing = False
         # Set by pusa_fw_wan.parallel.enable_sequence_parallel; None runs on one process.
         self.sequence_parallel: Any = None
+        self._rope_precision = "float64"
+
+    @property
+    def rope_precision(self) -> str:
+        """Precision of the inference RoPE rotation: ``"float64"`` (default, the official reference) or
+        ``"float32"`` (complex64 table, half the memory traffic of q/k; training always uses float32).
+        See `pusa_fw_wan.dit.rope` for the error of float32 against float64."""
+        return self._rope_precision
+
+    @rope_precision.setter
+    def rope_precision(self, value: str) -> None:
+        if value not in ROPE_PRECISIONS:
+            raise InputError(f"rope_precision {value!r} is unknown; use one of {', '.join(ROPE_PRECISIONS)}")
+        self._rope_precision = value
 
     # ------------------------------------------------------------------ construction and loading
 
@@ -247,7 +261,8 @@ class WanDiT(nn.Module, Backbone):
             time_embedding = shard.local_frames(time_embedding, dim=1)
             time_projection = shard.local_frames(time_projection, dim=1)
         text = self._embed_text(context)
-        rope_dtype = torch.complex64 if self.is_training_step else torch.complex128
+        rope_dtype = torch.complex64 if self.is_training_step or self.rope_precision == "float32" else (
+            torch.complex128)
         rope = cached_rope_frequencies((local_frames, grid[1], grid[2]), config.head_dim, x.device,
                                        config.rope_max_positions, rope_dtype, first_frame)
 
