@@ -49,12 +49,19 @@ def _runtime(path: Path) -> dict:
 
 
 def test_weights_dtype_flag_and_run_file(tiny: TinyWan, tmp_path: Path) -> None:
-    assert _generate(tiny, tmp_path / "fp32.mp4") == 0
-    assert _generate(tiny, tmp_path / "fp8.mp4", "--weights-dtype", "float8_e4m3fn") == 0
+    latents = {name: tmp_path / f"{name}.safetensors" for name in ("fp32", "fp8")}
+    assert _generate(tiny, tmp_path / "fp32.mp4", "--save-latents", str(latents["fp32"])) == 0
+    assert _generate(tiny, tmp_path / "fp8.mp4", "--weights-dtype", "float8_e4m3fn",
+                     "--save-latents", str(latents["fp8"])) == 0
     assert _runtime(tmp_path / "fp32.mp4")["weights_dtype"] == "float32"
     assert _runtime(tmp_path / "fp8.mp4")["weights_dtype"] == "float8_e4m3fn"
-    fp32, fp8 = _frames(tmp_path / "fp32.mp4"), _frames(tmp_path / "fp8.mp4")
-    assert np.abs(fp32 - fp8).mean() < 8, np.abs(fp32 - fp8).mean()  # same video, up to fp8 rounding
+    fp8 = _frames(tmp_path / "fp8.mp4")
+    # Same video up to fp8 rounding, compared before the (discontinuous) H.264 codec: every large weight is
+    # rounded to e4m3 (unit roundoff 2^-4 of its per-tensor scale), so the latents may move by up to about
+    # that much relative (measured: 1.2e-2 in Frobenius norm), and a float32 run is not an fp8 run (> 0).
+    want, got = (load_file(str(latents[name]))["latents"] for name in ("fp32", "fp8"))
+    relative = float((got - want).norm() / want.norm())
+    assert 0 < relative <= 2.0**-4, relative
     run_file = tmp_path / "run.toml"
     run_file.write_text(
         'prompt = "a cat on the beach"\nheight = 32\nwidth = 48\nnum_frames = 5\nsteps = 2\ncfg = 1.0\n'

@@ -57,8 +57,8 @@ def test_a_cached_merge_is_built_once_and_equals_the_per_forward_merge(monkeypat
 
     layer = fp8_layer(64, 32, torch.bfloat16)
     generator = torch.Generator().manual_seed(2)
-    layer.merged_deltas.append((torch.randn(4, 32, generator=generator), torch.randn(64, 4, generator=generator),
-                                None, 0.5))
+    down, up = torch.randn(4, 32, generator=generator), torch.randn(64, 4, generator=generator)
+    layer.merged_deltas.append((down, up, None, 0.5))
     x = torch.randn(3, 32, generator=generator)
     with torch.no_grad():
         per_forward = layer(x)

@@ -38,7 +38,8 @@ def test_the_model_option_switches_the_table_and_rejects_unknown_values(monkeypa
     from pusa_fw_wan import WanConfig, WanDiT
 
     torch.manual_seed(0)
-    model = WanDiT(WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=1, text_dim=64, freq_dim=256)).eval()
+    config = WanConfig(dim=256, ffn_dim=512, num_heads=2, num_layers=1, text_dim=64, freq_dim=256)
+    model = WanDiT(config).eval()
     assert model.rope_precision == "float64"
     tables: list[torch.dtype] = []
     original = model_module.cached_rope_frequencies
