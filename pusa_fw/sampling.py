@@ -25,6 +25,7 @@ from .flow import forward_noise, frame_view, interpolate
 from .guidance import Guidance, guided_velocity
 from .plan import Plan
 from .samplers.base import SamplerRule
+from .samplers.keyed_noise import KeyedNoiseRule, draw_noise_key
 from .seeding import make_generator
 
 
@@ -127,6 +128,8 @@ def sample(
         return torch.randn(tuple(shape), generator=generator, dtype=torch.float32).to(device, dtype)
 
     state = rule.start(plan, x)
+    if isinstance(rule, KeyedNoiseRule):  # e.g. lcm: its fresh noise is keyed per frame from this seed
+        state = rule.with_noise_key(state, draw_noise_key(generator))
     sigmas = plan.sigmas.to(device)
     inputs = plan.input_sigmas.to(device)
     moving_all = plan.update_mask()

@@ -1,1 +1,1 @@
-"""Sampler rules over a plan: Euler and per-frame UniPC."""
+"""Sampler rules over a plan: Euler, per-frame UniPC and LCM (keyed re-noising)."""
