@@ -36,8 +36,11 @@ __all__ = ["LowPrecisionLinear", "autocast_dtype"]
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
-    """The autocast dtype active for `device_type` (``"cuda"``, ``"cpu"``), or None outside autocast."""
-    if not torch.is_autocast_enabled(device_type):
+    """The autocast dtype active for `device_type` (``"cuda"``, ``"cpu"``), or None outside autocast.
+
+    Devices autocast does not know (``"meta"``, used by the memory model) are never under autocast.
+    """
+    if not torch.amp.is_autocast_available(device_type) or not torch.is_autocast_enabled(device_type):
         return None
     return torch.get_autocast_dtype(device_type)
 
