@@ -12,7 +12,9 @@ uses the field names as keys, and a ``[task]`` table with ``name = "..."`` plus 
     policy = "multiplier"
 
 Relative paths in a run file are relative to the file's directory; on the command line, to the current
-directory. Flags given on the command line override the run file.
+directory. Flags given on the command line override the run file. ``--preset NAME`` (key ``preset``)
+fills in a named recipe's fields (`presets.PRESETS`, e.g. ``lightx2v``: 4 steps, shift 5, cfg 1, euler);
+any of those fields given explicitly, by flag or run-file key, overrides the preset's value.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -34,6 +37,8 @@ from pusa_fw.cli_params import one_line_validation_error
 from pusa_fw.errors import InputError
 from pusa_fw.guidance import Guidance
 from pusa_fw.seeding import MAX_SEED
+
+from pusa_fw_wan.cli.presets import PRESETS, apply_preset, check_preset_name
 
 __all__ = [
     "GenerateConfig",
@@ -162,13 +167,18 @@ class GenerateConfig(BaseModel):
         832, ge=1, le=MAX_VIDEO_SIDE,
         description="pixel width (a multiple of 16 for Wan2.1; checked against the codec)",
     )
+    preset: str | None = Field(
+        None,
+        description="sampling recipe filling the fields it names unless given explicitly: "
+        + "; ".join(f"{preset.name} ({preset.summary.split(': ', 1)[-1]})" for preset in PRESETS.values()),
+    )
     num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps)")
     shift: float = Field(5.0, gt=0, allow_inf_nan=False, description="sigma shift of the schedule")
     cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
     history_guidance: float = Field(
         1.0, ge=0, description="history guidance scale: held/history frames vs noise (1 = off)"
     )
-    sampler: str = Field("euler", description="registered sampler (euler, unipc)")
+    sampler: str = Field("euler", description="registered sampler (euler, unipc, lcm)")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed, 0 .. 2**64 - 1")
     model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")
     vae: Path | None = Field(None, description="VAE file (default: Wan2.1_VAE.pth/.safetensors in --model)")
@@ -213,7 +223,12 @@ class GenerateConfig(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _old_spellings(cls, values: Any) -> Any:
-        return rename_aliases(values, "run") if isinstance(values, dict) else values
+        return apply_preset(rename_aliases(values, "run")) if isinstance(values, dict) else values
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        return check_preset_name(value)
 
     def guidance(self) -> Guidance:
         """The pipeline's `Guidance` from ``cfg`` and ``history_guidance``."""

@@ -284,8 +284,8 @@ def _sidecar_record(config: GenerateConfig, task: Task, result: GenerationResult
         "prompt_at": [entry.model_dump() for entry in config.prompt_at],
         "negative_prompt": (config.negative_prompt if config.negative_prompt is not None
                             else WAN_DEFAULT_NEGATIVE_PROMPT) if config.cfg != 1 else None,
-        "sampling": {"sampler": config.sampler, "num_steps": config.num_steps, "shift": config.shift,
-                     "cfg": config.cfg, "history_guidance": config.history_guidance},
+        "sampling": {"preset": config.preset, "sampler": config.sampler, "num_steps": config.num_steps,
+                     "shift": config.shift, "cfg": config.cfg, "history_guidance": config.history_guidance},
         "inputs": inputs,
         "models": {
             "dit": describe_files(paths.dit, _dit_files(paths.dit)), "vae": describe_files(paths.vae),
