@@ -1,8 +1,12 @@
-"""`WanConfig`: the hyper-parameters of a Wan2.1 text-to-video DiT.
+"""`WanConfig`: the hyper-parameters of a Wan text-to-video DiT (Wan2.1 T2V, Wan2.2 TI2V-5B).
 
 The field names follow the official ``WanModel`` constructor (``wan/modules/model.py``), so an official
 ``config.json`` maps onto it directly. Fields the released ``config.json`` files leave out
 (``patch_size``, ``text_dim``, ``qk_norm``, ``cross_attn_norm``) take the official code defaults.
+
+Wan2.2 TI2V-5B (``model_type: "ti2v"``) is the same network with 48 latent channels in and out and no
+image branch: its per-token timesteps are per-frame ones in every official use (see
+`pusa_fw_wan.dit.token_timesteps`), which `WanDiT` takes directly.
 """
 
 from __future__ import annotations
@@ -13,17 +17,22 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, mo
 
 from pusa_fw.errors import CheckpointError
 
-__all__ = ["BUILTIN_CONFIGS", "WanConfig"]
+__all__ = ["BUILTIN_CONFIGS", "TI2V_MODEL_TYPE", "WanConfig"]
 
 # Keys an official config.json may carry that are bookkeeping, not architecture.
 _OFFICIAL_IGNORED_KEYS = {"_class_name", "_diffusers_version", "_name_or_path", "window_size"}
 
 
+TI2V_MODEL_TYPE = "ti2v"
+"""``model_type`` of Wan2.2 TI2V-5B's ``config.json`` (text- and image-to-video through per-token timesteps)."""
+
+
 class WanConfig(BaseModel):
-    """Architecture of a Wan2.1 T2V DiT.
+    """Architecture of a Wan text-to-video DiT (Wan2.1 T2V 1.3B/14B, Wan2.2 TI2V-5B).
 
     Attributes:
-        model_type: only ``"t2v"`` (text-to-video cross-attention) is implemented.
+        model_type: ``"t2v"`` (Wan2.1) or ``"ti2v"`` (Wan2.2 TI2V-5B); both are text cross-attention only
+            and compute the same way (the label says which pipeline defaults belong to the model).
         patch_size: (frames, height, width) patch of the Conv3d patch embedding; the frame patch must be 1
             so that every latent frame keeps its own timestep.
         text_len: number of text rows the context is zero-padded to (512 for umT5).
@@ -43,7 +52,7 @@ class WanConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    model_type: Literal["t2v"] = "t2v"
+    model_type: Literal["t2v", "ti2v"] = "t2v"
     patch_size: tuple[int, int, int] = (1, 2, 2)
     text_len: int = 512
     in_dim: int = 16
@@ -114,6 +123,17 @@ class WanConfig(BaseModel):
     def t2v_14b(cls) -> WanConfig:
         """Wan2.1-T2V-14B (dim 5120, 40 heads, 40 layers); Pusa V1.0 is fine-tuned from it."""
         return cls(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40)
+
+    @classmethod
+    def ti2v_5b(cls) -> WanConfig:
+        """Wan2.2-TI2V-5B (dim 3072, 24 heads, 30 layers, FFN 14336, 48 latent channels in and out)."""
+        return cls(model_type=TI2V_MODEL_TYPE, in_dim=48, out_dim=48, dim=3072, ffn_dim=14336, num_heads=24,
+                   num_layers=30)
+
+    @property
+    def is_ti2v(self) -> bool:
+        """Whether this is a Wan2.2 TI2V DiT (``model_type: "ti2v"``)."""
+        return self.model_type == TI2V_MODEL_TYPE
 
     @classmethod
     def builtin(cls, name: str) -> WanConfig:
@@ -219,10 +239,11 @@ def _validated(cls: type[WanConfig], fields: dict[str, Any], source: str) -> Wan
     try:
         return cls(**fields)
     except ValidationError as error:
-        raise CheckpointError(f"{source} does not describe a supported Wan2.1 T2V DiT: {error}") from error
+        raise CheckpointError(f"{source} does not describe a supported Wan T2V/TI2V DiT: {error}") from error
 
 
 BUILTIN_CONFIGS = {
     "t2v-1.3B": WanConfig.t2v_1_3b,
     "t2v-14B": WanConfig.t2v_14b,
+    "ti2v-5B": WanConfig.ti2v_5b,
 }

@@ -1,4 +1,5 @@
-"""State-dict key formats of the Wan2.1 DiT: prefixes, diffusers names, and config inference from shapes.
+"""State-dict key formats of the Wan DiT (Wan2.1 T2V and Wan2.2 TI2V-5B share them): prefixes, diffusers
+names, and config inference from shapes.
 
 Official (released ``Wan-AI/Wan2.1-*``) names are the canonical ones; `WanDiT` uses them. Diffusers
 ``WanTransformer3DModel`` names are mapped to them, and single files may carry a ``model.diffusion_model.``
@@ -12,7 +13,7 @@ from collections.abc import Iterable, Mapping
 
 from pusa_fw.errors import CheckpointError
 
-from pusa_fw_wan.dit.config import WanConfig
+from pusa_fw_wan.dit.config import TI2V_MODEL_TYPE, WanConfig
 
 __all__ = [
     "KNOWN_PREFIXES",
@@ -24,6 +25,8 @@ __all__ = [
 ]
 
 KNOWN_PREFIXES = ("model.diffusion_model.", "diffusion_model.")
+TI2V_CHANNELS = 48
+"""Latent channels of Wan2.2 TI2V-5B (its VAE's z_dim), the one Wan DiT with 48 in and out."""
 
 # (diffusers prefix, official prefix) inside "blocks.{i}."; exact names are matched whole.
 _BLOCK_PREFIXES = (
@@ -117,7 +120,8 @@ def official_to_diffusers(key: str) -> str:
 
 
 def infer_config(shapes: Mapping[str, tuple[int, ...]], head_dim: int = 128) -> WanConfig:
-    """Infer the architecture from official-named tensor shapes (every Wan2.1 model has head_dim 128).
+    """Infer the architecture from official-named tensor shapes (every released Wan DiT has head_dim 128;
+    48 channels in and out is TI2V-5B).
 
     Raises:
         CheckpointError: a tensor the inference needs is missing.
@@ -137,7 +141,10 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], head_dim: int = 128) -> 
     dim, in_dim, *patch = shapes["patch_embedding.weight"]
     layers = 1 + max(int(m.group(1)) for key in shapes if (m := _BLOCK_KEY.match(key)))
     patch_volume = patch[0] * patch[1] * patch[2]
+    out_dim = shapes["head.head.weight"][0] // patch_volume
     return WanConfig(
+        # 48 latent channels in and out: only Wan2.2 TI2V-5B (ComfyUI detects it the same way)
+        model_type=TI2V_MODEL_TYPE if in_dim == out_dim == TI2V_CHANNELS else "t2v",
         patch_size=tuple(patch),
         in_dim=in_dim,
         dim=dim,
@@ -146,7 +153,7 @@ def infer_config(shapes: Mapping[str, tuple[int, ...]], head_dim: int = 128) -> 
         freq_dim=shapes["time_embedding.0.weight"][1],
         ffn_dim=shapes["blocks.0.ffn.0.weight"][0],
         num_layers=layers,
-        out_dim=shapes["head.head.weight"][0] // patch_volume,
+        out_dim=out_dim,
         qk_norm="blocks.0.self_attn.norm_q.weight" in shapes,
         cross_attn_norm="blocks.0.norm3.weight" in shapes,
     )
