@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from .caches.base import StepCache
 from .components import build, canonical_kind, lookup_class
 from .policy import ConditioningPolicy
 from .samplers.base import SamplerRule
@@ -45,6 +46,18 @@ def get_sampler(name: str) -> SamplerRule:
     return lookup_class("samplers", name)
 
 
+def get_cache(name: str, **params: Any) -> StepCache:
+    """A registered step cache with its parameters, e.g. ``get_cache("framecache", threshold=0.2)``.
+
+    Pass it to `pusa_fw.sample` (``cache=``) with a `pusa_fw.caches.WorkStats` (``work=``) to count the DiT
+    work done. ``pusa-fw plugins`` lists the caches.
+
+    Raises:
+        UnknownComponentError: no cache of that name; pydantic ValidationError: bad parameters.
+    """
+    return build("caches", name, params)
+
+
 def load_backbone(name: str, path: str | os.PathLike[str], **kwargs: Any) -> Any:
     """Load a registered backbone from a checkpoint, e.g. ``load_backbone("wan2.1-t2v", "Wan2.1-T2V-1.3B")``.
 
@@ -61,7 +74,7 @@ def list_components(kind: str) -> dict[str, str]:
 
     Args:
         kind: ``"tasks"``, ``"schedules"``, ``"policies"`` (or ``"conditioning_policies"``), ``"samplers"``,
-            ``"backbones"``, ``"commands"``; singular spellings work too.
+            ``"caches"``, ``"backbones"``, ``"commands"``; singular spellings work too.
     """
     from .plugins import get_registry
 

@@ -19,7 +19,8 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["BACKBONE_CAPABILITIES", "Backbone", "BackboneFactory", "LoraFile", "backbone_factory"]
+__all__ = ["BACKBONE_CAPABILITIES", "Backbone", "BackboneFactory", "FrameMemory", "LoraFile", "PartialBackbone",
+           "backbone_factory", "supports_partial"]
 
 LoraFile = tuple[str | os.PathLike[str], float]
 """One LoRA file to apply and its strength (1.0 = the file as trained): ``(path, strength)``."""
@@ -69,6 +70,57 @@ class Backbone(ABC):
 
     def __call__(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any = None) -> torch.Tensor:
         return self.velocity(latents, sigmas, context)
+
+
+class FrameMemory:
+    """What a partial backbone keeps between calls for one (sample, guidance branch): opaque to everyone else.
+
+    For Wan it is e.g. every block's keys and values of every frame from that frame's last computation. The
+    caller only stores it and hands it back (`PartialBackbone.velocity_partial`); a backbone may use any
+    type, this class only names the role.
+    """
+
+
+@runtime_checkable
+class PartialBackbone(Protocol):
+    """Optional capability: compute the velocity of only some frames of the window.
+
+    A backbone declares it by having the method (`supports_partial`). The saved work must be real: the
+    skipped frames' tokens go through no block; they take part in self-attention through their keys and
+    values cached from their last computation (per block), so the computed frames still attend to every
+    frame of the window.
+    """
+
+    def velocity_partial(
+        self,
+        latents: torch.Tensor,
+        sigmas: torch.Tensor,
+        context: Any,
+        *,
+        compute: torch.Tensor,
+        memory: Any | None,
+    ) -> tuple[torch.Tensor, Any]:
+        """The velocity of the frames in `compute`, and the new memory.
+
+        Args:
+            latents: `[B, C, F, H, W]` the whole window (the skipped frames' values are ignored).
+            sigmas: `[B, F]` float64 levels.
+            context: as for `Backbone.velocity`.
+            compute: `[F]` bool, the frames whose velocity is wanted now (at least one True).
+            memory: what the previous call returned for this (sample, guidance branch), or None. None
+                requires ``compute.all()`` (nothing is cached yet); otherwise an `InputError` in one line.
+                A call with ``compute`` all True refreshes everything and returns a fresh memory.
+
+        Returns:
+            `[B, C, Fc, H, W]` velocity of the computed frames in window order (Fc = ``compute.sum()``),
+            and the new memory (a `FrameMemory` or any object the backbone understands).
+        """
+        ...
+
+
+def supports_partial(backbone: Any) -> bool:
+    """Whether `backbone` offers `PartialBackbone.velocity_partial`."""
+    return callable(getattr(backbone, "velocity_partial", None))
 
 
 @runtime_checkable

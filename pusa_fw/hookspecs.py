@@ -39,6 +39,12 @@ def register_samplers(register: Register) -> None:
 
 
 @hookspec
+def register_caches(register: Register) -> None:
+    """Register step caches (`pusa_fw.caches.StepCache` subclasses: pydantic parameters, ``name``; built by
+    `pusa_fw.get_cache`)."""
+
+
+@hookspec
 def register_backbones(register: Register) -> None:
     """Register backbone factories (objects with ``name`` and ``load(**kwargs) -> Backbone``)."""
 

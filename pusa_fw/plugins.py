@@ -184,6 +184,19 @@ def check_pending(manager: pluggy.PluginManager) -> None:
         ) from exc
 
 
+def core_plugin() -> Any:
+    """The core's own plugin (``core``): the samplers' and the step caches' hooks as one plugin object."""
+    from .caches import hooks as cache_hooks
+    from .samplers import hooks as sampler_hooks
+
+    class CorePlugin:
+        __name__ = "pusa_fw.core"
+        register_samplers = staticmethod(sampler_hooks.register_samplers)
+        register_caches = staticmethod(cache_hooks.register_caches)
+
+    return CorePlugin()
+
+
 def make_plugin_manager(
     *,
     entrypoints: bool = True,
@@ -194,7 +207,8 @@ def make_plugin_manager(
 
     Args:
         entrypoints: Load the ``pusa_fw`` entry points (subject to ``PUSA_FW_LOAD_PLUGINS``). The core's
-            own plugin (``core``: the Euler and UniPC samplers) is registered in every case.
+            own plugin (``core``: the samplers of `pusa_fw.samplers.hooks` and the step caches of
+            `pusa_fw.caches.hooks`) is registered in every case.
         plugins: Further plugins to register, name -> plugin object (after the entry points).
         environ: Where the switches are read; ``os.environ`` when None.
 
@@ -209,12 +223,12 @@ def make_plugin_manager(
     manager.add_hookspecs(hookspecs)
     from .samplers import hooks as core_hooks
 
-    manager.register(core_hooks, name=core_hooks.CORE_PLUGIN_NAME)
+    manager.register(core_plugin(), name=core_hooks.CORE_PLUGIN_NAME)
     for blocked in _names_from_env(environ, DISABLE_ENV) or []:
         if blocked == core_hooks.CORE_PLUGIN_NAME:
             raise PluginError(
-                f"{DISABLE_ENV} names {blocked!r}, the core's own plugin (its samplers), which cannot be "
-                "disabled; remove it from the list"
+                f"{DISABLE_ENV} names {blocked!r}, the core's own plugin (its samplers and caches), which "
+                "cannot be disabled; remove it from the list"
             )
         manager.set_blocked(blocked)
     if entrypoints:

@@ -29,6 +29,7 @@ KINDS: tuple[str, ...] = (
     "conditioning_policies",
     "tasks",
     "samplers",
+    "caches",
     "backbones",
     "commands",
     "model_formats",
@@ -237,6 +238,10 @@ class Registry:
     def sampler(self, name: str) -> Any:
         """The sampler rule registered under ``name``."""
         return self.get("samplers", name)
+
+    def cache(self, name: str) -> Any:
+        """The `StepCache` class registered under ``name``."""
+        return self.get("caches", name)
 
     def backbone(self, name: str) -> Any:
         """The backbone factory registered under ``name``."""

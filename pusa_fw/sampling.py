@@ -9,6 +9,11 @@ Everything that varies between tasks is in the plan; this loop has no task logic
    (as views when they are consecutive, so the update is in place); every other frame is left untouched,
    bit for bit;
 4. held frames whose level rises are re-drawn from their source with fresh noise.
+
+With a step cache (``cache=``, `pusa_fw.caches`), step 2 goes through a `CacheSession`: per guidance branch
+the cache decides which frames the backbone computes (all, some through a partial backbone, or none) and
+supplies the rest; the loop itself is unchanged, so held frames stay bit-exact under every cache. Without
+a cache and without ``work=`` the backbone is called directly, exactly as before.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from typing import Any, Callable
 import torch
 
 from .backbone import Backbone
+from .caches.base import StepCache
+from .caches.session import CacheSession, CachedBackbone, resolve_cache
+from .caches.work import WorkStats
 from .context import context_for
 from .errors import PusaError
 from .flow import forward_noise, frame_view, interpolate
@@ -100,6 +108,8 @@ def sample(
     guidance: Guidance | None = None,
     generator: torch.Generator | None = None,
     callback: Callable[[StepInfo], None] | None = None,
+    cache: StepCache | str | None = None,
+    work: WorkStats | None = None,
 ) -> torch.Tensor:
     """Run `plan` and return the final latents.
 
@@ -114,10 +124,22 @@ def sample(
         guidance: text / history guidance scales (default: none).
         generator: CPU generator for fresh noise (re-noising, history guidance); default seed 0.
         callback: called after every step with a `StepInfo`.
+        cache: a `StepCache` or registered cache name (``"none"``, ``"teacache"``, ``"framecache"``); a
+            `CachedBackbone` given as `backbone` brings its own cache and work stats.
+        work: a `WorkStats` the loop adds the DiT work done to (token-block evaluations, FLOPs, and the
+            same without a cache).
 
     Returns:
         `[B, C, N, H, W]` latents; every frame at sigma 0.
     """
+    if isinstance(backbone, CachedBackbone):
+        if cache is not None:
+            raise PusaError("the backbone already carries a cache (CachedBackbone); do not pass cache= too")
+        cache, work = backbone.cache, work if work is not None else backbone.work
+        backbone = backbone.backbone
+    session = None
+    if cache is not None or work is not None:
+        session = CacheSession(resolve_cache(cache), backbone, work)
     rule = _resolve_sampler(sampler)
     guidance = guidance or Guidance()
     generator = generator or make_generator(0)
@@ -134,7 +156,8 @@ def sample(
     inputs = plan.input_sigmas.to(device)
     moving_all = plan.update_mask()
     renoise_all = plan.renoise_mask()
-    remaining_all = plan.remaining_updates().to(device)
+    remaining_host = plan.remaining_updates()
+    remaining_all = remaining_host.to(device)
     context_all = plan.context_mask()
     for i in range(plan.num_steps):
         window = plan.window_slice(i)
@@ -146,8 +169,10 @@ def sample(
             shown = current
             if bool((shown_sigma > state_sigma).any()):
                 shown = forward_noise(current, state_sigma, shown_sigma, fresh(current.shape))
+            model = backbone if session is None else session.view(
+                i, frames, moving_all[i, frames], remaining_host[i, frames])
             velocity = guided_velocity(
-                backbone,
+                model,
                 shown,
                 shown_sigma.unsqueeze(0).expand(x.shape[0], -1),
                 context_for(context, frames),

@@ -11,10 +11,14 @@ Each contract checks the invariants pusa-fw relies on (see DESIGN.md) with Hypot
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ..backbone import supports_partial
+from ..errors import InputError
 from ..plan import Plan
 from ..policy import ConditioningPolicy
 from ..samplers.base import SamplerRule
@@ -100,3 +104,61 @@ class SamplerContract:
     @given(plan=plans(), seed=st.integers(0, 2**16))
     def test_lands_on_x0(self, plan: Plan, seed: int) -> None:
         assert_lands_on_x0(plan, self.make_sampler(), seed)
+
+
+class PartialBackboneContract:
+    """Checks a `PartialBackbone` (``velocity_partial``). Implement `make_backbone` and `make_inputs`.
+
+    ``atol`` bounds partial against full outputs (0: bit-equal; a DiT whose kernels round differently with
+    fewer query tokens sets the bound its dtype justifies).
+    """
+
+    atol = 0.0
+
+    def make_backbone(self) -> Any:
+        raise NotImplementedError
+
+    def make_inputs(self) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """``(latents [B, C, F, H, W] with F >= 3, sigmas [B, F] float64, context)``."""
+        raise NotImplementedError
+
+    def _close(self, got: torch.Tensor, want: torch.Tensor, what: str) -> None:
+        assert got.shape == want.shape, f"{what}: shape {tuple(got.shape)} != {tuple(want.shape)}"
+        error = float((got.double() - want.double()).abs().max()) if got.numel() else 0.0
+        assert error <= self.atol, f"{what}: differs from the full call by {error:.3g} (allowed {self.atol})"
+
+    def test_declares_the_capability(self) -> None:
+        assert supports_partial(self.make_backbone())
+
+    def test_full_refresh_equals_velocity(self) -> None:
+        backbone = self.make_backbone()
+        latents, sigmas, context = self.make_inputs()
+        everything = torch.ones(latents.shape[2], dtype=torch.bool)
+        with torch.no_grad():
+            full = backbone.velocity(latents, sigmas, context)
+            out, memory = backbone.velocity_partial(latents, sigmas, context, compute=everything, memory=None)
+        assert memory is not None
+        self._close(out, full, "velocity_partial(compute=all, memory=None)")
+
+    def test_partial_equals_full_when_nothing_changed(self) -> None:
+        backbone = self.make_backbone()
+        latents, sigmas, context = self.make_inputs()
+        frames = latents.shape[2]
+        everything = torch.ones(frames, dtype=torch.bool)
+        with torch.no_grad():
+            full, memory = backbone.velocity_partial(latents, sigmas, context, compute=everything, memory=None)
+            for compute in (torch.arange(frames) % 2 == 0, torch.arange(frames) == frames - 1):
+                out, _ = backbone.velocity_partial(latents, sigmas, context, compute=compute, memory=memory)
+                self._close(out, full[:, :, compute], f"velocity_partial(compute={compute.tolist()})")
+
+    def test_memory_none_needs_every_frame(self) -> None:
+        backbone = self.make_backbone()
+        latents, sigmas, context = self.make_inputs()
+        compute = torch.zeros(latents.shape[2], dtype=torch.bool)
+        compute[0] = True
+        try:
+            backbone.velocity_partial(latents, sigmas, context, compute=compute, memory=None)
+        except InputError as error:
+            assert "\n" not in str(error), "the error must be one line"
+        else:
+            raise AssertionError("memory=None with compute not all True must raise InputError")

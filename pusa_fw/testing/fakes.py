@@ -1,4 +1,5 @@
-"""Test backbones for plugin authors: one that knows the answer, one that knows nothing."""
+"""Test backbones for plugin authors: one that knows the answer, one that knows nothing, one that computes
+some frames only (`PartialToyBackbone`, the partial-computation capability)."""
 
 from __future__ import annotations
 
@@ -72,3 +73,60 @@ class ToyVelocityBackbone(Backbone):
     def velocity(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any) -> torch.Tensor:
         a = frame_view(self.level(sigmas).to(latents.dtype))
         return 0.3 * latents + a * context + 0.1 * torch.tanh(latents)
+
+
+class PartialToyBackbone(Backbone):
+    """A toy velocity with cross-frame coupling and real partial computation (`PartialBackbone`).
+
+    ``v_f = 0.3 x_f + sigma_f c + 0.1 tanh(x_f) + coupling * mean_j k_j`` with per-frame "keys"
+    ``k_j = sigma_j tanh(x_j)`` (a frame's key is computed from its own input only, as a block's keys are
+    from its own tokens). `velocity_partial` computes keys and outputs of the ``compute`` frames only and
+    takes the other frames' keys from the memory of the previous call, like a DiT that caches keys and
+    values of skipped frames. With nothing changed since the memory was made, a partial call's outputs
+    equal the full call's bit for bit.
+
+    ``config`` gives the work estimate a shape (`pusa_fw.caches.work.dit_shape_of`); ``frames_computed``
+    logs the frame count of every call and ``compute_log`` every partial call's mask.
+    """
+
+    def __init__(self, coupling: float = 0.2, blocks: int = 2) -> None:
+        from types import SimpleNamespace
+
+        self.coupling = coupling
+        self.config = SimpleNamespace(num_layers=blocks, dim=8, ffn_dim=32, text_len=0, patch_size=(1, 1, 1))
+        self.frames_computed: list[int] = []
+        self.compute_log: list[torch.Tensor] = []
+
+    def _keys(self, latents: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
+        return frame_view(sigmas.to(latents.dtype)) * torch.tanh(latents)
+
+    def _out(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any, keys: torch.Tensor) -> torch.Tensor:
+        s = frame_view(sigmas.to(latents.dtype))
+        c = 0.0 if context is None else context
+        return 0.3 * latents + s * c + 0.1 * torch.tanh(latents) + self.coupling * keys.mean(dim=2, keepdim=True)
+
+    def velocity(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any) -> torch.Tensor:
+        self.frames_computed.append(latents.shape[2])
+        return self._out(latents, sigmas, context, self._keys(latents, sigmas))
+
+    def velocity_partial(self, latents: torch.Tensor, sigmas: torch.Tensor, context: Any, *,
+                         compute: torch.Tensor, memory: Any | None) -> tuple[torch.Tensor, Any]:
+        from ..errors import InputError
+
+        compute = compute.to(latents.device, torch.bool)
+        if compute.dim() != 1 or compute.numel() != latents.shape[2] or not bool(compute.any()):
+            raise InputError(f"compute must be [F={latents.shape[2]}] bool with at least one True, "
+                             f"got shape {tuple(compute.shape)}")
+        if memory is None and not bool(compute.all()):
+            raise InputError("memory is None (nothing cached yet) but compute is not all True; compute every "
+                             "frame in the first call")
+        self.frames_computed.append(int(compute.sum()))
+        self.compute_log.append(compute.cpu().clone())
+        fresh = self._keys(latents[:, :, compute], sigmas[:, compute])
+        if memory is None:
+            keys = fresh
+        else:
+            keys = memory.clone()
+            keys[:, :, compute] = fresh
+        out = self._out(latents[:, :, compute], sigmas[:, compute], context, keys)
+        return out, keys
