@@ -14,11 +14,13 @@ uses the field names as keys, and a ``[task]`` table with ``name = "..."`` plus 
 Relative paths in a run file are relative to the file's directory; on the command line, to the current
 directory. Flags given on the command line override the run file. ``--preset NAME`` (key ``preset``)
 fills in a named recipe's fields (`presets.PRESETS`, e.g. ``lightx2v``: 4 steps, shift 5, cfg 1, euler);
-any of those fields given explicitly, by flag or run-file key, overrides the preset's value.
+any of those fields given explicitly, by flag or run-file key, overrides the preset's value. ``--cache NAME
+--cache-params '{"threshold": 0.2}'`` (keys ``cache``, ``cache_params = {threshold = 0.2}``) picks a step cache.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -45,6 +47,7 @@ __all__ = [
     "KeyframeInput",
     "LoraInput",
     "PromptAt",
+    "build_cache",
     "load_run_file",
     "validate_config",
 ]
@@ -179,6 +182,10 @@ class GenerateConfig(BaseModel):
         1.0, ge=0, description="history guidance scale: held/history frames vs noise (1 = off)"
     )
     sampler: str = Field("euler", description="registered sampler (euler, unipc, lcm)")
+    cache: str = Field("none", description="step cache (none, teacache, framecache; see `pusa-fw plugins`)")
+    cache_params: dict[str, Any] = Field(
+        default_factory=dict, description="the cache's parameters as a JSON object, e.g. '{\"threshold\": 0.2}'"
+    )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed, 0 .. 2**64 - 1")
     model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")
     vae: Path | None = Field(None, description="VAE file (default: Wan2.1_VAE.pth/.safetensors in --model)")
@@ -225,6 +232,19 @@ class GenerateConfig(BaseModel):
     def _old_spellings(cls, values: Any) -> Any:
         return apply_preset(rename_aliases(values, "run")) if isinstance(values, dict) else values
 
+    @field_validator("cache_params", mode="before")
+    @classmethod
+    def _cache_params_json(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"{value!r} is not a JSON object; write e.g. '{{\"threshold\": 0.2}}'")
+        return parsed
+
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, value: str | None) -> str | None:
@@ -255,6 +275,16 @@ class GenerateConfig(BaseModel):
             item.model_copy(update={"path": fix(item.path) or item.path}) for item in self.lora
         ]
         return self.model_copy(update=updates)
+
+
+def build_cache(config: GenerateConfig) -> Any:
+    """The `StepCache` named by ``cache`` with ``cache_params`` (one-line `InputError` on bad parameters)."""
+    from pusa_fw.api import get_cache
+
+    try:
+        return get_cache(config.cache, **config.cache_params)
+    except ValidationError as error:
+        raise InputError(f"--cache-params for cache {config.cache!r}: {one_line_validation_error(error)}") from error
 
 
 def validate_config(values: dict[str, Any], where: str) -> GenerateConfig:

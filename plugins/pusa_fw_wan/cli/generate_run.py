@@ -22,7 +22,7 @@ from pusa_fw.registry_lookup import lookup
 from pusa_fw.task import Hold, Task
 
 from pusa_fw_wan.pipeline.media import check_media, load_media
-from pusa_fw_wan.cli.generate_config import GenerateConfig
+from pusa_fw_wan.cli.generate_config import GenerateConfig, build_cache
 from pusa_fw_wan.cli.generate_parallel import check_parallel_run, parallel_layout, sharded_dit
 from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.wan import GenerationResult, WanPipeline
@@ -151,6 +151,7 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     started = time.perf_counter()
     layout = parallel_layout(config)
     task = build_task(config)
+    build_cache(config)  # unknown cache or bad --cache-params: fail before any file is read
     paths = resolve_model_paths(config.model, config.vae, config.text_encoder, config.tokenizer)
     geometry = model_geometry(paths)  # the codec's frame map, before any weights are read
     geometry.num_latent_frames(config.num_frames)
@@ -216,6 +217,12 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
         parallelize_text_encoder(models.text_encoder, runtime)
     writes = runtime is None or runtime.is_main
     pipeline = WanPipeline(dit, models.vae, models.text_encoder, device=device, offload=config.offload)
+    cache, work = build_cache(config), None
+    if cache.name != "none":  # the loop unpacks the binding; a cache that needs velocity_partial checks it here
+        from pusa_fw.caches import CachedBackbone, WorkStats
+
+        work = WorkStats()
+        pipeline.dit = CachedBackbone(dit, cache, work=work)
     timings = {"load": time.perf_counter() - started}
     result = pipeline.generate(
         task, prompt=config.prompt, negative_prompt=config.negative_prompt,
@@ -229,6 +236,8 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
         return GenerateOutcome(video_path=None, sidecar_path=None, result=result, timings=timings)
     write_started = time.perf_counter()
     record = _sidecar_record(config, task, result, paths, models, str(device))
+    record["cache"] = {"name": cache.name, "params": cache.model_dump(mode="json"),
+                       "work": None if work is None else work.summary()}
     if runtime is not None:
         record["parallel"] = runtime.layout.describe(runtime.world_size)
     _write_outputs(out, sidecar, result, config.fps, record, timings)
