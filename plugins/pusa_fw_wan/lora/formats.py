@@ -13,11 +13,17 @@ delta is `strength * scale * B @ A`.
   `save_lora_weights` prefixes those keys with the component (`transformer.lora_alpha`); when any key is
   prefixed `transformer.`, those are the ones read, else the unprefixed ones (older pusa-fw exports).
 - ComfyUI / lightx2v / CausVid: `diffusion_model.blocks.0.self_attn.q.lora_down.weight` (or
-  `lora_A`), `.alpha`, `.diff`, `.diff_b`. Alpha from the `.alpha` key, else scale 1.
+  `lora_A`), `.alpha`, `.diff`, `.diff_b`, `.diff_m`. Alpha from the `.alpha` key, else scale 1.
+  LightX2V's Wan2.1 step-distill LoRAs (its `lora_extractor`: SVD pairs for large weights, no alpha) hold
+  every other parameter as a full delta: `.diff` for small weights and norms (`head.head`,
+  `patch_embedding`, `norm_q`), `.diff_b` for biases and `.diff_m` for a block's or the head's
+  `modulation` (`blocks.0.diff_m` is the delta of the parameter `blocks.0.modulation`). The Wan2.2-Lightning
+  LoRAs Pusa merges into Wan2.1 use the same names with `lora_down` / `lora_up` and an `.alpha` per pair.
 - kohya / musubi-tuner: `lora_unet_blocks_0_self_attn_q.lora_down.weight`, `.alpha`. Alpha from the
   `.alpha` key, else scale 1.
 
-`diff` is a full weight delta and `diff_b` a full bias delta; both are added as `strength * diff`.
+`diff` is a full weight delta, `diff_b` a full bias delta and `diff_m` a full `modulation` delta; all are
+added as `strength * diff`.
 Keys that fit no format, or name no Wan module, are kept in `LoraState.foreign_keys`; they are never
 dropped without a trace.
 """
@@ -41,7 +47,8 @@ from pusa_fw_wan.lora.names import diffusers_to_original, is_diffusers_name, koh
 _PAIR_KEY = re.compile(
     r"(?P<module>.+?)\.(?P<kind>lora_A|lora_B|lora_down|lora_up)(?:\.default)?\.(?P<param>weight|bias)"
 )
-_SINGLE_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>alpha|diff|diff_b)")
+_SINGLE_KEY = re.compile(r"(?P<module>.+)\.(?P<kind>alpha|diff|diff_b|diff_m)")
+_MODULATION = "modulation"  # `X.diff_m` is the full delta of the parameter `X.modulation` (LightX2V)
 _METADATA_KEY = "lora_adapter_metadata"
 _COMPONENT = "transformer."
 
@@ -185,6 +192,8 @@ def _parse_key(key: str) -> tuple[str, str, str] | None:
         if single is None:
             return None
         slot, module = single["kind"], single["module"]
+        if slot == "diff_m":
+            slot, module = "diff", f"{module}.{_MODULATION}"
     if prefix == "lora_unet_":
         dotted = kohya_to_dotted(module)
         if dotted is None:
