@@ -67,6 +67,10 @@ class EvalConfig(BaseModel):
     cfg: float = Field(1.0, ge=0, description="text guidance scale (1 = off)")
     sampler: str = Field("euler", description="registered sampler")
     batch_size: int = Field(32, ge=1, description="videos per forward pass")
+    cache: str = Field("none", description="step cache every model row samples with (see `pusa-fw plugins`)")
+    cache_params: dict[str, Any] = Field(default_factory=dict, description="the cache's parameters")
+    methods: list[str] | None = Field(None, description="model rows to run (default: all); calibration rows "
+                                      "always run")
 
 
 def expected_rows(tasks: Sequence[str], with_vta: bool) -> list[tuple[str, str]]:
@@ -155,12 +159,20 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
 
     Raises:
         InputError: unknown tasks or missing files.
+        ValidationError: bad cache parameters (UnknownComponentError: unknown cache).
+
+    With a cache (``config.cache``), every model row samples through it and records the DiT work done
+    (``row["work"]``: token-block and FLOP fractions of no cache); framecache needs a DiT with
+    ``velocity_partial``.
     """
+    from pusa_fw.api import get_cache
+    from pusa_fw.caches import CachedBackbone, WorkStats
     from pusa_fw.registry_lookup import lookup
 
     unknown = [task for task in config.tasks if task not in TASK_SETUPS]
     if unknown:
         raise InputError(f"--task {unknown} has no toy setup; choose from {', '.join(TASK_SETUPS)}")
+    cache = get_cache(config.cache, **config.cache_params)
     base, vtas, world = _load(config)
     models = {"base": [base.dit], "vta": vtas}
     geometry = base.codec.geometry
@@ -173,17 +185,18 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
         reference = "truth" if setup.held else "heading"
         methods = METHODS if setup.held else T2V_METHODS
         for method, (model_kind, policy, strength) in methods.items():
-            if not models[model_kind]:
+            if not models[model_kind] or (config.methods is not None and method not in config.methods):
                 continue
             task = lookup("tasks", task_name)(**task_params(task_name, policy, strength, world, geometry))
-            per_model, per_video = [], []
+            per_model, per_video, work = [], [], WorkStats()
             for dit in models[model_kind]:
                 scores = []
+                model = CachedBackbone(dit, cache, work=work)  # `none`: the plain loop's results, work counted
                 for start in range(0, len(clips), config.batch_size):
                     if progress is not None:
                         progress(f"{task_name} / {method}")
                     part = clips[start:start + config.batch_size]
-                    videos = generate_batch(dit, base.codec, base.text_encoder, task, task_name, part, world,
+                    videos = generate_batch(model, base.codec, base.text_encoder, task, task_name, part, world,
                                             seeds=seeds[start:start + config.batch_size], steps=config.steps,
                                             shift=config.shift, cfg=config.cfg, sampler=config.sampler)
                     scores += [score_video(video, clip, world, given, reference=reference)
@@ -191,7 +204,7 @@ def evaluate(config: EvalConfig, *, progress: Callable[[str], None] | None = Non
                 per_model.append(_aggregate(scores, world))
                 per_video.append(speed_ratios(scores, world))
             rows.append({"task": task_name, "method": method, "models": len(per_model),
-                         "metrics": summarise(per_model), "speed_ratios": per_video})
+                         "metrics": summarise(per_model), "speed_ratios": per_video, "work": work.summary()})
         for method in CALIBRATION:
             videos = [clip.video if method == "ground truth" else _static(clip, given) for clip in clips]
             scores = [score_video(video, clip, world, given, reference=reference)
