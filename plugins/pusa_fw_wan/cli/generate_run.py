@@ -148,7 +148,10 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
         model_geometry, resolve_device, resolve_dtype, resolve_model_paths,
     )
 
+    from pusa_fw_wan.cli.generate_defaults import with_model_defaults
+
     started = time.perf_counter()
+    config = with_model_defaults(config)  # e.g. TI2V-5B: its official settings where the run set none
     layout = parallel_layout(config)
     task = build_task(config)
     build_cache(config)  # unknown cache or bad --cache-params: fail before any file is read

@@ -1,10 +1,13 @@
 """Find and load the three Wan models (DiT with LoRAs, VAE, umT5 text encoder) for generation.
 
-Given only ``--model DIR`` (the layout of the Wan2.1 release), the VAE and the text encoder are taken from
-the same directory: ``Wan2.1_VAE.pth`` (or ``.safetensors``) and ``models_t5_umt5-xxl-enc-bf16.pth`` (or
+Given only ``--model DIR`` (the layout of the Wan2.1 T2V and Wan2.2 TI2V-5B releases), the VAE and the
+text encoder are taken from the same directory: ``Wan2.1_VAE.pth`` or ``Wan2.2_VAE.pth`` (or ``.safetensors``
+copies; with both present, the one whose latents the DiT takes) and ``models_t5_umt5-xxl-enc-bf16.pth`` (or
 ``.safetensors``). The tokenizer defaults to a ``tokenizer/`` directory beside the encoder file, then to
 ``google/umt5-xxl/`` (the release layout). The umT5 size is read from the tensor shapes of a
-``.safetensors`` encoder, so small test encoders load without extra settings.
+``.safetensors`` encoder, so small test encoders load without extra settings. The latent geometry (frame
+map, pixel multiple, channels) is read from the VAE's tensor shapes before any weight is loaded
+(`model_geometry`), and a VAE whose latents the DiT does not take is refused there.
 
 A directory claimed by a registered model format (``register_model_formats``, `pusa_fw.model_formats`)
 is loaded by that format instead: its codec and text encoder stand in for the VAE and umT5 and everything
@@ -24,10 +27,12 @@ from pusa_fw.errors import CheckpointError, InputError
 __all__ = [
     "LoadedModels", "ModelPaths", "find_model_format", "load_models", "model_geometry", "resolve_device",
     "resolve_dtype", "resolve_model_paths",
-    "umt5_overrides",
+    "umt5_overrides", "vae_geometry",
 ]
 
-VAE_NAMES = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
+WAN21_VAE_NAMES = ("Wan2.1_VAE.pth", "Wan2.1_VAE.safetensors")
+WAN22_VAE_NAMES = ("Wan2.2_VAE.pth", "Wan2.2_VAE.safetensors")
+VAE_NAMES = WAN21_VAE_NAMES + WAN22_VAE_NAMES
 TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "models_t5_umt5-xxl-enc-bf16.safetensors")
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -37,7 +42,7 @@ class ModelPaths:
     """Resolved model files (tokenizer None: the text encoder's own default).
 
     ``format`` names the registered model format that claimed the directory (then ``dit``, ``vae`` and
-    ``text_encoder`` are all that directory); None for the Wan2.1 release layout.
+    ``text_encoder`` are all that directory); None for the Wan release layouts.
     """
 
     dit: Path
@@ -95,7 +100,7 @@ def _find(directory: Path, names: tuple[str, ...], what: str, flag: str) -> Path
 
 def find_model_format(folder: Path) -> Any | None:
     """The registered model format (`pusa_fw.model_formats.ModelFormat`) that claims `folder`, or None
-    (the Wan2.1 release layout)."""
+    (a Wan release layout)."""
     from pusa_fw.model_formats import detect_model_format
     from pusa_fw.plugins import get_registry
 
@@ -116,10 +121,12 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
         CheckpointError: a path does not exist, or a default file is not in the model directory.
     """
     if model is None:
-        raise InputError("no model given: pass --model DIR (a Wan2.1 T2V checkpoint directory)")
+        raise InputError("no model given: pass --model DIR (a Wan2.1 T2V or Wan2.2 TI2V-5B checkpoint directory)")
     model = model.expanduser()
     if not model.exists():
-        raise CheckpointError(f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V checkpoint folder")
+        raise CheckpointError(
+            f"--model {str(model)!r} does not exist; pass a Wan2.1 T2V or Wan2.2 TI2V-5B checkpoint folder"
+        )
     folder = model if model.is_dir() else model.parent
     claimed = find_model_format(folder)
     if claimed is not None:
@@ -129,7 +136,7 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
                 "encoder; drop --vae, --text-encoder and --tokenizer"
             )
         return ModelPaths(dit=folder, vae=folder, text_encoder=folder, tokenizer=None, format=claimed.name)
-    vae = vae.expanduser() if vae is not None else _find(folder, VAE_NAMES, "VAE", "--vae")
+    vae = vae.expanduser() if vae is not None else _find(folder, _vae_names(folder, model), "VAE", "--vae")
     text_encoder = (text_encoder.expanduser() if text_encoder is not None
                     else _find(folder, TEXT_ENCODER_NAMES, "text encoder", "--text-encoder"))
     for flag, path in (("--vae", vae), ("--text-encoder", text_encoder)):
@@ -144,16 +151,74 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
     return ModelPaths(dit=model, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer)
 
 
+def _vae_names(folder: Path, model: Path) -> tuple[str, ...]:
+    """The default VAE names in the order they are tried: with both VAEs in `folder`, the DiT's first."""
+    present = [name for name in VAE_NAMES if (folder / name).is_file()]
+    if len({name in WAN22_VAE_NAMES for name in present}) < 2:
+        return VAE_NAMES
+    from pusa_fw_wan.pipeline.model_defaults import WAN22_TI2V_5B_DEFAULTS, defaults_for_checkpoint
+
+    if defaults_for_checkpoint(model) == WAN22_TI2V_5B_DEFAULTS:
+        return WAN22_VAE_NAMES + WAN21_VAE_NAMES
+    return VAE_NAMES
+
+
+def vae_geometry(path: Path) -> Any:
+    """The `LatentGeometry` of the Wan VAE at `path` (Wan2.1 or Wan2.2), from its tensor shapes only.
+
+    A ``.safetensors`` file is read through its header, a torch file memory-mapped; a diffusers ``vae/``
+    directory is a Wan2.1 VAE (its loader refuses Wan2.2 ones) with the ``z_dim`` of its ``config.json``.
+
+    Raises:
+        CheckpointError: an unreadable file, or one that is neither Wan VAE.
+    """
+    import json
+
+    from pusa_fw_wan.vae.checkpoint import detect_vae_version
+    from pusa_fw_wan.vae.model import WanVAE
+    from pusa_fw_wan.vae.wan22 import Wan22VAE
+    from pusa_fw_wan.weights import read_shapes
+
+    vae_class: type[WanVAE] = WanVAE
+    if path.is_dir():
+        config = path / "vae" / "config.json" if (path / "vae").is_dir() else path / "config.json"
+        try:
+            z_dim = int(json.loads(config.read_text()).get("z_dim", 16)) if config.is_file() else 16
+        except (OSError, ValueError) as error:
+            raise CheckpointError(f"{str(config)!r} is not a readable VAE config.json: {error}") from error
+    else:
+        shapes = {name: shape for name, (shape, _) in read_shapes([path], what="VAE checkpoint").items()}
+        with torch.device("meta"):
+            tensors = {name: torch.empty(shape) for name, shape in shapes.items()}
+        if detect_vae_version(tensors, str(path)) == "2.2":
+            vae_class = Wan22VAE
+        z_dim = int(shapes.get("conv2.weight", (48 if vae_class is Wan22VAE else 16,))[0])
+    with torch.device("meta"):
+        return vae_class(dim=8, z_dim=z_dim).geometry
+
+
 def model_geometry(paths: ModelPaths) -> Any:
     """The `LatentGeometry` of the models at `paths`, read without loading any weights.
 
-    A registered model format's comes from that format; a Wan2.1 set has the Wan-VAE's (`WAN21_GEOMETRY`).
+    A registered model format's comes from that format; a Wan set has its VAE's (`vae_geometry`: Wan2.1
+    /8 with 16 channels, Wan2.2 /16 with 48; both with the DiT's 2x2 patch), the one `WanPipeline` uses.
+
+    Raises:
+        CheckpointError: unreadable files, or a VAE whose latent channels are not the DiT's ``in_dim``.
     """
     if paths.format is not None:
         return _format(paths.format).geometry(paths.dit)
-    from pusa_fw.geometry import WAN21_GEOMETRY
+    from pusa_fw_wan.dit.checkpoint_source import read_wan_config
 
-    return WAN21_GEOMETRY
+    geometry = vae_geometry(paths.vae)
+    dit = read_wan_config(paths.dit)
+    if dit.in_dim != geometry.channels:
+        raise CheckpointError(
+            f"the VAE {paths.vae.name} makes {geometry.channels}-channel latents but the DiT in "
+            f"{str(paths.dit)!r} takes in_dim={dit.in_dim}; pass the VAE of this model with --vae "
+            "(Wan2.1 T2V: Wan2.1_VAE.pth, Wan2.2 TI2V-5B: Wan2.2_VAE.pth)"
+        )
+    return geometry
 
 
 def umt5_overrides(path: Path) -> dict[str, int]:

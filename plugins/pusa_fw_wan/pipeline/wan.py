@@ -13,6 +13,11 @@ One call of `WanPipeline.generate`:
 Each model is used through a placement (`offload`): resident on the device, on the device only while
 in use (``"model"``), or streamed block by block (``"block"``, the DiT; the other two models then get
 model offload). Progress goes to a tqdm bar only when the caller asks for it; nothing is printed.
+
+The settings `generate` is not given are the model's own (`pusa_fw_wan.pipeline.model_defaults`): Wan2.1
+T2V 832x480, 81 frames, 10 Euler steps, cfg 3; Wan2.2 TI2V-5B 1280x704, 121 frames, 50 UniPC steps, cfg 5.
+Sizes, frame counts and latent shapes all come from the VAE's `LatentGeometry` (TI2V-5B: /16 and 48
+channels, so heights and widths are multiples of 32).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from pusa_fw.seeding import draw_noise, make_generator
 from pusa_fw.task import Task
 
 from pusa_fw_wan.pipeline.media import ConditioningMedia, KeyframeEncoding, encode_sources
+from pusa_fw_wan.pipeline.model_defaults import ModelDefaults, defaults_for_dit
 from pusa_fw_wan.text.prompts import WAN_DEFAULT_NEGATIVE_PROMPT
 from pusa_fw_wan.pipeline.offload import Placement, make_placement
 
@@ -50,9 +56,10 @@ class GenerationResult:
     """What `WanPipeline.generate` returns (all tensors on the CPU).
 
     Attributes:
-        video: `[3, T, H, W]` float32 in [-1, 1], T = `num_frames` (Wan2.1: 4(N - 1) + 1); None when not
+        video: `[3, T, H, W]` float32 in [-1, 1], T = `num_frames` (Wan: 4(N - 1) + 1); None when not
             decoded.
-        latents: `[1, C, N, h, w]` the final latents (every frame at sigma 0; Wan2.1: C = 16, h = H/8).
+        latents: `[1, C, N, h, w]` the final latents (every frame at sigma 0; Wan2.1: C = 16, h = H/8;
+            Wan2.2 TI2V-5B: C = 48, h = H/16).
         source_latents: `[1, C, N, h, w]` the encoded held inputs (zeros elsewhere), or None.
         plan: the plan that was run.
         clean_frames: latent frames held clean (sigma 0 at every step): there `latents == source_latents`
@@ -95,6 +102,9 @@ class WanPipeline:
         text_encoder: the umT5 text encoder (a `WanTextEncoder`).
         device: the compute device.
         offload: ``"none"``, ``"model"`` or ``"block"`` (see the module docstring).
+
+    Raises:
+        InputError: the VAE's latent channels are not the DiT's ``in_dim`` (e.g. the Wan2.1 VAE with TI2V-5B).
     """
 
     def __init__(self, dit: nn.Module, vae: nn.Module, text_encoder: Any, *,
@@ -104,6 +114,14 @@ class WanPipeline:
         self.dit = dit
         self.vae = vae
         self.geometry: LatentGeometry = vae.geometry
+        in_dim = getattr(getattr(dit, "config", None), "in_dim", None)
+        if in_dim is not None and in_dim != self.geometry.channels:
+            raise InputError(
+                f"the VAE makes {self.geometry.channels}-channel latents but the DiT takes in_dim={in_dim}; "
+                "pair each DiT with its own VAE (Wan2.1 T2V: Wan2.1_VAE, Wan2.2 TI2V-5B: Wan2.2_VAE)"
+            )
+        self.defaults: ModelDefaults = defaults_for_dit(dit)
+        """The DiT's generation defaults (`generate` uses them for every setting it is not given)."""
         self.text_encoder = text_encoder
         self.dit_placement: Placement = make_placement(dit, self.device, offload, blocks=True)
         self.vae_placement: Placement = make_placement(vae, self.device, offload)
@@ -156,13 +174,13 @@ class WanPipeline:
         negative_prompt: str | None = None,
         prompts_at: Sequence[tuple[int, str]] = (),
         media: ConditioningMedia | None = None,
-        num_frames: int = 81,
-        height: int = 480,
-        width: int = 832,
-        num_steps: int = 10,
-        shift: float = 5.0,
-        guidance: Guidance = DEFAULT_GUIDANCE,
-        sampler: str = "euler",
+        num_frames: int | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_steps: int | None = None,
+        shift: float | None = None,
+        guidance: Guidance | None = None,
+        sampler: str | None = None,
         seed: int = 0,
         keyframe_encoding: KeyframeEncoding = "image",
         progress: bool = False,
@@ -177,12 +195,14 @@ class WanPipeline:
             negative_prompt: used when ``guidance.cfg_scale != 1``; None means Wan2.1's default negative prompt.
             prompts_at: ``(pixel frame, text)`` prompt ranges for sliding-window tasks.
             media: the images and clips the task holds, at `height` x `width` (see `ConditioningMedia`).
-            num_frames: pixel frames, a count the VAE's geometry accepts (Wan2.1: 4n + 1).
-            height: pixels, a multiple of the geometry's `spatial_multiple` (Wan2.1: 16).
+            num_frames: pixel frames, a count the VAE's geometry accepts (Wan: 4n + 1); None: the model's
+                default (`defaults`; Wan2.1 81, TI2V-5B 121), as for every setting below.
+            height: pixels, a multiple of the geometry's `spatial_multiple` (Wan2.1: 16, TI2V-5B: 32).
             width: pixels, likewise.
             num_steps: denoising steps.
             shift: sigma shift of the schedule.
-            guidance: the `Guidance` scales (a scale of 1 skips that branch's forward pass).
+            guidance: the `Guidance` scales (a scale of 1 skips that branch's forward pass); None: the
+                model's cfg, no history guidance.
             sampler: registered sampler name (``"euler"``, ``"unipc"``).
             seed: seed of the CPU generator for the noise (and any fresh noise the plan needs).
             keyframe_encoding: ``"image"`` or ``"video"`` (see `conditioning_media`).
@@ -197,6 +217,14 @@ class WanPipeline:
         Raises:
             InputError, FrameMapError, PlanError: bad sizes, frame counts, prompts or media.
         """
+        defaults = self.defaults
+        num_frames = defaults.num_frames if num_frames is None else num_frames
+        height = defaults.height if height is None else height
+        width = defaults.width if width is None else width
+        num_steps = defaults.num_steps if num_steps is None else num_steps
+        shift = defaults.shift if shift is None else shift
+        guidance = Guidance(cfg_scale=defaults.cfg) if guidance is None else guidance
+        sampler = defaults.sampler if sampler is None else sampler
         channels, latents_count, latent_height, latent_width = self.geometry.latent_shape(num_frames, height, width)
         plan = task.plan(num_frames=num_frames, num_steps=num_steps, shift=shift, geometry=self.geometry)
         holds = task.holds(num_frames, num_steps, self.geometry)
