@@ -112,6 +112,22 @@ class SelfAttention(_Attention):
 
     def forward(self, x: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
         """Args: x `[B, L, D]`; rope `[L, head_dim / 2]` complex128 or complex64. Returns `[B, L, D]`."""
+        queries, keys, values = self.project(x, rope)
+        if self.sequence_parallel is not None:
+            return self.sequence_parallel.attention(self, queries, keys, values)
+        return self._attend(queries, keys, values)
+
+    def project(self, x: torch.Tensor, rope: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of the tokens ``x`` (RMS-normed, RoPE applied to queries and keys).
+
+        Args:
+            x: `[B, L, D]` tokens.
+            rope: `[L, head_dim / 2]` complex128 or complex64 rotations of those tokens.
+
+        Returns:
+            queries and keys `[B, L, heads, head_dim]` float32, values `[B, L, heads, head_dim]` in the dtype
+            of the value projection.
+        """
         if not (torch.is_grad_enabled() and x.requires_grad):
             x = x.to(input_dtype(self.q, x))  # once for q, k and v (their own casts are then no-ops)
         queries = self.norm_q(linear_in_weight_dtype(self.q, x))
@@ -121,9 +137,7 @@ class SelfAttention(_Attention):
         queries = apply_rope(rearrange(queries, split, h=self.num_heads), rope)
         keys = apply_rope(rearrange(keys, split, h=self.num_heads), rope)
         values = rearrange(values, split, h=self.num_heads)
-        if self.sequence_parallel is not None:
-            return self.sequence_parallel.attention(self, queries, keys, values)
-        return self._attend(queries, keys, values)
+        return queries, keys, values
 
 
 class CrossAttention(_Attention):

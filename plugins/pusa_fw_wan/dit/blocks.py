@@ -118,6 +118,7 @@ class AttentionBlock(nn.Module):
         time_projection: torch.Tensor,
         context: torch.Tensor,
         rope: torch.Tensor,
+        attention: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Run the block.
 
@@ -127,6 +128,9 @@ class AttentionBlock(nn.Module):
                 view with stride 0 over F).
             context: `[B, Lt, D]` embedded text.
             rope: `[L, head_dim / 2]` complex128 token rotations (`rope.rope_frequencies`).
+            attention: replaces ``self_attn(tokens, rope)`` (`[B, L, D]` modulated tokens in, `[B, L, D]`
+                out); partial computation (`pusa_fw_wan.dit.partial`) attends to cached keys and values
+                through it. None: the block's own self-attention.
 
         Returns:
             `[B, L, D]` float32.
@@ -143,7 +147,10 @@ class AttentionBlock(nn.Module):
 
         x_frames = per_frame(x)
         attn_in = modulate(layer_norm_fp32(x_frames, self.eps), shift_msa, scale_msa)
-        attn_out = self.self_attn(per_token(attn_in), rope).float()
+        if attention is None:
+            attn_out = self.self_attn(per_token(attn_in), rope).float()
+        else:
+            attn_out = attention(per_token(attn_in)).float()
         x_frames = torch.addcmul(x_frames, per_frame(attn_out), gate_msa)
         del attn_in, attn_out  # two dead fp32 [B, L, D] tensors (inference) not held through the FFN peak
 

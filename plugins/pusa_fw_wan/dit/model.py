@@ -24,6 +24,7 @@ from pusa_fw.errors import InputError
 
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.blocks import AttentionBlock, Head, timestep_sinusoid
+from pusa_fw_wan.dit.partial import PARTIAL_KV_MODES, WanFrameMemory, velocity_partial
 from pusa_fw_wan.dit.rope import ROPE_PRECISIONS, cached_rope_frequencies
 from pusa_fw_wan.dit.storage import LowPrecisionLinear, set_weights_dtype
 
@@ -84,6 +85,7 @@ class WanDiT(nn.Module, Backbone):
         # Set by pusa_fw_wan.parallel.enable_sequence_parallel; None runs on one process.
         self.sequence_parallel: Any = None
         self._rope_precision = "float64"
+        self._partial_kv = "cached"
 
     @property
     def rope_precision(self) -> str:
@@ -97,6 +99,19 @@ class WanDiT(nn.Module, Backbone):
         if value not in ROPE_PRECISIONS:
             raise InputError(f"rope_precision {value!r} is unknown; use one of {', '.join(ROPE_PRECISIONS)}")
         self._rope_precision = value
+
+    @property
+    def partial_kv(self) -> str:
+        """How frames skipped by `velocity_partial` take part in self-attention: ``"cached"`` (default: their
+        keys and values from their last computation, kept per block in the memory) or ``"drop"`` (not at
+        all, no memory). See `pusa_fw_wan.dit.partial`."""
+        return self._partial_kv
+
+    @partial_kv.setter
+    def partial_kv(self, value: str) -> None:
+        if value not in PARTIAL_KV_MODES:
+            raise InputError(f"partial_kv {value!r} is unknown; use one of {', '.join(PARTIAL_KV_MODES)}")
+        self._partial_kv = value
 
     # ------------------------------------------------------------------ construction and loading
 
@@ -208,8 +223,39 @@ class WanDiT(nn.Module, Backbone):
         """
         return self(latents, sigmas, context)
 
+    def velocity_partial(
+        self,
+        latents: torch.Tensor,
+        sigmas: torch.Tensor,
+        context: Any,
+        *,
+        compute: torch.Tensor,
+        memory: Any | None,
+    ) -> tuple[torch.Tensor, WanFrameMemory]:
+        """The velocity of the frames in `compute` only; the skipped frames' tokens go through no block.
+
+        They take part in self-attention as `partial_kv` says (default: their keys and values cached per
+        block from their last computation). Inference only; see `pusa_fw_wan.dit.partial`.
+
+        Args:
+            latents: `[B, in_dim, F, H, W]` (the skipped frames' values are not read).
+            sigmas: `[B, F]` noise levels of every frame.
+            context: `[B, L, text_dim]`.
+            compute: `[F]` bool, at least one True.
+            memory: what the previous call for this (sample, guidance branch) returned (updated in place);
+                None only with `compute` all True.
+
+        Returns:
+            `[B, out_dim, Fc, H, W]` velocity of the computed frames in window order, and the memory.
+        """
+        return velocity_partial(self, latents, sigmas, context, compute=compute, memory=memory)
+
     def forward(self, latents: torch.Tensor, sigmas: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
         """Same as `velocity` (sigmas in [0, 1]; the network timestep ``1000 * sigma`` is formed here)."""
+        return self.forward_timesteps(latents, self._timesteps_of(sigmas), context)
+
+    def _timesteps_of(self, sigmas: torch.Tensor) -> torch.Tensor:
+        """Network timesteps ``1000 * sigma`` (float64), after checking the sigmas (inference)."""
         if not isinstance(sigmas, torch.Tensor):
             raise InputError(f"sigmas must be a tensor of shape [B] or [B, F], got {type(sigmas).__name__}")
         if sigmas.numel() > 0 and not self.is_training_step:
@@ -221,7 +267,7 @@ class WanDiT(nn.Module, Backbone):
                     f"sigmas must lie in [0, 1] (1 = pure noise), got values in [{low}, {high}]; "
                     "pass sigmas, not Wan's 0..1000 timesteps (use forward_timesteps for those)"
                 )
-        return self.forward_timesteps(latents, sigmas.to(torch.float64) * 1000.0, context)
+        return sigmas.to(torch.float64) * 1000.0
 
     def forward_timesteps(
         self, latents: torch.Tensor, timesteps: torch.Tensor, context: torch.Tensor
