@@ -161,34 +161,41 @@ class GenerateConfig(BaseModel):
     keyframe_encoding: Literal["image", "video"] = Field(
         "image", description="encode keyframes as one-frame latents (Pusa) or as a still 4-frame chunk"
     )
-    num_frames: int = Field(81, ge=1, description="pixel frames (4n+1 for Wan2.1; checked against the codec)")
+    num_frames: int = Field(81, ge=1, description="pixel frames, 4n+1 (TI2V-5B default: 121)")
     height: int = Field(
         480, ge=1, le=MAX_VIDEO_SIDE,
-        description="pixel height (a multiple of 16 for Wan2.1; checked against the codec)",
+        description="pixel height, a multiple of the codec's (Wan2.1 16, TI2V-5B 32; TI2V-5B default: 704)",
     )
     width: int = Field(
         832, ge=1, le=MAX_VIDEO_SIDE,
-        description="pixel width (a multiple of 16 for Wan2.1; checked against the codec)",
+        description="pixel width, a multiple of the codec's (Wan2.1 16, TI2V-5B 32; TI2V-5B default: 1280)",
     )
     preset: str | None = Field(
         None,
         description="sampling recipe filling the fields it names unless given explicitly: "
         + "; ".join(f"{preset.name} ({preset.summary.split(': ', 1)[-1]})" for preset in PRESETS.values()),
     )
-    num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps)")
+    num_steps: int = Field(10, ge=1, description="denoising steps (alias: --steps; TI2V-5B default: 50)")
     shift: float = Field(5.0, gt=0, allow_inf_nan=False, description="sigma shift of the schedule")
-    cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off)")
+    cfg: float = Field(3.0, ge=0, description="classifier-free guidance scale (1 = off; TI2V-5B default: 5)")
     history_guidance: float = Field(
         1.0, ge=0, description="history guidance scale: held/history frames vs noise (1 = off)"
     )
-    sampler: str = Field("euler", description="registered sampler (euler, unipc, lcm)")
+    sampler: str = Field(
+        "euler", description="registered sampler (euler, unipc, lcm; TI2V-5B default: unipc)"
+    )
     cache: str = Field("none", description="step cache (none, teacache, framecache; see `pusa-fw plugins`)")
     cache_params: dict[str, Any] = Field(
         default_factory=dict, description="the cache's parameters as a JSON object, e.g. '{\"threshold\": 0.2}'"
     )
     seed: int = Field(0, ge=0, le=MAX_SEED, description="noise seed, 0 .. 2**64 - 1")
-    model: Path | None = Field(None, description="Wan2.1 T2V DiT checkpoint directory or file")
-    vae: Path | None = Field(None, description="VAE file (default: Wan2.1_VAE.pth/.safetensors in --model)")
+    model: Path | None = Field(
+        None,
+        description="Wan2.1 T2V or Wan2.2 TI2V-5B checkpoint directory or file (its defaults apply where unset)",
+    )
+    vae: Path | None = Field(
+        None, description="VAE file (default: Wan2.1_VAE or Wan2.2_VAE .pth/.safetensors in --model)"
+    )
     text_encoder: Path | None = Field(
         None, description="umT5 file (default: models_t5_umt5-xxl-enc-bf16.pth/.safetensors in --model)"
     )
@@ -221,7 +228,9 @@ class GenerateConfig(BaseModel):
         None, description="also write the final latents [1, C, N, h, w] (the DiT's normalised space) to this "
         ".safetensors file (tensor 'latents')"
     )
-    fps: int = Field(16, ge=1, description="frame rate of the output and of the input clips")
+    fps: int = Field(
+        16, ge=1, description="frame rate of the output and of the input clips (TI2V-5B default: 24)"
+    )
     resize: Literal["center-crop", "letterbox"] = Field("center-crop", description="how inputs are fitted")
     prompt_cache: bool = Field(True, description="cache prompt embeddings under $XDG_CACHE_HOME/pusa_fw")
     profile: bool = Field(False, description="print the time split (text, denoise, decode)")
