@@ -138,18 +138,25 @@ class PusaSampler(io.ComfyNode):
                 io.Float.Input("history_guidance", default=1.0, min=0.0, max=100.0, step=0.1, round=0.01,
                                tooltip="history guidance scale on held frames (1 = off)"),
                 PusaPrompts.Input("prompt_schedule", optional=True, tooltip="later prompts (rolling, loop)"),
+                io.Combo.Input("cache", options=_names("caches"), default="none", optional=True,
+                               tooltip="step cache: none, teacache (global, any model), framecache (per frame; "
+                                       "needs a model with partial computation)"),
+                io.String.Input("cache_params", default="{}", optional=True,
+                                tooltip='the cache\'s parameters as a JSON object, e.g. {"threshold": 0.2}'),
             ],
             outputs=[io.Latent.Output("latent")],
         )
 
     @classmethod
     def execute(cls, model: Any, positive: Any, negative: Any, plan: Any, given: Any, seed: int, sampler: str,
-                cfg: float, history_guidance: float, prompt_schedule: Any = None) -> io.NodeOutput:
+                cfg: float, history_guidance: float, prompt_schedule: Any = None, cache: str = "none",
+                cache_params: str = "{}") -> io.NodeOutput:
         from .sampling import run_sampler
 
         with node_errors("Pusa Sampler"):
             latent = run_sampler(model, plan, given, positive, negative, seed=seed, sampler=sampler, cfg=cfg,
-                                 history_guidance=history_guidance, prompt_schedule=prompt_schedule)
+                                 history_guidance=history_guidance, prompt_schedule=prompt_schedule,
+                                 cache=cache, cache_params=cache_params)
             return io.NodeOutput(latent)
 
 

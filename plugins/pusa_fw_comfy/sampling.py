@@ -30,7 +30,7 @@ from .backbone import ComfyWanBackbone
 from .plan_spec import PusaPlanSpec
 from .prompts import PromptEntry, conditioning_tensor, prompt_context
 
-__all__ = ["check_latent", "forward_shape", "has_unequal_frame_sigmas", "run_sampler"]
+__all__ = ["build_cache", "check_latent", "forward_shape", "has_unequal_frame_sigmas", "run_sampler"]
 
 
 def check_latent(spec: PusaPlanSpec, latent: Any) -> torch.Tensor:
@@ -93,6 +93,8 @@ def run_sampler(
     cfg: float = 3.0,
     history_guidance: float = 1.0,
     prompt_schedule: list[PromptEntry] | None = None,
+    cache: str = "none",
+    cache_params: str | dict[str, Any] = "{}",
 ) -> dict[str, torch.Tensor]:
     """Generate the latents of `spec`'s plan with a ComfyUI Wan `MODEL`.
 
@@ -108,11 +110,15 @@ def run_sampler(
         cfg: text guidance scale (1 skips the negative branch).
         history_guidance: history guidance scale (1 = off).
         prompt_schedule: later prompts along a rolling or loop timeline.
+        cache: a registered step cache (``none``, ``teacache``, ``framecache``).
+        cache_params: its parameters, a JSON object (the node's string widget) or a dict.
 
     Returns:
         ``{"samples": [1, 16, N, h, w]}`` in the VAE's latent space, on the CPU (a `LATENT`).
     """
     backbone = ComfyWanBackbone(model)
+    step_cache = build_cache(cache, cache_params)
+    step_cache.check_backbone(backbone)  # framecache needs partial computation: refused before any load
     samples = check_latent(spec, latent)
     guidance = Guidance(cfg_scale=cfg, history_scale=history_guidance)
     context = prompt_context(spec, positive, prompt_schedule)
@@ -147,8 +153,32 @@ def run_sampler(
         latents = sample(
             backbone, spec.plan, noise, sampler=sampler, source=source, context=_to(context, device),
             negative_context=negative_on_device, guidance=guidance, generator=generator, callback=on_step,
+            cache=None if step_cache.name == "none" else step_cache,
         )
         return {"samples": backbone.from_model_space(latents).cpu()}
+
+
+def build_cache(name: str, params: str | dict[str, Any]) -> Any:
+    """The `StepCache` `name` with `params` (a JSON object string or a dict); one-line `InputError` otherwise."""
+    import json
+
+    from pydantic import ValidationError
+
+    from pusa_fw.api import get_cache
+    from pusa_fw.cli_params import one_line_validation_error
+
+    if isinstance(params, str):
+        try:
+            parsed = json.loads(params or "{}")
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, dict):
+            raise InputError(f"cache_params {params!r} is not a JSON object; write e.g. {{\"threshold\": 0.2}}")
+        params = parsed
+    try:
+        return get_cache(name, **params)
+    except ValidationError as error:
+        raise InputError(f"cache_params for cache {name!r}: {one_line_validation_error(error)}") from error
 
 
 def _to(context: Any, device: torch.device) -> Any:
