@@ -1,4 +1,4 @@
-"""Plugin hooks of ``pusa_fw_wan``: registers the Wan2.1 T2V DiT backbone.
+"""Plugin hooks of ``pusa_fw_wan``: registers the Wan DiT backbones (Wan2.1 T2V, Wan2.2 TI2V-5B, Wan2.2 A14B).
 
 Nothing heavy is imported here: torch and the model code load only when a factory's `load` is called.
 """
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pusa_fw.geometry import WAN21_GEOMETRY
+from pusa_fw.geometry import WAN21_GEOMETRY, LatentGeometry
 from pusa_fw.hookspecs import Register, hookimpl
 
 from pusa_fw_wan.cli.commands import register_commands  # re-exported: the generate command is this plugin's hook too
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from pusa_fw_wan.dit.model import WanDiT
 
 __all__ = [
+    "WAN22_TI2V_GEOMETRY",
     "Wan22ExpertsBackboneFactory",
     "WanT2VBackboneFactory",
+    "WanTI2VBackboneFactory",
     "register_backbones",
     "register_commands",
     "register_train_adapters",
@@ -99,6 +101,38 @@ class WanT2VBackboneFactory:
         return apply_loras(model, specs, merge=merge)
 
 
+WAN22_TI2V_GEOMETRY = LatentGeometry(spatial_factor=16, channels=48)
+"""The Wan2.2 VAE's (TI2V-5B): stride 4 with frame 0 alone, /16 spatial, DiT patch 2, 48 channels."""
+
+
+class WanTI2VBackboneFactory(WanT2VBackboneFactory):
+    """Loads Wan2.2 TI2V-5B as a `pusa_fw_wan.WanDiT` (the same network with 48 channels; per-frame
+    timesteps, frame 0 at 0 for its own image-to-video); saves it and applies LoRAs like ``wan2.1-t2v``."""
+
+    name = "wan2.2-ti2v-5b"
+    summary = "Wan2.2 TI2V-5B DiT (48 channels, Wan2.2 VAE) with one timestep per latent frame"
+    geometry = WAN22_TI2V_GEOMETRY
+    """The latent geometry of the Wan2.2 VAE it is paired with."""
+
+    def load(
+        self, path: str | os.PathLike[str], dtype: Any = None, device: Any = "cpu", **kwargs: Any
+    ) -> WanDiT:
+        """Load the TI2V DiT (official release, sharded, diffusers or ComfyUI single file).
+
+        Raises:
+            CheckpointError: the checkpoint is not a TI2V DiT (e.g. Wan2.1 T2V: load it as ``wan2.1-t2v``).
+        """
+        from pusa_fw.errors import CheckpointError
+
+        model = super().load(path, dtype=dtype, device=device, **kwargs)
+        if not model.config.is_ti2v:
+            raise CheckpointError(
+                f"{str(path)!r} holds a {model.config.in_dim}-channel {model.config.model_type} DiT, not Wan2.2 "
+                "TI2V-5B; load it as the 'wan2.1-t2v' backbone"
+            )
+        return model
+
+
 class Wan22ExpertsBackboneFactory:
     """Loads `pusa_fw_wan.WanExpertsBackbone` (Wan2.2 A14B: high- and low-noise experts by explicit role)."""
 
@@ -120,8 +154,10 @@ class Wan22ExpertsBackboneFactory:
 
 @hookimpl
 def register_backbones(register: Register) -> None:
-    """Register the Wan2.1 T2V backbone (``wan2.1-t2v``) and the Wan2.2 A14B experts (``wan2.2-a14b``)."""
+    """Register the Wan2.1 T2V backbone (``wan2.1-t2v``), Wan2.2 TI2V-5B (``wan2.2-ti2v-5b``) and the Wan2.2
+    A14B experts (``wan2.2-a14b``)."""
     register(WanT2VBackboneFactory(), name="wan2.1-t2v")
+    register(WanTI2VBackboneFactory(), name="wan2.2-ti2v-5b")
     register(Wan22ExpertsBackboneFactory(), name="wan2.2-a14b")
 
 

@@ -209,3 +209,28 @@ def test_release_config_json_of_the_5b_is_read(tmp_path: Path, dit22_dir: Path) 
     config = read_wan_config(folder)
     assert config.text_dim == 32 and config.is_ti2v and config.num_heads == 2
     assert WanConfig.from_official_json(json.loads((dit22_dir / "single" / "config.json").read_text())) == config
+
+
+def test_ti2v_backbone_factory(dit22_dir: Path, cases, tmp_path: Path) -> None:
+    import pusa_fw
+    from pusa_fw.errors import CheckpointError
+    from pusa_fw.plugins import get_registry
+
+    factory = get_registry().get("backbones", "wan2.2-ti2v-5b")
+    assert (factory.geometry.spatial_multiple, factory.geometry.channels) == (32, 48)
+    model = pusa_fw.load_backbone("wan2.2-ti2v-5b", dit22_dir / "sharded", dtype=torch.float32).eval()
+    _, by_sigma = _case_errors(model, cases["dit_ti2v_i2v_io"])
+    assert max(by_sigma) <= OUTPUT_TOLERANCE
+    from pusa_fw_wan.vae.model import WanVAE
+
+    vae = WanVAE.from_pretrained(dit22_dir.parent / "vae" / "wan22_vae_tiny.safetensors", dim=None, z_dim=None)
+    assert vae.geometry == factory.geometry  # the factory's geometry is its VAE's
+    wan21 = tmp_path / "wan21"
+    wan21.mkdir()
+    with torch.device("meta"):
+        config = WanConfig(dim=128, ffn_dim=256, num_heads=1, num_layers=1, text_dim=32)
+    save_file({name: torch.zeros(tuple(t.shape)) for name, t in WanDiT(config).state_dict().items()},
+              str(wan21 / "diffusion_pytorch_model.safetensors"))
+    (wan21 / "config.json").write_text(json.dumps(config.to_official_json()))
+    with pytest.raises(CheckpointError, match="16-channel t2v DiT, not Wan2.2 TI2V-5B; load it as the 'wan2.1-t2v'"):
+        factory.load(wan21)

@@ -16,7 +16,7 @@ def test_register_backbones_registers_a_loadable_factory(wan_reference_dir: Path
 
     registered: list[tuple[object, str]] = []
     hooks.register_backbones(lambda component, name=None, aliases=(): registered.append((component, name)))
-    assert [name for _, name in registered] == ["wan2.1-t2v", "wan2.2-a14b"]
+    assert [name for _, name in registered] == ["wan2.1-t2v", "wan2.2-ti2v-5b", "wan2.2-a14b"]
     factory = registered[0][0]
     assert factory.name == "wan2.1-t2v" and "\n" not in factory.summary and factory.summary
     model = factory.load(wan_reference_dir / "dit" / "single", dtype=torch.float32, device="cpu")

@@ -7,6 +7,8 @@ is not a parameter of the chosen task is an error. Flags override the run file.
 
 Example:
     ``pusa-fw generate --task i2v --image cat.png --prompt "a cat" --model Wan2.1-T2V-14B --lora pusa.pt:1.4``
+    ``pusa-fw generate --task i2v --image cat.png --prompt "a cat" --model Wan2.2-TI2V-5B`` (its official
+    defaults: 1280x704, 121 frames, 24 fps, 50 UniPC steps, cfg 5; the image held clean)
 """
 
 from __future__ import annotations
@@ -113,10 +115,11 @@ def config_from_args(args: argparse.Namespace) -> Any:
 
 
 class GenerateCommand:
-    """``pusa-fw generate``: run a task on the Wan2.1 model and write an mp4 plus a sidecar JSON."""
+    """``pusa-fw generate``: run a task on a Wan model and write an mp4 plus a sidecar JSON."""
 
     name = "generate"
-    help = "generate a video with any registered task on a Wan2.1 T2V model (Pusa LoRA via --lora)"
+    help = ("generate a video with any registered task on a Wan2.1 T2V (Pusa LoRA via --lora) or Wan2.2 TI2V-5B "
+            "model")
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the `GenerateConfig` flags, ``--config`` and every task's parameters."""

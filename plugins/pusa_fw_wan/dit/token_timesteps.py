@@ -36,7 +36,8 @@ def frame_timesteps_from_tokens(token_timesteps: torch.Tensor, grid: tuple[int, 
         InputError: fewer entries than tokens, or a frame whose tokens do not all share one timestep.
     """
     if not isinstance(token_timesteps, torch.Tensor) or token_timesteps.ndim not in (1, 2):
-        shape = tuple(token_timesteps.shape) if isinstance(token_timesteps, torch.Tensor) else type(token_timesteps)
+        given = token_timesteps
+        shape = tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__
         raise InputError(f"per-token timesteps must be [B, seq_len] or [seq_len], got {shape}")
     rows = token_timesteps if token_timesteps.ndim == 2 else token_timesteps[None]
     frames, height, width = grid
@@ -60,8 +61,9 @@ def frame_timesteps_from_tokens(token_timesteps: torch.Tensor, grid: tuple[int, 
     return first[:, :, 0]
 
 
-def velocity_from_token_timesteps(model: torch.nn.Module, latents: torch.Tensor, token_timesteps: torch.Tensor,
-                                  context: torch.Tensor) -> torch.Tensor:
+def velocity_from_token_timesteps(
+    model: torch.nn.Module, latents: torch.Tensor, token_timesteps: torch.Tensor, context: torch.Tensor
+) -> torch.Tensor:
     """Run `WanDiT.forward_timesteps` from official per-token timesteps (the Wan2.2 call signature).
 
     Args:

@@ -121,7 +121,9 @@ def resolve_model_paths(model: Path | None, vae: Path | None, text_encoder: Path
         CheckpointError: a path does not exist, or a default file is not in the model directory.
     """
     if model is None:
-        raise InputError("no model given: pass --model DIR (a Wan2.1 T2V or Wan2.2 TI2V-5B checkpoint directory)")
+        raise InputError(
+            "no model given: pass --model DIR (a Wan2.1 T2V or Wan2.2 TI2V-5B checkpoint directory)"
+        )
     model = model.expanduser()
     if not model.exists():
         raise CheckpointError(

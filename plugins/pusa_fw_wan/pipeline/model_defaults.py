@@ -87,7 +87,7 @@ def defaults_for_checkpoint(path: str | os.PathLike[str]) -> ModelDefaults:
     """The defaults of the DiT checkpoint at `path`, read from its config or tensor shapes (no weights).
 
     Raises:
-        CheckpointError: the checkpoint cannot be read (see `pusa_fw_wan.dit.checkpoint_source.read_wan_config`).
+        CheckpointError: the checkpoint cannot be read (`pusa_fw_wan.dit.checkpoint_source.read_wan_config`).
     """
     from pusa_fw_wan.dit.checkpoint_source import read_wan_config
 
