@@ -183,3 +183,18 @@ def test_random_tiny_release_folder(tmp_path: Path) -> None:
     tiny = build_tiny_wan22(tmp_path / "random22")
     outcome = _run(tiny, tmp_path, num_frames=5)
     assert outcome.result.latents.shape == (1, 48, 2, 4, 6)
+
+
+def test_the_pipeline_refuses_a_vae_of_another_model(tiny22: TinyWan, tiny: TinyWan) -> None:
+    from pusa_fw.errors import InputError
+    from pusa_fw_wan import WanDiT
+    from pusa_fw_wan.pipeline.wan import WanPipeline
+    from pusa_fw_wan.vae.model import WanVAE
+
+    dit = WanDiT.from_pretrained(tiny22.root)
+    wan21_vae = WanVAE.from_pretrained(tiny.vae, dim=None, z_dim=None)
+    with pytest.raises(InputError, match="makes 16-channel latents but the DiT takes in_dim=48"):
+        WanPipeline(dit, wan21_vae, text_encoder=None)
+    pipeline = WanPipeline(dit, WanVAE.from_pretrained(tiny22.vae, dim=None, z_dim=None),
+                           text_encoder=type("Text", (), {"model": torch.nn.Linear(1, 1)})())
+    assert pipeline.defaults is WAN22_TI2V_5B_DEFAULTS and pipeline.geometry.spatial_multiple == 32
