@@ -6,8 +6,8 @@ switched to deterministic Euler): with ``x0 = x - sigma_from * v``,
     x_next = (1 - sigma_to) * x0 + sigma_to * eps,     eps ~ N(0, I) fresh at every step,
 
 and a step to ``sigma_to == 0`` returns ``x0`` itself. Unlike Euler it forgets the sample's own noise
-after every step (a consistency-model sampler), which suits a model distilled to predict x0 well from
-any level in few steps, and washes out the errors of a model that was not.
+after every step (a consistency-model sampler): it suits a model distilled to predict x0 well from any
+level in few steps.
 
 Per frame: every frame uses its own levels, and its noise is keyed by ``(sample key, timeline frame,
 update index)`` (`keyed_noise`), so a seed gives the same video whatever the window layout, and a frame
