@@ -116,6 +116,8 @@ class EvalToyCommand:
         parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
         parser.add_argument("--shift", type=float, default=2.0, help="sigma shift (default: 2)")
         parser.add_argument("--cfg", type=float, default=1.0, help="text guidance scale (default: 1, off)")
+        parser.add_argument("--sampler", default="euler",
+                            help="registered sampler (euler, unipc, lcm, ...; default: euler)")
         parser.add_argument("--batch-size", type=int, default=32, help="videos per forward (default: 32)")
         parser.add_argument("--out", type=Path, required=True, help="directory for eval_toy.{json,md,png}")
         parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -128,7 +130,7 @@ class EvalToyCommand:
         from pusa_fw_toy.report import markdown_table, write_report
 
         values = {"base": args.base, "loras": args.loras, "num_seeds": args.seeds, "steps": args.steps,
-                  "shift": args.shift, "cfg": args.cfg, "batch_size": args.batch_size}
+                  "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler, "batch_size": args.batch_size}
         if args.tasks:
             values["tasks"] = args.tasks
         config = EvalConfig(**values)

@@ -25,6 +25,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from pusa_fw.errors import CheckpointError
 from pusa_fw_wan.dit.config import WanConfig
 from pusa_fw_wan.dit.model import WanDiT
 from pusa_fw_wan.lora.apply import LoraSpec, apply_loras, load_lora_state
@@ -192,3 +193,13 @@ def test_diff_m_of_a_missing_block_is_not_applied(tmp_path: Path) -> None:
                f"{PREFIX}blocks.5.diff_m": torch.zeros(1, 6, 32)}, str(path))
     report = apply_loras(model, [LoraSpec(path)], strict=False)
     assert report.loras[0].diff_parameters == ("blocks.0.modulation",)
+
+
+def test_diff_m_of_a_missing_block_is_listed_as_unmatched(tmp_path: Path) -> None:
+    path = tmp_path / "wider.safetensors"
+    save_file({f"{PREFIX}blocks.0.diff_m": torch.zeros(1, 6, 32),
+               f"{PREFIX}blocks.5.diff_m": torch.zeros(1, 6, 32)}, str(path))
+    report = apply_loras(tiny_dit(), [LoraSpec(path)], strict=False)
+    assert report.loras[0].unmatched_keys == (f"{PREFIX}blocks.5.diff_m",)
+    with pytest.raises(CheckpointError, match="blocks.5.diff_m"):
+        apply_loras(tiny_dit(), [LoraSpec(path)])

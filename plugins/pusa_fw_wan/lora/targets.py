@@ -129,8 +129,8 @@ def match_lora(model: nn.Module, state: LoraState) -> MatchedLora:
         for delta, is_bias in ((entry.diff, False), (entry.diff_b, True)):
             if delta is None:
                 continue
-            suffix = ".diff_b" if is_bias else ".diff"
-            keys = [key for key in entry.keys if key.endswith(suffix)]
+            suffixes = (".diff_b",) if is_bias else (".diff", ".diff_m")  # diff_m: LightX2V's modulation delta
+            keys = [key for key in entry.keys if key.endswith(suffixes)]
             resolved = _resolve_parameter(modules, path, is_bias)
             if resolved is None:
                 matched.unmatched_keys.extend(keys)
