@@ -8,8 +8,8 @@ replaces the scalar timestep with the per-frame one and hands back the raw netwo
 flow-matching velocity `v = eps - x0`, which is what pusa-fw's samplers step with. Nothing global is
 patched; the user's `MODEL` is left as it was.
 
-Latents cross the boundary in the model's space (``latent_format.process_in`` of the VAE's latents), as
-pusa-fw's own Wan VAE gives them.
+Latents cross the boundary in the model's space (``latent_format.process_in`` of the VAE's latents, with
+the model's own format: ``Wan21``, or ``Wan22`` for TI2V-5B), as pusa-fw's own Wan VAEs give them.
 """
 
 from __future__ import annotations
@@ -37,11 +37,12 @@ class ComfyWanBackbone(Backbone):
     """A Wan `MODEL` from ComfyUI as a per-frame-sigma velocity model.
 
     Args:
-        model: a ComfyUI `MODEL` (`ModelPatcher`) holding a Wan text-to-video DiT; it is cloned, and the
+        model: a ComfyUI `MODEL` (`ModelPatcher`) holding a Wan text-to-video DiT or Wan2.2 TI2V-5B (48
+            latent channels, ComfyUI's ``WAN22``, called the same way); it is cloned, and the
             wrapper goes on the clone.
 
     Raises:
-        InputError: the `MODEL` is not a Wan text-to-video model.
+        InputError: the `MODEL` is not a Wan text-to-video or TI2V-5B model.
     """
 
     def __init__(self, model: Any) -> None:

@@ -5,7 +5,11 @@ put a small stand-in for these entry points on the path (`tests/comfy_pack/stand
 touches one module. Everything here is imported lazily, when a node runs.
 
 What the pack uses:
-- ``comfy.model_base.WAN21``: to tell a Wan `MODEL` from any other;
+- ``comfy.model_base.WAN21``: to tell a Wan `MODEL` from any other (``WAN22``, TI2V-5B, is a subclass), and
+  the model's ``latent_format`` (its ``latent_channels``: 16 for Wan2.1 and the Wan2.2 A14B models, 48 for
+  TI2V-5B);
+- the `VAE`'s ``latent_channels`` and ``downscale_index_formula`` (time, height, width): the codec geometry
+  of the given latents (Wan2.1 VAE: 16 channels, /8; Wan2.2 VAE: 48 channels, /16);
 - ``comfy.model_management``: the compute device, loading a `MODEL` for sampling (ComfyUI decides what is
   resident, partially loaded or offloaded), dtype sizes and the interrupt check;
 - ``comfy.samplers.cast_to_load_options`` and the `ModelPatcher`'s ``pre_run`` / ``cleanup``: the part of
@@ -23,19 +27,26 @@ from typing import Any, Callable
 import torch
 
 from pusa_fw.errors import InputError
+from pusa_fw.geometry import LatentGeometry
 
 WRAPPER_KEY = "pusa_fw"
 """Key under which the pack's diffusion-model wrapper is registered on the cloned `MODEL`."""
 
-TEXT_TO_VIDEO_CHANNELS = 16
-"""Latent channels of the Wan2.1 text-to-video DiT (the base the Pusa method fine-tunes)."""
+
+def model_channels(model: Any) -> int:
+    """Latent channels of a ComfyUI Wan `MODEL` (its latent format's: 16 Wan2.1, 48 Wan2.2 TI2V-5B)."""
+    return int(model.model.latent_format.latent_channels)
 
 
 def check_wan_t2v(model: Any) -> None:
-    """Raise unless `model` is a ComfyUI `MODEL` holding a Wan2.1/2.2 text-to-video DiT (16 input channels).
+    """Raise unless `model` is a ComfyUI `MODEL` holding a Wan DiT that takes only its noisy latents.
+
+    That is a text-to-video DiT (Wan2.1 T2V, Wan2.2 T2V A14B: 16 channels) or Wan2.2 TI2V-5B (48 channels,
+    ComfyUI's ``WAN22``), whose input channels equal its latent format's. Image-to-video DiTs take extra
+    channels (the image latent and a mask concatenated: 36 in, 16 latent) and are refused.
 
     Raises:
-        InputError: another architecture, or a Wan image-to-video / TI2V model (other input channels).
+        InputError: another architecture, or a Wan model whose input channels are not its latent channels.
     """
     import comfy.model_base
 
@@ -43,15 +54,45 @@ def check_wan_t2v(model: Any) -> None:
     if not isinstance(base, comfy.model_base.WAN21):
         kind = type(base).__name__ if base is not None else type(model).__name__
         raise InputError(
-            f"Pusa Sampler needs a Wan2.1/2.2 text-to-video MODEL, got {kind}; load a Wan T2V checkpoint "
-            "with the stock Load Diffusion Model node"
+            f"Pusa Sampler needs a Wan text-to-video or TI2V-5B MODEL, got {kind}; load a Wan2.1/2.2 T2V or "
+            "Wan2.2 TI2V-5B checkpoint with the stock Load Diffusion Model node"
         )
     channels = int(base.diffusion_model.patch_embedding.weight.shape[1])
-    if channels != TEXT_TO_VIDEO_CHANNELS:
+    latent = model_channels(model)
+    if channels != latent:
         raise InputError(
-            f"this Wan MODEL takes {channels} input channels (an image-to-video or TI2V model); the Pusa "
-            f"method runs on the text-to-video DiT ({TEXT_TO_VIDEO_CHANNELS} channels): load Wan2.1-T2V"
+            f"this Wan MODEL takes {channels} input channels for {latent}-channel latents (an image-to-video "
+            "model, which needs its image concatenated); the Pusa method runs on a DiT that takes only the "
+            "latents: load Wan2.1-T2V (16 channels) or Wan2.2-TI2V-5B (48)"
         )
+
+
+def vae_geometry(vae: Any, plan_geometry: LatentGeometry) -> LatentGeometry:
+    """The codec geometry of a ComfyUI `VAE`: `plan_geometry` with the VAE's channels and spatial factor.
+
+    Args:
+        vae: a ComfyUI `VAE` (``latent_channels``; ``downscale_index_formula`` = (time, height, width) for a
+            video VAE: (4, 8, 8) Wan2.1, (4, 16, 16) Wan2.2).
+        plan_geometry: the frame map the plan was compiled with; its temporal stride must be the VAE's.
+
+    Raises:
+        InputError: not a video VAE, or one with another temporal stride than the plan's.
+    """
+    formula = getattr(vae, "downscale_index_formula", None)
+    channels = getattr(vae, "latent_channels", None)
+    if not isinstance(formula, (tuple, list)) or len(formula) != 3 or not isinstance(channels, int):
+        raise InputError(
+            f"the VAE ({type(vae).__name__}) is not a video VAE; load the Wan VAE of the model "
+            "(Wan2.1_VAE for Wan2.1 / A14B, Wan2.2_VAE for TI2V-5B)"
+        )
+    temporal, height, width = (int(value) for value in formula)
+    if temporal != plan_geometry.temporal_stride or height != width:
+        raise InputError(
+            f"the VAE compresses (time, height, width) by {(temporal, height, width)}; the plan's frame map "
+            f"takes {plan_geometry.temporal_stride} frames per latent frame: load a Wan VAE"
+        )
+    values = {**plan_geometry.model_dump(), "channels": channels, "spatial_factor": height}
+    return LatentGeometry.model_validate(values)
 
 
 def compute_device() -> torch.device:

@@ -12,7 +12,9 @@ small codec adapter, and the media come as `IMAGE` batches:
   media already at the size pass unchanged.
 
 The result is a ComfyUI `LATENT` in the VAE's own latent space (what the stock VAE Encode gives), zeros at
-frames that are not held.
+frames that are not held. Its channels and spatial size are the VAE's (`comfy_bridge.vae_geometry`): 16
+channels at 1/8 of the pixels with the Wan2.1 VAE, 48 at 1/16 with the Wan2.2 VAE of TI2V-5B (whose sizes
+must then be multiples of 32); the frame map is the plan's.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pusa_fw.io.resize import fit_frames
 
 from pusa_fw_wan.pipeline.media import ConditioningMedia, check_media, encode_sources
 
+from . import comfy_bridge
 from .plan_spec import PusaPlanSpec
 
 __all__ = ["ComfyVAECodec", "GIVEN_FRAMES_KEY", "encode_given", "fit_image", "image_to_video", "video_to_image"]
@@ -68,7 +71,7 @@ class ComfyVAECodec:
 
     Args:
         vae: a ComfyUI `VAE` (``encode(IMAGE) -> [1, C, L, h, w]``).
-        geometry: the frame map of the plan.
+        geometry: the codec geometry: the plan's frame map with the VAE's channels and spatial factor.
     """
 
     def __init__(self, vae: Any, geometry: LatentGeometry) -> None:
@@ -81,8 +84,9 @@ class ComfyVAECodec:
         expected = self.geometry.num_latent_frames(video.shape[2])
         if latents.dim() != 5 or latents.shape[1] != self.geometry.channels or latents.shape[2] != expected:
             raise InputError(
-                f"the VAE gave latents {list(latents.shape)} for {video.shape[2]} frames; the plan needs a "
-                f"Wan2.1 VAE ({self.geometry.channels} channels, {expected} latent frames): load Wan2.1_VAE"
+                f"the VAE gave latents {list(latents.shape)} for {video.shape[2]} frames, expected "
+                f"{self.geometry.channels} channels and {expected} latent frames: load a Wan VAE (Wan2.1_VAE "
+                "for Wan2.1 / A14B models, Wan2.2_VAE for TI2V-5B)"
             )
         return latents.to(torch.float32)
 
@@ -124,8 +128,9 @@ def encode_given(
 
     Args:
         spec: the compiled task.
-        vae: ComfyUI's `VAE` (Wan2.1).
-        width: output width in pixels (a multiple of 16 for Wan2.1).
+        vae: ComfyUI's `VAE` (Wan2.1's, or Wan2.2's for TI2V-5B); its channels and spatial factor shape the
+            latents.
+        width: output width in pixels (a multiple of 16 for the Wan2.1 VAE, of 32 for the Wan2.2 VAE).
         height: output height in pixels.
         image: `[1, H, W, 3]` the start image (i2v, rolling with an image).
         keyframes: `[K, H, W, 3]` keyframe k feeds the task's ``keyframe:k`` (start-end: first, last).
@@ -137,9 +142,10 @@ def encode_given(
         ``{"samples": [1, C, N, h, w], "pusa_given_frames": [...]}``, zeros at frames that are not held.
 
     Raises:
-        InputError: a missing or unused input, a clip too short, a size the codec does not take.
+        InputError: a missing or unused input, a clip too short, a size the codec does not take, a VAE that
+            is not a Wan video VAE.
     """
-    geometry = spec.geometry
+    geometry = comfy_bridge.vae_geometry(vae, spec.geometry)
     channels, num_latents, latent_height, latent_width = geometry.latent_shape(spec.num_frames, height, width)
     holds = spec.holds
     given = {"image": image is not None, "video": video is not None, "video_b": video_b is not None}

@@ -92,8 +92,10 @@ class PusaConditioning(io.ComfyNode):
             inputs=[
                 PusaPlan.Input("plan"),
                 io.Vae.Input("vae"),
-                io.Int.Input("width", default=832, min=16, max=8192, step=16),
-                io.Int.Input("height", default=480, min=16, max=8192, step=16),
+                io.Int.Input("width", default=832, min=16, max=8192, step=16,
+                             tooltip="a multiple of 16 (Wan2.1 VAE) or of 32 (Wan2.2 VAE, TI2V-5B)"),
+                io.Int.Input("height", default=480, min=16, max=8192, step=16,
+                             tooltip="a multiple of 16 (Wan2.1 VAE) or of 32 (Wan2.2 VAE, TI2V-5B)"),
                 io.Combo.Input("keyframe_encoding", options=["image", "video"], default="image", tooltip=(
                     "image: each keyframe encoded alone (Pusa); video: as a still chunk of 4 frames")),
                 io.Image.Input("image", optional=True, tooltip="start image (i2v; rolling with image)"),
@@ -125,9 +127,10 @@ class PusaSampler(io.ComfyNode):
             node_id="PusaSampler",
             display_name="Pusa Sampler",
             category=CATEGORY,
-            description="Sample a pusa-fw plan (one sigma per latent frame) with a Wan text-to-video MODEL.",
+            description="Sample a pusa-fw plan (one sigma per latent frame) with a Wan T2V or TI2V-5B MODEL.",
             inputs=[
-                io.Model.Input("model", tooltip="a Wan2.1 T2V MODEL, fp8 or not, LoRAs (Pusa at 1.4) applied"),
+                io.Model.Input("model", tooltip=("a Wan2.1 T2V MODEL, fp8 or not, LoRAs (Pusa at 1.4) applied; "
+                                                 "or Wan2.2 TI2V-5B (48 channels, with its Wan2.2 VAE)")),
                 io.Conditioning.Input("positive"),
                 io.Conditioning.Input("negative"),
                 PusaPlan.Input("plan"),

@@ -33,16 +33,22 @@ from .prompts import PromptEntry, conditioning_tensor, prompt_context
 __all__ = ["build_cache", "check_latent", "forward_shape", "has_unequal_frame_sigmas", "run_sampler"]
 
 
-def check_latent(spec: PusaPlanSpec, latent: Any) -> torch.Tensor:
-    """The `[1, C, N, h, w]` samples of a ComfyUI `LATENT`, checked against the plan.
+def check_latent(spec: PusaPlanSpec, latent: Any, channels: int | None = None) -> torch.Tensor:
+    """The `[1, C, N, h, w]` samples of a ComfyUI `LATENT`, checked against the plan (and the model's C).
 
     Raises:
-        InputError: not a video latent, a batch of several, or another frame count than the plan's.
+        InputError: not a video latent, a batch of several, another frame count than the plan's, or other
+            channels than `channels` (a latent of another VAE than the model's).
     """
     samples = latent.get("samples") if isinstance(latent, dict) else None
     if not isinstance(samples, torch.Tensor) or samples.dim() != 5:
         shape = list(samples.shape) if isinstance(samples, torch.Tensor) else type(latent).__name__
-        raise InputError(f"latent must be a Wan video LATENT [1, 16, frames, h, w], got {shape}")
+        raise InputError(f"latent must be a Wan video LATENT [1, channels, frames, h, w], got {shape}")
+    if channels is not None and samples.shape[1] != channels:
+        raise InputError(
+            f"latent has {samples.shape[1]} channels but the MODEL takes {channels}: encode with the VAE of "
+            "the model (Wan2.1_VAE: 16 channels; Wan2.2_VAE for TI2V-5B: 48)"
+        )
     if samples.shape[0] != 1:
         raise InputError(f"latent holds a batch of {samples.shape[0]}; the Pusa Sampler makes one video at a time")
     if samples.shape[2] != spec.num_latent_frames:
@@ -99,10 +105,12 @@ def run_sampler(
     """Generate the latents of `spec`'s plan with a ComfyUI Wan `MODEL`.
 
     Args:
-        model: ComfyUI `MODEL` (Wan text-to-video, LoRAs already applied by the stock loaders).
+        model: ComfyUI `MODEL` (Wan text-to-video or Wan2.2 TI2V-5B, LoRAs already applied by the stock
+            loaders).
         spec: the compiled task.
-        latent: `LATENT` with `[1, 16, N, h, w]` samples: the given latents at the held frames (the Pusa
-            Conditioning output), or any latent of the right shape when nothing is held (t2v).
+        latent: `LATENT` with `[1, C, N, h, w]` samples (C: the model's latent channels, 16 or 48): the given
+            latents at the held frames (the Pusa Conditioning output), or any latent of the right shape when
+            nothing is held (t2v).
         positive: `CONDITIONING` of the prompt (from pixel frame 0).
         negative: `CONDITIONING` of the negative prompt (needed when ``cfg != 1``).
         seed: noise seed (pusa-fw's: the same seed gives the same video as ``pusa-fw generate``).
@@ -114,12 +122,12 @@ def run_sampler(
         cache_params: its parameters, a JSON object (the node's string widget) or a dict.
 
     Returns:
-        ``{"samples": [1, 16, N, h, w]}`` in the VAE's latent space, on the CPU (a `LATENT`).
+        ``{"samples": [1, C, N, h, w]}`` in the VAE's latent space, on the CPU (a `LATENT`).
     """
     backbone = ComfyWanBackbone(model)
     step_cache = build_cache(cache, cache_params)
     step_cache.check_backbone(backbone)  # framecache needs partial computation: refused before any load
-    samples = check_latent(spec, latent)
+    samples = check_latent(spec, latent, channels=comfy_bridge.model_channels(backbone.model))
     guidance = Guidance(cfg_scale=cfg, history_scale=history_guidance)
     context = prompt_context(spec, positive, prompt_schedule)
     comfy_bridge.refuse_conditioning_hooks(positive, "positive")

@@ -67,13 +67,20 @@ class ComfyStyleVAE:
     """A ComfyUI-style `VAE` around our `WanVAE`: ``encode(IMAGE [T, H, W, 3] in [0, 1])`` -> raw latents.
 
     ComfyUI's VAE returns latents before the model's latent-format normalisation; our `WanVAE` returns
-    them normalised, so this undoes it (the model's ``process_in`` redoes it).
+    them normalised, so this undoes it (the model's ``process_in`` redoes it). Like ComfyUI's, it says its
+    ``latent_channels`` and ``downscale_index_formula`` (time, height, width): Wan2.1 16 and (4, 8, 8),
+    Wan2.2 (`Wan22VAE`) 48 and (4, 16, 16).
     """
 
     def __init__(self, vae: Any) -> None:
-        from comfy.latent_formats import Wan21
+        from comfy.latent_formats import Wan21, Wan22
 
-        self.vae, self.format, self.calls = vae, Wan21(), 0
+        geometry = vae.geometry
+        self.vae, self.calls = vae, 0
+        self.format = Wan22() if geometry.channels == Wan22.latent_channels else Wan21()
+        self.latent_channels = geometry.channels
+        self.latent_dim = 3
+        self.downscale_index_formula = (geometry.temporal_stride, geometry.spatial_factor, geometry.spatial_factor)
 
     def encode(self, pixels: torch.Tensor) -> torch.Tensor:
         self.calls += 1

@@ -161,7 +161,7 @@ def test_bad_sampler_inputs_are_one_line_node_errors(tiny_dit: Any, model: Any) 
     assert "latent has 5 latent frames but the plan has 3" in _error(
         lambda: run(latent={"samples": torch.zeros(1, 16, 5, 2, 2)}))
     assert "num_frames to 17" in _error(lambda: run(latent={"samples": torch.zeros(1, 16, 5, 2, 2)}))
-    assert "Wan2.1/2.2 text-to-video MODEL, got SD15" in _error(lambda: run(model_=ModelPatcher(SD15(tiny_dit))))
+    assert "Wan text-to-video or TI2V-5B MODEL, got SD15" in _error(lambda: run(model_=ModelPatcher(SD15(tiny_dit))))
     assert "needs a negative CONDITIONING" in _error(lambda: run(negative_=None))
     assert "combines 2 conditionings" in _error(
         lambda: run(positive_=conditioning(positive) + conditioning(negative)))

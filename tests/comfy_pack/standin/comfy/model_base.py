@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from . import patcher_extension
-from .latent_formats import Wan21
+from .latent_formats import Wan21, Wan22
 
 PREFIX = "model.diffusion_model."
 
@@ -64,6 +64,14 @@ class BaseModel(nn.Module):
 
 class WAN21(BaseModel):
     """A Wan2.1 model."""
+
+
+class WAN22(WAN21):
+    """Wan2.2 TI2V-5B: Wan with the 48-channel Wan2.2 latent format (a WAN21 subclass, as in ComfyUI)."""
+
+    def __init__(self, diffusion_model: nn.Module) -> None:
+        super().__init__(diffusion_model)
+        self.latent_format = Wan22()
 
 
 class SD15(BaseModel):
