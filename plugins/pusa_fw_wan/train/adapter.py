@@ -1,5 +1,11 @@
 """`WanTrainAdapter`: how the backbone-agnostic trainer (``pusa_fw_train``) builds, shards, renders and exports
-a Wan2.1 DiT. Registered for ``wan2.1-t2v`` through the ``register_train_adapters`` hook.
+a Wan DiT. Registered for ``wan2.1-t2v`` through the ``register_train_adapters`` hook.
+
+The checkpoint says which Wan it is: a Wan2.1 T2V DiT (16 channels) or Wan2.2 TI2V-5B (``model_type:
+"ti2v"``, 48 channels) is built from its own config, and the codec and latent geometry are those of the VAE
+beside it whose latents the DiT takes (``Wan2.1_VAE`` /8 or ``Wan2.2_VAE`` /16; with both in the folder, the
+matching one). `WanTI2VTrainAdapter` is the same adapter under the name ``wan2.2-ti2v-5b``: it refuses a
+checkpoint or architecture that is not TI2V in one line.
 
 A model directory claimed by another registered model format (e.g. a small codec paired with a Wan DiT)
 takes its geometry and codec from that format, so this module names no other plugin. torch is imported
@@ -19,7 +25,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-__all__ = ["PUSA_LORA_TARGETS", "WanTrainAdapter"]
+__all__ = ["PUSA_LORA_TARGETS", "WanTI2VTrainAdapter", "WanTrainAdapter", "matching_vae"]
 
 PUSA_LORA_TARGETS: tuple[str, ...] = ("q", "k", "v", "o", "ffn.0", "ffn.2")
 """Pusa's LoRA targets: q, k, v, o of self- and cross-attention and both FFN linears, in every block."""
@@ -33,8 +39,41 @@ def _folder(model_path: str) -> Path:
     return path if path.is_dir() else path.parent
 
 
+def matching_vae(model_path: str) -> Path | None:
+    """The Wan VAE file beside the DiT at `model_path` whose latent channels are the DiT's ``in_dim``.
+
+    Candidates are ``Wan2.1_VAE`` and ``Wan2.2_VAE`` (``.pth`` or ``.safetensors``) in the DiT's folder; each
+    is judged by its tensor shapes (`pusa_fw_wan.pipeline.loading.vae_geometry`), the DiT by its config or
+    shapes, so no weight is loaded.
+
+    Returns:
+        The VAE path, or None when the folder holds no Wan VAE.
+
+    Raises:
+        CheckpointError: the folder holds Wan VAEs, but none makes the DiT's latents (e.g. only
+            ``Wan2.1_VAE.pth`` beside a TI2V-5B DiT).
+    """
+    from pusa_fw_wan.dit.checkpoint_source import read_wan_config
+    from pusa_fw_wan.pipeline.loading import VAE_NAMES, vae_geometry
+
+    folder = _folder(model_path)
+    present = [folder / name for name in VAE_NAMES if (folder / name).is_file()]
+    if not present:
+        return None
+    in_dim = read_wan_config(Path(model_path).expanduser()).in_dim
+    for path in present:
+        if vae_geometry(path).channels == in_dim:
+            return path
+    names = ", ".join(path.name for path in present)
+    raise CheckpointError(
+        f"{str(folder)!r} holds {names}, but the DiT takes {in_dim}-channel latents; add this model's VAE "
+        "(Wan2.1 T2V: Wan2.1_VAE.pth, Wan2.2 TI2V-5B: Wan2.2_VAE.pth)"
+    )
+
+
 class WanTrainAdapter:
-    """The training adapter of the Wan2.1 T2V DiT (see `pusa_fw_train.adapter.TrainAdapter`)."""
+    """The training adapter of the Wan DiTs: Wan2.1 T2V and Wan2.2 TI2V-5B, told apart by the checkpoint
+    (see `pusa_fw_train.adapter.TrainAdapter`)."""
 
     name = "wan2.1-t2v"
     default_lora_targets = PUSA_LORA_TARGETS
@@ -149,19 +188,34 @@ class WanTrainAdapter:
         return shard_dit(model, mesh, **options)
 
     def geometry(self, model_path: str | None) -> LatentGeometry:
-        """A registered model format's geometry for a directory it claims, else the Wan2.1 VAE's."""
+        """The latent geometry of the model's codec, read without loading weights.
+
+        A registered model format's for a directory it claims; else the VAE's beside the DiT
+        (`matching_vae`); with no VAE there, the DiT's own (TI2V: the Wan2.2 VAE's /16 with 48 channels,
+        else Wan2.1's /8 with 16). A random init (no path) has Wan2.1's (the frame map, all that
+        validation plans read, is the same for both).
+        """
         if model_path is None:
             return WAN21_GEOMETRY
-        from pusa_fw_wan.pipeline.loading import find_model_format
+        from pusa_fw_wan.dit.checkpoint_source import read_wan_config
+        from pusa_fw_wan.hooks import WAN22_TI2V_GEOMETRY
+        from pusa_fw_wan.pipeline.loading import find_model_format, vae_geometry
 
         claimed = find_model_format(_folder(model_path))
-        return WAN21_GEOMETRY if claimed is None else claimed.geometry(_folder(model_path))
+        if claimed is not None:
+            return claimed.geometry(_folder(model_path))
+        vae = matching_vae(model_path)
+        if vae is not None:
+            return vae_geometry(vae)
+        return WAN22_TI2V_GEOMETRY if read_wan_config(Path(model_path).expanduser()).is_ti2v else WAN21_GEOMETRY
 
     def codec(self, model_path: str | None) -> Any:
-        """A registered model format's own codec, or the Wan-VAE file beside the DiT.
+        """A registered model format's own codec, or the Wan-VAE file beside the DiT that makes its latents
+        (`matching_vae`: ``Wan2.2_VAE`` for TI2V-5B, ``Wan2.1_VAE`` for Wan2.1).
 
         Raises:
             InputError: a random-init model (no directory), or no codec file beside the DiT.
+            CheckpointError: VAEs beside the DiT, none of them its own.
         """
         import torch
 
@@ -176,12 +230,12 @@ class WanTrainAdapter:
         claimed = find_model_format(folder)
         if claimed is not None:
             return claimed.codec(folder)
-        for name in VAE_NAMES:
-            if (folder / name).is_file():
-                from pusa_fw_wan.vae.model import WanVAE
+        path = matching_vae(model_path)
+        if path is not None:
+            from pusa_fw_wan.vae.model import WanVAE
 
-                vae = WanVAE.from_pretrained(folder / name, dim=None, z_dim=None, dtype=torch.float32, device="cpu")
-                return vae.eval().requires_grad_(False)
+            vae = WanVAE.from_pretrained(path, dim=None, z_dim=None, dtype=torch.float32, device="cpu")
+            return vae.eval().requires_grad_(False)
         raise InputError(
             f"validation.render_tasks needs a codec to decode renders, but {str(folder)!r} holds none of "
             f"{', '.join(VAE_NAMES)} (nor is it a registered model format); add the VAE or clear "
@@ -242,3 +296,44 @@ class WanTrainAdapter:
         from pusa_fw_wan.train.export import export_lora
 
         return export_lora(checkpoint, out, **options).path
+
+
+class WanTI2VTrainAdapter(WanTrainAdapter):
+    """`WanTrainAdapter` for ``model.backbone = "wan2.2-ti2v-5b"``: the same training, limited to TI2V DiTs.
+
+    A random-init `architecture` is a TI2V one unless it says otherwise (``model_type: "ti2v"``, 48 channels
+    in and out by default), and a checkpoint or architecture that is not TI2V is refused in one line.
+    """
+
+    name = "wan2.2-ti2v-5b"
+
+    def build_model(
+        self, path: str | None, architecture: dict[str, Any] | None, init_seed: int, **options: Any
+    ) -> nn.Module:
+        """`WanTrainAdapter.build_model` of a TI2V DiT.
+
+        Raises:
+            CheckpointError: `path` holds a DiT that is not TI2V-5B (e.g. Wan2.1: train it as ``wan2.1-t2v``).
+            InputError: an `architecture` that is not TI2V.
+        """
+        if path is None:
+            architecture = {"model_type": "ti2v", "in_dim": 48, "out_dim": 48, **(architecture or {})}
+        model = super().build_model(path, architecture, init_seed, **options)
+        config = model.config
+        if not config.is_ti2v:
+            where = f"{str(path)!r} holds" if path is not None else "model.architecture is"
+            fix = ("train it as backbone 'wan2.1-t2v'" if path is not None
+                   else "set model_type = 'ti2v' or use backbone 'wan2.1-t2v'")
+            error = CheckpointError if path is not None else InputError
+            raise error(
+                f"{where} a {config.in_dim}-channel {config.model_type} Wan DiT, not Wan2.2 TI2V-5B; {fix}"
+            )
+        return model
+
+    def load_shards(
+        self, model: nn.Module, path: str | None, architecture: dict[str, Any] | None, init_seed: int, **options: Any
+    ) -> Any:
+        """`WanTrainAdapter.load_shards`, with the TI2V defaults of a random-init `architecture`."""
+        if path is None:
+            architecture = {"model_type": "ti2v", "in_dim": 48, "out_dim": 48, **(architecture or {})}
+        return super().load_shards(model, path, architecture, init_seed, **options)

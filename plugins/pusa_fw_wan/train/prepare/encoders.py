@@ -67,8 +67,11 @@ def _short_hash(text: str) -> str:
 class WanCodec:
     """`VideoCodec` over a loaded `WanVAE` (normalised posterior mean, float32 latents on the CPU).
 
+    The Wan2.1 VAE (/8, 16 channels) and the Wan2.2 VAE of TI2V-5B (/16, 48 channels) both plug in: the
+    geometry is the VAE's, and the identity names its version (``wan21-vae:...`` / ``wan22-vae:...``).
+
     Args:
-        vae: the loaded `pusa_fw_wan.vae.WanVAE`.
+        vae: the loaded `pusa_fw_wan.vae.WanVAE` (or `Wan22VAE`).
         identity: what identifies its weights (e.g. the file's `file_identity`).
     """
 
@@ -77,7 +80,8 @@ class WanCodec:
 
         self.vae = vae
         self.geometry = getattr(vae, "geometry", None) or WAN21_GEOMETRY
-        self.identity = f"wan21-vae:{_short_hash(f'{identity}|{vae.dtype}')}"
+        version = str(getattr(vae, "version", "2.1")).replace(".", "")
+        self.identity = f"wan{version}-vae:{_short_hash(f'{identity}|{vae.dtype}')}"
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """See `VideoCodec.encode`."""
@@ -114,10 +118,13 @@ def load_wan_encoders(
     device: str = "auto",
     dtype: str = "auto",
 ) -> tuple[WanCodec, WanTextEmbedder]:
-    """Load the Wan2.1 VAE (float32) and umT5 encoder the way ``pusa-fw generate`` finds them.
+    """Load the Wan VAE (float32) and umT5 encoder the way ``pusa-fw generate`` finds them.
+
+    A Wan2.1 T2V folder gives ``Wan2.1_VAE``, a Wan2.2 TI2V-5B folder ``Wan2.2_VAE`` (/16, 48 channels);
+    a VAE (given or found) whose latents the folder's DiT does not take is refused before any weight is read.
 
     Args:
-        model: the Wan2.1 model directory (``--model DIR``); the VAE and encoder default to its files.
+        model: the Wan model directory (``--model DIR``); the VAE and encoder default to its files.
         vae: the VAE file, if not the model directory's.
         text_encoder: the umT5 file, if not the model directory's.
         tokenizer: the tokenizer directory, if not found beside the encoder.
@@ -126,8 +133,12 @@ def load_wan_encoders(
 
     Returns:
         ``(codec, text_embedder)``.
+
+    Raises:
+        CheckpointError: the VAE's latent channels are not the DiT's ``in_dim``.
     """
     from pusa_fw_wan.pipeline.loading import (
+        model_geometry,
         resolve_device,
         resolve_dtype,
         resolve_model_paths,
@@ -143,9 +154,11 @@ def load_wan_encoders(
     paths = resolve_model_paths(as_path(model), as_path(vae), as_path(text_encoder), as_path(tokenizer))
     if paths.format is not None:
         raise InputError(
-            f"--model {str(model)!r} is a {paths.format!r} model, not a Wan2.1 checkpoint; prepare encodes with "
+            f"--model {str(model)!r} is a {paths.format!r} model, not a Wan checkpoint; prepare encodes with "
             "the Wan-VAE and umT5 (train such a model from its own training source instead)"
         )
+    if _has_dit(paths.dit):
+        model_geometry(paths)  # a VAE whose channels are not the DiT's in_dim: refused in one line
     where = resolve_device(device)
     text_dtype = resolve_dtype(dtype, where)
     loaded_vae = WanVAE.from_pretrained(paths.vae, dim=None, z_dim=None, dtype=torch.float32, device=where)
@@ -158,3 +171,16 @@ def load_wan_encoders(
         **umt5_overrides(paths.text_encoder),
     )
     return WanCodec(loaded_vae, file_identity(paths.vae)), WanTextEmbedder(encoder)
+
+
+def _has_dit(path: Path) -> bool:
+    """Whether `path` holds a readable Wan DiT (a folder of only the VAE and umT5 may be prepared with too;
+    there the VAE cannot be checked against a DiT)."""
+    from pusa_fw.errors import CheckpointError
+    from pusa_fw_wan.dit.checkpoint_source import read_wan_config
+
+    try:
+        read_wan_config(path)
+    except CheckpointError:
+        return False
+    return True
