@@ -21,7 +21,7 @@ WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 
 def test_every_api_workflow_has_a_ui_twin() -> None:
     assert {path.name for path in UI} == {path.name for path in (PACK / "workflows" / "api").glob("*.json")}
-    assert len(UI) == 5
+    assert len(UI) == 7
 
 
 def _pusa_widgets(class_type: str) -> list[Any] | None:

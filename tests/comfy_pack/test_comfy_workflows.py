@@ -11,7 +11,8 @@ import torch
 
 PACK = Path(__file__).resolve().parents[2] / "plugins" / "pusa_fw_comfy"
 API = sorted((PACK / "workflows" / "api").glob("*.json"))
-EXAMPLES = {"pusa_i2v", "pusa_start_end", "pusa_keyframes", "pusa_extension", "pusa_rolling"}
+EXAMPLES = {"pusa_i2v", "pusa_start_end", "pusa_keyframes", "pusa_extension", "pusa_rolling", "pusa_ti2v_5b_i2v",
+            "pusa_ti2v_5b_start_end"}
 
 
 def test_every_example_has_an_api_workflow() -> None:
@@ -41,7 +42,16 @@ def test_api_workflows_fit_the_node_schemas_and_compile(path: Path) -> None:
     assert spec.num_latent_frames >= 21
     samplers = [node for node in graph.values() if node["class_type"] == "PusaSampler"]
     loras = [node for node in graph.values() if node["class_type"] == "LoraLoaderModelOnly"]
-    assert len(samplers) == 1 and loras[0]["inputs"]["strength_model"] == 1.4
+    vae = next(node for node in graph.values() if node["class_type"] == "VAELoader")["inputs"]["vae_name"]
+    conditioning = next(node for node in graph.values() if node["class_type"] == "PusaConditioning")["inputs"]
+    assert len(samplers) == 1
+    if path.stem.startswith("pusa_ti2v_5b_"):  # Wan2.2 TI2V-5B: its VAE, no LoRA, sizes in multiples of 32
+        model = graph[samplers[0]["inputs"]["model"][0]]["inputs"]
+        assert not loras and "wan2.2" in vae and "ti2v_5B" in model["unet_name"]
+        assert (conditioning["width"], conditioning["height"]) == (1280, 704) and spec.num_frames == 121
+        assert bool(spec.plan.held[0]) and float(spec.plan.sigmas[:, 0].max()) == 0.0  # frame 0 held clean
+    else:
+        assert loras[0]["inputs"]["strength_model"] == 1.4 and "2.1" in vae
     saved = {node["class_type"] for node in graph.values()}
     assert {"SaveLatent", "SaveVideo", "VAEDecode", "PusaConditioning"} <= saved
 
