@@ -9,8 +9,9 @@ Standard library only (stage 1); the work happens in ComfyUI's own venv (stage 2
    torch, torchvision and torchaudio together) + requests + pusa-fw's wan/video/plot extras.
 3. Install this repository's pusa-fw into it (a fresh non-editable copy of the working tree, every run).
 4. Unpack ComfyUI into a temporary folder, copy ``plugins/pusa_fw_comfy`` into its ``custom_nodes`` and
-   run `scenario.py` there (it starts and always stops the server). With ``--bench`` it runs
-   ``benchmarks/bench_comfy_sampler.py`` there instead (``make bench-comfyui``).
+   run `scenario.py` there (it starts and always stops the server; other arguments go to it, e.g.
+   ``--only ti2v_5b``). With ``--bench`` it runs ``benchmarks/bench_comfy_sampler.py`` there instead
+   (``make bench-comfyui``).
 """
 
 from __future__ import annotations
@@ -168,6 +169,7 @@ def main() -> int:
                 str(scratch / "work"),
                 "--repo",
                 str(REPO),
+                *sys.argv[1:],  # e.g. --only ti2v_5b: a subset of the workflows
             ]
         status = subprocess.run(
             command,

@@ -1,7 +1,8 @@
 """Stage 2 of the ComfyUI integration run, inside ComfyUI's venv (pusa-fw installed there).
 
 1. Write the tiny Wan DiT, VAE and a rank-4 LoRA (ComfyUI layout, as ``pusa-fw export-lora`` writes it)
-   into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them.
+   into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them; and a tiny Wan2.2 TI2V-5B DiT (48
+   channels, which ComfyUI loads as its ``WAN22``) with a release-shaped Wan2.2 VAE (`tiny_models`).
 2. Run ``pusa-fw generate`` for each example workflow (same task, frames, steps, shift, sampler, cfg, seed,
    prompts and images) with ``--save-latents``. Its prompt cache (``$XDG_CACHE_HOME`` pointed into the
    scratch folder) then holds the embeddings of the prompt and the negative prompt that generate fed its
@@ -10,7 +11,9 @@
    encoder). Both sides zero-pad the text to 512 tokens. The i2v start image is 40x48, not the output
    size: both sides fit it to 32x32 with the one shared resize rule (`pusa_fw.io.resize`).
 3. Start ComfyUI, queue the adapted example workflows, wait on /history and read the latent the stock
-   SaveLatent node wrote; compare it (in the DiT's latent space) with generate's latents.
+   SaveLatent node wrote; compare it (in the DiT's latent space: ComfyUI's ``Wan21`` or, for TI2V-5B,
+   ``Wan22`` latent format) with generate's latents. The TI2V-5B workflows are the model's own i2v (frame
+   0 held clean) and start-end, at 64x32 (sizes are multiples of 32 there), without a LoRA.
 4. Queue a workflow with a keyframe past the end, and one whose Pusa Prompt Embedding names a file outside
    ``models/pusa_embeddings`` (``../outside.safetensors``, which exists): each must fail with our one-line
    node error (ComfyUI does not check a list value queued through /prompt; the node must refuse it).
@@ -27,6 +30,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +40,19 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 from comfy_server import ComfyServer  # noqa: E402
-from tiny_models import DIT_NAME, LORA_NAME, VAE_NAME, TinyFiles, write_tiny_models  # noqa: E402
+from tiny_models import (  # noqa: E402
+    DIT22_NAME,
+    DIT_NAME,
+    LORA_NAME,
+    VAE22_NAME,
+    VAE_NAME,
+    TinyFiles,
+    write_tiny_models,
+    write_tiny_models_22,
+)
 from workflows_adapt import (  # noqa: E402
     SETTINGS,
+    SETTINGS_22,
     adapt,
     bad_embedding_workflow,
     bad_keyframe_workflow,
@@ -48,7 +62,29 @@ from workflows_adapt import (  # noqa: E402
 
 PARITY_BOUND = 1e-4
 """Max-abs bound on ComfyUI vs generate final latents (DiT space; float32 on CPU on both sides)."""
-CASES = ("pusa_i2v", "pusa_start_end")
+CASES = ("pusa_i2v", "pusa_start_end", "pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end")
+CONTROLS = (("pusa_i2v", "pusa_start_end"), ("pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end"))
+"""Pairs of different runs: ComfyUI's first vs generate's second must differ (the measure tells runs apart)."""
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one example workflow runs on: the files, their names in ComfyUI, the settings, the format."""
+
+    files: TinyFiles
+    dit: str
+    vae: str
+    lora: str | None
+    settings: dict[str, int]
+    latent_format: str
+    """ComfyUI's latent format class of the model (``Wan21``, ``Wan22``)."""
+
+    def adapt(self, workflow: dict[str, Any], embeddings: dict[str, str]) -> dict[str, Any]:
+        return adapt(workflow, self.dit, self.vae, embeddings, self.lora, self.settings)
+
+
+def is_ti2v_5b(name: str) -> bool:
+    return name.startswith("pusa_ti2v_5b_")
 START_IMAGE_SIZE = (40, 48)
 """(height, width) of the i2v start image: not the output size, so both sides resize it (one rule)."""
 
@@ -64,14 +100,14 @@ def _images(input_dir: Path) -> None:
         save_image(input_dir / name, picture)
 
 
-def _generate(name: str, workflow: dict[str, Any], files: TinyFiles, input_dir: Path, work: Path) -> Path:
+def _generate(name: str, workflow: dict[str, Any], case: Case, input_dir: Path, work: Path) -> Path:
     from pusa_fw.cli import main
 
     latents = work / f"{name}.generate.safetensors"
     args = [
         "generate",
-        *generate_args(workflow, input_dir, files.lora),
-        *files.cli_args(),
+        *generate_args(workflow, input_dir, case.files.lora, case.settings),
+        *case.files.cli_args(),
         "--dtype",
         "float32",
         "--device",
@@ -127,22 +163,30 @@ def main() -> int:
     parser.add_argument("--base", type=Path, required=True, help="ComfyUI --base-directory")
     parser.add_argument("--work", type=Path, required=True, help="scratch folder")
     parser.add_argument("--repo", type=Path, required=True, help="this repository (example workflows)")
+    parser.add_argument("--only", default="", help="run only the workflows whose name contains this text")
     options = parser.parse_args()
     timings: dict[str, float] = {}
     rows: list[list[str]] = []
     failures: list[str] = []
     started = time.perf_counter()
+    names = [name for name in CASES if options.only in name]
     files = write_tiny_models(options.base / "models", options.work / "text")
+    cases = {name: Case(files, DIT_NAME, VAE_NAME, LORA_NAME, SETTINGS, "Wan21") for name in names}
+    if any(is_ti2v_5b(name) for name in names):
+        files_22 = write_tiny_models_22(options.base / "models", files)
+        cases.update({name: Case(files_22, DIT22_NAME, VAE22_NAME, None, SETTINGS_22, "Wan22")
+                      for name in names if is_ti2v_5b(name)})
+    timings["models"] = time.perf_counter() - started
     input_dir = options.base / "input"
     _images(input_dir)
     os.environ["XDG_CACHE_HOME"] = str(options.work / "xdg")
     api_dir = options.repo / "plugins" / "pusa_fw_comfy" / "workflows" / "api"
-    workflows = {name: json.loads((api_dir / f"{name}.json").read_text()) for name in CASES}
+    workflows = {name: json.loads((api_dir / f"{name}.json").read_text()) for name in names}
     generated = {
-        name: _generate(name, workflow, files, input_dir, options.work)
+        name: _generate(name, workflow, cases[name], input_dir, options.work)
         for name, workflow in workflows.items()
     }
-    timings["models + pusa-fw generate"] = time.perf_counter() - started
+    timings["pusa-fw generate"] = time.perf_counter() - started - timings["models"]
     cached = prompt_embeddings(options.work / "xdg" / "pusa_fw" / "prompts")
     for name, workflow in workflows.items():
         missing = [text[:40] for text in prompts_of(workflow) if text not in cached]
@@ -151,7 +195,7 @@ def main() -> int:
     embeddings = install_embeddings(cached, options.base / "models")
 
     sys.path.insert(0, str(options.comfy))
-    from comfy.latent_formats import Wan21  # ComfyUI's own latent normalisation (run, not copied)
+    import comfy.latent_formats  # ComfyUI's own latent normalisation (run, not copied)
 
     compared: dict[str, torch.Tensor] = {}
     server = ComfyServer(Path(sys.executable), options.comfy, options.base, options.work / "comfyui.log")
@@ -164,7 +208,7 @@ def main() -> int:
             )
         for name, workflow in workflows.items():
             run_started = time.perf_counter()
-            entry = server.wait(server.queue(adapt(workflow, DIT_NAME, VAE_NAME, embeddings, LORA_NAME)))
+            entry = server.wait(server.queue(cases[name].adapt(workflow, embeddings)))
             seconds = time.perf_counter() - run_started
             if entry["status"]["status_str"] != "success":
                 failures.append(f"{name}: ComfyUI reported {json.dumps(entry['status'])[:1500]}")
@@ -174,7 +218,7 @@ def main() -> int:
                 server.output_file(entry, _save_latent_id(workflow), "latents"), "latent_tensor"
             )
             ours = _read(generated[name], "latents")
-            theirs = Wan21().process_in(comfy_latent)
+            theirs = getattr(comfy.latent_formats, cases[name].latent_format)().process_in(comfy_latent)
             if theirs.shape != ours.shape:
                 failures.append(f"{name}: ComfyUI latent {list(theirs.shape)} vs generate {list(ours.shape)}")
                 rows.append([name, f"{seconds:.1f}", "shape", f"{PARITY_BOUND:.0e}", "FAIL"])
@@ -193,14 +237,14 @@ def main() -> int:
             )
             if not ok:
                 failures.append(f"{name}: max-abs {difference:.3e} > bound {PARITY_BOUND:.0e}")
-        if len(compared) == 2:  # the measure tells runs apart: ComfyUI's i2v vs generate's start-end
-            control = float(
-                (compared["pusa_i2v"] - _read(generated["pusa_start_end"], "latents")).abs().max()
-            )
+        for first, second in CONTROLS:  # the measure tells runs apart: ComfyUI's i2v vs generate's start-end
+            if first not in compared or second not in generated:
+                continue
+            control = float((compared[first] - _read(generated[second], "latents")).abs().max())
             ok = control > 100 * PARITY_BOUND
             rows.append(
                 [
-                    "control: i2v vs start-end",
+                    f"control: {first} vs {second}",
                     "-",
                     f"{control:.2e}",
                     f"> {100 * PARITY_BOUND:.0e}",
@@ -208,20 +252,21 @@ def main() -> int:
                 ]
             )
             if not ok:
-                failures.append(f"control: different runs differ by only {control:.3e}")
-        adapted_i2v = adapt(workflows["pusa_i2v"], DIT_NAME, VAE_NAME, embeddings, LORA_NAME)
-        rows.append(_bad_input_row(server, "bad keyframe (40 of 9)", bad_keyframe_workflow(adapted_i2v),
-                                   "Pusa Task: pixel frame 40 is outside", failures))
-        rows.append(_bad_input_row(
-            server, "embedding ../outside", bad_embedding_workflow(adapted_i2v, "../outside.safetensors"),
-            "Pusa Prompt Embedding: embedding '../outside.safetensors' is not a file listed", failures))
+                failures.append(f"control {first} vs {second}: different runs differ by only {control:.3e}")
+        if "pusa_i2v" in workflows:
+            adapted_i2v = cases["pusa_i2v"].adapt(workflows["pusa_i2v"], embeddings)
+            rows.append(_bad_input_row(server, "bad keyframe (40 of 9)", bad_keyframe_workflow(adapted_i2v),
+                                       "Pusa Task: pixel frame 40 is outside", failures))
+            rows.append(_bad_input_row(
+                server, "embedding ../outside", bad_embedding_workflow(adapted_i2v, "../outside.safetensors"),
+                "Pusa Prompt Embedding: embedding '../outside.safetensors' is not a file listed", failures))
         unloaded = [line for line in server.log_tail(10_000).splitlines() if "lora key not loaded" in line]
         if unloaded:  # ComfyUI's LoRA loader skipped keys of the tiny LoRA
             failures.append(f"ComfyUI left {len(unloaded)} LoRA keys unloaded, e.g. {unloaded[0]}")
     finally:
         server.stop()
     timings["total (stage 2)"] = time.perf_counter() - started
-    _print_table(rows, timings, files)
+    _print_table(rows, timings)
     for failure in failures:
         print(f"FAIL {failure}")
     return 1 if failures else 0
@@ -245,13 +290,15 @@ def _bad_input_row(
     return [label, f"{seconds:.1f}", repr(message)[:90], "one line", "ok" if ok else "FAIL"]
 
 
-def _print_table(rows: list[list[str]], timings: dict[str, float], files: TinyFiles) -> None:
+def _print_table(rows: list[list[str]], timings: dict[str, float]) -> None:
     header = ["workflow", "comfy s", "max-abs vs pusa-fw generate", "bound", "result"]
     widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
     print(
         "ComfyUI integration: DiT dim 128 x 2 layers (text 4096) + rank-4 LoRA at the workflows' 1.4, "
         f"VAE dim 96, {SETTINGS['num_frames']} frames "
-        f"{SETTINGS['height']}x{SETTINGS['width']}, {SETTINGS['num_steps']} steps, seed {SETTINGS['seed']}"
+        f"{SETTINGS['height']}x{SETTINGS['width']}, {SETTINGS['num_steps']} steps, seed {SETTINGS['seed']}; "
+        "TI2V-5B (pusa_ti2v_5b_*): DiT dim 128 x 2 layers, 48 channels, no LoRA, release-shaped Wan2.2 VAE, "
+        f"{SETTINGS_22['num_frames']} frames {SETTINGS_22['height']}x{SETTINGS_22['width']}"
     )
     for row in [header, ["-" * width for width in widths], *rows]:
         print("  ".join(str(cell).ljust(width) for cell, width in zip(row, widths)))

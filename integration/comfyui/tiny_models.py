@@ -9,6 +9,14 @@ it (it builds the full umT5-xxl), so the prompts reach ComfyUI as the embeddings
 
 The DiT file is shared: ComfyUI's ``models/diffusion_models/<name>`` is the very file ``pusa-fw generate``
 reads through ``--model`` (its directory holds the official ``config.json`` beside it).
+
+Wan2.2 TI2V-5B (`write_tiny_models_22`): ComfyUI detects a Wan DiT with 48 output channels as ``WAN22``
+(TI2V-5B), with the same fixed assumptions, so the 5B DiT is dim 128, one head, text dim 4096, 48 channels
+in and out (the reference fixture's TI2V DiT, dim 128 with 2 heads and text dim 32, would load into
+ComfyUI with head dim 128 and fail on the text embedding's shape). ComfyUI builds the Wan2.2 VAE at the
+release widths (encoder 160, decoder 256: 705 M parameters) whatever the file holds, so the fixture's
+tiny VAE (8 / 12) does not load; the VAE here has the release shapes with random weights, stored in bf16
+(1.4 GB; every value exact in the float32 both sides compute in).
 """
 
 from __future__ import annotations
@@ -26,10 +34,14 @@ from pusa_fw_wan.testing.tiny import randomise_parameters, umt5_tensors, write_t
 from pusa_fw_wan.vae.model import WanVAE
 from pusa_fw_wan.weights import write_tensor_file
 
-__all__ = ["DIT_NAME", "LORA_NAME", "TinyFiles", "VAE_NAME", "write_tiny_models"]
+__all__ = ["DIT22_NAME", "DIT_NAME", "LORA_NAME", "TinyFiles", "VAE22_NAME", "VAE_NAME", "write_tiny_models",
+           "write_tiny_models_22"]
 
 DIT_NAME = "pusa_tiny_wan21_t2v.safetensors"
 VAE_NAME = "pusa_tiny_wan21_vae.safetensors"
+DIT22_NAME = "wan22_ti2v/pusa_tiny_wan22_ti2v.safetensors"
+"""The tiny TI2V-5B DiT, in a folder of its own under ``models/diffusion_models`` (its ``config.json`` beside)."""
+VAE22_NAME = "pusa_tiny_wan22_vae.safetensors"
 TEXT_DIM = 4096
 """umT5-xxl width: ComfyUI sizes the Wan text embedding from it."""
 
@@ -58,7 +70,7 @@ class TinyFiles:
     vae: Path
     text_encoder: Path
     tokenizer: Path
-    lora: Path
+    lora: Path | None
 
     def cli_args(self) -> list[str]:
         return [
@@ -114,6 +126,39 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
         tokenizer=work_dir / "tokenizer",
         lora=lora_dir / LORA_NAME,
     )
+
+
+def write_tiny_models_22(models_dir: Path, text: TinyFiles, seed: int = 1) -> TinyFiles:
+    """Write a tiny TI2V-5B DiT (`DIT22_NAME`) and a release-shaped Wan2.2 VAE (`VAE22_NAME`) into `models_dir`.
+
+    Args:
+        models_dir: ComfyUI's ``models`` folder.
+        text: the Wan2.1 set of `write_tiny_models`, whose umT5 (d_model 4096) and tokenizer the 5B shares.
+        seed: seed of every random weight.
+
+    Returns:
+        The 5B set (no LoRA).
+    """
+    from pusa_fw_wan.dit.config import TI2V_MODEL_TYPE
+    from pusa_fw_wan.dit.init import initial_value
+    from pusa_fw_wan.vae.wan22 import Wan22VAE
+
+    generator = torch.Generator().manual_seed(seed)
+    dit_path = models_dir / "diffusion_models" / DIT22_NAME
+    dit_path.parent.mkdir(parents=True, exist_ok=True)
+    config = WanConfig(model_type=TI2V_MODEL_TYPE, in_dim=48, out_dim=48, dim=128, num_heads=1, num_layers=2,
+                       ffn_dim=256, freq_dim=256, text_dim=TEXT_DIM)
+    dit = randomise_parameters(WanDiT(config), generator)
+    write_tensor_file(dit_path, dict(dit.state_dict()), {"format": "pt"})
+    atomic_write_bytes(dit_path.parent / "config.json", json.dumps(config.to_official_json(), indent=2).encode())
+    with torch.device("meta"):
+        shapes = {name: tuple(value.shape) for name, value in Wan22VAE().state_dict().items()}
+    tensors = {name: initial_value(name, torch.Size(shape), generator).to(torch.bfloat16)
+               for name, shape in shapes.items()}
+    vae_path = models_dir / "vae" / VAE22_NAME
+    write_tensor_file(vae_path, tensors, {"format": "pt"})
+    return TinyFiles(dit_dir=dit_path.parent, vae=vae_path, text_encoder=text.text_encoder,
+                     tokenizer=text.tokenizer, lora=None)
 
 
 def _lora_tensors(dit: WanDiT, generator: torch.Generator, rank: int = 4) -> dict[str, torch.Tensor]:

@@ -8,7 +8,8 @@ prompts, images, decode and SaveLatent) and changes only what a CPU test needs:
 - CLIPLoader + CLIPTextEncode become Pusa Prompt Embedding nodes reading the embedding pusa-fw computed for
   the same text, copied into ComfyUI's ``models/pusa_embeddings`` (ComfyUI's umT5-xxl loader cannot build
   the tiny encoder);
-- frames, size, steps and seed become `SETTINGS`.
+- frames, size, steps and seed become `SETTINGS` (`SETTINGS_22` for the Wan2.2 TI2V-5B workflows, whose
+  sizes are multiples of 32).
 
 `generate_args` reads the same workflow into ``pusa-fw generate`` options, so both sides run one setup.
 """
@@ -19,10 +20,13 @@ import copy
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SETTINGS", "adapt", "bad_embedding_workflow", "bad_keyframe_workflow", "generate_args", "prompts_of"]
+__all__ = ["SETTINGS", "SETTINGS_22", "adapt", "bad_embedding_workflow", "bad_keyframe_workflow", "generate_args",
+           "prompts_of"]
 
 SETTINGS = {"num_frames": 9, "height": 32, "width": 32, "num_steps": 4, "seed": 42}
 """What the tiny run uses in place of the examples' 81 frames at 832x480, 10 steps, seed 0."""
+SETTINGS_22 = {"num_frames": 9, "height": 64, "width": 32, "num_steps": 4, "seed": 42}
+"""The TI2V-5B examples' tiny run (121 frames at 1280x704, 50 steps): 3 latent frames of 4 x 2 cells (/16)."""
 
 Nodes = dict[str, dict[str, Any]]
 
@@ -52,7 +56,12 @@ def prompts_of(workflow: Nodes) -> tuple[str, str]:
 
 
 def adapt(
-    workflow: Nodes, dit_name: str, vae_name: str, embeddings: dict[str, str], lora_name: str | None = None
+    workflow: Nodes,
+    dit_name: str,
+    vae_name: str,
+    embeddings: dict[str, str],
+    lora_name: str | None = None,
+    settings: dict[str, int] = SETTINGS,
 ) -> Nodes:
     """A copy of `workflow` for the tiny models (see the module docstring).
 
@@ -64,6 +73,7 @@ def adapt(
             ``models/pusa_embeddings``.
         lora_name: file name of the tiny LoRA in ``models/loras`` (its strength stays the workflow's);
             None bypasses the LoRA loader.
+        settings: frames, size, steps and seed of the run (`SETTINGS` or `SETTINGS_22`).
     """
     nodes = copy.deepcopy(workflow)
     bypass: dict[str, list[Any]] = {}
@@ -86,9 +96,9 @@ def adapt(
                 node["inputs"][name] = bypass[value[0]]
     _one(nodes, "UNETLoader").update(unet_name=dit_name, weight_dtype="default")
     _one(nodes, "VAELoader").update(vae_name=vae_name)
-    _one(nodes, "PusaTask").update(num_frames=SETTINGS["num_frames"], num_steps=SETTINGS["num_steps"])
-    _one(nodes, "PusaConditioning").update(width=SETTINGS["width"], height=SETTINGS["height"])
-    _one(nodes, "PusaSampler").update(seed=SETTINGS["seed"])
+    _one(nodes, "PusaTask").update(num_frames=settings["num_frames"], num_steps=settings["num_steps"])
+    _one(nodes, "PusaConditioning").update(width=settings["width"], height=settings["height"])
+    _one(nodes, "PusaSampler").update(seed=settings["seed"])
     return nodes
 
 
@@ -117,9 +127,11 @@ def _images(workflow: Nodes, link: list[Any]) -> list[str]:
     raise ValueError(f"an IMAGE from {node['class_type']} is not supported by the integration run")
 
 
-def generate_args(workflow: Nodes, input_dir: Path, lora: Path | None = None) -> list[str]:
-    """``pusa-fw generate`` options that run what `adapt(workflow)` runs in ComfyUI (`lora`: the LoRA file
-    the adapted workflow's LoRA loader reads, at the workflow's strength).
+def generate_args(
+    workflow: Nodes, input_dir: Path, lora: Path | None = None, settings: dict[str, int] = SETTINGS
+) -> list[str]:
+    """``pusa-fw generate`` options that run what `adapt(workflow, settings=settings)` runs in ComfyUI
+    (`lora`: the LoRA file the adapted workflow's LoRA loader reads, at the workflow's strength).
 
     Raises:
         ValueError: the workflow uses a task setting the run does not map (then extend this function).
@@ -135,7 +147,7 @@ def generate_args(workflow: Nodes, input_dir: Path, lora: Path | None = None) ->
             raise ValueError(f"PusaTask {name}={task[name]!r} is not mapped to generate options")
     strengths = [item.strip() for item in str(task["strengths"]).split(",") if item.strip()]
     positive, negative = prompts_of(workflow)
-    frames = SETTINGS["num_frames"]
+    frames = settings["num_frames"]
     args = [
         "--task",
         task["task"],
@@ -146,15 +158,15 @@ def generate_args(workflow: Nodes, input_dir: Path, lora: Path | None = None) ->
         "--num-frames",
         str(frames),
         "--height",
-        str(SETTINGS["height"]),
+        str(settings["height"]),
         "--width",
-        str(SETTINGS["width"]),
+        str(settings["width"]),
         "--num-steps",
-        str(SETTINGS["num_steps"]),
+        str(settings["num_steps"]),
         "--shift",
         str(task["shift"]),
         "--seed",
-        str(SETTINGS["seed"]),
+        str(settings["seed"]),
         "--sampler",
         sampler["sampler"],
         "--cfg",
@@ -181,6 +193,8 @@ def generate_args(workflow: Nodes, input_dir: Path, lora: Path | None = None) ->
         for index, (position, name) in enumerate(zip(positions, names)):
             suffix = f":{strengths[index]}" if strengths else ""
             args += ["--keyframe", f"{position}:{input_dir / name}{suffix}"]
+    if sampler.get("cache", "none") != "none":
+        args += ["--cache", sampler["cache"], "--cache-params", str(sampler.get("cache_params", "{}"))]
     if lora is not None:
         args += [f"--lora={lora}:{_one(workflow, 'LoraLoaderModelOnly')['strength_model']}"]
     if any(name in conditioning for name in ("video", "video_b")):
