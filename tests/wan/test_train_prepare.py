@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from pusa_fw.cli import main as cli_main
-from pusa_fw.io.image import load_image, save_image
+from pusa_fw.io.image import read_image, resize_image, save_image
+from pusa_fw.io.pixels import uint8_to_image
 from pusa_fw.io.video import write_video
 from pusa_fw.training_data import TrainingSource
 from pusa_fw_wan.train.cache import LatentCache
@@ -102,7 +103,9 @@ def test_cache_reads_back_as_a_training_source(first_run: dict, encoders) -> Non
     assert empty.shape == (512, 32) and torch.equal(empty, torch.nn.functional.pad(
         encoders[1].encode([""])[0].float().cpu(), (0, 0, 0, 512 - encoders[1].encode([""])[0].shape[0])))
 
-    image = load_image(first_run["data"] / "still.png", size=(32, 32))
+    # prepare stores 8-bit frames: the shared fit (`fit_frames`) rounded to 8 bits, as `resize_image` gives it
+    fitted = resize_image(read_image(first_run["data"] / "still.png"), (32, 32), "center-crop")
+    image = uint8_to_image(np.asarray(fitted))
     expected = encoders[0].encode(image[None, :, None])[0]
     torch.testing.assert_close(still.latents, expected, rtol=1e-5, atol=1e-5)
     assert still.meta["kind"] == "image" and still.latents.shape == (16, 1, 4, 4)
