@@ -1,6 +1,6 @@
 """Resolution buckets: equal-area sizes on the codec's grid, and the one nearest an item's aspect ratio.
 
-A bucket is ``(height, width)``, both multiples of the geometry's `spatial_multiple` (16 for Wan), with
+A bucket is ``(height, width)``, both multiples of the geometry's `spatial_multiple` (16 for Wan2.1, 32 for TI2V-5B), with
 ``height * width`` at most the base area and as close to it as the grid allows. Items are resized so the
 bucket is covered, then center-cropped to it (`pusa_fw.io.image.resize_image`, ``"center-crop"``).
 """

@@ -31,7 +31,8 @@ class PrepareConfig(BaseModel):
     """What `prepare_dataset` reads, how it cuts clips, and where it writes the cache.
 
     Frame counts must fit the codec's `LatentGeometry` (4n + 1 for Wan); sizes must be multiples of its
-    `spatial_multiple` (16 for Wan). Both are checked against the codec when the run starts.
+    `spatial_multiple` (16 for Wan2.1, 32 for Wan2.2 TI2V-5B's /16 VAE). Both are checked against the codec
+    when the run starts. The defaults are Wan2.1's; for TI2V-5B use its own (704x1280, 121 frames, 24 fps).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -55,7 +56,7 @@ class PrepareConfig(BaseModel):
     )
     clips_per_video: int = Field(4, ge=1, description="clips per video for uniform; the most for chunk")
     fps: float | None = Field(
-        16.0, gt=0, description="resample videos to this rate (Wan: 16); None keeps the file's"
+        16.0, gt=0, description="resample videos to this rate (Wan2.1: 16, TI2V-5B: 24); None keeps the file's"
     )
     rehash: bool = Field(
         False, description="hash every source again, even one whose size and mtime match its cached clips"
