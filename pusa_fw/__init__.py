@@ -14,7 +14,7 @@ Start here::
 
 from __future__ import annotations
 
-from .api import get_policy, get_sampler, get_schedule, get_task, list_components, load_backbone
+from .api import get_cache, get_policy, get_sampler, get_schedule, get_task, list_components, load_backbone
 from .backbone import Backbone
 from .errors import PusaError
 from .geometry import WAN21_GEOMETRY, LatentGeometry
@@ -44,6 +44,7 @@ __all__ = [
     "__version__",
     "compose_plan",
     "draw_noise",
+    "get_cache",
     "get_policy",
     "get_sampler",
     "get_schedule",

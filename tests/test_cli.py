@@ -120,9 +120,10 @@ def test_plugins_lists_each_plugin_and_what_it_registered(toy_cli, capsys):
     status, out, _ = run_cli(capsys, "plugins")
     assert status == 0
     lines = out.splitlines()
-    assert lines[0].startswith("core  (") and lines[1].split() == ["samplers:", "euler,", "unipc"]
-    assert lines[2].startswith("toys  (")
-    listed = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in lines[3:]}
+    assert lines[0].startswith("core  (") and lines[1].split() == ["samplers:", "euler,", "lcm,", "unipc"]
+    assert lines[2].split() == ["caches:", "framecache,", "none,", "teacache"]
+    assert lines[3].startswith("toys  (")
+    listed = {line.split(":")[0].strip(): line.split(":", 1)[1].strip() for line in lines[4:]}
     assert listed == {"schedules": "toy-grid", "tasks": "seeded, toy", "commands": "echo"}
     status, out, _ = run_cli(capsys, "plugins", "--json")
     listing = json.loads(out)

@@ -269,7 +269,9 @@ def test_the_core_samples_with_its_default_sampler_when_every_plugin_is_off():
 
     manager = plugins.make_plugin_manager(environ={plugins.LOAD_ENV: ""})
     registry = plugins.build_registry(manager)
-    assert registry.by_plugin("core") == {"samplers": ["euler", "unipc"]}
+    assert registry.by_plugin("core") == {
+        "samplers": ["euler", "lcm", "unipc"], "caches": ["framecache", "none", "teacache"]
+    }
     plugins.install_plugin_manager(manager)
     try:
         grid = torch.tensor([[1.0, 1.0], [0.5, 0.2], [0.0, 0.0]])
