@@ -164,10 +164,11 @@ def register_backbones(register: Register) -> None:
 
 @hookimpl
 def register_train_adapters(register: Register) -> None:
-    """Register how ``pusa-fw train`` builds, shards, renders and exports the Wan2.1 T2V DiT."""
-    from pusa_fw_wan.train.adapter import WanTrainAdapter
+    """Register how ``pusa-fw train`` builds, shards, renders and exports the Wan2.1 T2V and Wan2.2 TI2V-5B DiTs."""
+    from pusa_fw_wan.train.adapter import WanTI2VTrainAdapter, WanTrainAdapter
 
     register(WanTrainAdapter(), name="wan2.1-t2v")
+    register(WanTI2VTrainAdapter(), name="wan2.2-ti2v-5b")
 
 
 @hookimpl

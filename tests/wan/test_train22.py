@@ -177,3 +177,10 @@ def test_ti2v_adapter_builds_only_ti2v_dits(tiny5b: TinyWan, tiny) -> None:
         adapter.build_model(str(tiny.root), None, 0)
     with pytest.raises(InputError, match="not Wan2.2 TI2V-5B"):
         adapter.build_model(None, {**small, "model_type": "t2v", "in_dim": 16, "out_dim": 16}, 0)
+
+
+def test_the_ti2v_adapter_is_registered_for_the_5b_backbone() -> None:
+    from pusa_fw_train.adapter import get_train_adapter
+
+    assert isinstance(get_train_adapter("wan2.2-ti2v-5b"), WanTI2VTrainAdapter)
+    assert type(get_train_adapter("wan2.1-t2v")) is WanTrainAdapter
