@@ -23,7 +23,9 @@ it in ``model.backbone``. The adapter answers six questions:
 - ``read_lora(path)`` and ``export_lora(checkpoint, out, **options)``: LoRA files of the backbone's own key
   layout (continuing from one; exporting a checkpoint for its users' tools).
 
-Optional: ``load_shards(model, path, architecture, init_seed, *, weights_dtype)`` lets an FSDP2 run build
+Optional: ``check_latents(latents_shape, model_path)`` refuses training data the model cannot take (the
+trainer calls it with the first sample's `[C, F, H, W]` before any weights are read).
+``load_shards(model, path, architecture, init_seed, *, weights_dtype)`` lets an FSDP2 run build
 shard-only (`pusa_fw_train.sharded_build`, used when ``distributed = "fsdp"`` runs on several ranks without
 ``block_swap`` and ``build_model`` takes a ``device`` keyword). The trainer then calls
 ``build_model(path, architecture, init_seed, device="meta"[, weights_dtype=...])`` for the structure only

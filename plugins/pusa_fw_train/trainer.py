@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,6 +79,7 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
         self.step = 0
         self._saved_step = -1
         self.adapter = get_train_adapter(config.model.backbone)
+        _check_latents(self.source, self.adapter, config.model.path)
         precision = fsdp_mixed_precision(config, self.context)
         self.load_report = None  # what a shard-only build read and kept on this rank (adapter-defined)
         self.block_swap = None
@@ -145,3 +147,11 @@ class Trainer(TrainingLoop, TrainerEvaluation, TrainerCheckpoints):
         if self.context.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.run_dir / "config.json", self.config.model_dump_json(indent=2).encode())
+
+
+def _check_latents(source: TrainingSource, adapter: Any, model_path: str | None) -> None:
+    """Let an adapter that can (optional ``check_latents(latents_shape, model_path)``) refuse data its model
+    cannot take, e.g. a Wan2.1 cache (16 channels) for Wan2.2 TI2V-5B (48), before any weights are read."""
+    check = getattr(adapter, "check_latents", None)
+    if check is not None and len(source) > 0:
+        check(tuple(source.load(0).latents.shape), model_path)

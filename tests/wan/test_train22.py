@@ -184,3 +184,13 @@ def test_the_ti2v_adapter_is_registered_for_the_5b_backbone() -> None:
 
     assert isinstance(get_train_adapter("wan2.2-ti2v-5b"), WanTI2VTrainAdapter)
     assert type(get_train_adapter("wan2.1-t2v")) is WanTrainAdapter
+
+
+def test_a_cache_of_the_other_vae_is_refused_before_training(tiny, cache: Path, tmp_path: Path, capsys) -> None:
+    """The 48-channel TI2V cache given to a 16-channel Wan2.1 DiT: one line, exit 2, no run started."""
+    run = tmp_path / "run"
+    run_file = _run_file(tmp_path / "wrong.toml", tiny.root, cache, run, max_steps="1", mode='"lora"')
+    assert main(["train", "--config", str(run_file), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "latents have 48 channels but model" in err and "takes 16-channel latents" in err
+    assert not (run / "checkpoints").exists()

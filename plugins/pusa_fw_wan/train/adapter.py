@@ -209,6 +209,19 @@ class WanTrainAdapter:
             return vae_geometry(vae)
         return WAN22_TI2V_GEOMETRY if read_wan_config(Path(model_path).expanduser()).is_ti2v else WAN21_GEOMETRY
 
+    def check_latents(self, latents_shape: tuple[int, ...], model_path: str | None) -> None:
+        """Refuse training latents (`[C, F, H, W]`) whose channels are not those of the model's codec (e.g. a
+        Wan2.1 cache for TI2V-5B), from the files' headers only. A random init (no path) takes what it gets."""
+        if model_path is None:
+            return
+        channels = self.geometry(model_path).channels
+        if latents_shape[0] != channels:
+            raise InputError(
+                f"the training data's latents have {latents_shape[0]} channels but model {model_path!r} takes "
+                f"{channels}-channel latents; encode the data with this model's VAE "
+                "(`pusa-fw prepare ... --model <this model>`)"
+            )
+
     def codec(self, model_path: str | None) -> Any:
         """A registered model format's own codec, or the Wan-VAE file beside the DiT that makes its latents
         (`matching_vae`: ``Wan2.2_VAE`` for TI2V-5B, ``Wan2.1_VAE`` for Wan2.1).
