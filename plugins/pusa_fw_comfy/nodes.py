@@ -6,6 +6,8 @@
 - **Pusa Prompt Schedule** adds prompts along a rolling or loop timeline.
 - **Pusa Prompt Embedding** reads a text embedding saved by pusa-fw (its prompt cache format) from
   ComfyUI's ``models/pusa_embeddings`` folder as a `CONDITIONING`, for prompts encoded once outside ComfyUI.
+- **Pusa Preset** gives a ``pusa-fw generate --preset`` recipe (e.g. ``lightx2v``) as values to wire into
+  the Task's and the Sampler's widgets.
 
 Every node is V3; nothing here needs the V1 style. Bodies are thin: the work is in `plan_spec`, `media`,
 `sampling` and `prompts`, and every error leaves a node as one line (`errors.node_errors`).
@@ -23,12 +25,18 @@ from .errors import node_errors
 from .plan_spec import DEFAULT_CHOICE, build_task, compile_plan, heatmap_image
 from .prompts import PromptEntry
 
-__all__ = ["NODES", "PusaConditioning", "PusaExtension", "PusaPromptEmbedding", "PusaPromptSchedule",
-           "PusaSampler", "PusaTask"]
+__all__ = ["NODES", "PusaConditioning", "PusaExtension", "PusaPreset", "PusaPromptEmbedding",
+           "PusaPromptSchedule", "PusaSampler", "PusaTask"]
 
 CATEGORY = "Pusa"
 PusaPlan = io.Custom("PUSA_PLAN")
 PusaPrompts = io.Custom("PUSA_PROMPTS")
+ComboValue = io.Custom("COMBO")
+"""A value for a combo widget: an output of type ``COMBO`` links into any combo input, in the front end (its
+type check compares type names, and a combo input's is ``COMBO``) and in ComfyUI's /prompt validation (which
+compares the output's RETURN_TYPE with the input's type; `io.Combo.Output`'s type is its option list, which
+that check refuses against a V3 combo input's ``COMBO``). A linked value is not checked against the input's
+options there, so the node that makes it checks it."""
 MAX_SEED = 2**64 - 1
 
 
@@ -216,7 +224,49 @@ class PusaPromptEmbedding(io.ComfyNode):
             return io.NodeOutput([[load_prompt_embedding(embedding, pad_to), {}]])
 
 
-NODES: list[type[io.ComfyNode]] = [PusaTask, PusaConditioning, PusaSampler, PusaPromptSchedule, PusaPromptEmbedding]
+class PusaPreset(io.ComfyNode):
+    """A named sampling recipe of ``pusa-fw generate --preset`` -> num_steps, shift, cfg and sampler.
+
+    The values are the CLI's own (`pusa_fw_wan.cli.presets.PRESETS`). Every ComfyUI widget has a value, so
+    "explicit values override the preset" is done by wiring: link an output into a widget to take the
+    preset's value, leave the widget unlinked to set it yourself.
+    """
+
+    @classmethod
+    def define_schema(cls) -> io.Schema:
+        from pusa_fw_wan.cli.presets import PRESETS
+
+        names = sorted(PRESETS)
+        return io.Schema(
+            node_id="PusaPreset",
+            display_name="Pusa Preset",
+            category=CATEGORY,
+            description=("A pusa-fw sampling preset (pusa-fw generate --preset): wire num_steps and shift into "
+                         "Pusa Task, cfg and sampler into Pusa Sampler. Load the preset's LoRA with "
+                         "LoraLoaderModelOnly."),
+            inputs=[
+                io.Combo.Input("preset", options=names, default="lightx2v" if "lightx2v" in names else names[0],
+                               tooltip="; ".join(f"{name}: {PRESETS[name].summary}" for name in names)),
+            ],
+            outputs=[
+                io.Int.Output("num_steps", display_name="num_steps", tooltip="into Pusa Task's num_steps"),
+                io.Float.Output("shift", display_name="shift", tooltip="into Pusa Task's shift"),
+                io.Float.Output("cfg", display_name="cfg", tooltip="into Pusa Sampler's cfg"),
+                ComboValue.Output("sampler", display_name="sampler", tooltip="into Pusa Sampler's sampler"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, preset: str) -> io.NodeOutput:
+        from .presets import PRESET_OUTPUTS, preset_values
+
+        with node_errors("Pusa Preset"):
+            values = preset_values(preset, samplers=_names("samplers"))
+            return io.NodeOutput(*(values[name] for name in PRESET_OUTPUTS))
+
+
+NODES: list[type[io.ComfyNode]] = [PusaTask, PusaConditioning, PusaSampler, PusaPromptSchedule, PusaPromptEmbedding,
+                                   PusaPreset]
 
 
 class PusaExtension(ComfyExtension):

@@ -40,7 +40,8 @@ def test_the_extension_lists_every_node() -> None:
     assert isinstance(extension, ComfyExtension)
     nodes = asyncio.run(extension.get_node_list())
     ids = [node.define_schema().node_id for node in nodes]
-    assert ids == ["PusaTask", "PusaConditioning", "PusaSampler", "PusaPromptSchedule", "PusaPromptEmbedding"]
+    assert ids == ["PusaTask", "PusaConditioning", "PusaSampler", "PusaPromptSchedule", "PusaPromptEmbedding",
+                   "PusaPreset"]
 
 
 def test_schemas_name_their_sockets_and_execute_takes_every_input() -> None:
@@ -51,6 +52,7 @@ def test_schemas_name_their_sockets_and_execute_takes_every_input() -> None:
     expected_outputs = {
         "PusaTask": ["PUSA_PLAN", "IMAGE"], "PusaConditioning": ["LATENT"], "PusaSampler": ["LATENT"],
         "PusaPromptSchedule": ["PUSA_PROMPTS"], "PusaPromptEmbedding": ["CONDITIONING"],
+        "PusaPreset": ["INT", "FLOAT", "FLOAT", "COMBO"],
     }
     for node in NODES:
         schema = node.define_schema()
