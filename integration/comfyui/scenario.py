@@ -1,7 +1,8 @@
 """Stage 2 of the ComfyUI integration run, inside ComfyUI's venv (pusa-fw installed there).
 
-1. Write the tiny Wan DiT, VAE and a rank-4 LoRA (ComfyUI layout, as ``pusa-fw export-lora`` writes it)
-   into ComfyUI's ``models`` and a tiny umT5 (d_model 4096) beside them; and a tiny Wan2.2 TI2V-5B DiT (48
+1. Write the tiny Wan DiT, VAE and two rank-4 LoRAs (the Pusa LoRA's stand-in in the ComfyUI layout
+   ``pusa-fw export-lora`` writes, the LightX2V LoRA's in LightX2V's released layout) into ComfyUI's
+   ``models`` and a tiny umT5 (d_model 4096) beside them; and a tiny Wan2.2 TI2V-5B DiT (48
    channels, which ComfyUI loads as its ``WAN22``) with a release-shaped Wan2.2 VAE (`tiny_models`).
 2. Run ``pusa-fw generate`` for each example workflow (same task, frames, steps, shift, sampler, cfg, seed,
    prompts and images) with ``--save-latents``. Its prompt cache (``$XDG_CACHE_HOME`` pointed into the
@@ -10,6 +11,8 @@
    Pusa Prompt Embedding, in place of CLIPTextEncode (ComfyUI's umT5-xxl loader cannot build a tiny
    encoder). Both sides zero-pad the text to 512 tokens. The i2v start image is 40x48, not the output
    size: both sides fit it to 32x32 with the one shared resize rule (`pusa_fw.io.resize`).
+   ``pusa_i2v_lightx2v`` (a Pusa Preset wired into the task's steps and shift and the sampler's cfg and
+   sampler, the LightX2V LoRA before the Pusa LoRA) runs as ``generate --preset lightx2v`` with both LoRAs.
 3. Start ComfyUI, queue the adapted example workflows, wait on /history and read the latent the stock
    SaveLatent node wrote; compare it (in the DiT's latent space: ComfyUI's ``Wan21`` or, for TI2V-5B,
    ``Wan22`` latent format) with generate's latents. The TI2V-5B workflows are the model's own i2v (frame
@@ -43,7 +46,6 @@ from comfy_server import ComfyServer  # noqa: E402
 from tiny_models import (  # noqa: E402
     DIT22_NAME,
     DIT_NAME,
-    LORA_NAME,
     VAE22_NAME,
     VAE_NAME,
     TinyFiles,
@@ -51,6 +53,8 @@ from tiny_models import (  # noqa: E402
     write_tiny_models_22,
 )
 from workflows_adapt import (  # noqa: E402
+    LIGHTX2V_EXAMPLE_LORA,
+    PUSA_EXAMPLE_LORA,
     SETTINGS,
     SETTINGS_22,
     adapt,
@@ -58,13 +62,17 @@ from workflows_adapt import (  # noqa: E402
     bad_keyframe_workflow,
     generate_args,
     prompts_of,
+    without_lora,
 )
 
 PARITY_BOUND = 1e-4
 """Max-abs bound on ComfyUI vs generate final latents (DiT space; float32 on CPU on both sides)."""
-CASES = ("pusa_i2v", "pusa_start_end", "pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end")
-CONTROLS = (("pusa_i2v", "pusa_start_end"), ("pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end"))
-"""Pairs of different runs: ComfyUI's first vs generate's second must differ (the measure tells runs apart)."""
+CASES = ("pusa_i2v", "pusa_start_end", "pusa_i2v_lightx2v", "pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end")
+CONTROLS = (("pusa_i2v", "pusa_start_end"), ("pusa_i2v_lightx2v", "pusa_i2v"),
+            ("pusa_i2v_lightx2v", "pusa_i2v_lightx2v without its LoRA"),
+            ("pusa_ti2v_5b_i2v", "pusa_ti2v_5b_start_end"))
+"""Pairs of different runs: ComfyUI's first vs generate's second must differ (the measure tells runs apart;
+the LightX2V one: generate without the LightX2V-layout LoRA, so ComfyUI must have applied it to match)."""
 
 
 @dataclass(frozen=True)
@@ -74,13 +82,15 @@ class Case:
     files: TinyFiles
     dit: str
     vae: str
-    lora: str | None
+    loras: dict[str, Path] | None
+    """The example's LoRA file name -> its tiny stand-in in ``models/loras`` (None: no LoRA, loaders bypassed)."""
     settings: dict[str, int]
     latent_format: str
     """ComfyUI's latent format class of the model (``Wan21``, ``Wan22``)."""
 
     def adapt(self, workflow: dict[str, Any], embeddings: dict[str, str]) -> dict[str, Any]:
-        return adapt(workflow, self.dit, self.vae, embeddings, self.lora, self.settings)
+        names = None if self.loras is None else {name: path.name for name, path in self.loras.items()}
+        return adapt(workflow, self.dit, self.vae, embeddings, names, self.settings)
 
 
 def is_ti2v_5b(name: str) -> bool:
@@ -106,7 +116,7 @@ def _generate(name: str, workflow: dict[str, Any], case: Case, input_dir: Path, 
     latents = work / f"{name}.generate.safetensors"
     args = [
         "generate",
-        *generate_args(workflow, input_dir, case.files.lora, case.settings),
+        *generate_args(workflow, input_dir, case.loras, case.settings),
         *case.files.cli_args(),
         "--dtype",
         "float32",
@@ -171,7 +181,8 @@ def main() -> int:
     started = time.perf_counter()
     names = [name for name in CASES if options.only in name]
     files = write_tiny_models(options.base / "models", options.work / "text")
-    cases = {name: Case(files, DIT_NAME, VAE_NAME, LORA_NAME, SETTINGS, "Wan21") for name in names}
+    loras = {PUSA_EXAMPLE_LORA: files.lora, LIGHTX2V_EXAMPLE_LORA: files.lightx2v_lora}
+    cases = {name: Case(files, DIT_NAME, VAE_NAME, loras, SETTINGS, "Wan21") for name in names}
     if any(is_ti2v_5b(name) for name in names):
         files_22 = write_tiny_models_22(options.base / "models", files)
         cases.update({name: Case(files_22, DIT22_NAME, VAE22_NAME, None, SETTINGS_22, "Wan22")
@@ -186,6 +197,12 @@ def main() -> int:
         name: _generate(name, workflow, cases[name], input_dir, options.work)
         for name, workflow in workflows.items()
     }
+    if "pusa_i2v_lightx2v" in workflows:
+        name = "pusa_i2v_lightx2v without its LoRA"
+        bare = without_lora(workflows["pusa_i2v_lightx2v"], LIGHTX2V_EXAMPLE_LORA)
+        generated[name] = _generate(
+            name.replace(" ", "_"), bare, cases["pusa_i2v_lightx2v"], input_dir, options.work
+        )
     timings["pusa-fw generate"] = time.perf_counter() - started - timings["models"]
     cached = prompt_embeddings(options.work / "xdg" / "pusa_fw" / "prompts")
     for name, workflow in workflows.items():
@@ -294,7 +311,8 @@ def _print_table(rows: list[list[str]], timings: dict[str, float]) -> None:
     header = ["workflow", "comfy s", "max-abs vs pusa-fw generate", "bound", "result"]
     widths = [max(len(str(row[index])) for row in [header, *rows]) for index in range(len(header))]
     print(
-        "ComfyUI integration: DiT dim 128 x 2 layers (text 4096) + rank-4 LoRA at the workflows' 1.4, "
+        "ComfyUI integration: DiT dim 128 x 2 layers (text 4096) + rank-4 LoRA at the workflows' 1.4 "
+        "(pusa_i2v_lightx2v: + LightX2V-layout LoRA at 1.0, preset lightx2v: 4 steps, cfg 1, euler), "
         f"VAE dim 96, {SETTINGS['num_frames']} frames "
         f"{SETTINGS['height']}x{SETTINGS['width']}, {SETTINGS['num_steps']} steps, seed {SETTINGS['seed']}; "
         "TI2V-5B (pusa_ti2v_5b_*): DiT dim 128 x 2 layers, 48 channels, no LoRA, release-shaped Wan2.2 VAE, "

@@ -10,6 +10,12 @@ it (it builds the full umT5-xxl), so the prompts reach ComfyUI as the embeddings
 The DiT file is shared: ComfyUI's ``models/diffusion_models/<name>`` is the very file ``pusa-fw generate``
 reads through ``--model`` (its directory holds the official ``config.json`` beside it).
 
+Two LoRAs: a rank-4 one in the layout ``pusa-fw export-lora`` writes (the Pusa LoRA's stand-in) and one in
+LightX2V's released layout (the 4-step distill LoRA's stand-in, `LIGHTX2V_LORA_NAME`: ``lora_down`` /
+``lora_up`` pairs with no alpha, scale 1, and ``.diff_b`` full bias deltas). LightX2V's files also hold
+``.diff`` and ``.diff_m`` deltas; the stand-in leaves out ``.diff_m`` (``blocks.N.modulation``), which this
+ComfyUI snapshot's LoRA loader does not read.
+
 Wan2.2 TI2V-5B (`write_tiny_models_22`): ComfyUI detects a Wan DiT with 48 output channels as ``WAN22``
 (TI2V-5B), with the same fixed assumptions, so the 5B DiT is dim 128, one head, text dim 4096, 48 channels
 in and out (the reference fixture's TI2V DiT, dim 128 with 2 heads and text dim 32, would load into
@@ -34,8 +40,8 @@ from pusa_fw_wan.testing.tiny import randomise_parameters, umt5_tensors, write_t
 from pusa_fw_wan.vae.model import WanVAE
 from pusa_fw_wan.weights import write_tensor_file
 
-__all__ = ["DIT22_NAME", "DIT_NAME", "LORA_NAME", "TinyFiles", "VAE22_NAME", "VAE_NAME", "write_tiny_models",
-           "write_tiny_models_22"]
+__all__ = ["DIT22_NAME", "DIT_NAME", "LIGHTX2V_LORA_NAME", "LORA_NAME", "TinyFiles", "VAE22_NAME", "VAE_NAME",
+           "write_tiny_models", "write_tiny_models_22"]
 
 DIT_NAME = "pusa_tiny_wan21_t2v.safetensors"
 VAE_NAME = "pusa_tiny_wan21_vae.safetensors"
@@ -47,6 +53,7 @@ TEXT_DIM = 4096
 
 
 LORA_NAME = "pusa_tiny_lora.safetensors"
+LIGHTX2V_LORA_NAME = "pusa_tiny_lightx2v_lora.safetensors"
 LORA_TARGETS = (
     "self_attn.q",
     "self_attn.k",
@@ -71,6 +78,7 @@ class TinyFiles:
     text_encoder: Path
     tokenizer: Path
     lora: Path | None
+    lightx2v_lora: Path | None = None
 
     def cli_args(self) -> list[str]:
         return [
@@ -119,12 +127,14 @@ def write_tiny_models(models_dir: Path, work_dir: Path, seed: int = 0) -> TinyFi
     write_tensor_file(text_encoder, tensors, {"format": "pt"})
     write_tokenizer(work_dir / "tokenizer", 128)
     write_tensor_file(lora_dir / LORA_NAME, _lora_tensors(dit, generator), {"format": "pt"})
+    write_tensor_file(lora_dir / LIGHTX2V_LORA_NAME, _lightx2v_tensors(dit, generator), {"format": "pt"})
     return TinyFiles(
         dit_dir=dit_dir,
         vae=vae_dir / VAE_NAME,
         text_encoder=text_encoder,
         tokenizer=work_dir / "tokenizer",
         lora=lora_dir / LORA_NAME,
+        lightx2v_lora=lora_dir / LIGHTX2V_LORA_NAME,
     )
 
 
@@ -180,4 +190,24 @@ def _lora_tensors(dit: WanDiT, generator: torch.Generator, rank: int = 4) -> dic
             0.2 * torch.randn(out_features, rank, generator=generator) / rank**0.5
         )
         tensors[f"{prefix}.alpha"] = torch.tensor(float(rank))
+    return tensors
+
+
+def _lightx2v_tensors(dit: WanDiT, generator: torch.Generator, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A random rank-`rank` LoRA on `LORA_TARGETS` in LightX2V's released Wan2.1 layout.
+
+    Keys ``diffusion_model.<module>.lora_down.weight`` `[rank, in]` and ``lora_up.weight`` `[out, rank]`
+    (no ``.alpha``: scale 1), and ``diffusion_model.<module>.diff_b`` `[out]`, a full bias delta.
+    """
+    tensors = {}
+    for name, module in dit.named_modules():
+        if not name.startswith("blocks.") or not name.endswith(LORA_TARGETS):
+            continue
+        out_features, in_features = module.weight.shape
+        prefix = f"diffusion_model.{name}"
+        tensors[f"{prefix}.lora_down.weight"] = (
+            torch.randn(rank, in_features, generator=generator) / in_features**0.5
+        )
+        tensors[f"{prefix}.lora_up.weight"] = 0.1 * torch.randn(out_features, rank, generator=generator) / rank**0.5
+        tensors[f"{prefix}.diff_b"] = 0.05 * torch.randn(out_features, generator=generator)
     return tensors

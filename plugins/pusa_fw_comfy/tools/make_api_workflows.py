@@ -5,7 +5,10 @@ through the stock LoRA loader, the umT5 text encoder and the Wan VAE, compiles a
 given media, samples with the Pusa Sampler, decodes, and saves the latent and an mp4. The ``pusa_ti2v_5b_*``
 ones run Wan2.2 TI2V-5B the same way, with its own Wan2.2 VAE, no LoRA and the model's official settings
 (121 frames of 1280x704 at 24 fps, 50 UniPC steps, shift 5, cfg 5; its image-to-video holds frame 0
-clean: strength 1). File names are the ones ComfyUI's Wan tutorials use; change them to yours in the
+clean: strength 1). ``pusa_i2v_lightx2v`` is the i2v one on LightX2V's 4-step distill LoRA (strength 1,
+loaded before the Pusa LoRA): a Pusa Preset node (``lightx2v``: 4 steps, shift 5, cfg 1, euler) feeds the
+task's steps and shift and the sampler's cfg and sampler, as ``pusa-fw generate --preset lightx2v`` does.
+File names are the ones ComfyUI's Wan tutorials (and the LoRAs' hosts) use; change them to yours in the
 loader nodes.
 
 Run: ``python plugins/pusa_fw_comfy/tools/make_api_workflows.py`` (rewrites the files).
@@ -21,6 +24,7 @@ HERE = Path(__file__).resolve().parent.parent / "workflows" / "api"
 
 DIT = "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
 LORA = "pusa_v1.safetensors"
+LIGHTX2V_LORA = "Wan21_T2V_14B_lightx2v_cfg_step_distill_lora_rank64.safetensors"
 TEXT_ENCODER = "umt5_xxl_fp8_e4m3fn_scaled.safetensors"
 VAE = "wan_2.1_vae.safetensors"
 DIT_5B = "wan2.2_ti2v_5B_fp16.safetensors"
@@ -86,6 +90,18 @@ def workflow(name: str, task: dict[str, Any], media: dict[str, dict[str, Any]], 
     return nodes
 
 
+def with_preset(nodes: dict[str, Any], preset: str, lora: str) -> dict[str, Any]:
+    """`nodes` with the preset's LoRA (node 14, strength 1) before the Pusa LoRA and a Pusa Preset (node 15)
+    wired into the task's num_steps and shift and the sampler's cfg and sampler."""
+    nodes = {**nodes, "14": {"class_type": "LoraLoaderModelOnly", "inputs": {
+        "model": ["1", 0], "lora_name": lora, "strength_model": 1.0}},
+        "15": {"class_type": "PusaPreset", "inputs": {"preset": preset}}}
+    nodes["2"]["inputs"]["model"] = ["14", 0]
+    nodes["7"]["inputs"].update(num_steps=["15", 0], shift=["15", 1])
+    nodes["9"]["inputs"].update(cfg=["15", 2], sampler=["15", 3])
+    return nodes
+
+
 def _image(name: str) -> dict[str, Any]:
     return {"class_type": "LoadImage", "inputs": {"image": name}}
 
@@ -117,6 +133,9 @@ WORKFLOWS = {
         "rolling", _task("rolling", 161, params='{"window": 81, "overlap": 17, "image": true}'),
         {"20": _image("start.png")}, {"image": ["20", 0]},
         "a hot air balloon drifts over green hills", extra_prompts=[(81, "the balloon flies over a lake")]),
+    "pusa_i2v_lightx2v": with_preset(workflow(
+        "i2v_lightx2v", _task("i2v", 81, strengths="0.8"), {"20": _image("start.png")}, {"image": ["20", 0]},
+        "a red kite rises over a windy beach, the camera follows it"), "lightx2v", LIGHTX2V_LORA),
     "pusa_ti2v_5b_i2v": workflow(
         "ti2v_5b_i2v", _task("i2v", 121, strengths="1.0", num_steps=50), {"20": _image("start.png")},
         {"image": ["20", 0]}, "a red kite rises over a windy beach, the camera follows it", ti2v_5b=True),

@@ -3,8 +3,10 @@
 Each one is drawn from its API-format twin in ``workflows/api`` (written by ``make_api_workflows.py``).
 The UI format stores a node's widget values as a list in the order ComfyUI's front end shows them, so the
 order comes from a running ComfyUI's ``/object_info`` (``input_order``, with the hidden "control after
-generate" value after a seed and the upload widget's value after a LoadImage/LoadVideo file name). Nodes
-are laid out left to right by their depth in the graph.
+generate" value after a seed and the upload widget's value after a LoadImage/LoadVideo file name). A
+widget that is linked in the API workflow (a Pusa Preset output) is saved as the front end saves it: a
+socket with ``widget`` after the node's other sockets, and its own value (the default) kept in the list.
+Nodes are laid out left to right by their depth in the graph.
 
 Run (ComfyUI with this pack in ``custom_nodes`` listening on PORT)::
 
@@ -34,6 +36,11 @@ def _is_widget(spec: list[Any]) -> bool:
     return isinstance(kind, list) or kind in WIDGET_TYPES
 
 
+def _type(kind: Any) -> str:
+    """A socket type as the front end names it (an option list is a ``COMBO``)."""
+    return "COMBO" if isinstance(kind, list) else str(kind)
+
+
 def _input_specs(info: dict[str, Any]) -> list[tuple[str, list[Any], bool]]:
     """(name, spec, optional) of every input of a node, in the front end's order."""
     inputs = info.get("input", {})
@@ -55,8 +62,8 @@ def _widget_values(node: dict[str, Any], info: dict[str, Any]) -> list[Any]:
             continue
         options = spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
         value = node["inputs"].get(name, options.get("default"))
-        if isinstance(value, list):
-            raise ValueError(f"{node['class_type']}.{name} is a widget but linked in the API workflow")
+        if isinstance(value, list):  # a linked widget keeps a value of its own, unused while linked
+            value = options.get("default")
         values.append(value)
         if options.get("control_after_generate") or (name in ("seed", "noise_seed") and spec[0] == "INT"):
             values.append("fixed")
@@ -102,9 +109,13 @@ def to_ui(api: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
     for key in sorted(api, key=lambda item: (depths[item], int(item))):
         node, info = api[key], object_info[api[key]["class_type"]]
         inputs = []
-        for name, spec, optional in _input_specs(info):
-            if _is_widget(spec):
-                continue
+        specs = _input_specs(info)
+        sockets = [item for item in specs if not _is_widget(item[1])]
+        # the front end saves a widget's socket only while it is linked, after the other sockets
+        linked_widgets = [
+            item for item in specs if _is_widget(item[1]) and isinstance(node["inputs"].get(item[0]), list)
+        ]
+        for name, spec, optional in sockets + linked_widgets:
             link = None
             value = node["inputs"].get(name)
             if isinstance(value, list):
@@ -117,11 +128,13 @@ def to_ui(api: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
                         slot,
                         ids[key],
                         len(inputs),
-                        object_info[api[source]["class_type"]]["output"][slot],
+                        _type(object_info[api[source]["class_type"]]["output"][slot]),
                     ]
                 )
                 outgoing.setdefault((source, slot), []).append(link)
-            entry: dict[str, Any] = {"name": name, "type": spec[0], "link": link}
+            entry: dict[str, Any] = {"name": name, "type": _type(spec[0]), "link": link}
+            if _is_widget(spec):
+                entry["widget"] = {"name": name}
             if optional:
                 entry["shape"] = 7
             inputs.append(entry)
@@ -144,7 +157,7 @@ def to_ui(api: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
         names = info.get("output_name") or info["output"]
         nodes_out[key]["order"] = order
         nodes_out[key]["outputs"] = [
-            {"name": names[slot], "type": kind, "links": outgoing.get((key, slot), []), "slot_index": slot}
+            {"name": names[slot], "type": _type(kind), "links": outgoing.get((key, slot), []), "slot_index": slot}
             for slot, kind in enumerate(info["output"])
         ]
     columns: dict[int, int] = {}
