@@ -118,6 +118,10 @@ class EvalToyCommand:
         parser.add_argument("--cfg", type=float, default=1.0, help="text guidance scale (default: 1, off)")
         parser.add_argument("--sampler", default="euler",
                             help="registered sampler (euler, unipc, lcm, ...; default: euler)")
+        parser.add_argument("--cache", default="none",
+                            help="step cache every model row samples with (none, teacache, framecache, ...)")
+        parser.add_argument("--cache-params", default="{}", metavar="JSON",
+                            help="the cache's parameters as a JSON object, e.g. '{\"threshold\": 0.2}'")
         parser.add_argument("--batch-size", type=int, default=32, help="videos per forward (default: 32)")
         parser.add_argument("--out", type=Path, required=True, help="directory for eval_toy.{json,md,png}")
         parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -130,7 +134,8 @@ class EvalToyCommand:
         from pusa_fw_toy.report import markdown_table, write_report
 
         values = {"base": args.base, "loras": args.loras, "num_seeds": args.seeds, "steps": args.steps,
-                  "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler, "batch_size": args.batch_size}
+                  "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler, "batch_size": args.batch_size,
+                  "cache": args.cache, "cache_params": _json_object(args.cache_params, "--cache-params")}
         if args.tasks:
             values["tasks"] = args.tasks
         config = EvalConfig(**values)
@@ -143,3 +148,16 @@ class EvalToyCommand:
         sys.stdout.write(markdown_table(report))
         sys.stdout.write("".join(f"{path}\n" for path in paths.values()))
         return 0
+
+
+def _json_object(text: str, flag: str) -> dict:
+    """`text` parsed as a JSON object, or a one-line `InputError` naming `flag`."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise InputError(f"{flag} {text!r} is not JSON ({error.msg}); give an object such as '{{}}'") from None
+    if not isinstance(value, dict):
+        raise InputError(f"{flag} {text!r} is not a JSON object; give an object such as '{{\"threshold\": 0.2}}'")
+    return value

@@ -99,3 +99,18 @@ def test_gate_table_separates_still_videos_from_wrong_headings(tmp_path: Path, t
     assert lines[2].split("|")[2:] == lines[3].split("|")[2:]
     assert gate_table_main([str(tmp_path)]) == 2
     assert "is not NAME=DIR" in capsys.readouterr().err
+
+
+def test_eval_toy_takes_a_sampler_and_a_cache_from_the_command_line(toy_dir: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    assert main(["eval-toy", "--base", str(toy_dir), "--seeds", "2", "--steps", "3", "--task", "t2v",
+                 "--sampler", "lcm", "--cache", "teacache", "--cache-params", '{"threshold": 0.4}',
+                 "--out", str(tmp_path / "run")]) == 0
+    report = json.loads((tmp_path / "run" / "eval_toy.json").read_text())
+    assert report["settings"]["sampler"] == "lcm" and report["settings"]["cache"] == "teacache"
+    assert report["settings"]["cache_params"] == {"threshold": 0.4}
+    (base,) = [row for row in report["rows"] if row["method"] == "base"]
+    assert 0 < base["work"]["token_block_fraction"] <= 1
+    capsys.readouterr()
+    assert main(["eval-toy", "--base", str(toy_dir), "--cache-params", "[1]", "--out", str(tmp_path)]) == 2
+    assert "--cache-params '[1]' is not a JSON object" in capsys.readouterr().err
