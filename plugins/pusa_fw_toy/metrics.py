@@ -14,6 +14,13 @@ Per video (`score_video`):
   world's speed has no direction and counts as wrong, so a static video scores 0;
 - ``psnr_given_db``: PSNR of the given frames in the output against the inputs (capped at `PSNR_CAP`).
 
+In a world with ``walls="bounce"`` the fit, speed and direction are taken on the *unfolded* track
+(`pusa_fw_toy.walls.unfold_centres`: each turn of the nose mirrors the later positions about the wall
+the nose pointed at), so a square that bounces by the world's law is one straight constant-speed path
+in its first heading, and a turn away from a wall, or a bounce the nose does not show, leaves a
+residual in ``fit_px``; ``direction_ok`` then compares with the clip's first direction (truth) or the
+first heading the video shows. Centroid errors are always against the true (folded) centres.
+
 Frames the tracker cannot read are left out of the error means (``valid`` reports them); a video with
 fewer than three valid frames has no fit and no direction.
 """
@@ -27,9 +34,12 @@ from typing import Any
 import torch
 
 from pusa_fw_toy.tracker import Track, track_video
+from pusa_fw_toy.walls import unfold_centres, wall_limits
 from pusa_fw_toy.world import DIRECTIONS, WorldClip, WorldConfig
 
-__all__ = ["PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video", "shown_heading"]
+__all__ = [
+    "PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video", "shown_heading", "unfolded_track",
+]
 
 PSNR_CAP = 100.0
 _UNITS = torch.tensor(list(DIRECTIONS.values()), dtype=torch.float64)
@@ -78,6 +88,20 @@ def shown_heading(track: Track) -> str | None:
     return max(set(counted), key=counted.count) if counted else None
 
 
+def unfolded_track(track: Track, world: WorldConfig) -> Track:
+    """`track` with its centres unfolded off the walls (unchanged when the world has none)."""
+    if world.walls == "none":
+        return track
+    low, high = wall_limits(world.size, world.square)
+    centres = unfold_centres(track.centres, track.direction_words(), low, high)
+    return Track(centres=centres, headings=track.headings, valid=track.valid, mass=track.mass)
+
+
+def _first_heading(track: Track) -> str | None:
+    """The direction word of the first readable frame (None when none is)."""
+    return next((word for word in track.direction_words() if word is not None), None)
+
+
 def score_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, given: Sequence[int], *,
                 after: int = 4, reference: str = "truth") -> dict[str, Any]:
     """Score a generated video against the clip it was conditioned on.
@@ -105,9 +129,12 @@ def score_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, given:
     while prefix_end in given_set:
         prefix_end += 1
     after_frames = [t for t in range(prefix_end, min(frames, prefix_end + after)) if t not in given_set]
-    velocity, residual = fit_motion(track)
+    velocity, residual = fit_motion(unfolded_track(track, world))
     moving = motion_direction(velocity, 0.25 * world.speed)
-    wanted = clip.direction if reference == "truth" else shown_heading(track)
+    if reference == "truth":
+        wanted = clip.direction
+    else:
+        wanted = shown_heading(track) if world.walls == "none" else _first_heading(track)
     return {
         "valid": float(track.valid.to(torch.float64).mean()),
         "error_after_px": _mean(errors[after_frames]) if given_set and after_frames else float("nan"),

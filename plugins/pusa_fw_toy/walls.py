@@ -1,0 +1,118 @@
+"""Walls of the toy world: a square that bounces, and the inverse (unfolding) for tracks.
+
+With ``walls="bounce"`` the square's centre lives on ``[low, high]`` per axis (``low = square / 2``,
+``high = size - square / 2``: the whole square inside the frame). Each frame it moves ``speed`` pixels
+along its heading; a move that would take it past a wall is folded back: the part of the move beyond
+the wall is mirrored about the wall, and that axis of the heading (so the nose) turns around in the same
+frame. A move that ends exactly on a wall is not a contact (it is not past the edge); the next move
+then folds at once. Axes fold independently, so a diagonal heading that reaches a corner flips both.
+
+The world allows at most one fold per axis per frame (``speed <= size - square``), so every frame is
+one straight move, or one move in and one move out of a wall, and the distance travelled is ``speed``.
+
+`unfold_centres` undoes the folds of a tracked path: every time the nose turns around on an axis, the
+later positions on that axis are mirrored about the wall the nose pointed at, so a clean bounce clip
+becomes a straight constant-speed path again (its first heading) that the straight-line fit of
+`pusa_fw_toy.metrics` can score.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["bounce_path", "fold_step", "unfold_centres", "wall_limits"]
+
+
+def wall_limits(size: int, square: float) -> tuple[float, float]:
+    """``(low, high)``: the least and greatest centre coordinate that keep the square inside the frame."""
+    return square / 2, size - square / 2
+
+
+def fold_step(position: torch.Tensor, heading: torch.Tensor, speed: float, low: float,
+              high: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One frame of motion with walls.
+
+    Args:
+        position: `[2]` float64 centre ``(x, y)`` inside ``[low, high]``.
+        heading: `[2]` float64 heading (unit length for a world move).
+        speed: pixels moved per frame (at most ``high - low``).
+        low: least centre coordinate.
+        high: greatest centre coordinate.
+
+    Returns:
+        ``(position [2], heading [2], contact [2] bool)``: the new centre, the heading after the move
+        (flipped on each axis that folded), and which axes touched a wall.
+    """
+    moved = position + heading * speed
+    past_high, past_low = moved > high, moved < low
+    folded = torch.where(past_high, 2 * high - moved, torch.where(past_low, 2 * low - moved, moved))
+    contact = past_high | past_low
+    return folded.clamp(low, high), torch.where(contact, -heading, heading), contact
+
+
+def bounce_path(start: torch.Tensor, heading: torch.Tensor, speed: float, low: float, high: float,
+                num_frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Centres and headings of a square bouncing between the walls.
+
+    Args:
+        start: `[2]` float64 centre in frame 0.
+        heading: `[2]` float64 heading in frame 0.
+        speed: pixels per frame (at most ``high - low``).
+        low: least centre coordinate.
+        high: greatest centre coordinate.
+        num_frames: frames T.
+
+    Returns:
+        ``(centres [T, 2], headings [T, 2])`` float64; ``headings[t]`` is where the nose points in frame t.
+    """
+    if speed > high - low:
+        raise ValueError(
+            f"speed={speed} exceeds the room between the walls ({high - low}); lower it (one fold per frame)"
+        )
+    position, direction = start.to(torch.float64), heading.to(torch.float64)
+    centres, headings = [position], [direction]
+    for _ in range(num_frames - 1):
+        position, direction, _ = fold_step(position, direction, speed, low, high)
+        centres.append(position)
+        headings.append(direction)
+    return torch.stack(centres), torch.stack(headings)
+
+
+_FLIPS = {("right", "left"): 0, ("left", "right"): 0, ("down", "up"): 1, ("up", "down"): 1}
+_WALL_SIDE = {"right": 1, "left": 0, "down": 1, "up": 0}
+
+
+def unfold_centres(centres: torch.Tensor, words: Sequence[str | None], low: float,
+                   high: float) -> torch.Tensor:
+    """Undo the wall folds of a tracked path, reading the turns from the nose.
+
+    Between consecutive readable frames (``words[t]`` not None) where the nose turns to the opposite
+    word, the later centres on that axis are mirrored about the wall the earlier nose pointed at. Turns
+    to a perpendicular word, and unreadable frames, mirror nothing.
+
+    Args:
+        centres: `[T, 2]` tracked centres (NaN where unreadable).
+        words: per frame, the direction word the nose shows, or None.
+        low: least centre coordinate.
+        high: greatest centre coordinate.
+
+    Returns:
+        `[T, 2]` float64 unfolded centres (NaN where the input is).
+    """
+    sign = [1.0, 1.0]
+    offset = [0.0, 0.0]
+    unfolded = centres.to(torch.float64).clone()
+    previous: str | None = None
+    for frame, word in enumerate(words):
+        if word is not None and previous is not None and (previous, word) in _FLIPS:
+            axis = _FLIPS[(previous, word)]
+            wall = high if _WALL_SIDE[previous] else low
+            offset[axis] += 2 * sign[axis] * wall
+            sign[axis] = -sign[axis]
+        for axis in range(2):
+            unfolded[frame, axis] = sign[axis] * unfolded[frame, axis] + offset[axis]
+        if word is not None:
+            previous = word
+    return unfolded
