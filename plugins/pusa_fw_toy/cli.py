@@ -2,7 +2,8 @@
 
 Examples:
     ``pusa-fw toy-init runs/toy-init --dim 192 --layers 4`` writes a fresh toy model directory (the start
-    of the base training); ``pusa-fw eval-toy --base runs/base/model --lora vta-s0.safetensors --lora
+    of the base training; ``--walls bounce --num-frames 17`` records a world whose square bounces off the
+    edges at 1 px/frame in its ``toy.json``, which training and eval then render); ``pusa-fw eval-toy --base runs/base/model --lora vta-s0.safetensors --lora
     vta-s1.safetensors --seeds 128 --out eval/`` writes ``eval_toy.json``, ``.md`` and ``.png``.
 """
 
@@ -14,7 +15,11 @@ from pathlib import Path
 
 from pusa_fw.errors import FrameMapError, InputError
 
-__all__ = ["EvalToyCommand", "ToyInitCommand", "ToyPackCommand"]
+__all__ = ["BOUNCE_SPEED", "EvalToyCommand", "ToyInitCommand", "ToyPackCommand"]
+
+BOUNCE_SPEED = 1.0
+"""Pixels per frame of a ``--walls bounce`` world, whatever the clip length (a wall-less world instead
+crosses 8 px over the clip, so its speed shrinks as clips grow)."""
 
 
 class ToyInitCommand:
@@ -41,6 +46,10 @@ class ToyInitCommand:
                             help="Wan's frame layout: frame 0 alone, then groups of --temporal-stride")
         parser.add_argument("--num-frames", type=int, default=None,
                             help="frames per world clip (default: 9, or 4 * 4 + 1 with --wan-layout)")
+        parser.add_argument("--walls", choices=("none", "bounce"), default="none",
+                            help="the world's walls: 'none' (the square crosses 8 px over the clip and never "
+                                 "reaches an edge) or 'bounce' (it moves 1 px per frame and folds back off "
+                                 "the edges, so clips of any length stay inside; default: none)")
         parser.add_argument("--random", action="store_true",
                             help="random non-zero values everywhere (tests) instead of the default init")
 
@@ -60,7 +69,8 @@ class ToyInitCommand:
         try:
             codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout,
                                    patch_size=args.patch)
-            world = WorldConfig(num_frames=frames, speed=8.0 / (frames - 1))
+            speed = BOUNCE_SPEED if args.walls == "bounce" else 8.0 / (frames - 1)
+            world = WorldConfig(num_frames=frames, speed=speed, walls=args.walls)
         except ValidationError as error:
             raise InputError(f"toy-init: {error.errors()[0]['msg']}") from error
         if args.random and args.init != "default":
