@@ -3,8 +3,9 @@
 Examples:
     ``pusa-fw toy-init runs/toy-init --dim 192 --layers 4`` writes a fresh toy model directory (the start
     of the base training; ``--walls bounce --num-frames 17`` records a world whose square bounces off the
-    edges at 1 px/frame in its ``toy.json``, which training and eval then render); ``pusa-fw eval-toy --base runs/base/model --lora vta-s0.safetensors --lora
-    vta-s1.safetensors --seeds 128 --out eval/`` writes ``eval_toy.json``, ``.md`` and ``.png``.
+    edges at 1 px/frame in its ``toy.json``, which training and eval then render); ``pusa-fw eval-toy
+    --base runs/base/model --lora vta-s0.safetensors --lora vta-s1.safetensors --seeds 128 --out eval/``
+    writes ``eval_toy.json``, ``.md`` and ``.png``.
 """
 
 from __future__ import annotations

@@ -43,13 +43,14 @@ def test_bad_walls_value_is_rejected(tmp_path: Path, capsys: pytest.CaptureFixtu
 
 def test_train_on_a_bounce_dir_trains_on_bounce_clips(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from pusa_fw_toy.codec import ToyCodec
-    from pusa_fw_train.sources import open_source
     from pusa_fw_toy.world import render_clip
+    from pusa_fw_train.sources import open_source
 
     init, run = tmp_path / "init", tmp_path / "run"
     assert main(["toy-init", str(init), "--walls", "bounce", "--num-frames", "17", *TINY]) == 0
-    status = main(["train", "--config", str(RECIPES / "base.toml"), "--output-dir", str(run), "--max-steps", "2",
-                   "--set", f"model.path={init}", "--set", f"data.options.model_dir={init}", *SMALL])
+    status = main(["train", "--config", str(RECIPES / "base.toml"), "--output-dir", str(run),
+                   "--max-steps", "2", "--set", f"model.path={init}",
+                   "--set", f"data.options.model_dir={init}", *SMALL])
     assert status == 0, capsys.readouterr().err
     log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert any("loss" in record for record in log)
