@@ -1,10 +1,7 @@
 """``pusa-fw generate --task rolling`` on the shipped toy model with its VTA LoRA, exactly as a user runs it:
 a 65-frame video from one image in 9-frame windows with 3 frames of history (issue 25's setting), the sidecar
-that records it, and the plan heatmap of the whole timeline drawn from what the sidecar recorded.
-
-``generate`` has no heatmap option and ``pusa-fw plan`` knows only Wan2.1's 4n+1 geometry, so the heatmap is
-drawn through the library (as ``make demo`` draws its plans) from the sidecar's task parameters and the toy
-model's own geometry; the test checks that this plan is the one generate ran."""
+that records it, and the plan heatmap of the whole timeline that ``--plan-png`` writes (the plan rebuilt
+from the sidecar's task parameters and the toy model's own geometry is checked to be the one generate ran)."""
 
 from __future__ import annotations
 
@@ -26,6 +23,7 @@ def rolled(tmp_path_factory: pytest.TempPathFactory) -> dict:
     from pusa_fw_toy.shipped import shipped_lora, shipped_model_dir
 
     out = tmp_path_factory.mktemp("rolling") / "rolling.mp4"
+    heatmap = out.with_name("rolling_plan.png")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # module fixtures run before the conftest's one-thread fixture
     try:
@@ -35,12 +33,12 @@ def rolled(tmp_path_factory: pytest.TempPathFactory) -> dict:
                        "--num-frames", str(NUM_FRAMES), "--height", "16", "--width", "16",
                        "--window", str(WINDOW), "--overlap", str(OVERLAP), "--steps", str(STEPS),
                        "--shift", str(SHIFT), "--cfg", "1", "--fps", "8", "--seed", "0", "--no-progress",
-                       "--out", str(out)])
+                       "--out", str(out), "--plan-png", str(heatmap)])
     finally:
         torch.set_num_threads(threads)
     assert status == 0
     sidecar = json.loads(out.with_suffix(".json").read_text())
-    return {"out": out, "model": shipped_model_dir(), "sidecar": sidecar}
+    return {"out": out, "model": shipped_model_dir(), "sidecar": sidecar, "heatmap": heatmap}
 
 
 def test_rolling_writes_the_whole_long_video(rolled: dict) -> None:
@@ -78,7 +76,18 @@ def test_plan_heatmap_of_the_whole_timeline(rolled: dict, tmp_path: Path) -> Non
     plan = task.plan(NUM_FRAMES, STEPS, SHIFT, ToyModelFormat().geometry(rolled["model"]))
     assert json.loads(json.dumps(plan.summary())) == sidecar["plan"], "the heatmap draws generate's plan"
     assert bool(plan.update_mask().any(dim=0).all()), "every frame of the timeline is denoised in some window"
-    png = tmp_path / "rolling_plan.png"
-    plan.save_heatmap(png)
-    with Image.open(png) as image:
+    with Image.open(rolled["heatmap"]) as image:  # written by generate --plan-png
         assert image.format == "PNG" and image.width > 100 and image.height > 100
+    drawn = tmp_path / "again.png"
+    plan.save_heatmap(drawn)  # the same plan drawn through the library gives the same picture
+    with Image.open(rolled["heatmap"]) as written, Image.open(drawn) as again:
+        assert written.size == again.size and written.tobytes() == again.tobytes()
+
+
+def test_plan_png_must_be_a_png(tmp_path: Path, capsys) -> None:
+    from pusa_fw_toy.shipped import shipped_model_dir
+
+    status = main(["generate", "--model", str(shipped_model_dir()), "--task", "t2v", "--prompt", "a red square",
+                   "--num-frames", "9", "--height", "16", "--width", "16", "--out", str(tmp_path / "t.mp4"),
+                   "--plan-png", str(tmp_path / "plan.jpg")])
+    assert status == 2 and "--plan-png" in capsys.readouterr().err and not (tmp_path / "t.mp4").exists()

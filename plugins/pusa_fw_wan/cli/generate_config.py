@@ -228,6 +228,9 @@ class GenerateConfig(BaseModel):
         None, description="also write the final latents [1, C, N, h, w] (the DiT's normalised space) to this "
         ".safetensors file (tensor 'latents')"
     )
+    plan_png: Path | None = Field(
+        None, description="also write the plan's frames-by-steps heatmap of the whole timeline to this .png file"
+    )
     fps: int = Field(
         16, ge=1, description="frame rate of the output and of the input clips (TI2V-5B default: 24)"
     )
@@ -276,7 +279,7 @@ class GenerateConfig(BaseModel):
         updates: dict[str, Any] = {
             name: fix(getattr(self, name))
             for name in ("image", "video", "video_b", "model", "vae", "text_encoder", "tokenizer", "out",
-                         "save_latents")
+                         "save_latents", "plan_png")
             if fix(getattr(self, name)) is not None
         }
         updates["keyframe"] = [k.model_copy(update={"path": fix(k.path) or k.path}) for k in self.keyframe]

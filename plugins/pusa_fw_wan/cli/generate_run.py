@@ -138,6 +138,17 @@ def _check_latents_path(path: Path | None) -> None:
         raise InputError(f"--save-latents: {error}") from None
 
 
+def _check_plan_png_path(path: Path | None) -> None:
+    if path is None:
+        return
+    if path.suffix.lower() != ".png":
+        raise InputError(f"--plan-png {str(path)!r} must end in .png (e.g. {str(path.with_suffix('.png'))!r})")
+    try:
+        check_output_path(path)
+    except InputError as error:
+        raise InputError(f"--plan-png: {error}") from None
+
+
 def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateOutcome:
     """Check everything, load the models, generate, and write the mp4 and its sidecar atomically.
 
@@ -170,6 +181,7 @@ def run_generate(config: GenerateConfig, *, progress: bool = False) -> GenerateO
     out = config.output_path()
     sidecar = _check_output(out)
     _check_latents_path(config.save_latents)
+    _check_plan_png_path(config.plan_png)
     lookup("samplers", config.sampler)
     device = resolve_device(config.device)
     dtype = resolve_dtype(config.dtype, device)
@@ -249,6 +261,8 @@ def _generate(config: GenerateConfig, task: Task, media: Any, paths: Any, loras:
 
         write_tensor_file(config.save_latents, {"latents": result.latents},
                           {"format": "pusa_fw.latents.v1", "seed": str(result.seed)})
+    if config.plan_png is not None:
+        result.plan.save_heatmap(str(config.plan_png))
     timings["write"] = time.perf_counter() - write_started
     return GenerateOutcome(video_path=out, sidecar_path=sidecar, result=result, timings=timings)
 
