@@ -130,12 +130,19 @@ def _check_size(size: tuple[int, int]) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _fitted(pixels: np.ndarray, size: tuple[int, int], policy: ResizePolicy, fill: RGB) -> torch.Tensor:
-    """uint8 `[H, W, 3]` -> `[1, 3, height, width]` float in [0, 1], fitted by the shared torch rule."""
-    height, width = _check_size(size)
+def check_policy(policy: str) -> None:
+    """Raise `InputError` (one line) unless `policy` is one of `RESIZE_POLICIES`."""
     if policy not in RESIZE_POLICIES:
         raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
-    frames = rearrange(torch.from_numpy(np.require(pixels, requirements=["C", "W"])), "h w c -> 1 c h w")
+
+
+def _fitted(pixels: np.ndarray, size: tuple[int, int], policy: ResizePolicy, fill: RGB) -> torch.Tensor:
+    """uint8 `[H, W, 3]` or `[T, H, W, 3]` -> `[T, 3, height, width]` float in [0, 1] (T = 1 for an image),
+    fitted by the shared torch rule and not rounded (what ComfyUI's pack does to an ``IMAGE``)."""
+    height, width = _check_size(size)
+    check_policy(policy)
+    frames = torch.from_numpy(np.require(pixels, requirements=["C", "W"]))
+    frames = rearrange(frames if frames.dim() == 4 else frames[None], "t h w c -> t c h w")
     return fit_frames(frames.to(torch.float32) / 255.0, (height, width), policy, fill=tuple(fill))
 
 
@@ -189,8 +196,8 @@ def load_image(
     """
     pixels = np.asarray(read_image(path, background=fill), dtype=np.uint8)
     if size is None or tuple(pixels.shape[:2]) == tuple(_check_size(size)):
-        if size is not None and policy not in RESIZE_POLICIES:
-            raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(RESIZE_POLICIES)}")
+        if size is not None:
+            check_policy(policy)
         return uint8_to_image(pixels, dtype=dtype)
     # Unrounded, as the ComfyUI pack gets it from the same rule: the two give the same pixels.
     return (_fitted(pixels, size, policy, fill)[0] * 2.0 - 1.0).to(dtype)

@@ -26,9 +26,8 @@ from av.video.reformatter import ColorRange, Colorspace, Interpolation
 from einops import rearrange
 
 from ..errors import InputError
-from .image import ResizePolicy
+from .image import ResizePolicy, _fitted, check_policy
 from .pixels import uint8_to_video
-from .resize import FIT_POLICIES, fit_frames
 
 __all__ = [
     "DecodedVideo",
@@ -262,10 +261,8 @@ def fit_uint8_frames(frames: np.ndarray, size: tuple[int, int], policy: str = "c
         `[3, T, height, width]` float32 in [-1, 1]; frames already at `size` convert exactly as
         `uint8_to_video` does.
     """
-    if policy not in FIT_POLICIES:
-        raise InputError(f"resize policy {policy!r} is unknown; use one of {', '.join(FIT_POLICIES)}")
+    check_policy(policy)
     if tuple(frames.shape[1:3]) == tuple(size):
         return uint8_to_video(frames)
-    batch = rearrange(torch.from_numpy(np.require(frames, requirements=["C", "W"])), "t h w c -> t c h w")
-    fitted = fit_frames(batch.to(torch.float32) / 255.0, size, policy)  # type: ignore[arg-type]
+    fitted = _fitted(frames, size, policy, (0, 0, 0))  # type: ignore[arg-type]
     return rearrange(fitted * 2.0 - 1.0, "t c h w -> c t h w")
