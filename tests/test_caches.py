@@ -167,3 +167,28 @@ def test_flop_estimate_counts_attention_queries_against_all_keys():
     d, q, k, x = 64, 16 * 5, 16 * 10, 8
     expected = 2 * (8 * q * d * d + 4 * q * k * d + 4 * q * d * d + 4 * x * d * d + 4 * q * x * d + 4 * q * d * 256)
     assert half == expected and 0.5 < half / full < 0.51
+
+
+def test_a_full_call_does_not_hold_the_old_memory_beside_the_new_one():
+    """At 14B a branch's K/V memory is ~27 GB: a full refresh must drop the old one before it builds anew."""
+    import gc
+    import weakref
+
+    class Tracking(PartialToyBackbone):
+        def __init__(self) -> None:
+            super().__init__()
+            self.old: list[weakref.ref] = []
+            self.alive_at_full_call: list[bool] = []
+
+        def velocity_partial(self, latents, sigmas, context, *, compute, memory):
+            if bool(compute.all()):
+                gc.collect()
+                self.alive_at_full_call += [ref() is not None for ref in self.old]
+            out, new = super().velocity_partial(latents, sigmas, context, compute=compute, memory=memory)
+            self.old.append(weakref.ref(new))
+            return out, new
+
+    backbone = Tracking()
+    # rolling: every new window starts with a full call while the branch still has the last window's memory
+    _run(backbone, _plan("rolling", num_frames=33, window=17, overlap=5), cache=get_cache("framecache"))
+    assert len(backbone.alive_at_full_call) > 2 and not any(backbone.alive_at_full_call)

@@ -101,7 +101,9 @@ class CacheSession:
         count, window = int(compute.sum()), compute.numel()
         if computed is None and count:
             if self.cache.needs_partial:
-                memory = None if count == window else self.memories.get(call.branch)
+                memory = self.memories.pop(call.branch, None)
+                if count == window:  # a full call makes a fresh memory: drop the old one first, not beside it
+                    memory = None
                 computed, self.memories[call.branch] = self.backbone.velocity_partial(
                     call.latents, call.sigmas, context, compute=compute.to(call.latents.device), memory=memory)
             else:
