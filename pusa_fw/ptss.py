@@ -22,9 +22,10 @@ Other laws of `u` (before the shift): `marginal="logit_normal"` draws `u = sigmo
 z)`, `z ~ N(0, 1)` (SD3's choice), and `uniform_fraction` mixes in `U(0, 1)` draws (e.g. 0.2 for 80 %
 logit-normal + 20 % uniform). `PTSS.cdf` gives the resulting marginal CDF of sigma.
 
-The held-frames law (`held_probability`, `held_frames`): with probability p a sample gets k distinct random
-latent frames held clean at sigma 0, the way i2v / keyframe inference holds its conditioning frames;
-`PTSS.draw` reports them so the loss can leave them out.
+The held-frames law (`held_probability`, `held_frames`, `held_frames_max`): with probability p a sample gets
+k distinct random latent frames held clean at sigma 0, the way i2v / keyframe inference holds its conditioning
+frames and a rolling window holds its history; k is `held_frames`, or, with `held_frames_max`, uniform on
+`held_frames .. held_frames_max` per sample. `PTSS.draw` reports them so the loss can leave them out.
 """
 
 from __future__ import annotations
@@ -95,6 +96,8 @@ class PTSS(BaseModel):
             instead (a mixture; 0.2 = 80 % logit-normal + 20 % uniform).
         held_probability: probability that a sample has `held_frames` frames held clean (sigma 0).
         held_frames: k, how many distinct latent frames a held sample holds (must be < F at draw time).
+        held_frames_max: None for exactly `held_frames`; an int K >= `held_frames` to draw k uniformly
+            from `held_frames .. K` per held sample (K < F at draw time).
 
     Example:
         >>> ptss = PTSS(p_async=0.5, shift=5.0)
@@ -132,6 +135,9 @@ class PTSS(BaseModel):
         0.0, ge=0.0, le=1.0, allow_inf_nan=False, description="probability that a sample holds frames clean"
     )
     held_frames: int = Field(1, ge=1, strict=True, description="frames held at sigma 0 in a held sample")
+    held_frames_max: int | None = Field(
+        None, ge=1, strict=True, description="None: exactly held_frames; K: k uniform on held_frames..K per sample"
+    )
 
     @model_validator(mode="after")
     def _check_law(self) -> PTSS:
@@ -139,6 +145,11 @@ class PTSS(BaseModel):
             raise ValueError(
                 f"num_train_steps={self.num_train_steps} needs marginal='uniform' (the official grid is "
                 f"uniform), got marginal={self.marginal!r}; drop num_train_steps or use the uniform marginal"
+            )
+        if self.held_frames_max is not None and self.held_frames_max < self.held_frames:
+            raise ValueError(
+                f"held_frames_max={self.held_frames_max} is below held_frames={self.held_frames}; it is the "
+                "largest count drawn, so set it >= held_frames (or leave it unset for exactly held_frames)"
             )
         if self.uniform_fraction > 0 and self.marginal != "logit_normal":
             raise ValueError(
@@ -184,7 +195,8 @@ class PTSS(BaseModel):
         Draw order from `generator` (fixed, so a seed reproduces a draw): the B async coin flips, then
         B shared levels, then B*F independent levels (each level draw takes its normal or uniform
         variates, then, with a uniform mixture, its mixture coins and uniforms), then, only when
-        `held_probability > 0`, B held coins and B*F frame keys. Every part is always drawn, so the
+        `held_probability > 0`, B held coins and B*F frame keys, and with `held_frames_max` set, B count
+        uniforms. Every part is always drawn, so the
         stream depends on the configuration only, never on the outcomes.
 
         Args:
@@ -199,10 +211,12 @@ class PTSS(BaseModel):
             InputError: bad arguments, or a held-frames law that would hold every frame (k >= F).
         """
         _check_sample_args(batch_size, num_latent_frames, generator)
-        if self.held_probability > 0 and self.held_frames >= num_latent_frames:
+        most = self.held_frames if self.held_frames_max is None else self.held_frames_max
+        if self.held_probability > 0 and most >= num_latent_frames:
+            field = "held_frames" if self.held_frames_max is None else "held_frames_max"
             raise InputError(
-                f"held_frames={self.held_frames} would hold all {num_latent_frames} latent frames, leaving "
-                f"nothing to learn; use held_frames <= {num_latent_frames - 1} or clips with more latent frames"
+                f"{field}={most} would hold all {num_latent_frames} latent frames, leaving "
+                f"nothing to learn; use {field} <= {num_latent_frames - 1} or clips with more latent frames"
             )
         coin = torch.rand(batch_size, generator=generator, dtype=torch.float64)
         synchronous = coin >= self.p_async  # P(async) = p_async exactly at 0 and 1
@@ -216,7 +230,12 @@ class PTSS(BaseModel):
             keys = torch.rand((batch_size, num_latent_frames), generator=generator, dtype=torch.float64)
             # The k frames with the smallest keys: a uniformly random k-subset (continuous keys, no ties).
             ranks = keys.argsort(dim=1).argsort(dim=1)
-            held = (ranks < self.held_frames) & repeat(
+            counts = torch.full((batch_size,), self.held_frames, dtype=torch.int64)
+            if self.held_frames_max is not None:
+                choices = self.held_frames_max - self.held_frames + 1
+                picks = torch.rand(batch_size, generator=generator, dtype=torch.float64)
+                counts += (picks * choices).long().clamp(max=choices - 1)
+            held = (ranks < repeat(counts, "b -> b f", f=num_latent_frames)) & repeat(
                 held_coin < self.held_probability, "b -> b f", f=num_latent_frames
             )
             sigmas = torch.where(held, torch.zeros_like(sigmas), sigmas)

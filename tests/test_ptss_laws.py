@@ -193,3 +193,47 @@ def test_default_law_keeps_its_stream():
     law = PTSS(p_async=0.5, shift=1.0)
     assert torch.equal(law.sample(4, 3, torch.Generator().manual_seed(30)), expected.float())
     assert training_sigma_grid(10, 1.0).shape == (10,)
+
+
+@settings(max_examples=40)
+@given(
+    batch=st.integers(1, 6),
+    frames=st.integers(3, 12),
+    low=st.integers(1, 5),
+    extra=st.integers(0, 5),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_held_count_range_holds_between_min_and_max_frames_at_zero(batch, frames, low, extra, seed):
+    high = min(low + extra, frames - 1)
+    low = min(low, high)
+    law = PTSS(p_async=0.5, held_probability=1.0, held_frames=low, held_frames_max=high)
+    drawn = law.draw(batch, frames, torch.Generator().manual_seed(seed))
+    counts = drawn.held.sum(dim=1)
+    assert bool(((counts >= low) & (counts <= high)).all())
+    assert bool((drawn.sigmas[drawn.held] == 0).all())
+    assert bool((drawn.sigmas[~drawn.held] > 0).all())
+
+
+def test_a_held_count_range_draws_every_count_equally_often():
+    law = PTSS(held_probability=1.0, held_frames=1, held_frames_max=3)
+    counts = law.draw(NUM_DRAWS, 9, torch.Generator().manual_seed(5)).held.sum(dim=1)
+    band = 5 * math.sqrt((1 / 3) * (2 / 3) / NUM_DRAWS)
+    for k in (1, 2, 3):
+        assert float((counts == k).double().mean()) == pytest.approx(1 / 3, abs=band)
+
+
+def test_a_degenerate_range_holds_what_the_exact_count_holds():
+    """The count uniforms come after the keys, so a range k..k leaves sigmas and held frames as k alone."""
+    exact = PTSS(p_async=0.5, held_probability=0.5, held_frames=2)
+    same = PTSS(p_async=0.5, held_probability=0.5, held_frames=2, held_frames_max=2)
+    first = exact.draw(8, 6, torch.Generator().manual_seed(3))
+    ranged = same.draw(8, 6, torch.Generator().manual_seed(3))
+    assert torch.equal(ranged.held, first.held)
+    assert torch.equal(ranged.sigmas, first.sigmas)
+
+
+def test_a_held_count_range_is_checked():
+    with pytest.raises(ValidationError, match="held_frames_max=1 is below held_frames=2"):
+        PTSS(held_frames=2, held_frames_max=1)
+    with pytest.raises(InputError, match="held_frames_max=4 would hold all 4"):
+        PTSS(held_probability=0.5, held_frames_max=4).draw(2, 4, torch.Generator())
