@@ -87,6 +87,7 @@ def compose_timeline(
     *,
     ring: bool = False,
     history_noise: float = 0.0,
+    history_multiplier: float = 0.0,
     meta: dict[str, Any] | None = None,
 ) -> Plan:
     """Compile a windowed plan: each window runs `schedule` over its new frames, one after the other.
@@ -100,10 +101,21 @@ def compose_timeline(
         ring: the timeline is a loop.
         history_noise: level at which finished history frames are shown to the model (SkyReels'
             ``addnoise_condition / 1000``); their clean state is kept. 0 shows them clean.
+        history_multiplier: m; history frames are shown at m times the highest level among the frames
+            the window is generating in that step (Pusa's noise multiplier on given frames, applied to
+            history); their clean state is kept, so the output keeps the history as generated. 0 = off;
+            exclusive with `history_noise`.
         meta: description carried into the plan.
     """
     if not 0 <= history_noise < 1:
         raise PlanError(f"history_noise={history_noise} must be in [0, 1)")
+    if not 0 <= history_multiplier <= 1:
+        raise PlanError(f"history_multiplier={history_multiplier} must be in [0, 1]")
+    if history_noise > 0 and history_multiplier > 0:
+        raise PlanError(
+            f"history_noise={history_noise} and history_multiplier={history_multiplier} both set how history is "
+            "shown; set one of them to 0"
+        )
     covered = sorted(f for layout in layouts for f in layout.new)
     if covered != list(range(num_latent_frames)):
         raise PlanError("the windows must generate every latent frame of the timeline exactly once")
@@ -127,7 +139,11 @@ def compose_timeline(
     probe = Plan(sigmas, sigmas[:-1].clone(), windows, held, ring=ring)
     inside = probe.window_mask()
     input_sigmas = torch.where(inside, input_sigmas, sigmas[:-1])
+    history = inside & ~held & (sigmas[:-1] == 0) & (sigmas[1:] == 0)
     if history_noise > 0:
-        history = inside & ~held & (sigmas[:-1] == 0) & (sigmas[1:] == 0)
         input_sigmas = torch.where(history, torch.full_like(input_sigmas, history_noise), input_sigmas)
+    if history_multiplier > 0:
+        generating = inside & ~held & (sigmas[:-1] > 0)
+        level = torch.where(generating, input_sigmas, torch.zeros_like(input_sigmas)).amax(dim=1, keepdim=True)
+        input_sigmas = torch.where(history, (history_multiplier * level).expand_as(input_sigmas), input_sigmas)
     return Plan(sigmas, input_sigmas, windows, held, ring=ring, meta=dict(meta or {}))

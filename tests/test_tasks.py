@@ -14,6 +14,8 @@ from pusa_fw.registry_lookup import lookup
 from pusa_fw.sampling import initial_latents, sample
 from pusa_fw.testing.fakes import ExactVelocityBackbone, FrameTargets
 from pusa_fw.testing.strategies import latents_for
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 TASKS = get_registry().names("tasks")
 
@@ -161,3 +163,35 @@ def test_window_sizes_are_checked_against_the_codec_geometry() -> None:
     grouped = LatentGeometry(temporal_stride=4, first_frame_alone=False)
     plan = lookup("tasks", "rolling")(window=32, overlap=8).plan(num_frames=96, num_steps=2, geometry=grouped)
     assert plan.num_latent_frames == 24 and int((plan.windows[:, 1] - plan.windows[:, 0]).max()) == 8
+
+
+@settings(max_examples=25)
+@given(
+    multiplier=st.floats(0.05, 1.0),
+    window=st.integers(3, 7),
+    overlap=st.integers(1, 2),
+    schedule=st.sampled_from(["sync", "pyramid"]),
+)
+def test_rolling_history_multiplier_shows_history_at_m_times_the_window_level(multiplier, window, overlap,
+                                                                               schedule) -> None:
+    params = {"schedule": "pyramid", "schedule_params": {"ar_step": 1}} if schedule == "pyramid" else {}
+    geometry = LatentGeometry(temporal_stride=1, first_frame_alone=False)
+    plain = lookup("tasks", "rolling")(window=window, overlap=overlap, **params).plan(17, 4, 3.0, geometry)
+    shown = lookup("tasks", "rolling")(window=window, overlap=overlap, history_multiplier=multiplier,
+                                       **params).plan(17, 4, 3.0, geometry)
+    assert torch.equal(shown.sigmas, plain.sigmas)  # the states, and so the output's history, are unchanged
+    inside = plain.window_mask()
+    history = inside & (plain.sigmas[:-1] == 0) & (plain.sigmas[1:] == 0)
+    generating = inside & (plain.sigmas[:-1] > 0)
+    level = torch.where(generating, plain.input_sigmas, torch.zeros_like(plain.input_sigmas)).amax(dim=1)
+    assert history.any()
+    expected = (multiplier * level).unsqueeze(1).expand_as(history)
+    assert torch.equal(shown.input_sigmas[history], expected[history])
+    assert torch.equal(shown.input_sigmas[~history], plain.input_sigmas[~history])
+
+
+def test_rolling_history_is_shown_one_way() -> None:
+    with pytest.raises(ValidationError, match="history_noise=0.02 and history_multiplier=0.3"):
+        lookup("tasks", "rolling")(history_noise=0.02, history_multiplier=0.3)
+    with pytest.raises(ValidationError, match="history_multiplier"):
+        lookup("tasks", "rolling")(history_multiplier=1.5)

@@ -33,11 +33,19 @@ class Rolling(ScheduledTask):
     keyframes: list[int] = Field(default_factory=list, description="pixel positions of keyframes on the timeline")
     keyframe_strengths: list[float] = Field(default_factory=lambda: [0.8], description="one per keyframe or one")
     history_noise: float = Field(0.0, ge=0, lt=1, description="sigma at which history is shown (SkyReels 0.02)")
+    history_multiplier: float = Field(
+        0.0, ge=0, le=1, description="history shown at m x the window's current level (Pusa's multiplier); 0 = off"
+    )
 
     @model_validator(mode="after")
     def _check_sizes(self) -> Rolling:
         if self.overlap >= self.window:
             raise ValueError(f"overlap={self.overlap} must be smaller than window={self.window}")
+        if self.history_noise > 0 and self.history_multiplier > 0:
+            raise ValueError(
+                f"history_noise={self.history_noise} and history_multiplier={self.history_multiplier} both set how "
+                "history is shown; set one of them to 0"
+            )
         return self
 
     def holds(self, num_frames: int, num_steps: int = 10, geometry: LatentGeometry = WAN21_GEOMETRY) -> list[Hold]:
@@ -81,6 +89,7 @@ class Rolling(ScheduledTask):
             self.holds(num_frames, num_steps, geometry),
             ring=self.ring,
             history_noise=self.history_noise,
+            history_multiplier=self.history_multiplier,
             meta=self.describe(),
         )
 
