@@ -121,9 +121,20 @@ class EvalToyCommand:
         parser.add_argument("--base", type=Path, required=True, help="toy model directory of the base model")
         parser.add_argument("--lora", type=Path, action="append", default=[], dest="loras",
                             help="VTA LoRA file (repeat once per training seed)")
-        parser.add_argument("--seeds", type=int, default=128, help="held-out seeds per task (default: 128)")
+        parser.add_argument("--seeds", type=int, default=None,
+                            help="held-out seeds per task (default: 128; 64 with --long)")
         parser.add_argument("--task", action="append", dest="tasks", default=None,
-                            help="task to run (repeatable; default: i2v, start-end, extension, t2v)")
+                            help="task to run (repeatable; default: i2v, start-end, extension, t2v; with --long: "
+                                 "rolling, extension, loop)")
+        parser.add_argument("--long", action="store_true",
+                            help="long videos in the bounce world: compare the long-video schedules rolling from "
+                                 "one image, then run the best on every long task and length; writes "
+                                 "long_video.{json,md,png} (one --lora: the VTA)")
+        parser.add_argument("--long-schedule", action="append", dest="long_schedules", default=None,
+                            help="with --long: a schedule to compare (repeatable; default: all)")
+        parser.add_argument("--frames", action="append", type=int, dest="lengths", default=None,
+                            help="with --long: video length (repeatable; default: 65 and 129; the first is the "
+                                 "length the schedules are compared at)")
         parser.add_argument("--steps", type=int, default=20, help="sampling steps (default: 20)")
         parser.add_argument("--shift", type=float, default=2.0, help="sigma shift (default: 2)")
         parser.add_argument("--cfg", type=float, default=1.0, help="text guidance scale (default: 1, off)")
@@ -133,7 +144,8 @@ class EvalToyCommand:
                             help="step cache every model row samples with (none, teacache, framecache, ...)")
         parser.add_argument("--cache-params", default="{}", metavar="JSON",
                             help="the cache's parameters as a JSON object, e.g. '{\"threshold\": 0.2}'")
-        parser.add_argument("--batch-size", type=int, default=32, help="videos per forward (default: 32)")
+        parser.add_argument("--batch-size", type=int, default=None,
+                            help="videos per forward (default: 32; 64 with --long)")
         parser.add_argument("--out", type=Path, required=True, help="directory for eval_toy.{json,md,png}")
         parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                             help="tqdm bar on stderr (default: when stderr is a terminal)")
@@ -144,21 +156,52 @@ class EvalToyCommand:
         from pusa_fw_toy.evaluate import EvalConfig, evaluate
         from pusa_fw_toy.report import markdown_table, write_report
 
-        values = {"base": args.base, "loras": args.loras, "num_seeds": args.seeds, "steps": args.steps,
-                  "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler, "batch_size": args.batch_size,
+        if not args.base.expanduser().is_dir():
+            raise InputError(f"--base {str(args.base)!r} is not a directory; pass a toy model directory")
+        show = sys.stderr.isatty() if args.progress is None else args.progress
+        if args.long:
+            return _run_long(args, show)
+        if args.long_schedules or args.lengths:
+            raise InputError("--long-schedule and --frames go with --long; add --long or drop them")
+        values = {"base": args.base, "loras": args.loras, "num_seeds": args.seeds or 128, "steps": args.steps,
+                  "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler,
+                  "batch_size": args.batch_size or 32,
                   "cache": args.cache, "cache_params": _json_object(args.cache_params, "--cache-params")}
         if args.tasks:
             values["tasks"] = args.tasks
         config = EvalConfig(**values)
-        if not config.base.expanduser().is_dir():
-            raise InputError(f"--base {str(config.base)!r} is not a directory; pass a toy model directory")
-        show = sys.stderr.isatty() if args.progress is None else args.progress
         with tqdm(desc="eval-toy", unit="batch", disable=not show, leave=False) as bar:
             report = evaluate(config, progress=lambda label: (bar.set_postfix_str(label), bar.update(1)))
         paths = write_report(report, args.out)
         sys.stdout.write(markdown_table(report))
         sys.stdout.write("".join(f"{path}\n" for path in paths.values()))
         return 0
+
+
+def _run_long(args: argparse.Namespace, show: bool) -> int:
+    """``eval-toy --long``: the long-video report (`pusa_fw_toy.long_eval`)."""
+    from tqdm.auto import tqdm
+
+    from pusa_fw_toy.long_eval import LongEvalConfig, evaluate_long
+    from pusa_fw_toy.long_report import long_markdown, write_long_report
+
+    if len(args.loras) != 1:
+        raise InputError(f"--long takes exactly one --lora (the VTA), got {len(args.loras)}; pass the one to measure")
+    if args.cfg != 1.0 or args.sampler != "euler" or args.cache != "none":
+        raise InputError("--long samples with euler, no cache and cfg 1, as the gates were set; drop --cfg, "
+                         "--sampler and --cache")
+    values = {"base": args.base, "lora": args.loras[0], "num_seeds": args.seeds or 64, "steps": args.steps,
+              "shift": args.shift, "batch_size": args.batch_size or 64}
+    for key, value in (("schedules", args.long_schedules), ("lengths", args.lengths), ("tasks", args.tasks)):
+        if value:
+            values[key] = value
+    config = LongEvalConfig(**values)
+    with tqdm(desc="eval-toy --long", unit="batch", disable=not show, leave=False) as bar:
+        report = evaluate_long(config, progress=lambda label: (bar.set_postfix_str(label), bar.update(1)))
+    paths = write_long_report(report, args.out)
+    sys.stdout.write(long_markdown(report))
+    sys.stdout.write("".join(f"{path}\n" for path in paths.values()))
+    return 0
 
 
 def _json_object(text: str, flag: str) -> dict:

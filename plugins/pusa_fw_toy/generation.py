@@ -86,7 +86,8 @@ def media_for(name: str, clip: WorldClip, world: WorldConfig, geometry: Any) -> 
 
 def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: str, clips: Sequence[WorldClip],
                    world: WorldConfig, *, seeds: Sequence[int], steps: int = 20, shift: float = 2.0,
-                   cfg: float = 1.0, sampler: str = "euler") -> torch.Tensor:
+                   cfg: float = 1.0, sampler: str = "euler", num_frames: int | None = None,
+                   history_scale: float = 1.0, media: Sequence[ConditioningMedia] | None = None) -> torch.Tensor:
     """Generate one video per clip with `task` (conditioned on each clip's given frames and caption).
 
     Args:
@@ -102,24 +103,28 @@ def generate_batch(dit: Any, codec: Any, text_encoder: Any, task: Task, name: st
         shift: sigma shift of the schedule.
         cfg: text guidance scale against the empty caption (1 = off).
         sampler: registered sampler.
+        num_frames: video length T (default: the world's clip length).
+        history_scale: history guidance scale (1 = off).
+        media: one `ConditioningMedia` per clip (default: `media_for` the task `name`).
 
     Returns:
         `[B, 3, T, H, W]` videos in [-1, 1] on the CPU.
     """
     geometry = codec.geometry
-    num_frames = world.num_frames
+    num_frames = world.num_frames if num_frames is None else num_frames
+    if media is None:
+        media = [media_for(name, clip, world, geometry) for clip in clips]
     latents_shape = geometry.latent_shape(num_frames, world.size, world.size)
     plan = task.plan(num_frames, steps, shift, geometry)
     holds = task.holds(num_frames, steps, geometry)
     device = next(dit.parameters()).device
     with torch.no_grad():
-        sources = [encode_sources(codec, holds, media_for(name, clip, world, geometry), latents_shape[1],
-                                  geometry=geometry) for clip in clips]
+        sources = [encode_sources(codec, holds, given, latents_shape[1], geometry=geometry) for given in media]
         source = None if sources[0] is None else torch.cat(sources).to(device)
         context = text_encoder.encode([clip.caption for clip in clips]).to(device)
         negative = text_encoder.encode([""] * len(clips)).to(device) if cfg != 1.0 else None
         noise = torch.cat([draw_noise((1, *latents_shape), make_generator(seed), device=device) for seed in seeds])
         latents = sample(dit, plan, noise, sampler=sampler, source=source, context=context,
-                         negative_context=negative, guidance=Guidance(cfg_scale=cfg),
+                         negative_context=negative, guidance=Guidance(cfg_scale=cfg, history_scale=history_scale),
                          generator=make_generator(seeds[0]))
         return codec.decode(latents).cpu()
