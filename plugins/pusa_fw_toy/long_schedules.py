@@ -4,14 +4,14 @@ Every schedule is a `rolling` (or `loop`) task's parameters plus a history-guida
 things ``pusa-fw generate --task rolling`` takes; `LongSchedule.generate_args` spells them as its flags,
 so the manifest's ``long_video.generate_args`` and the README's command are what eval measured.
 
-| schedule          | windows (pixel frames) | history shown to the model               | source               |
-|-------------------|------------------------|------------------------------------------|----------------------|
-| w9-o3 clean       | 9, 3 of history        | clean (sigma 0)                          | rolling default      |
-| w9-o5 clean       | 9, 5 of history        | clean                                    | more context         |
-| w9-o3 noise 0.02  | 9, 3                   | at sigma 0.02, fresh noise every step    | SkyReels-V2 DF       |
-| w9-o3 mult 0.2    | 9, 3                   | at 0.2 x the window's current level      | Pusa's multiplier    |
-| w9-o3 pyramid     | 9, 3                   | clean; new frames on a staircase (ar 2)  | diffusion forcing    |
-| w9-o3 HG 1.5      | 9, 3                   | clean, history guidance 1.5              | DFoT                 |
+| schedule         | windows (pixel frames) | history shown to the model               | source               |
+|------------------|------------------------|------------------------------------------|----------------------|
+| w9o3-clean       | 9, 3 of history        | clean (sigma 0)                          | rolling default      |
+| w9o5-clean       | 9, 5 of history        | clean                                    | more context         |
+| w9o3-noise0.02   | 9, 3                   | at sigma 0.02, fresh noise every step    | SkyReels-V2 DF       |
+| w9o3-mult0.2     | 9, 3                   | at 0.2 x the window's current level      | Pusa's multiplier    |
+| w9o3-pyramid     | 9, 3                   | clean; new frames on a staircase (ar 2)  | diffusion forcing    |
+| w9o3-hg1.5       | 9, 3                   | clean, history guidance 1.5              | DFoT                 |
 
 The first image (rolling, loop) and the 3-frame prefix (extension: rolling with keyframes 0, 1, 2) are
 held clean, the VTA's own setting (``VTA + sigma 0`` in eval-toy).
@@ -54,13 +54,13 @@ class LongSchedule:
 
 
 LONG_SCHEDULES: dict[str, LongSchedule] = {
-    "w9-o3 clean": LongSchedule({"window": 9, "overlap": 3}),
-    "w9-o5 clean": LongSchedule({"window": 9, "overlap": 5}),
-    "w9-o3 noise 0.02": LongSchedule({"window": 9, "overlap": 3, "history_noise": 0.02}),
-    "w9-o3 mult 0.2": LongSchedule({"window": 9, "overlap": 3, "history_multiplier": 0.2}),
-    "w9-o3 pyramid": LongSchedule({"window": 9, "overlap": 3, "schedule": "pyramid",
+    "w9o3-clean": LongSchedule({"window": 9, "overlap": 3}),
+    "w9o5-clean": LongSchedule({"window": 9, "overlap": 5}),
+    "w9o3-noise0.02": LongSchedule({"window": 9, "overlap": 3, "history_noise": 0.02}),
+    "w9o3-mult0.2": LongSchedule({"window": 9, "overlap": 3, "history_multiplier": 0.2}),
+    "w9o3-pyramid": LongSchedule({"window": 9, "overlap": 3, "schedule": "pyramid",
                                    "schedule_params": {"ar_step": 2}}),
-    "w9-o3 HG 1.5": LongSchedule({"window": 9, "overlap": 3}, history_guidance=1.5),
+    "w9o3-hg1.5": LongSchedule({"window": 9, "overlap": 3}, history_guidance=1.5),
 }
 
 

@@ -4,9 +4,11 @@
 
 reads ``RUNS/base-model`` (the packed base), ``RUNS/vta-s<N>.safetensors`` (exported VTA LoRAs), each run's
 ``config.json`` and ``log.jsonl``, ``RUNS/stages.jsonl`` (commands and wall times), ``RUNS/gates`` and
-``RUNS/eval`` (eval-toy reports), and writes the shipped folder (see `pusa_fw_toy.shipped`) in one swap:
+``RUNS/eval`` (eval-toy reports), ``RUNS/long`` (the eval-toy ``--long`` report, when that stage ran), and
+writes the shipped folder (see `pusa_fw_toy.shipped`) in one swap:
 it is built beside the target and renamed over it, so a reader never sees half of it. With ``--docs`` the
-eval table and plot are copied there too (``toy_eval.md``, ``.json``, ``.png``) for the README.
+eval table and plot are copied there too (``toy_eval.md``, ``.json``, ``.png``) for the README, and the
+long-video report as ``toy_long_video.md``, ``.json``, ``.png``.
 
 No machine path is shipped: every path under RUNS in a command, config or report is written as
 ``$RUNS/...`` and every path in the repository relative to its root, so the manifest reads the same on any
@@ -109,6 +111,21 @@ def _carried_base(runs: Path, out: Path) -> dict[str, Any]:
     return carried
 
 
+def _long_video(runs: Path, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The long-video record: the recommended ``generate --task rolling`` arguments, gates and rows."""
+    report = json.loads((runs / "long" / "long_video.json").read_text())
+    return {
+        "command": stages["long"]["command"],
+        "wall_time_s": round(stages["long"]["wall_time_s"], 1),
+        "best_schedule": report["best_schedule"],
+        "generate_args": report["generate_args"],
+        "gates": report["gates"],
+        "settings": report["settings"],
+        "rows": [{key: row[key] for key in ("task", "frames", "schedule", "metrics", "seconds") if key in row}
+                 for row in report["rows"]],
+    }
+
+
 def _machine() -> dict[str, Any]:
     import torch
 
@@ -133,6 +150,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     for seed in seeds:
         training[f"vta-s{seed}"] = _training(runs / f"vta-s{seed}", stages[f"vta-s{seed}"])
         training[f"vta-s{seed}"]["exported"] = {"command": stages[f"vta-s{seed}-export"]["command"]}
+    extra = {"long_video": _long_video(runs, stages)} if "long" in stages else {}
     return portable({
         "format": "pusa-fw-toy-weights",
         "version": 1,
@@ -141,6 +159,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
         "training": training,
         "gates": {"command": stages["gates"]["command"], **gates},
         "vta_gates": {"command": stages["eval"]["command"], **vta_gates},
+        **extra,
         "files": {str(path.relative_to(out)): {"bytes": path.stat().st_size, "sha256": file_sha256(path)}
                   for path in files},
     }, runs)
@@ -174,6 +193,11 @@ def ship(runs: Path, out: Path, *, seeds: list[int], docs: Path | None = None) -
             atomic_write_bytes(docs / f"toy_eval.{suffix}", (runs / "eval" / f"eval_toy.{suffix}").read_bytes())
         report = portable(json.loads((runs / "eval" / "eval_toy.json").read_text()), runs)
         atomic_write_bytes(docs / "toy_eval.json", (json.dumps(report, indent=2) + "\n").encode())
+        if (runs / "long" / "long_video.json").is_file():
+            for suffix in ("md", "png"):
+                atomic_write_bytes(docs / f"toy_long_video.{suffix}", (runs / "long" / f"long_video.{suffix}").read_bytes())
+            report = portable(json.loads((runs / "long" / "long_video.json").read_text()), runs)
+            atomic_write_bytes(docs / "toy_long_video.json", (json.dumps(report, indent=2) + "\n").encode())
     return out
 
 

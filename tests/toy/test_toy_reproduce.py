@@ -15,12 +15,13 @@ from pusa_fw_toy.shipped import verify_shipped
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "plugins" / "pusa_fw_toy" / "recipes" / "reproduce.sh"
 TINY = {
-    "INIT_ARGS": "--dim 32 --layers 1 --heads 2",
+    "INIT_ARGS": "--dim 32 --layers 1 --heads 2 --walls bounce",
     "TRAIN_ARGS": "--max-steps 2 --set data.batch_size=2 --set validation.every=2 --set validation.num_samples=1 "
                   "--set checkpoint.every=1 --set logging.every=1 --set lora.rank=4 --set lora.alpha=4.0",
     "GATE_SEEDS": "2",
     "EVAL_SEEDS": "2",
     "EVAL_ARGS": "--steps 1",
+    "LONG_ARGS": "--seeds 2 --steps 1 --frames 17 --long-schedule w9o3-clean --long-schedule w9o3-mult0.2",
 }
 
 
@@ -54,7 +55,15 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert {("i2v", "VTA + noise 0.2"), ("t2v", "base")} <= {(row["task"], row["method"]) for row in rows}
     assert all(row["models"] == 2 for row in rows if row["method"].startswith("VTA"))
     assert (tmp_path / "docs" / "toy_eval.png").stat().st_size > 0
+    long_video = manifest["long_video"]
+    assert long_video["command"].startswith("pusa-fw eval-toy --long")
+    assert long_video["best_schedule"] in ("w9o3-clean", "w9o3-mult0.2")
+    assert long_video["generate_args"][:4] == ["--window", "9", "--overlap", "3"]
+    assert [gate["gate"] for gate in long_video["gates"]][-1] == "loop seam (px)"
+    assert {(row["task"], row["frames"]) for row in long_video["rows"]} >= {("rolling", 17), ("loop", 17)}
+    assert (tmp_path / "docs" / "toy_long_video.png").stat().st_size > 0
     shipped_text = (weights / "MANIFEST.json").read_text() + (tmp_path / "docs" / "toy_eval.json").read_text()
+    shipped_text += (tmp_path / "docs" / "toy_long_video.json").read_text()
     assert str(tmp_path) not in shipped_text and str(REPO) not in shipped_text  # no machine path is shipped
     assert "--output-dir $RUNS/base " in training["base"]["command"]
     assert training["base"]["config"]["model"]["path"] == "$RUNS/toy-init"

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch (base.toml,
-# from a Wan-initialised toy-init, docs/toy_training.md says why), two VTA LoRAs on it (training seeds 0
-# and 1), the quality gates, the eval-toy table, then the shipped folder and its MANIFEST.json.  Every
+# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch on the bounce
+# world (base.toml, from a Wan-initialised toy-init, docs/toy_training.md says why), two VTA LoRAs on it
+# (training seeds 0 and 1), the quality gates, the eval-toy table, the long-video evaluation (eval-toy
+# --long with the first VTA), then the shipped folder and its MANIFEST.json.  Every
 # stage is resumable: rerun the script after an interruption and finished stages are skipped, an
 # interrupted training run continues from its newest checkpoint in $RUNS.
 #
@@ -23,6 +24,7 @@ TRAIN_ARGS="${TRAIN_ARGS:-}"
 GATE_SEEDS="${GATE_SEEDS:-64}"
 EVAL_SEEDS="${EVAL_SEEDS:-128}"
 EVAL_ARGS="${EVAL_ARGS:-}"
+LONG_ARGS="${LONG_ARGS:-}"
 SHIP_TO="${SHIP_TO:-plugins/pusa_fw_toy/weights}"
 DOCS_TO="${DOCS_TO:-docs}"
 mkdir -p "$RUNS"
@@ -85,5 +87,9 @@ for seed in $VTA_SEEDS; do
 done
 # shellcheck disable=SC2086
 stage eval pusa_fw eval-toy --base "$RUNS/base-model" "${loras[@]}" --seeds "$EVAL_SEEDS" --out "$RUNS/eval" $EVAL_ARGS
+first_seed="${VTA_SEEDS%% *}"
+# shellcheck disable=SC2086
+stage long pusa_fw eval-toy --long --base "$RUNS/base-model" --lora "$RUNS/vta-s$first_seed.safetensors" \
+    --out "$RUNS/long" $LONG_ARGS
 # shellcheck disable=SC2086
 "$PYTHON" -m pusa_fw_toy.ship "$RUNS" "$SHIP_TO" --seeds $VTA_SEEDS --docs "$DOCS_TO"
