@@ -109,18 +109,20 @@ def _contacts(track: Track, world: WorldConfig) -> tuple[int, int]:
 
 
 def _direction_ok(track: Track, steps: range, world: WorldConfig) -> bool:
-    """Most of the readable steps in `steps` that keep their nose move the way it points."""
+    """Most of the readable steps in `steps` that keep their nose move the way it points (a segment whose
+    readable steps all turn, e.g. a last one-step segment at a wall, agrees; one with none readable does not)."""
     words = track.direction_words()
-    scored = agreeing = 0
+    readable = scored = agreeing = 0
     for frame in steps:
         before, after = words[frame - 1], words[frame]
+        readable += before is not None and after is not None
         if before is None or after is None or before != after:
             continue
         move = track.centres[frame] - track.centres[frame - 1]
         scored += 1
         along = float(move @ torch.tensor(DIRECTIONS[after], dtype=torch.float64))
         agreeing += along >= 0.25 * world.speed and along >= 0.5 * float(move.norm())
-    return scored > 0 and agreeing * 2 > scored
+    return agreeing * 2 > scored if scored else readable > 0
 
 
 def score_long_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, *,
