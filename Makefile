@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all test-comfyui demo bench bench-comfyui clean
+.PHONY: test test-all test-comfyui demo docs bench bench-comfyui clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,19 @@ bench-comfyui: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pusa_fw_toy.demo outputs
 
+# The documentation site (MkDocs + Material + mkdocstrings) into site/, strict: a broken link, a missing
+# page or API object, or a stale generated reference page fails the build.
+DOCS_STAMP := $(VENV)/.docs-installed
+$(DOCS_STAMP): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	$(PY) docs/gen_reference.py --check
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sampler.py
 
 clean:
-	rm -rf $(VENV) outputs
+	rm -rf $(VENV) outputs site

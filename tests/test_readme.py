@@ -25,7 +25,7 @@ def test_every_readme_python_block_runs(tmp_path: Path, monkeypatch: pytest.Monk
     import torch
 
     blocks = python_blocks(README.read_text(encoding="utf-8"))
-    assert len(blocks) >= 6, "the tour's blocks were not found"
+    assert len(blocks) >= 2, "the tour's blocks were not found"
     monkeypatch.chdir(tmp_path)  # blocks may write files (heatmaps, a tiny model)
     namespace: dict[str, object] = {"__name__": "readme"}
     threads = torch.get_num_threads()
