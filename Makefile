@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-all test-comfyui demo docs bench bench-comfyui clean
+.PHONY: test test-all test-comfyui demo docs docs-screenshots bench bench-comfyui clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,12 @@ $(DOCS_STAMP): $(STAMP)
 docs: $(DOCS_STAMP)
 	$(PY) docs/gen_reference.py --check
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
+# The built site in headless Chromium (Debian's chromium package): screenshots into docs/images, and a
+# failure on any console error. Needs `apt-get install chromium`; installs Playwright's Python client.
+docs-screenshots: docs
+	$(PY) -m pip install --quiet 'playwright>=1.50'
+	$(PY) docs/screenshot.py
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_sampler.py
