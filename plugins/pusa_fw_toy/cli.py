@@ -102,11 +102,14 @@ class ToyPackCommand:
         parser.add_argument("--init", type=Path, default=None,
                             help="the toy directory the run started from (default: the run's model.path)")
         parser.add_argument("--ema", action="store_true", help="use the EMA weights (ema.safetensors)")
+        parser.add_argument("--walls", choices=("none", "bounce"), default=None,
+                            help="write the model into this world instead of the run's (a curriculum stage: "
+                                 "trained without walls, trained on with them next)")
 
     def run(self, args: argparse.Namespace) -> int:
         from pusa_fw_toy.pack import pack_checkpoint
 
-        root = pack_checkpoint(args.checkpoint, args.out, init_dir=args.init, ema=args.ema)
+        root = pack_checkpoint(args.checkpoint, args.out, init_dir=args.init, ema=args.ema, walls=args.walls)
         sys.stdout.write(f"{root}\n")
         return 0
 

@@ -47,7 +47,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 
 def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
-                    init_dir: str | os.PathLike[str] | None = None, ema: bool = False) -> Path:
+                    init_dir: str | os.PathLike[str] | None = None, ema: bool = False,
+                    walls: str | None = None) -> Path:
     """Turn a full-training checkpoint into a toy model directory (for generate, eval-toy and VTA training).
 
     The codec, world and text encoder come from the toy directory the run started from (the training
@@ -55,10 +56,14 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     (``ema.safetensors`` with `ema`), or from its DCP shards (``dcp/``) when a full FSDP2 run wrote those.
 
     Args:
-        checkpoint: a checkpoint directory, or a run directory (its latest checkpoint is used).
+        checkpoint: a checkpoint directory, a run directory (its latest checkpoint is used), or a toy
+            model directory (its weights, e.g. to write them into another world with `walls`).
         out: the toy model directory to write (created; its parent must exist).
         init_dir: the toy directory the run started from, when the config does not name it.
         ema: use the EMA weights.
+        walls: None keeps the starting directory's world; ``"bounce"`` or ``"none"`` writes the model
+            into that world instead (a curriculum: weights trained without walls, to be trained on with
+            them next; ``"bounce"`` moves at `pusa_fw_toy.cli.BOUNCE_SPEED`).
 
     Returns:
         The written directory.
@@ -68,6 +73,14 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
     """
     import shutil
 
+    from pusa_fw_toy.model_dir import is_toy_dir
+
+    if is_toy_dir(checkpoint):  # a packed model directory: repack its weights (e.g. into another world)
+        if ema:
+            raise InputError(f"{str(checkpoint)!r} is a toy model directory, which holds one set of weights; "
+                             "drop --ema")
+        directory = Path(checkpoint).expanduser()
+        return _pack(directory, directory / DIT_WEIGHTS, out, init_dir or directory, ema, walls)
     source = resolve_checkpoint(checkpoint)
     weights = source / (DIT_EMA if ema else DIT_FULL)
     if (source / "dcp").is_dir():  # a full FSDP2 run on several ranks: its DCP shards, read whole here
@@ -78,14 +91,14 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
         try:
             weights = scratch / weights.name
             save_file(read_sharded_tensors(source, "ema" if ema else "model"), str(weights))
-            return _pack(source, weights, out, init_dir, ema)
+            return _pack(source, weights, out, init_dir, ema, walls)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return _pack(source, weights, out, init_dir, ema)
+    return _pack(source, weights, out, init_dir, ema, walls)
 
 
 def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None,
-          ema: bool) -> Path:
+          ema: bool, walls: str | None = None) -> Path:
     import shutil
 
     from pusa_fw.io.files import tensor_shapes
@@ -100,6 +113,13 @@ def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: st
             raise CheckpointError(f"{str(source / 'config.json')!r} does not name model.path; pass --init DIR") from error
     start = Path(str(init_dir)).expanduser()
     spec = read_spec(start)
+    if walls is not None:
+        from pusa_fw_toy.cli import BOUNCE_SPEED
+
+        world = {**spec.world.model_dump(), "walls": walls}
+        if walls == "bounce":
+            world["speed"] = BOUNCE_SPEED
+        spec = spec.model_copy(update={"world": type(spec.world)(**world)})
     expected = tensor_shapes(start / DIT_WEIGHTS)
     found = tensor_shapes(weights)
     if expected != found:

@@ -92,22 +92,37 @@ def _training(run: Path, stage: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _carried_base(runs: Path, out: Path) -> dict[str, Any]:
-    """The base's training record from the committed manifest that ``BASE_FROM=shipped`` started from,
-    once every base file is checked to be the one that manifest describes."""
+def _carried_base(runs: Path, out: Path, stages: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The base's training records carried from the committed manifest a run started from, once the
+    weights are checked to be the ones that manifest describes.
+
+    With ``BASE_FROM=shipped`` (no base stage ran) every base record is carried and every shipped base file
+    must be the committed one. With ``BASE1_FROM=shipped`` (only the bounce-world stage ``base2`` ran) the
+    committed base is stage 1: its record is carried as ``base``, and the weights ``base2`` started from
+    (``RUNS/base1-model``) must be its weights.
+    """
     path = runs / "base-manifest.json"
     if not path.is_file():
         raise InputError(f"{str(runs / 'stages.jsonl')!r} records no base stage and {str(path)!r} is missing; "
                          "rerun reproduce.sh (with BASE_FROM=shipped to start from the committed base)")
     previous = json.loads(path.read_text())
-    for name in BASE_FILES:
-        recorded = previous["files"].get(f"base/{name}", {}).get("sha256")
-        if recorded != file_sha256(out / "base" / name):
-            raise InputError(f"base/{name} is not the file {str(path)!r} describes; rerun the base stages "
-                             "(reproduce.sh without BASE_FROM)")
-    carried = {name: record for name, record in previous["training"].items() if name.startswith("base")}
+    if "base2" in stages:
+        recorded = previous["files"].get("base/diffusion_pytorch_model.safetensors", {}).get("sha256")
+        if recorded != file_sha256(runs / "base1-model" / "diffusion_pytorch_model.safetensors"):
+            raise InputError(f"{str(runs / 'base1-model')!r} does not hold the weights {str(path)!r} describes; "
+                             "rerun reproduce.sh with BASE1_FROM=shipped in a fresh RUNS")
+        carried = {"base": previous["training"]["base"]}
+        how = "the committed MANIFEST.json that BASE1_FROM=shipped started from (stage 1, without walls)"
+    else:
+        for name in BASE_FILES:
+            recorded = previous["files"].get(f"base/{name}", {}).get("sha256")
+            if recorded != file_sha256(out / "base" / name):
+                raise InputError(f"base/{name} is not the file {str(path)!r} describes; rerun the base stages "
+                                 "(reproduce.sh without BASE_FROM)")
+        carried = {name: record for name, record in previous["training"].items() if name.startswith("base")}
+        how = "the committed MANIFEST.json that BASE_FROM=shipped started from"
     for record in carried.values():
-        record["carried_from"] = "the committed MANIFEST.json that BASE_FROM=shipped started from"
+        record["carried_from"] = how
     return carried
 
 
@@ -140,7 +155,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     gates = json.loads((runs / "gates" / "eval_toy.json").read_text())["gates"]
     vta_gates = json.loads((runs / "eval" / "eval_toy.json").read_text()).get("vta_gates", {})
     files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
-    training = _carried_base(runs, out) if "base" not in stages else {}
+    training = _carried_base(runs, out, stages) if "base" not in stages else {}
     for name in (name for name in ("base", "base2") if name in stages):  # base2: a continuation stage
         training[name] = _training(runs / name, stages[name])
         training[name]["packed"] = {"command": stages[f"{name}-pack"]["command"], "weights": "EMA"}
@@ -154,7 +169,8 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     return portable({
         "format": "pusa-fw-toy-weights",
         "version": 1,
-        "how": "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml, then vta.toml per training seed)",
+        "how": "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml without walls, base-continue.toml in the "
+               "bounce world, then vta.toml per training seed)",
         "machine": _machine(),
         "training": training,
         "gates": {"command": stages["gates"]["command"], **gates},

@@ -103,3 +103,18 @@ def test_a_model_without_walls_is_refused(tmp_path: Path, capsys: pytest.Capture
     (base / "toy.json").write_text(json.dumps(spec))
     code = main(["eval-toy", "--long", "--base", str(base), "--lora", str(shipped_lora(0)), "--out", str(tmp_path)])
     assert code != 0 and "needs a bounce-world model" in capsys.readouterr().err
+
+
+def test_the_readme_long_video_command_uses_the_manifest_arguments() -> None:
+    import shlex
+
+    from pusa_fw_toy.shipped import read_manifest
+
+    args = read_manifest()["long_video"]["generate_args"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Long videos", 1)[1].split("\n## ", 1)[0]
+    command = section.split("```\n", 2)[1].replace("\\\n", " ")
+    words = shlex.split(command)
+    assert words[:3] == ["pusa-fw", "generate", "--model"] and "rolling" in words
+    start = words.index(args[0])
+    assert words[start:start + len(args)] == args, "the README runs exactly the recommended settings"

@@ -15,7 +15,7 @@ from pusa_fw_toy.shipped import verify_shipped
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "plugins" / "pusa_fw_toy" / "recipes" / "reproduce.sh"
 TINY = {
-    "INIT_ARGS": "--dim 32 --layers 1 --heads 2 --walls bounce",
+    "INIT_ARGS": "--dim 32 --layers 1 --heads 2",
     "TRAIN_ARGS": "--max-steps 2 --set data.batch_size=2 --set validation.every=2 --set validation.num_samples=1 "
                   "--set checkpoint.every=1 --set logging.every=1 --set lora.rank=4 --set lora.alpha=4.0",
     "GATE_SEEDS": "2",
@@ -67,6 +67,9 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert str(tmp_path) not in shipped_text and str(REPO) not in shipped_text  # no machine path is shipped
     assert "--output-dir $RUNS/base " in training["base"]["command"]
     assert training["base"]["config"]["model"]["path"] == "$RUNS/toy-init"
+    assert training["base2"]["config"]["model"]["path"] == "$RUNS/base1-model"
+    assert json.loads((tmp_path / "runs" / "toy-init" / "toy.json").read_text())["world"]["walls"] == "none"
+    assert json.loads((weights / "base" / "toy.json").read_text())["world"]["walls"] == "bounce"
 
     stages = (tmp_path / "runs" / "stages.jsonl").read_text()
     again = _run(tmp_path)
@@ -85,6 +88,17 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert carried["training"]["base"]["command"] == training["base"]["command"]
     assert "carried_from" in carried["training"]["base"] and "vta-s0" in carried["training"]
     assert carried["training"]["vta-s0"]["train_time_s"] > 0
+    assert carried["training"]["base2"]["command"] == training["base2"]["command"], "both base stages carried"
+
+    # the curriculum's first stage from the committed base: only the bounce-world stage and what follows train
+    staged = _run(tmp_path, "base1-runs", BASE1_FROM="shipped", VTA_SEEDS="0")
+    assert staged.returncode == 0, staged.stderr[-3000:]
+    assert not (tmp_path / "base1-runs" / "base").exists() and (tmp_path / "base1-runs" / "base2").is_dir()
+    world = json.loads((tmp_path / "base1-runs" / "base1-model" / "toy.json").read_text())["world"]
+    assert world["walls"] == "bounce"
+    restaged = verify_shipped(weights)["training"]
+    assert "carried_from" in restaged["base"] and "carried_from" not in restaged["base2"]
+    assert restaged["base2"]["steps"] == 2 and restaged["base2"]["config"]["model"]["path"] == "$RUNS/base1-model"
 
 
 def test_ship_without_runs_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:

@@ -32,6 +32,18 @@ def test_toy_recipes_train_base_then_vta(tmp_path: Path, capsys: pytest.CaptureF
     log = [json.loads(line) for line in (base / "log.jsonl").read_text().splitlines()]
     assert any("loss" in record for record in log)
     assert main(["toy-pack", str(base), "--ema", "--out", str(packed)]) == 0
+    # a curriculum stage: the same weights packed into the bounce world, then trained on there
+    bounced = tmp_path / "base-bounce"
+    assert main(["toy-pack", str(base), "--ema", "--out", str(bounced), "--walls", "bounce"]) == 0
+    world = json.loads((bounced / "toy.json").read_text())["world"]
+    assert world["walls"] == "bounce" and world["speed"] == 1.0
+    assert (bounced / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        (packed / "diffusion_pytorch_model.safetensors").read_bytes()
+    assert json.loads((packed / "toy.json").read_text())["world"]["walls"] == "none"
+    status = main(["train", "--config", str(RECIPES / "base-continue.toml"), "--output-dir", str(tmp_path / "base2"),
+                   "--max-steps", "1", "--set", f"model.path={bounced}", "--set", f"data.options.model_dir={bounced}",
+                   *SMALL])
+    assert status == 0, capsys.readouterr().err
     status = main(["train", "--config", str(RECIPES / "vta.toml"), "--output-dir", str(vta), "--max-steps", "2",
                    "--set", f"model.path={packed}", "--set", f"data.options.model_dir={packed}",
                    "--set", "lora.rank=4", "--set", "lora.alpha=4.0", *SMALL])
