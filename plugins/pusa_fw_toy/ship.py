@@ -169,8 +169,9 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     return portable({
         "format": "pusa-fw-toy-weights",
         "version": 1,
-        "how": "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml without walls, base-continue.toml in the "
-               "bounce world, then vta.toml per training seed)",
+        "how": ("plugins/pusa_fw_toy/recipes/reproduce.sh WALLS=bounce (base.toml without walls, base-continue.toml "
+                "in the bounce world, then vta.toml per training seed)" if "base2" in training else
+                "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml, then vta.toml per training seed)"),
         "machine": _machine(),
         "training": training,
         "gates": {"command": stages["gates"]["command"], **gates},

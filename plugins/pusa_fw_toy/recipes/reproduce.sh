@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base in two stages, first trained from
-# scratch in the world without walls (base.toml, from a Wan-initialised toy-init), then continued in the
-# bounce world (base-continue.toml: the curriculum docs/toy_training.md section 7 chose), two VTA LoRAs on it
-# (training seeds 0 and 1), the quality gates, the eval-toy table, the long-video evaluation (eval-toy
-# --long with the first VTA), then the shipped folder and its MANIFEST.json.  Every
+# Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch in the world
+# without walls (base.toml, from a Wan-initialised toy-init), two VTA LoRAs on it (training seeds 0 and 1),
+# the quality gates, the eval-toy table, then the shipped folder and its MANIFEST.json.
+# WALLS=bounce runs the bounce-world curriculum instead (docs/toy_training.md section 7, not shipped yet):
+# the same first stage packed into the bounce world, continued there (base-continue.toml), the VTA stages,
+# and the long-video evaluation (eval-toy --long with the first VTA) before shipping.  Every
 # stage is resumable: rerun the script after an interruption and finished stages are skipped, an
 # interrupted training run continues from its newest checkpoint in $RUNS.
 #
@@ -13,8 +14,8 @@
 # Keep $RUNS on a disk that outlives the session (e.g. $HOME/pusa-runs): it is the only copy of a run in
 # progress.  BASE_FROM=shipped skips the base stages and starts the VTA stages from the base committed in
 # $SHIP_TO/base (its own training record is carried over from $SHIP_TO/MANIFEST.json by ship).
-# BASE1_FROM=shipped takes a committed wall-less base as the first stage (its record carried, its weights
-# checked against that manifest) and trains only the bounce-world stage and what follows.  The variables below shrink
+# BASE1_FROM=shipped (implies WALLS=bounce) takes a committed wall-less base as the first stage (its record
+# carried, its weights checked against that manifest) and trains only the bounce-world stage and what follows.  The variables below shrink
 # the whole pipeline for a test (tests/toy/test_toy_reproduce.py); their defaults made the shipped files.
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -27,10 +28,12 @@ TRAIN_ARGS="${TRAIN_ARGS:-}"
 GATE_SEEDS="${GATE_SEEDS:-64}"
 EVAL_SEEDS="${EVAL_SEEDS:-128}"
 EVAL_ARGS="${EVAL_ARGS:-}"
-LONG_ARGS="${LONG_ARGS:-}"
+LONG_ARGS="${LONG_ARGS:---steps 10}"
 SHIP_TO="${SHIP_TO:-plugins/pusa_fw_toy/weights}"
 DOCS_TO="${DOCS_TO:-docs}"
 mkdir -p "$RUNS"
+WALLS="${WALLS:-none}"
+[ "${BASE1_FROM:-}" = shipped ] && WALLS=bounce
 
 pusa_fw() { "$PYTHON" -m pusa_fw "$@"; }
 
@@ -71,7 +74,7 @@ if [ "${BASE_FROM:-}" = shipped ]; then   # restart from the committed base: its
         cp "$SHIP_TO/MANIFEST.json" "$RUNS/base-manifest.json"
         cp -r "$SHIP_TO/base" "$RUNS/base-model.partial" && mv "$RUNS/base-model.partial" "$RUNS/base-model"
     fi
-else
+elif [ "$WALLS" = bounce ]; then
     if [ "${BASE1_FROM:-}" = shipped ]; then   # the committed wall-less base is stage 1: its record comes along
         if [ ! -e "$RUNS/base1-model" ]; then
             cp "$SHIP_TO/MANIFEST.json" "$RUNS/base-manifest.json"
@@ -87,6 +90,12 @@ else
     stage base2 train "$RUNS/base2" --config "$RECIPES/base-continue.toml" \
         --set model.path="$RUNS/base1-model" --set data.options.model_dir="$RUNS/base1-model"
     stage base2-pack pusa_fw toy-pack "$RUNS/base2" --ema --out "$RUNS/base-model"
+else
+    # shellcheck disable=SC2086
+    [ -e "$RUNS/toy-init" ] || pusa_fw toy-init "$RUNS/toy-init" $INIT_ARGS
+    stage base train "$RUNS/base" --config "$RECIPES/base.toml" \
+        --set model.path="$RUNS/toy-init" --set data.options.model_dir="$RUNS/toy-init"
+    stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base-model"
 fi
 # shellcheck disable=SC2086
 stage gates pusa_fw eval-toy --base "$RUNS/base-model" --task t2v --seeds "$GATE_SEEDS" --out "$RUNS/gates" $EVAL_ARGS
@@ -100,9 +109,11 @@ for seed in $VTA_SEEDS; do
 done
 # shellcheck disable=SC2086
 stage eval pusa_fw eval-toy --base "$RUNS/base-model" "${loras[@]}" --seeds "$EVAL_SEEDS" --out "$RUNS/eval" $EVAL_ARGS
-first_seed="${VTA_SEEDS%% *}"
-# shellcheck disable=SC2086
-stage long pusa_fw eval-toy --long --base "$RUNS/base-model" --lora "$RUNS/vta-s$first_seed.safetensors" \
-    --out "$RUNS/long" $LONG_ARGS
+if [ "$WALLS" = bounce ]; then   # long videos need a model that knows the walls
+    first_seed="${VTA_SEEDS%% *}"
+    # shellcheck disable=SC2086
+    stage long pusa_fw eval-toy --long --base "$RUNS/base-model" --lora "$RUNS/vta-s$first_seed.safetensors" \
+        --out "$RUNS/long" $LONG_ARGS
+fi
 # shellcheck disable=SC2086
 "$PYTHON" -m pusa_fw_toy.ship "$RUNS" "$SHIP_TO" --seeds $VTA_SEEDS --docs "$DOCS_TO"
