@@ -166,9 +166,10 @@ class EvalToyCommand:
             return _run_long(args, show)
         if args.long_schedules or args.lengths:
             raise InputError("--long-schedule and --frames go with --long; add --long or drop them")
-        values = {"base": args.base, "loras": args.loras, "num_seeds": args.seeds or 128, "steps": args.steps,
+        values = {"base": args.base, "loras": args.loras, "steps": args.steps,
+                  "num_seeds": 128 if args.seeds is None else args.seeds,
                   "shift": args.shift, "cfg": args.cfg, "sampler": args.sampler,
-                  "batch_size": args.batch_size or 32,
+                  "batch_size": 32 if args.batch_size is None else args.batch_size,
                   "cache": args.cache, "cache_params": _json_object(args.cache_params, "--cache-params")}
         if args.tasks:
             values["tasks"] = args.tasks
@@ -193,8 +194,8 @@ def _run_long(args: argparse.Namespace, show: bool) -> int:
     if args.cfg != 1.0 or args.sampler != "euler" or args.cache != "none":
         raise InputError("--long samples with euler, no cache and cfg 1, as the gates were set; drop --cfg, "
                          "--sampler and --cache")
-    values = {"base": args.base, "lora": args.loras[0], "num_seeds": args.seeds or 64, "steps": args.steps,
-              "shift": args.shift, "batch_size": args.batch_size or 64}
+    values = {"base": args.base, "lora": args.loras[0], "num_seeds": 64 if args.seeds is None else args.seeds,
+              "steps": args.steps, "shift": args.shift, "batch_size": 64 if args.batch_size is None else args.batch_size}
     for key, value in (("schedules", args.long_schedules), ("lengths", args.lengths), ("tasks", args.tasks)):
         if value:
             values[key] = value
