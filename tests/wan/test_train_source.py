@@ -76,7 +76,7 @@ def test_sources_by_name_factory_path_and_errors(tmp_path):
         open_source("no_such_module:factory", {})
 
 
-def test_readme_train_run_file_is_a_valid_config():
+def test_the_train_guides_run_file_is_a_valid_config():
     import re
     from pathlib import Path
 
@@ -84,8 +84,7 @@ def test_readme_train_run_file_is_a_valid_config():
 
     from pusa_fw_train.config import validate_train_config
 
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
-    section = readme[readme.index("### Train") :]
-    run_file = re.search(r"```toml\n(.*?)```", section, re.DOTALL).group(1)
+    guide = (Path(__file__).resolve().parents[2] / "docs" / "how-to" / "train.md").read_text(encoding="utf-8")
+    run_file = re.search(r"```toml\n(.*?)```", guide, re.DOTALL).group(1)
     config = validate_train_config(tomllib.loads(run_file))
     assert config.ptss.p_async == 0.5 and config.optimizer.schedule == "cosine" and config.mode == "lora"
