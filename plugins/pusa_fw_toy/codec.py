@@ -9,6 +9,13 @@ bit. Two frame layouts:
 - ``first_frame_alone=True``: Wan's layout, latent 0 is frame 0 (repeated `stride` times to fill the
   channels; decoding takes the first copy) and latent k >= 1 stacks frames s*k-s+1 .. s*k.
 
+With ``position_ramps=True`` the codec appends two channels that say where each cell is: its x and its
+y, each a ramp from -1 (first cell) to 1 (last cell), the same in every frame; decoding drops them. Wan's
+DiT sees positions only through RoPE, which is relative: on a black background a token cannot tell
+the edge of the frame from its middle, and a world with walls needs exactly that. A real VAE leaks
+the frame edge into its latents through its convolutions' zero padding; these two channels give the toy
+the same knowledge, explicitly. Everything else stays lossless.
+
 The codec declares its `LatentGeometry`, so tasks, the pipeline and the trainer size everything from it.
 """
 
@@ -24,7 +31,23 @@ from torch import nn
 from pusa_fw.errors import InputError
 from pusa_fw.geometry import LatentGeometry
 
-__all__ = ["ToyCodec", "ToyCodecConfig"]
+__all__ = ["POSITION_CHANNELS", "ToyCodec", "ToyCodecConfig", "position_ramps"]
+
+POSITION_CHANNELS = 2
+"""Channels `ToyCodecConfig.position_ramps` appends (x, then y)."""
+
+
+def position_ramps(height: int, width: int) -> torch.Tensor:
+    """`[2, height, width]` float32: channel 0 each cell's x, channel 1 its y, ramps from -1 to 1.
+
+    A side of one cell has the value 0.
+    """
+    def ramp(cells: int) -> torch.Tensor:
+        return torch.linspace(-1.0, 1.0, cells) if cells > 1 else torch.zeros(1)
+
+    x = ramp(width)[None, :].expand(height, width)
+    y = ramp(height)[:, None].expand(height, width)
+    return torch.stack([x, y])
 
 
 class ToyCodecConfig(BaseModel):
@@ -35,6 +58,8 @@ class ToyCodecConfig(BaseModel):
         temporal_stride: pixel frames per latent frame.
         first_frame_alone: Wan's layout (frame 0 has its own latent) instead of plain groups.
         patch_size: latent cells per DiT token side (declared in the geometry).
+        position_ramps: append two channels holding each cell's x and y in [-1, 1] (see the module
+            docstring); decoding drops them.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -43,11 +68,17 @@ class ToyCodecConfig(BaseModel):
     temporal_stride: int = Field(1, ge=1, description="pixel frames per latent frame")
     first_frame_alone: bool = Field(False, description="frame 0 has its own latent (Wan's layout)")
     patch_size: int = Field(2, ge=1, description="latent cells per token side of the paired DiT")
+    position_ramps: bool = Field(False, description="two extra channels with each cell's x and y in [-1, 1]")
+
+    @property
+    def pixel_channels(self) -> int:
+        """Channels that hold pixels: 3 colours x stride x factor^2."""
+        return 3 * self.temporal_stride * self.factor**2
 
     @property
     def channels(self) -> int:
-        """Latent channels: 3 colours x stride x factor^2."""
-        return 3 * self.temporal_stride * self.factor**2
+        """Latent channels: the pixel channels, plus 2 with `position_ramps`."""
+        return self.pixel_channels + (POSITION_CHANNELS if self.position_ramps else 0)
 
     def geometry(self) -> LatentGeometry:
         """The `LatentGeometry` this layout implements."""
@@ -105,8 +136,13 @@ class ToyCodec(nn.Module):
         stride = self.config.temporal_stride
         if self.config.first_frame_alone:
             video = torch.cat([video[:, :, :1].expand(-1, -1, stride, -1, -1), video[:, :, 1:]], dim=2)
-        return rearrange(video, "b c (f s) (h p) (w q) -> b (s c p q) f h w", s=stride, p=self.config.factor,
-                         q=self.config.factor).contiguous()
+        latents = rearrange(video, "b c (f s) (h p) (w q) -> b (s c p q) f h w", s=stride, p=self.config.factor,
+                            q=self.config.factor)
+        if self.config.position_ramps:
+            batch, _, frames, height, width = latents.shape
+            ramps = position_ramps(height, width).to(latents.device)
+            latents = torch.cat([latents, ramps[None, :, None].expand(batch, -1, frames, -1, -1)], dim=1)
+        return latents.contiguous()
 
     def encode_image(self, image: torch.Tensor, **kwargs: Any) -> torch.Tensor:
         """Encode images as still clips of the geometry's shortest length: `[B, 3, H, W]` -> `[B, C, 1, h, w]`."""
@@ -131,6 +167,7 @@ class ToyCodec(nn.Module):
                 f"latents must be [B, {self.config.channels}, F, h, w] for this codec, got {tuple(latents.shape)}"
             )
         stride = self.config.temporal_stride
+        latents = latents[:, :self.config.pixel_channels]  # position ramps, if any, carry no pixels
         video = rearrange(latents.to(self.device, torch.float32), "b (s c p q) f h w -> b c (f s) (h p) (w q)",
                           s=stride, p=self.config.factor, q=self.config.factor)
         if self.config.first_frame_alone:
