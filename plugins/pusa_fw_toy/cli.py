@@ -51,6 +51,9 @@ class ToyInitCommand:
                             help="the world's walls: 'none' (the square crosses 8 px over the clip and never "
                                  "reaches an edge) or 'bounce' (it moves 1 px per frame and folds back off "
                                  "the edges, so clips of any length stay inside; default: none)")
+        parser.add_argument("--position-ramps", action="store_true",
+                            help="two more latent channels that hold each cell's x and y, so that the DiT "
+                                 "(positions through RoPE only, which is relative) can tell where the walls are")
         parser.add_argument("--random", action="store_true",
                             help="random non-zero values everywhere (tests) instead of the default init")
 
@@ -69,7 +72,7 @@ class ToyInitCommand:
             )
         try:
             codec = ToyCodecConfig(temporal_stride=args.temporal_stride, first_frame_alone=args.wan_layout,
-                                   patch_size=args.patch)
+                                   patch_size=args.patch, position_ramps=args.position_ramps)
             speed = BOUNCE_SPEED if args.walls == "bounce" else 8.0 / (frames - 1)
             world = WorldConfig(num_frames=frames, speed=speed, walls=args.walls)
         except ValidationError as error:
@@ -105,11 +108,18 @@ class ToyPackCommand:
         parser.add_argument("--walls", choices=("none", "bounce"), default=None,
                             help="write the model into this world instead of the run's (a curriculum stage: "
                                  "trained without walls, trained on with them next)")
+        parser.add_argument("--position-ramps", action="store_true",
+                            help="give the codec its two position channels (each cell's x and y) and widen the "
+                                 "DiT with zero weights for them; the model's videos are unchanged until trained on")
+        parser.add_argument("--add-blocks", type=int, default=0,
+                            help="append this many DiT blocks that start as the identity (zero residual outputs); "
+                                 "the model's videos are unchanged until trained on (default: 0)")
 
     def run(self, args: argparse.Namespace) -> int:
         from pusa_fw_toy.pack import pack_checkpoint
 
-        root = pack_checkpoint(args.checkpoint, args.out, init_dir=args.init, ema=args.ema, walls=args.walls)
+        root = pack_checkpoint(args.checkpoint, args.out, init_dir=args.init, ema=args.ema, walls=args.walls,
+                               position_ramps=args.position_ramps, add_blocks=args.add_blocks)
         sys.stdout.write(f"{root}\n")
         return 0
 

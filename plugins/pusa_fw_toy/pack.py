@@ -48,7 +48,7 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
 
 def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str], *,
                     init_dir: str | os.PathLike[str] | None = None, ema: bool = False,
-                    walls: str | None = None) -> Path:
+                    walls: str | None = None, position_ramps: bool = False, add_blocks: int = 0) -> Path:
     """Turn a full-training checkpoint into a toy model directory (for generate, eval-toy and VTA training).
 
     The codec, world and text encoder come from the toy directory the run started from (the training
@@ -64,6 +64,11 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
         walls: None keeps the starting directory's world; ``"bounce"`` or ``"none"`` writes the model
             into that world instead (a curriculum: weights trained without walls, to be trained on with
             them next; ``"bounce"`` moves at `pusa_fw_toy.cli.BOUNCE_SPEED`).
+        position_ramps: give a model without them the codec's position channels
+            (`pusa_fw_toy.codec.ToyCodecConfig.position_ramps`), widening its DiT with zero weights
+            (`pusa_fw_toy.widen.widen_channels`: the same video until trained on). False keeps the codec.
+        add_blocks: append this many identity blocks to the DiT (`pusa_fw_toy.deepen.add_blocks`: the
+            same videos until trained on), for a curriculum stage that needs more capacity.
 
     Returns:
         The written directory.
@@ -80,7 +85,8 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
             raise InputError(f"{str(checkpoint)!r} is a toy model directory, which holds one set of weights; "
                              "drop --ema")
         directory = Path(checkpoint).expanduser()
-        return _pack(directory, directory / DIT_WEIGHTS, out, init_dir or directory, ema, walls)
+        return _pack(directory, directory / DIT_WEIGHTS, out, init_dir or directory, ema, walls, position_ramps,
+                     add_blocks)
     source = resolve_checkpoint(checkpoint)
     weights = source / (DIT_EMA if ema else DIT_FULL)
     if (source / "dcp").is_dir():  # a full FSDP2 run on several ranks: its DCP shards, read whole here
@@ -91,14 +97,14 @@ def pack_checkpoint(checkpoint: str | os.PathLike[str], out: str | os.PathLike[s
         try:
             weights = scratch / weights.name
             save_file(read_sharded_tensors(source, "ema" if ema else "model"), str(weights))
-            return _pack(source, weights, out, init_dir, ema, walls)
+            return _pack(source, weights, out, init_dir, ema, walls, position_ramps, add_blocks)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-    return _pack(source, weights, out, init_dir, ema, walls)
+    return _pack(source, weights, out, init_dir, ema, walls, position_ramps, add_blocks)
 
 
 def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: str | os.PathLike[str] | None,
-          ema: bool, walls: str | None = None) -> Path:
+          ema: bool, walls: str | None = None, position_ramps: bool = False, add_blocks: int = 0) -> Path:
     import shutil
 
     from pusa_fw.io.files import tensor_shapes
@@ -131,11 +137,40 @@ def _pack(source: Path, weights: Path, out: str | os.PathLike[str], init_dir: st
     root = Path(out).expanduser()
     if not root.parent.is_dir():
         raise InputError(f"cannot create {str(root)!r}: {str(root.parent)!r} does not exist; create it first")
+    if add_blocks < 0:
+        raise InputError(f"--add-blocks {add_blocks} is negative; pass 0 (keep the DiT) or more")
+    widen = position_ramps and not spec.codec.position_ramps
     root.mkdir(exist_ok=True)
+    dit_config = (start / "config.json").read_bytes()
     with atomic_path(root / DIT_WEIGHTS) as temp:
-        shutil.copyfile(weights, temp)
+        if widen or add_blocks:
+            dit_config = _reshape(weights, temp, dit_config, widen, add_blocks)
+            if widen:
+                spec = spec.model_copy(update={"codec": spec.codec.model_copy(update={"position_ramps": True})})
+        else:
+            shutil.copyfile(weights, temp)
     with atomic_path(root / spec.text_encoder) as temp:
         shutil.copyfile(start / spec.text_encoder, temp)
-    atomic_write_bytes(root / "config.json", (start / "config.json").read_bytes())
+    atomic_write_bytes(root / "config.json", dit_config)
     atomic_write_bytes(root / TOY_MANIFEST, spec.model_dump_json(indent=2).encode())
     return root
+
+
+def _reshape(weights: Path, out: Path, dit_config: bytes, widen: bool, added_blocks: int) -> bytes:
+    """Write `weights` widened by the position channels and/or deepened to `out`; return the fitting config."""
+    from safetensors.torch import load_file, save_file
+
+    from pusa_fw_toy.codec import POSITION_CHANNELS
+    from pusa_fw_toy.deepen import add_blocks
+    from pusa_fw_toy.widen import widen_channels
+
+    tensors = load_file(str(weights))
+    config = json.loads(dit_config)
+    if widen:
+        tensors = widen_channels(tensors, POSITION_CHANNELS)
+        config["in_dim"] += POSITION_CHANNELS
+        config["out_dim"] += POSITION_CHANNELS
+    if added_blocks:
+        tensors, config["num_layers"] = add_blocks(tensors, added_blocks)
+    save_file(tensors, str(out))
+    return (json.dumps(config, indent=2) + "\n").encode()
