@@ -19,7 +19,9 @@ In a world with ``walls="bounce"`` the fit, speed and direction are taken on the
 the nose pointed at), so a square that bounces by the world's law is one straight constant-speed path
 in its first heading, and a turn away from a wall, or a bounce the nose does not show, leaves a
 residual in ``fit_px``; ``direction_ok`` then compares with the clip's first direction (truth) or the
-first heading the video shows. Centroid errors are always against the true (folded) centres.
+heading most frames show once unfolded (`pusa_fw_toy.walls.unfold_words`: each word after a turn at a wall
+read back into the first heading's frame). On a clip without contacts that is exactly the wall-less
+reference, the heading most frames show. Centroid errors are always against the true (folded) centres.
 
 Frames the tracker cannot read are left out of the error means (``valid`` reports them); a video with
 fewer than three valid frames has no fit and no direction.
@@ -28,17 +30,19 @@ fewer than three valid frames has no fit and no direction.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from pusa_fw_toy.tracker import Track, track_video
-from pusa_fw_toy.walls import unfold_centres, wall_limits
+from pusa_fw_toy.walls import unfold_centres, unfold_words, wall_limits
 from pusa_fw_toy.world import DIRECTIONS, WorldClip, WorldConfig
 
 __all__ = [
-    "PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video", "shown_heading", "unfolded_track",
+    "PSNR_CAP", "fit_motion", "motion_direction", "psnr", "score_video", "shown_heading", "unfolded_heading",
+    "unfolded_track",
 ]
 
 PSNR_CAP = 100.0
@@ -97,9 +101,11 @@ def unfolded_track(track: Track, world: WorldConfig) -> Track:
     return Track(centres=centres, headings=track.headings, valid=track.valid, mass=track.mass)
 
 
-def _first_heading(track: Track) -> str | None:
-    """The direction word of the first readable frame (None when none is)."""
-    return next((word for word in track.direction_words() if word is not None), None)
+def unfolded_heading(track: Track) -> str | None:
+    """The word most valid frames show once unfolded off the walls (None when no frame is valid; a tie goes
+    to the word shown first)."""
+    counted = Counter(word for word in unfold_words(track.direction_words()) if word is not None)
+    return counted.most_common(1)[0][0] if counted else None
 
 
 def score_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, given: Sequence[int], *,
@@ -134,7 +140,7 @@ def score_video(video: torch.Tensor, clip: WorldClip, world: WorldConfig, given:
     if reference == "truth":
         wanted = clip.direction
     else:
-        wanted = shown_heading(track) if world.walls == "none" else _first_heading(track)
+        wanted = shown_heading(track) if world.walls == "none" else unfolded_heading(track)
     return {
         "valid": float(track.valid.to(torch.float64).mean()),
         "error_after_px": _mean(errors[after_frames]) if given_set and after_frames else float("nan"),

@@ -10,7 +10,7 @@ then folds at once. Axes fold independently, so a diagonal heading that reaches 
 The world allows at most one fold per axis per frame (``speed <= size - square``), so every frame is
 one straight move, or one move in and one move out of a wall, and the distance travelled is ``speed``.
 
-`unfold_centres` undoes the folds of a tracked path: every time the nose turns around on an axis, the
+`unfold_centres` undoes the folds of a tracked path (and `unfold_words` of its nose words): every time the nose turns around on an axis, the
 later positions on that axis are mirrored about the wall the nose pointed at, so a clean bounce clip
 becomes a straight constant-speed path again (its first heading) that the straight-line fit of
 `pusa_fw_toy.metrics` can score.
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["bounce_path", "fold_step", "unfold_centres", "wall_limits"]
+__all__ = ["bounce_path", "fold_step", "unfold_centres", "unfold_words", "wall_limits"]
 
 
 def wall_limits(size: int, square: float) -> tuple[float, float]:
@@ -115,4 +115,37 @@ def unfold_centres(centres: torch.Tensor, words: Sequence[str | None], low: floa
             unfolded[frame, axis] = sign[axis] * unfolded[frame, axis] + offset[axis]
         if word is not None:
             previous = word
+    return unfolded
+
+
+_OPPOSITE = {"right": "left", "left": "right", "down": "up", "up": "down"}
+
+
+def unfold_words(words: Sequence[str | None]) -> list[str | None]:
+    """The nose words of a tracked path read in its unfolded frame (the one `unfold_centres` makes).
+
+    A turn to the opposite word between consecutive readable frames mirrors that axis from then on (as in
+    `unfold_centres`), so every later word on a mirrored axis reads as its opposite: a clean bounce clip
+    shows its first heading in every frame, and a nose that points another way than the clip's law stays
+    visible as another word.
+
+    Args:
+        words: per frame, the direction word the nose shows, or None.
+
+    Returns:
+        Per frame, the unfolded word (None where the input is).
+    """
+    mirrored = [False, False]
+    unfolded: list[str | None] = []
+    previous: str | None = None
+    for word in words:
+        if word is not None and previous is not None and (previous, word) in _FLIPS:
+            axis = _FLIPS[(previous, word)]
+            mirrored[axis] = not mirrored[axis]
+        if word is None:
+            unfolded.append(None)
+            continue
+        axis = 0 if word in ("right", "left") else 1
+        unfolded.append(_OPPOSITE[word] if mirrored[axis] else word)
+        previous = word
     return unfolded

@@ -12,9 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pusa_fw_toy.metrics import score_video
+from pusa_fw_toy.metrics import score_video, shown_heading, unfolded_heading
 from pusa_fw_toy.tracker import coverage_maps, track_video
-from pusa_fw_toy.walls import bounce_path, fold_step, unfold_centres, wall_limits
+from pusa_fw_toy.walls import bounce_path, fold_step, unfold_centres, unfold_words, wall_limits
 from pusa_fw_toy.world import DIRECTIONS, WorldConfig, render_clip, render_headed
 
 SEEDS = st.integers(min_value=0, max_value=2**40)
@@ -194,6 +194,58 @@ def test_unfold_mirrors_about_the_wall_the_nose_pointed_at() -> None:
     unfolded = unfold_centres(centres, ["right", "right", "left", None], 2.5, 10.5)
     assert unfolded[:, 0].tolist() == [9.0, 10.0, 11.5, 12.5]
     assert unfolded[:, 1].tolist() == [3.0] * 4
+
+
+@given(world=BOUNCE_WORLDS, seed=SEEDS)
+def test_a_true_bounce_clip_shows_its_first_heading_in_every_unfolded_frame(world: WorldConfig, seed: int) -> None:
+    clip = render_clip(world, seed)
+    assert unfold_words(list(clip.directions)) == [clip.direction] * world.num_frames
+
+
+WORDS = st.lists(st.sampled_from(["right", "left", "up", "down", None]), min_size=1, max_size=30)
+
+
+@given(words=WORDS)
+def test_unfolding_changes_no_word_of_a_path_without_a_turn_back(words: list) -> None:
+    readable = [word for word in words if word is not None]
+    turns = {("right", "left"), ("left", "right"), ("up", "down"), ("down", "up")}
+    unfolded = unfold_words(words)
+    axis = {"right": 0, "left": 0, "up": 1, "down": 1, None: None}
+    assert [axis[word] for word in unfolded] == [axis[word] for word in words]
+    if not any(pair in turns for pair in zip(readable, readable[1:])):
+        assert unfolded == words
+    else:
+        first_turn = next(index for index, pair in enumerate(zip(readable, readable[1:])) if pair in turns)
+        turned = [word for word in unfolded if word is not None][first_turn + 1]
+        assert turned == readable[first_turn], "the first turn back reads as the heading before it"
+
+
+def test_t2v_reference_is_the_wall_less_one_on_a_clip_without_contacts() -> None:
+    """A video with no turn back reads the heading most frames show, as in the world without walls: a nose
+    drawn sideways in frame 0 alone does not decide the reference, a nose sideways in most frames does."""
+    world = WorldConfig(walls="bounce", num_frames=9)
+    clip = render_clip(world, 0)
+    centres = torch.tensor([[4.0 + t, 8.0] for t in range(9)], dtype=torch.float64)
+    glitch = torch.tensor([[0.0, -1.0]] + [[1.0, 0.0]] * 8, dtype=torch.float64)
+    video = render_headed(world, centres, glitch, "red")
+    track = track_video(video, world)
+    assert unfolded_heading(track) == shown_heading(track) == "right"
+    assert score_video(video, clip, world, given=[], reference="heading")["direction_ok"] == 1.0
+    sideways = torch.tensor([[1.0, 0.0]] * 3 + [[0.0, -1.0]] * 6, dtype=torch.float64)
+    moving_right_nose_up = render_headed(world, centres, sideways, "red")
+    assert score_video(moving_right_nose_up, clip, world, given=[], reference="heading")["direction_ok"] == 0.0
+
+
+def test_a_bounce_video_reads_its_first_heading_after_the_turn_too() -> None:
+    world = WorldConfig(walls="bounce", num_frames=9)
+    low, high = wall_limits(world.size, world.square)
+    folded, headings = bounce_path(torch.tensor([high - 2.0, 8.0], dtype=torch.float64),
+                                   torch.tensor([1.0, 0.0], dtype=torch.float64), 1.0, low, high, 9)
+    video = render_headed(world, folded, headings, "red")
+    track = track_video(video, world)
+    assert track.direction_words().count("left") > track.direction_words().count("right")
+    assert unfolded_heading(track) == "right" and shown_heading(track) == "left"
+    assert score_video(video, render_clip(world, 0), world, given=[], reference="heading")["direction_ok"] == 1.0
 
 
 def test_render_headed_refuses_a_heading_that_is_not_a_direction() -> None:
