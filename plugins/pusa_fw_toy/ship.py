@@ -98,8 +98,9 @@ def _carried_base(runs: Path, out: Path, stages: dict[str, dict[str, Any]]) -> d
 
     With ``BASE_FROM=shipped`` (no base stage ran) every base record is carried and every shipped base file
     must be the committed one. With ``BASE1_FROM=shipped`` (only the bounce-world stage ``base2`` ran) the
-    committed base is stage 1: its record is carried as ``base``, and the weights ``base2`` started from
-    (``RUNS/base1-model``) must be its weights.
+    committed base is stage 1: its record is carried as ``base``, its weights (copied verbatim to
+    ``RUNS/base0-model``) must be the ones the manifest describes, and the ``base1-pack`` stage that wrote
+    them into the bounce world (``RUNS/base1-model``, where ``base2`` started) is recorded with it.
     """
     path = runs / "base-manifest.json"
     if not path.is_file():
@@ -108,10 +109,13 @@ def _carried_base(runs: Path, out: Path, stages: dict[str, dict[str, Any]]) -> d
     previous = json.loads(path.read_text())
     if "base2" in stages:
         recorded = previous["files"].get("base/diffusion_pytorch_model.safetensors", {}).get("sha256")
-        if recorded != file_sha256(runs / "base1-model" / "diffusion_pytorch_model.safetensors"):
-            raise InputError(f"{str(runs / 'base1-model')!r} does not hold the weights {str(path)!r} describes; "
-                             "rerun reproduce.sh with BASE1_FROM=shipped in a fresh RUNS")
-        carried = {"base": previous["training"]["base"]}
+        copied = runs / "base0-model" / "diffusion_pytorch_model.safetensors"
+        if not copied.is_file() or recorded != file_sha256(copied) or "base1-pack" not in stages:
+            raise InputError(f"{str(runs / 'base0-model')!r} does not hold the weights {str(path)!r} describes, or "
+                             "no base1-pack stage wrote them into the bounce world; rerun reproduce.sh with "
+                             "BASE1_FROM=shipped in a fresh RUNS")
+        carried = {"base": {**previous["training"]["base"],
+                            "bounce_world_pack": {"command": stages["base1-pack"]["command"]}}}
         how = "the committed MANIFEST.json that BASE1_FROM=shipped started from (stage 1, without walls)"
     else:
         for name in BASE_FILES:

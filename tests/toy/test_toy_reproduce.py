@@ -85,10 +85,12 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     staged = _run(tmp_path, "base1-runs", BASE1_FROM="shipped", VTA_SEEDS="0")
     assert staged.returncode == 0, staged.stderr[-3000:]
     assert not (tmp_path / "base1-runs" / "base").exists() and (tmp_path / "base1-runs" / "base2").is_dir()
-    world = json.loads((tmp_path / "base1-runs" / "base1-model" / "toy.json").read_text())["world"]
-    assert world["walls"] == "bounce"
+    spec = json.loads((tmp_path / "base1-runs" / "base1-model" / "toy.json").read_text())
+    assert spec["world"]["walls"] == "bounce" and spec["codec"]["position_ramps"]
     restaged = verify_shipped(weights)["training"]
     assert "carried_from" in restaged["base"] and "carried_from" not in restaged["base2"]
+    assert restaged["base"]["bounce_world_pack"]["command"] == (
+        "pusa-fw toy-pack $RUNS/base0-model --out $RUNS/base1-model --walls bounce --position-ramps")
     assert restaged["base2"]["steps"] == 2 and restaged["base2"]["config"]["model"]["path"] == "$RUNS/base1-model"
     assert json.loads((weights / "base" / "toy.json").read_text())["world"]["walls"] == "bounce"
     manifest = verify_shipped(weights)

@@ -3,7 +3,8 @@
 # without walls (base.toml, from a Wan-initialised toy-init), two VTA LoRAs on it (training seeds 0 and 1),
 # the quality gates, the eval-toy table, then the shipped folder and its MANIFEST.json.
 # WALLS=bounce runs the bounce-world curriculum instead (docs/toy_training.md section 7, not shipped yet):
-# the same first stage packed into the bounce world, continued there (base-continue.toml), the VTA stages,
+# the same first stage packed into the bounce world with the codec's position channels (toy-pack --walls bounce
+# --position-ramps), continued there (base-continue.toml), the VTA stages,
 # and the long-video evaluation (eval-toy --long with the first VTA) before shipping.  Every
 # stage is resumable: rerun the script after an interruption and finished stages are skipped, an
 # interrupted training run continues from its newest checkpoint in $RUNS.
@@ -76,16 +77,17 @@ if [ "${BASE_FROM:-}" = shipped ]; then   # restart from the committed base: its
     fi
 elif [ "$WALLS" = bounce ]; then
     if [ "${BASE1_FROM:-}" = shipped ]; then   # the committed wall-less base is stage 1: its record comes along
-        if [ ! -e "$RUNS/base1-model" ]; then
+        if [ ! -e "$RUNS/base0-model" ]; then   # a verbatim copy, checked against the manifest by ship
             cp "$SHIP_TO/MANIFEST.json" "$RUNS/base-manifest.json"
-            pusa_fw toy-pack "$SHIP_TO/base" --out "$RUNS/base1-model" --walls bounce
+            cp -r "$SHIP_TO/base" "$RUNS/base0-model.partial" && mv "$RUNS/base0-model.partial" "$RUNS/base0-model"
         fi
+        stage base1-pack pusa_fw toy-pack "$RUNS/base0-model" --out "$RUNS/base1-model" --walls bounce --position-ramps
     else
         # shellcheck disable=SC2086
         [ -e "$RUNS/toy-init" ] || pusa_fw toy-init "$RUNS/toy-init" $INIT_ARGS
         stage base train "$RUNS/base" --config "$RECIPES/base.toml" \
             --set model.path="$RUNS/toy-init" --set data.options.model_dir="$RUNS/toy-init"
-        stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base1-model" --walls bounce
+        stage base-pack pusa_fw toy-pack "$RUNS/base" --ema --out "$RUNS/base1-model" --walls bounce --position-ramps
     fi
     stage base2 train "$RUNS/base2" --config "$RECIPES/base-continue.toml" \
         --set model.path="$RUNS/base1-model" --set data.options.model_dir="$RUNS/base1-model"
