@@ -20,7 +20,6 @@ row is checked against the quality gates, and the VTA rows against the VTA gates
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -134,19 +133,10 @@ def summarise(per_model: list[dict[str, float]]) -> dict[str, dict[str, Any]]:
 
 
 def _load(config: EvalConfig) -> tuple[Any, list[Any], Any]:
-    from pusa_fw.backbone import backbone_factory
-
-    from pusa_fw_toy.model_dir import BACKBONE, load_toy_models
+    from pusa_fw_toy.model_dir import load_toy_models, merged_with_lora
 
     base = load_toy_models(config.base)
-    factory = backbone_factory(BACKBONE, needs=["apply_loras"])
-    vtas = []
-    for path in config.loras:
-        if not path.expanduser().is_file():
-            raise InputError(f"--lora {str(path)!r} does not exist; check the path")
-        dit = copy.deepcopy(base.dit)
-        factory.apply_loras(dit, [(path.expanduser(), 1.0)], merge=True)
-        vtas.append(dit)
+    vtas = [merged_with_lora(base.dit, path) for path in config.loras]
     return base, vtas, base.spec.world
 
 

@@ -16,7 +16,6 @@ Calibration rows (ground truth, and the first frame held still) show what the sc
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -84,10 +83,9 @@ def evaluate_long(config: LongEvalConfig, *, progress: Callable[[str], None] | N
     Raises:
         InputError: unknown schedules or tasks, a missing LoRA, or a base model without walls.
     """
-    from pusa_fw.backbone import backbone_factory
     from pusa_fw.registry_lookup import lookup
 
-    from pusa_fw_toy.model_dir import BACKBONE, load_toy_models
+    from pusa_fw_toy.model_dir import load_toy_models, merged_with_lora
 
     _check(config)
     models = load_toy_models(config.base)
@@ -95,8 +93,7 @@ def evaluate_long(config: LongEvalConfig, *, progress: Callable[[str], None] | N
     if world.walls != "bounce":
         raise InputError(f"--base {str(config.base)!r} is a world without walls; --long needs a bounce-world model "
                          "(pusa-fw toy-init --walls bounce)")
-    dit = copy.deepcopy(models.dit)
-    backbone_factory(BACKBONE, needs=["apply_loras"]).apply_loras(dit, [(config.lora.expanduser(), 1.0)], merge=True)
+    dit = merged_with_lora(models.dit, config.lora)
     seeds = list(range(config.first_seed, config.first_seed + config.num_seeds))
     clips: dict[int, list[WorldClip]] = {}
 

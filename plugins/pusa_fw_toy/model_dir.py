@@ -181,3 +181,21 @@ def load_toy_models(directory: str | os.PathLike[str], *, dtype: torch.dtype = t
         )
     return ToyModels(dit=dit, codec=codec, text_encoder=text_encoder, spec=spec)
 
+
+def merged_with_lora(dit: torch.nn.Module, lora: str | os.PathLike[str]) -> torch.nn.Module:
+    """A copy of the toy `dit` with the LoRA file `lora` merged in at scale 1 (how the toy's VTA runs).
+
+    Raises:
+        InputError: `lora` is not a file.
+    """
+    import copy
+
+    from pusa_fw.backbone import backbone_factory
+
+    path = Path(lora).expanduser()
+    if not path.is_file():
+        raise InputError(f"--lora {str(lora)!r} does not exist; check the path")
+    merged = copy.deepcopy(dit)
+    backbone_factory(BACKBONE, needs=["apply_loras"]).apply_loras(merged, [(path, 1.0)], merge=True)
+    return merged
+
