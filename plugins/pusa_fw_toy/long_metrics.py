@@ -29,7 +29,7 @@ import torch
 
 from pusa_fw_toy.metrics import unfolded_track
 from pusa_fw_toy.tracker import Track, coverage_maps, track_video
-from pusa_fw_toy.walls import wall_limits
+from pusa_fw_toy.walls import OPPOSITE, wall_limits
 from pusa_fw_toy.world import COLOURS, DIRECTIONS, WorldClip, WorldConfig
 
 __all__ = ["INSIDE_SLACK_PX", "SEGMENT", "SIZE_TOLERANCE", "LongScore", "finite_mean", "score_long_video", "segments"]
@@ -40,7 +40,6 @@ SIZE_TOLERANCE = 0.15
 """Largest relative deviation of the blob's coverage from the square's area that keeps the size."""
 INSIDE_SLACK_PX = 0.5
 """How far past an edge a tracked square may reach and still count as inside (tracker rounding)."""
-_OPPOSITE = {"right": "left", "left": "right", "down": "up", "up": "down"}
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def _contacts(track: Track, world: WorldConfig) -> tuple[int, int]:
         at_wall = room < world.speed
         if at_wall and not touching and frame + 2 < len(words):
             contacts += 1
-            turned += _OPPOSITE[word] in words[frame + 1: frame + 3]
+            turned += OPPOSITE[word] in words[frame + 1: frame + 3]
         touching = at_wall
     return contacts, turned
 

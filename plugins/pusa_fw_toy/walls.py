@@ -10,10 +10,10 @@ then folds at once. Axes fold independently, so a diagonal heading that reaches 
 The world allows at most one fold per axis per frame (``speed <= size - square``), so every frame is
 one straight move, or one move in and one move out of a wall, and the distance travelled is ``speed``.
 
-`unfold_centres` undoes the folds of a tracked path (and `unfold_words` of its nose words): every time the nose turns around on an axis, the
-later positions on that axis are mirrored about the wall the nose pointed at, so a clean bounce clip
-becomes a straight constant-speed path again (its first heading) that the straight-line fit of
-`pusa_fw_toy.metrics` can score.
+`unfold_centres` undoes the folds of a tracked path, and `unfold_words` of its nose words: every time the
+nose turns around on an axis (`turns_back`), the later positions on that axis are mirrored about the wall
+the nose pointed at, so a clean bounce clip becomes a straight constant-speed path again (its first
+heading) that the straight-line fit of `pusa_fw_toy.metrics` can score.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["bounce_path", "fold_step", "unfold_centres", "unfold_words", "wall_limits"]
+__all__ = ["OPPOSITE", "bounce_path", "fold_step", "turns_back", "unfold_centres", "unfold_words", "wall_limits"]
 
 
 def wall_limits(size: int, square: float) -> tuple[float, float]:
@@ -80,17 +80,35 @@ def bounce_path(start: torch.Tensor, heading: torch.Tensor, speed: float, low: f
     return torch.stack(centres), torch.stack(headings)
 
 
-_FLIPS = {("right", "left"): 0, ("left", "right"): 0, ("down", "up"): 1, ("up", "down"): 1}
+OPPOSITE = {"right": "left", "left": "right", "down": "up", "up": "down"}
+"""The direction word a nose shows after turning around."""
+_AXIS = {"right": 0, "left": 0, "down": 1, "up": 1}
 _WALL_SIDE = {"right": 1, "left": 0, "down": 1, "up": 0}
+
+
+def turns_back(words: Sequence[str | None]) -> dict[int, str]:
+    """Where a tracked nose turns around: frame -> the word it showed before (the wall it pointed at).
+
+    A turn is a readable frame whose word is the opposite of the previous readable frame's word; turns to
+    a perpendicular word, and unreadable frames, are not turns.
+    """
+    turns: dict[int, str] = {}
+    previous: str | None = None
+    for frame, word in enumerate(words):
+        if word is None:
+            continue
+        if previous is not None and OPPOSITE[previous] == word:
+            turns[frame] = previous
+        previous = word
+    return turns
 
 
 def unfold_centres(centres: torch.Tensor, words: Sequence[str | None], low: float,
                    high: float) -> torch.Tensor:
     """Undo the wall folds of a tracked path, reading the turns from the nose.
 
-    Between consecutive readable frames (``words[t]`` not None) where the nose turns to the opposite
-    word, the later centres on that axis are mirrored about the wall the earlier nose pointed at. Turns
-    to a perpendicular word, and unreadable frames, mirror nothing.
+    At each turn back (`turns_back`) the centres from then on, on that axis, are mirrored about the wall
+    the earlier nose pointed at.
 
     Args:
         centres: `[T, 2]` tracked centres (NaN where unreadable).
@@ -104,30 +122,25 @@ def unfold_centres(centres: torch.Tensor, words: Sequence[str | None], low: floa
     sign = [1.0, 1.0]
     offset = [0.0, 0.0]
     unfolded = centres.to(torch.float64).clone()
-    previous: str | None = None
-    for frame, word in enumerate(words):
-        if word is not None and previous is not None and (previous, word) in _FLIPS:
-            axis = _FLIPS[(previous, word)]
-            wall = high if _WALL_SIDE[previous] else low
+    turns = turns_back(words)
+    for frame in range(len(words)):
+        if frame in turns:
+            before = turns[frame]
+            axis = _AXIS[before]
+            wall = high if _WALL_SIDE[before] else low
             offset[axis] += 2 * sign[axis] * wall
             sign[axis] = -sign[axis]
         for axis in range(2):
             unfolded[frame, axis] = sign[axis] * unfolded[frame, axis] + offset[axis]
-        if word is not None:
-            previous = word
     return unfolded
-
-
-_OPPOSITE = {"right": "left", "left": "right", "down": "up", "up": "down"}
 
 
 def unfold_words(words: Sequence[str | None]) -> list[str | None]:
     """The nose words of a tracked path read in its unfolded frame (the one `unfold_centres` makes).
 
-    A turn to the opposite word between consecutive readable frames mirrors that axis from then on (as in
-    `unfold_centres`), so every later word on a mirrored axis reads as its opposite: a clean bounce clip
-    shows its first heading in every frame, and a nose that points another way than the clip's law stays
-    visible as another word.
+    Each turn back (`turns_back`) mirrors its axis from then on, so every later word on a mirrored axis
+    reads as its opposite: a clean bounce clip shows its first heading in every frame, and a nose that points
+    another way than the clip's law stays visible as another word.
 
     Args:
         words: per frame, the direction word the nose shows, or None.
@@ -136,16 +149,10 @@ def unfold_words(words: Sequence[str | None]) -> list[str | None]:
         Per frame, the unfolded word (None where the input is).
     """
     mirrored = [False, False]
+    turns = turns_back(words)
     unfolded: list[str | None] = []
-    previous: str | None = None
-    for word in words:
-        if word is not None and previous is not None and (previous, word) in _FLIPS:
-            axis = _FLIPS[(previous, word)]
-            mirrored[axis] = not mirrored[axis]
-        if word is None:
-            unfolded.append(None)
-            continue
-        axis = 0 if word in ("right", "left") else 1
-        unfolded.append(_OPPOSITE[word] if mirrored[axis] else word)
-        previous = word
+    for frame, word in enumerate(words):
+        if frame in turns:
+            mirrored[_AXIS[turns[frame]]] ^= True
+        unfolded.append(None if word is None else OPPOSITE[word] if mirrored[_AXIS[word]] else word)
     return unfolded

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from pusa_fw_toy.metrics import score_video, shown_heading, unfolded_heading
 from pusa_fw_toy.tracker import coverage_maps, track_video
-from pusa_fw_toy.walls import bounce_path, fold_step, unfold_centres, unfold_words, wall_limits
+from pusa_fw_toy.walls import bounce_path, fold_step, turns_back, unfold_centres, unfold_words, wall_limits
 from pusa_fw_toy.world import DIRECTIONS, WorldConfig, render_clip, render_headed
 
 SEEDS = st.integers(min_value=0, max_value=2**40)
@@ -191,6 +191,8 @@ def test_metrics_penalise_a_turn_away_from_the_walls_and_a_bounce_without_a_turn
 
 def test_unfold_mirrors_about_the_wall_the_nose_pointed_at() -> None:
     centres = torch.tensor([[9.0, 3.0], [10.0, 3.0], [9.5, 3.0], [8.5, 3.0]], dtype=torch.float64)
+    assert turns_back(["right", "up", "left", None, "right"]) == {4: "left"}, "sideways words are not turns"
+    assert turns_back(["right", None, "left"]) == {2: "right"}, "unreadable frames are skipped"
     unfolded = unfold_centres(centres, ["right", "right", "left", None], 2.5, 10.5)
     assert unfolded[:, 0].tolist() == [9.0, 10.0, 11.5, 12.5]
     assert unfolded[:, 1].tolist() == [3.0] * 4
