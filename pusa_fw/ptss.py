@@ -23,7 +23,8 @@ z)`, `z ~ N(0, 1)` (SD3's choice), and `uniform_fraction` mixes in `U(0, 1)` dra
 logit-normal + 20 % uniform). `PTSS.cdf` gives the resulting marginal CDF of sigma.
 
 The held-frames law (`held_probability`, `held_frames`, `held_frames_max`): with probability p a sample gets
-k distinct random latent frames held clean at sigma 0, the way i2v / keyframe inference holds its conditioning
+k distinct random latent frames held clean at sigma 0 (or, with `held_multiplier` m, shown at m times their
+drawn level, as Pusa's noise multiplier shows them), the way i2v / keyframe inference holds its conditioning
 frames and a rolling window holds its history; k is `held_frames`, or, with `held_frames_max`, uniform on
 `held_frames .. held_frames_max` per sample. `PTSS.draw` reports them so the loss can leave them out.
 """
@@ -65,7 +66,8 @@ class PTSSDraw:
     """One PTSS draw for a batch.
 
     Attributes:
-        sigmas: `[B, F]` float32 on the CPU, in [0, 1] (0 at held frames).
+        sigmas: `[B, F]` float32 on the CPU, in [0, 1] (0 at held frames, or `held_multiplier` times
+            their drawn level).
         synchronous: `[B]` bool, True where the sample's frames share one drawn level (held frames aside).
         held: `[B, F]` bool, True at frames held clean by the held-frames law.
     """
@@ -98,6 +100,9 @@ class PTSS(BaseModel):
         held_frames: k, how many distinct latent frames a held sample holds (must be < F at draw time).
         held_frames_max: None for exactly `held_frames`; an int K >= `held_frames` to draw k uniformly
             from `held_frames .. K` per held sample (K < F at draw time).
+        held_multiplier: m in [0, 1): a held frame is shown at m times the level drawn for it (the sample's
+            shared level in a synchronous sample), the way Pusa's noise multiplier shows a given frame at
+            inference; 0 (the default) holds it clean. Held frames stay out of the loss either way.
 
     Example:
         >>> ptss = PTSS(p_async=0.5, shift=5.0)
@@ -137,6 +142,10 @@ class PTSS(BaseModel):
     held_frames: int = Field(1, ge=1, strict=True, description="frames held at sigma 0 in a held sample")
     held_frames_max: int | None = Field(
         None, ge=1, strict=True, description="None: exactly held_frames; K: k uniform on held_frames..K per sample"
+    )
+    held_multiplier: float = Field(
+        0.0, ge=0.0, lt=1.0, allow_inf_nan=False,
+        description="held frames are shown at this multiple of their drawn level (0: clean)",
     )
 
     @model_validator(mode="after")
@@ -205,7 +214,7 @@ class PTSS(BaseModel):
             generator: CPU `torch.Generator`.
 
         Returns:
-            A `PTSSDraw`. Held frames have sigma exactly 0.
+            A `PTSSDraw`. Held frames have sigma exactly 0, or `held_multiplier` times their drawn level.
 
         Raises:
             InputError: bad arguments, or a held-frames law that would hold every frame (k >= F).
@@ -238,7 +247,7 @@ class PTSS(BaseModel):
             held = (ranks < repeat(counts, "b -> b f", f=num_latent_frames)) & repeat(
                 held_coin < self.held_probability, "b -> b f", f=num_latent_frames
             )
-            sigmas = torch.where(held, torch.zeros_like(sigmas), sigmas)
+            sigmas = torch.where(held, sigmas * self.held_multiplier, sigmas)
         return PTSSDraw(sigmas=sigmas.to(torch.float32), synchronous=synchronous, held=held)
 
     def cdf(self, sigmas: torch.Tensor) -> torch.Tensor:

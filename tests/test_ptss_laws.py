@@ -237,3 +237,33 @@ def test_a_held_count_range_is_checked():
         PTSS(held_frames=2, held_frames_max=1)
     with pytest.raises(InputError, match="held_frames_max=4 would hold all 4"):
         PTSS(held_probability=0.5, held_frames_max=4).draw(2, 4, torch.Generator())
+
+
+@settings(max_examples=40)
+@given(
+    batch=st.integers(1, 6),
+    frames=st.integers(2, 10),
+    p_async=st.sampled_from([0.0, 0.5, 1.0]),
+    multiplier=st.floats(0.05, 0.95),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_a_held_multiplier_shows_held_frames_at_that_share_of_their_drawn_level(batch, frames, p_async, multiplier,
+                                                                               seed):
+    """The held frames of the clean law, scaled: the same draw stream, the same frames, the other frames untouched."""
+    clean = PTSS(p_async=p_async, held_probability=0.7, held_frames=1)
+    shown = PTSS(p_async=p_async, held_probability=0.7, held_frames=1, held_multiplier=multiplier)
+    reference = clean.draw(batch, frames, torch.Generator().manual_seed(seed))
+    levels = PTSS(p_async=p_async).draw(batch, frames, torch.Generator().manual_seed(seed)).sigmas
+    drawn = shown.draw(batch, frames, torch.Generator().manual_seed(seed))
+    assert torch.equal(drawn.held, reference.held) and torch.equal(drawn.synchronous, reference.synchronous)
+    assert torch.equal(drawn.sigmas[~drawn.held], reference.sigmas[~drawn.held])
+    # float32 levels times m against float64 levels times m, each rounded once to float32: within 2 ulp
+    assert torch.allclose(drawn.sigmas[drawn.held], (levels * multiplier)[drawn.held], rtol=2.5e-7, atol=0)
+    assert bool((drawn.sigmas[drawn.held] > 0).all()) and torch.equal(drawn.loss_mask, ~drawn.held)
+
+
+def test_a_held_multiplier_is_checked():
+    with pytest.raises(ValidationError, match="held_multiplier"):
+        PTSS(held_probability=1.0, held_multiplier=1.0)
+    with pytest.raises(ValidationError, match="held_multiplier"):
+        PTSS(held_probability=1.0, held_multiplier=-0.1)
