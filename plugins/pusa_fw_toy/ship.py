@@ -97,8 +97,8 @@ def _carried_base(runs: Path, out: Path, stages: dict[str, dict[str, Any]]) -> d
     weights are checked to be the ones that manifest describes.
 
     With ``BASE_FROM=shipped`` (no base stage ran) every base record is carried and every shipped base file
-    must be the committed one. With ``BASE1_FROM=shipped`` (only the bounce-world stage ``base2`` ran) the
-    committed base is stage 1: its record is carried as ``base``, its weights (copied verbatim to
+    must be the committed one. With ``BASE1_FROM=shipped`` (only the bounce-world stages ``base2`` and
+    ``base3`` ran) the committed base is stage 1: its record is carried as ``base``, its weights (copied verbatim to
     ``RUNS/base0-model``) must be the ones the manifest describes, and the ``base1-pack`` stage that wrote
     them into the bounce world (``RUNS/base1-model``, where ``base2`` started) is recorded with it.
     """
@@ -160,9 +160,10 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
     vta_gates = json.loads((runs / "eval" / "eval_toy.json").read_text()).get("vta_gates", {})
     files = sorted(path for path in out.rglob("*") if path.is_file() and path.name != MANIFEST)
     training = _carried_base(runs, out, stages) if "base" not in stages else {}
-    for name in (name for name in ("base", "base2") if name in stages):  # base2: a continuation stage
+    for name in (name for name in ("base", "base2", "base3") if name in stages):  # base2, base3: continuations
         training[name] = _training(runs / name, stages[name])
-        training[name]["packed"] = {"command": stages[f"{name}-pack"]["command"], "weights": "EMA"}
+        packed = stages[f"{name}-pack"]["command"]
+        training[name]["packed"] = {"command": packed, "weights": "EMA" if " --ema" in packed else "raw"}
         curve = runs / f"gate_curve_{name}.jsonl"  # written by recipes/gate_curve.sh when it was run
         if curve.is_file():
             training[name]["gate_curve"] = [json.loads(line) for line in curve.read_text().splitlines() if line]
@@ -174,7 +175,7 @@ def build_manifest(runs: Path, out: Path, seeds: list[int]) -> dict[str, Any]:
         "format": "pusa-fw-toy-weights",
         "version": 1,
         "how": ("plugins/pusa_fw_toy/recipes/reproduce.sh WALLS=bounce (base.toml without walls, base-continue.toml "
-                "in the bounce world, then vta.toml per training seed)" if "base2" in training else
+                "and base-held.toml in the bounce world, then vta.toml per training seed)" if "base2" in training else
                 "plugins/pusa_fw_toy/recipes/reproduce.sh (base.toml, then vta.toml per training seed)"),
         "machine": _machine(),
         "training": training,

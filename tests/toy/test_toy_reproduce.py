@@ -92,6 +92,10 @@ def test_reproduce_script_builds_a_verified_shipped_folder(tmp_path: Path) -> No
     assert restaged["base"]["bounce_world_pack"]["command"] == (
         "pusa-fw toy-pack $RUNS/base0-model --out $RUNS/base1-model --walls bounce --position-ramps")
     assert restaged["base2"]["steps"] == 2 and restaged["base2"]["config"]["model"]["path"] == "$RUNS/base1-model"
+    assert restaged["base3"]["config"]["model"]["path"] == "$RUNS/base2-model"
+    assert restaged["base3"]["config"]["ptss"]["held_probability"] == 1.0, "base-held.toml holds a clean frame"
+    assert restaged["base3"]["packed"] == {"command": "pusa-fw toy-pack $RUNS/base3 --out $RUNS/base-model",
+                                           "weights": "raw"}
     assert json.loads((weights / "base" / "toy.json").read_text())["world"]["walls"] == "bounce"
     manifest = verify_shipped(weights)
     long_video = manifest["long_video"]

@@ -2,9 +2,10 @@
 # Reproduce the shipped toy models (plugins/pusa_fw_toy/weights): a base trained from scratch in the world
 # without walls (base.toml, from a Wan-initialised toy-init), two VTA LoRAs on it (training seeds 0 and 1),
 # the quality gates, the eval-toy table, then the shipped folder and its MANIFEST.json.
-# WALLS=bounce runs the bounce-world curriculum instead (docs/toy_training.md section 7, not shipped yet):
+# WALLS=bounce runs the bounce-world curriculum instead (docs/toy_training.md section 7; the shipped weights):
 # the same first stage packed into the bounce world with the codec's position channels (toy-pack --walls bounce
-# --position-ramps), continued there (base-continue.toml), the VTA stages,
+# --position-ramps), continued there (base-continue.toml, then base-held.toml: every sample holds one clean
+# frame, so the base learns to read the heading from the nose), the VTA stages,
 # and the long-video evaluation (eval-toy --long with the first VTA) before shipping.  Every
 # stage is resumable: rerun the script after an interruption and finished stages are skipped, an
 # interrupted training run continues from its newest checkpoint in $RUNS.
@@ -77,6 +78,11 @@ if [ "${BASE_FROM:-}" = shipped ]; then   # restart from the committed base: its
     fi
 elif [ "$WALLS" = bounce ]; then
     if [ "${BASE1_FROM:-}" = shipped ]; then   # the committed wall-less base is stage 1: its record comes along
+        if [ ! -e "$RUNS/base0-model" ] && grep -q '"walls": *"bounce"' "$SHIP_TO/base/toy.json"; then
+            echo "reproduce.sh: BASE1_FROM=shipped needs a committed wall-less base, and $SHIP_TO/base already" \
+                 "knows the walls; use BASE_FROM=shipped (VTA stages only) or WALLS=bounce (from scratch)" >&2
+            exit 2
+        fi
         if [ ! -e "$RUNS/base0-model" ]; then   # a verbatim copy, checked against the manifest by ship
             cp "$SHIP_TO/MANIFEST.json" "$RUNS/base-manifest.json"
             cp -r "$SHIP_TO/base" "$RUNS/base0-model.partial" && mv "$RUNS/base0-model.partial" "$RUNS/base0-model"
@@ -91,7 +97,10 @@ elif [ "$WALLS" = bounce ]; then
     fi
     stage base2 train "$RUNS/base2" --config "$RECIPES/base-continue.toml" \
         --set model.path="$RUNS/base1-model" --set data.options.model_dir="$RUNS/base1-model"
-    stage base2-pack pusa_fw toy-pack "$RUNS/base2" --ema --out "$RUNS/base-model"
+    stage base2-pack pusa_fw toy-pack "$RUNS/base2" --ema --out "$RUNS/base2-model"
+    stage base3 train "$RUNS/base3" --config "$RECIPES/base-held.toml" \
+        --set model.path="$RUNS/base2-model" --set data.options.model_dir="$RUNS/base2-model"
+    stage base3-pack pusa_fw toy-pack "$RUNS/base3" --out "$RUNS/base-model"   # raw weights (base-held.toml)
 else
     # shellcheck disable=SC2086
     [ -e "$RUNS/toy-init" ] || pusa_fw toy-init "$RUNS/toy-init" $INIT_ARGS
