@@ -1,5 +1,5 @@
-"""``pusa-fw eval-toy --long`` end to end on the shipped model written into the bounce world
-(``toy-pack --walls bounce``) and its VTA (few seeds, one step, 17 frames): the report holds every schedule's rolling row and the best schedule's rows for every task and
+"""``pusa-fw eval-toy --long`` end to end on the shipped bounce-world model and its VTA (few seeds, one step,
+17 frames): the report holds every schedule's rolling row and the best schedule's rows for every task and
 length, the calibration rows bracket the scores, the recommended arguments run through ``pusa-fw generate``
 unchanged, and bad requests fail in one line."""
 
@@ -18,21 +18,14 @@ COMPARED = ["w9o3-clean", "w9o3-hg1.5", "w9o3-pyramid"]
 
 
 @pytest.fixture(scope="module")
-def bounce_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from pusa_fw_toy.pack import pack_checkpoint
-
-    return pack_checkpoint(shipped_model_dir(), tmp_path_factory.mktemp("bounce") / "base", walls="bounce")
-
-
-@pytest.fixture(scope="module")
-def report(tmp_path_factory: pytest.TempPathFactory, bounce_base: Path) -> dict:
+def report(tmp_path_factory: pytest.TempPathFactory) -> dict:
     import torch
 
     out = tmp_path_factory.mktemp("long")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        args = ["eval-toy", "--long", "--base", str(bounce_base), "--lora", str(shipped_lora(0)),
+        args = ["eval-toy", "--long", "--base", str(shipped_model_dir()), "--lora", str(shipped_lora(0)),
                 "--seeds", "2", "--steps", "1", "--frames", "17", "--frames", "21", "--no-progress", "--out", str(out)]
         for name in COMPARED:
             args += ["--long-schedule", name]
@@ -67,14 +60,14 @@ def test_calibration_rows_bracket_the_scores(report: dict) -> None:
     assert static["speed_kept_videos"] == 0.0 and static["speed_median"] == 0.0
 
 
-def test_the_recommended_arguments_run_through_generate(report: dict, bounce_base: Path, tmp_path: Path) -> None:
+def test_the_recommended_arguments_run_through_generate(report: dict, tmp_path: Path) -> None:
     from pusa_fw_toy.demo import ASSETS
 
     out = tmp_path / "rolled.mp4"
     args = report["report"]["generate_args"]
-    assert main(["generate", "--model", str(bounce_base), "--lora", str(shipped_lora(0)),
-                 "--task", "rolling", *args, "--image", str(ASSETS / "i2v_first.png"),
-                 "--prompt", "a red square", "--num-frames", "17", "--height", "16", "--width", "16",
+    assert main(["generate", "--model", str(shipped_model_dir()), "--lora", str(shipped_lora(0)),
+                 "--task", "rolling", *args, "--image", str(ASSETS / "rolling_first.png"),
+                 "--prompt", "a blue square", "--num-frames", "17", "--height", "16", "--width", "16",
                  "--steps", "1", "--shift", "2", "--cfg", "1", "--fps", "8", "--no-progress", "--out", str(out)]) == 0
     params = json.loads(out.with_suffix(".json").read_text())["task"]["params"]
     schedule = LONG_SCHEDULES[report["report"]["best_schedule"]]
@@ -100,6 +93,28 @@ def test_bad_long_requests_fail_in_one_line(extra: list[str], message: str, tmp_
 
 
 def test_a_model_without_walls_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    code = main(["eval-toy", "--long", "--base", str(shipped_model_dir()), "--lora", str(shipped_lora(0)),
-                 "--out", str(tmp_path)])
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(shipped_model_dir(), base)
+    spec = json.loads((base / "toy.json").read_text())
+    spec["world"]["walls"] = "none"
+    spec["world"]["speed"] = 1.0
+    (base / "toy.json").write_text(json.dumps(spec))
+    code = main(["eval-toy", "--long", "--base", str(base), "--lora", str(shipped_lora(0)), "--out", str(tmp_path)])
     assert code != 0 and "needs a bounce-world model" in capsys.readouterr().err
+
+
+def test_the_readme_long_video_command_uses_the_manifest_arguments() -> None:
+    import shlex
+
+    from pusa_fw_toy.shipped import read_manifest
+
+    args = read_manifest()["long_video"]["generate_args"]
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Long videos", 1)[1].split("\n## ", 1)[0]
+    command = section.split("```\n", 2)[1].replace("\\\n", " ")
+    words = shlex.split(command)
+    assert words[:3] == ["pusa-fw", "generate", "--model"] and "rolling" in words
+    start = words.index(args[0])
+    assert words[start:start + len(args)] == args, "the README runs exactly the recommended settings"
