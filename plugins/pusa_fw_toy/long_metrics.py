@@ -29,7 +29,7 @@ import torch
 
 from pusa_fw_toy.metrics import unfolded_track
 from pusa_fw_toy.tracker import Track, coverage_maps, track_video
-from pusa_fw_toy.walls import OPPOSITE, wall_limits
+from pusa_fw_toy.walls import AXIS, OPPOSITE, WALL_SIDE, wall_limits
 from pusa_fw_toy.world import COLOURS, DIRECTIONS, WorldClip, WorldConfig
 
 __all__ = ["INSIDE_SLACK_PX", "SEGMENT", "SIZE_TOLERANCE", "LongScore", "finite_mean", "score_long_video", "segments"]
@@ -96,9 +96,8 @@ def _contacts(track: Track, world: WorldConfig) -> tuple[int, int]:
         if word is None:
             touching = False
             continue
-        axis = 0 if word in ("right", "left") else 1
-        position = float(track.centres[frame, axis])
-        room = high - position if word in ("right", "down") else position - low
+        position = float(track.centres[frame, AXIS[word]])
+        room = high - position if WALL_SIDE[word] else position - low
         at_wall = room < world.speed
         if at_wall and not touching and frame + 2 < len(words):
             contacts += 1

@@ -198,4 +198,3 @@ def merged_with_lora(dit: torch.nn.Module, lora: str | os.PathLike[str]) -> torc
     merged = copy.deepcopy(dit)
     backbone_factory(BACKBONE, needs=["apply_loras"]).apply_loras(merged, [(path, 1.0)], merge=True)
     return merged
-

@@ -22,7 +22,7 @@ from collections.abc import Sequence
 
 import torch
 
-__all__ = ["OPPOSITE", "bounce_path", "fold_step", "turns_back", "unfold_centres", "unfold_words", "wall_limits"]
+__all__ = ["AXIS", "OPPOSITE", "WALL_SIDE", "bounce_path", "fold_step", "turns_back", "unfold_centres", "unfold_words", "wall_limits"]
 
 
 def wall_limits(size: int, square: float) -> tuple[float, float]:
@@ -82,8 +82,10 @@ def bounce_path(start: torch.Tensor, heading: torch.Tensor, speed: float, low: f
 
 OPPOSITE = {"right": "left", "left": "right", "down": "up", "up": "down"}
 """The direction word a nose shows after turning around."""
-_AXIS = {"right": 0, "left": 0, "down": 1, "up": 1}
-_WALL_SIDE = {"right": 1, "left": 0, "down": 1, "up": 0}
+AXIS = {"right": 0, "left": 0, "down": 1, "up": 1}
+"""The axis a direction word moves along: 0 for x, 1 for y."""
+WALL_SIDE = {"right": 1, "left": 0, "down": 1, "up": 0}
+"""Which wall a direction word points at on its axis: 1 for the high one, 0 for the low one."""
 
 
 def turns_back(words: Sequence[str | None]) -> dict[int, str]:
@@ -126,8 +128,8 @@ def unfold_centres(centres: torch.Tensor, words: Sequence[str | None], low: floa
     for frame in range(len(words)):
         if frame in turns:
             before = turns[frame]
-            axis = _AXIS[before]
-            wall = high if _WALL_SIDE[before] else low
+            axis = AXIS[before]
+            wall = high if WALL_SIDE[before] else low
             offset[axis] += 2 * sign[axis] * wall
             sign[axis] = -sign[axis]
         for axis in range(2):
@@ -153,6 +155,6 @@ def unfold_words(words: Sequence[str | None]) -> list[str | None]:
     unfolded: list[str | None] = []
     for frame, word in enumerate(words):
         if frame in turns:
-            mirrored[_AXIS[turns[frame]]] ^= True
-        unfolded.append(None if word is None else OPPOSITE[word] if mirrored[_AXIS[word]] else word)
+            mirrored[AXIS[turns[frame]]] ^= True
+        unfolded.append(None if word is None else OPPOSITE[word] if mirrored[AXIS[word]] else word)
     return unfolded
